@@ -1,0 +1,108 @@
+"""Base training and checkpoint collection of the selected subset (frozen rest, resumable)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pdiff import atomic
+from pdiff.data import Dataset, augment_batch, batch_indices
+from pdiff.evaluate import accuracy, run_in_batches
+from pdiff.params import ParamSpec, read_vector, split_network
+from pdiff.progress import stage_progress
+
+log = logging.getLogger(__name__)
+
+
+def _sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+    loss = F.cross_entropy(module(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def _batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: int, augment: bool):
+    idx = batch_indices(step, len(x), batch_size, seed)
+    xb = x[idx]
+    if augment:
+        xb = augment_batch(xb, torch.Generator().manual_seed(seed * 7_919 + step))
+    return xb, y[idx]
+
+
+def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: int, state_path: Path) -> float:
+    """SGD with cosine decay on all parameters; saves a resume point each epoch. Returns test accuracy (%)."""
+    steps_per_epoch = max(len(data.x_train) // base_cfg.batch_size, 1)
+    total = base_cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.SGD(model.parameters(), lr=base_cfg.lr, momentum=base_cfg.momentum,
+                                weight_decay=base_cfg.weight_decay, nesterov=base_cfg.momentum > 0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(total, 1))))
+    step = 0
+    if state_path.is_file():
+        state = atomic.read_torch(state_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step = int(state["step"])
+        log.info("base training resumes at epoch %d/%d", step // steps_per_epoch, base_cfg.epochs)
+    model.train()
+    with stage_progress("base training", total=base_cfg.epochs, completed=step // steps_per_epoch) as bar:
+        while step < total:
+            for _ in range(steps_per_epoch):
+                loss = _sgd_step(model, optimizer, *_batch(data.x_train, data.y_train, step, base_cfg.batch_size,
+                                                           seed, augment))
+                schedule.step()
+                step += 1
+            atomic.write_torch(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                            "schedule": schedule.state_dict(), "step": step})
+            bar.advance(status=f"loss {loss:.4f}")
+    model.eval()
+    return accuracy(model, data.x_test, data.y_test)
+
+
+def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int, augment: bool,
+                        seed: int, state_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep training only `spec`'s parameters (all norm statistics frozen) and take K snapshots.
+
+    Returns vectors [K, D] and their test accuracies [K] (percent). Resumes from `state_path`.
+    """
+    model.eval()
+    named = dict(model.named_parameters())
+    for name, param in named.items():
+        param.requires_grad_(name in spec.names)
+    head, tail = split_network(model, spec.entries[0].name)
+    with torch.no_grad():
+        test_features = run_in_batches(head, data.x_test)
+        train_features = None if augment else run_in_batches(head, data.x_train)
+    trained = tail if train_features is not None else model
+    train_x = train_features if train_features is not None else data.x_train
+    optimizer = torch.optim.SGD([named[name] for name in spec.names], lr=collect_cfg.lr,
+                                momentum=collect_cfg.momentum, weight_decay=collect_cfg.weight_decay)
+    steps_per_checkpoint = collect_cfg.steps_per_checkpoint or max(len(data.x_train) // collect_cfg.batch_size, 1)
+    vectors, accuracies = [], []
+    if state_path.is_file():
+        state = atomic.read_torch(state_path)
+        vectors, accuracies = list(state["vectors"]), list(state["accuracy"])
+        with torch.no_grad():
+            for name, value in spec.unflatten(state["vectors"][-1:]).items():
+                named[name].copy_(value[0])
+        optimizer.load_state_dict(state["optimizer"])
+        log.info("collection resumes at checkpoint %d/%d", len(vectors), k)
+    with stage_progress("collect checkpoints", total=k, completed=len(vectors)) as bar:
+        while len(vectors) < k:
+            start = len(vectors) * steps_per_checkpoint
+            for step in range(start, start + steps_per_checkpoint):
+                _sgd_step(trained, optimizer, *_batch(train_x, data.y_train, step, collect_cfg.batch_size, seed,
+                                                      augment))
+            vectors.append(read_vector(model, spec).clone())
+            accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
+            if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
+                atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),
+                                                "optimizer": optimizer.state_dict()})
+            bar.advance(status=f"acc {float(accuracies[-1]):.2f}%")
+    return torch.stack(vectors), torch.stack(accuracies)

@@ -1,0 +1,237 @@
+"""Typed config schemas behind the Hydra YAML tree, and the checks Hydra cannot do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message names the key, the value and what is allowed."""
+
+
+class Stage(Enum):
+    collect = "collect"
+    train = "train"
+    generate = "generate"
+    evaluate = "evaluate"
+    all = "all"
+
+
+class NetName(Enum):
+    cnn = "cnn"
+    mlp = "mlp"
+    resnet18 = "resnet18"
+
+
+class DataName(Enum):
+    digits = "digits"
+    npz = "npz"
+    mnist = "mnist"
+    cifar10 = "cifar10"
+    cifar100 = "cifar100"
+
+
+class AEName(Enum):
+    pdiff_v1 = "pdiff_v1"
+    pdiff_v2 = "pdiff_v2"
+    mlp = "mlp"
+
+
+class Normalization(Enum):
+    per_tensor = "per_tensor"
+    per_coordinate = "per_coordinate"
+
+
+class Sampler(Enum):
+    ddpm = "ddpm"
+    ddim = "ddim"
+
+
+class LoggerName(Enum):
+    jsonl = "jsonl"
+    wandb = "wandb"
+
+
+class WandbMode(Enum):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+@dataclass
+class NetConfig:
+    name: NetName = NetName.cnn
+    width: int = 32
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+
+
+@dataclass
+class ParamConfig:
+    layers: list[str] = field(default_factory=lambda: ["bn3", "bn4"])
+    k: int = 200
+
+
+@dataclass
+class SGDConfig:
+    epochs: int = 30
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 64
+
+
+@dataclass
+class CollectConfig:
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    steps_per_checkpoint: int = 0  # 0: one epoch per checkpoint, as in p-diff
+    save_state_every: int = 10  # checkpoints between resume points
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    net: NetConfig = field(default_factory=NetConfig)
+    param: ParamConfig = field(default_factory=ParamConfig)
+    base: SGDConfig = field(default_factory=SGDConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+
+
+@dataclass
+class DataConfig:
+    name: DataName = DataName.digits
+    root: Optional[str] = None
+    path: Optional[str] = None
+    augment: bool = False
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 2000
+    lr: float = 1e-3
+    weight_decay: float = 2e-6
+    batch_size: int = 200
+    warmup_steps: int = 100
+    log_every: int = 50
+    save_every: int = 500
+
+
+@dataclass
+class AEConfig:
+    name: AEName = AEName.mlp
+    normalization: Normalization = Normalization.per_coordinate
+    input_noise: float = 0.001
+    latent_noise: float = 0.1
+    latent_dim: int = 64
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    latent_channels: int = 4
+    stride: int = 2
+    fold: int = 64
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    time_dim: int = 128
+    ema_decay: float = 0.999
+    sampler: Sampler = Sampler.ddpm
+    ddim_steps: int = 60
+    ddim_eta: float = 0.0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class GenerateConfig:
+    n: int = 200
+
+
+@dataclass
+class EvaluateConfig:
+    chunk_size: int = 100
+
+
+@dataclass
+class LoggerConfig:
+    name: LoggerName = LoggerName.jsonl
+    project: str = "pdiff"
+    entity: Optional[str] = None
+    mode: WandbMode = WandbMode.offline
+    init_timeout_s: int = 30
+
+
+@dataclass
+class PathsConfig:
+    output_dir: str = MISSING
+
+
+@dataclass
+class Config:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    ae: AEConfig = field(default_factory=AEConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    stage: Stage = Stage.all
+    seed: int = 0
+    threads: int = 0  # 0: leave torch's default
+
+
+def register_configs() -> None:
+    """Put the schema in Hydra's ConfigStore so every YAML file is type-checked against it."""
+    ConfigStore.instance().store(name="base_config", node=Config)
+
+
+def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values a schema cannot express; raise ConfigError naming the key."""
+    _require(cfg.task.param.k >= 1, "task.param.k", cfg.task.param.k, "must be an integer >= 1")
+    _require(len(cfg.task.param.layers) > 0, "task.param.layers", list(cfg.task.param.layers),
+             "must list at least one layer name or pattern ('*' selects all parameters)")
+    _require(cfg.generate.n >= 1, "generate.n", cfg.generate.n, "must be >= 1")
+    _require(cfg.diffusion.timesteps >= 2, "diffusion.timesteps", cfg.diffusion.timesteps, "must be >= 2")
+    _require(0.0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",
+             (cfg.diffusion.beta_start, cfg.diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
+    _require(1 <= cfg.diffusion.ddim_steps <= cfg.diffusion.timesteps, "diffusion.ddim_steps",
+             cfg.diffusion.ddim_steps, f"must be in [1, diffusion.timesteps={cfg.diffusion.timesteps}]")
+    _require(0.0 <= cfg.ae.input_noise and 0.0 <= cfg.ae.latent_noise, "ae.input_noise/latent_noise",
+             (cfg.ae.input_noise, cfg.ae.latent_noise), "must be >= 0")
+    _require(cfg.ae.stride >= 2, "ae.stride", cfg.ae.stride, "must be >= 2")
+    _require(0.0 <= cfg.diffusion.ema_decay < 1.0, "diffusion.ema_decay", cfg.diffusion.ema_decay, "must be in [0, 1)")
+    for group in ("ae", "diffusion"):
+        optim = cfg[group].optim
+        for name in ("steps", "batch_size", "log_every", "save_every"):
+            _require(optim[name] >= 1, f"{group}.optim.{name}", optim[name], "must be >= 1")
+        _require(optim.lr > 0, f"{group}.optim.lr", optim.lr, "must be > 0")
+    _require(cfg.task.base.epochs >= 0, "task.base.epochs", cfg.task.base.epochs, "must be >= 0")
+    for key, value in (("task.base.batch_size", cfg.task.base.batch_size),
+                       ("task.collect.batch_size", cfg.task.collect.batch_size)):
+        _require(value >= 1, key, value, "must be >= 1")
+    _require(cfg.task.collect.steps_per_checkpoint >= 0, "task.collect.steps_per_checkpoint",
+             cfg.task.collect.steps_per_checkpoint, "must be >= 0 (0 means one epoch)")
+    _require(cfg.task.collect.save_state_every >= 1, "task.collect.save_state_every",
+             cfg.task.collect.save_state_every, "must be >= 1")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """The resolved config as plain JSON-able data (enums as their names)."""
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)

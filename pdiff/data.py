@@ -1,0 +1,158 @@
+"""Datasets as in-memory tensors: embedded digits, your own npz, torchvision (CIFAR, MNIST) from data.root."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pdiff.config import ConfigError, DataName
+
+DIGITS_SPLIT_FILE = "digits_split.json"
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+_TORCHVISION = {
+    DataName.mnist: ("MNIST", "MNIST/raw", (0.1307,), (0.3081,)),
+    DataName.cifar10: ("CIFAR10", "cifar-10-batches-py", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    DataName.cifar100: ("CIFAR100", "cifar-100-python", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+@dataclass
+class Dataset:
+    """Normalised train and test tensors; x is [N, *input_shape] float32, y is [N] int64."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def load_dataset(data_cfg) -> Dataset:
+    """Load the dataset named by `data.name`; raise ConfigError when its files are absent or malformed."""
+    name = DataName(data_cfg.name) if not isinstance(data_cfg.name, DataName) else data_cfg.name
+    if name is DataName.digits:
+        return _load_digits()
+    if name is DataName.npz:
+        return _load_npz(data_cfg.path)
+    return _load_torchvision(name, data_cfg.root)
+
+
+def check_data_available(data_cfg) -> None:
+    """Fail fast, before any work, when the data the config names is not on disk."""
+    name = DataName(data_cfg.name) if not isinstance(data_cfg.name, DataName) else data_cfg.name
+    if name is DataName.npz:
+        _npz_path(data_cfg.path)
+    elif name in _TORCHVISION:
+        _torchvision_root(name, data_cfg.root)
+
+
+def digits_test_indices() -> list[int]:
+    """The recorded, fixed test split of scikit-learn's digits (stratified 30% per class: 539 of 1,797 images)."""
+    text = resources.files("pdiff.resources").joinpath(DIGITS_SPLIT_FILE).read_text()
+    return json.loads(text)["test_indices"]
+
+
+def _load_digits() -> Dataset:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
+    y = torch.from_numpy(digits.target.astype(np.int64))
+    test = torch.tensor(digits_test_indices())
+    is_train = torch.ones(len(y), dtype=torch.bool)
+    is_train[test] = False
+    mean, std = x[is_train].mean(), x[is_train].std()
+    x = (x - mean) / std
+    return Dataset(x[is_train], y[is_train], x[test], y[test], num_classes=10)
+
+
+def _npz_path(path) -> Path:
+    if not path:
+        raise ConfigError("data.path is not set: data.name=npz needs data.path=FILE.npz "
+                          f"holding arrays {', '.join(NPZ_KEYS)}")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"data.path={str(path)!r} does not exist: give an .npz file holding arrays "
+                          f"{', '.join(NPZ_KEYS)}")
+    return file
+
+
+def _load_npz(path) -> Dataset:
+    file = _npz_path(path)
+    with np.load(file, allow_pickle=False) as arrays:
+        missing = [key for key in NPZ_KEYS if key not in arrays]
+        if missing:
+            raise ConfigError(f"data.path={str(path)!r} lacks arrays {missing}; it must hold {', '.join(NPZ_KEYS)}")
+        x_train, x_test = (torch.from_numpy(arrays[k].astype(np.float32)) for k in ("x_train", "x_test"))
+        y_train, y_test = (torch.from_numpy(arrays[k].astype(np.int64)).reshape(-1) for k in ("y_train", "y_test"))
+    if x_train.shape[1:] != x_test.shape[1:] or len(x_train) != len(y_train) or len(x_test) != len(y_test):
+        raise ConfigError(f"data.path={str(path)!r}: inconsistent shapes x_train {tuple(x_train.shape)}, "
+                          f"y_train {tuple(y_train.shape)}, x_test {tuple(x_test.shape)}, y_test {tuple(y_test.shape)}")
+    if min(y_train.min(), y_test.min()) < 0:
+        raise ConfigError(f"data.path={str(path)!r}: labels must be integers >= 0")
+    mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    return Dataset((x_train - mean) / std, y_train, (x_test - mean) / std, y_test, num_classes)
+
+
+def _torchvision_root(name: DataName, root) -> Path:
+    cls_name, subdir, _, _ = _TORCHVISION[name]
+    how = (f"download it once on a machine with internet: python -c \"import torchvision; "
+           f"torchvision.datasets.{cls_name}(root='{root or 'DIR'}', download=True)\" and set data.root=DIR")
+    if not root:
+        raise ConfigError(f"data.root is not set: task data {name.value} is read from data.root; {how}")
+    expected = Path(root).expanduser() / subdir
+    if not expected.exists():
+        raise ConfigError(f"data.root={str(root)!r}: {name.value} not found at {expected}; {how}")
+    return Path(root).expanduser()
+
+
+def _load_torchvision(name: DataName, root) -> Dataset:
+    import torchvision
+
+    cls_name, _, mean, std = _TORCHVISION[name]
+    directory = _torchvision_root(name, root)
+    cls = getattr(torchvision.datasets, cls_name)
+    splits = [cls(root=str(directory), train=train, download=False) for train in (True, False)]
+    tensors = []
+    for split in splits:
+        x = torch.as_tensor(np.asarray(split.data), dtype=torch.float32) / 255.0
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+        tensors += [x.contiguous(), torch.as_tensor(np.asarray(split.targets), dtype=torch.int64)]
+    num_classes = len(splits[0].classes)
+    return Dataset(*tensors, num_classes=num_classes)
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, per image ([B, C, H, W] in, same out)."""
+    batch, _, height, width = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator)
+    rows = (dy.view(-1, 1) + torch.arange(height)).view(batch, 1, height, 1)
+    cols = (dx.view(-1, 1) + torch.arange(width)).view(batch, 1, 1, width)
+    batch_idx = torch.arange(batch).view(batch, 1, 1, 1)
+    channel_idx = torch.arange(x.shape[1]).view(1, -1, 1, 1)
+    out = padded[batch_idx, channel_idx, rows, cols]
+    flip = torch.rand(batch, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:
+    """Indices of the training batch at a global step: a fresh permutation per epoch, set by (seed, epoch)."""
+    steps_per_epoch = max(n // batch_size, 1)
+    epoch, index = divmod(step, steps_per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return order[index * batch_size:(index + 1) * batch_size]

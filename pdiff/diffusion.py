@@ -1,0 +1,106 @@
+"""Gaussian diffusion (DDPM, Ho et al. 2020): schedule, q_sample, training loss, DDPM and DDIM sampling.
+
+The schedule is computed once in float64 and cast at the point of use. The denoiser is passed in,
+called as `model(x_t, t)` with a per-sample timestep `t` [B], and predicts the noise `eps`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 2e-2) -> torch.Tensor:
+    return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+
+
+def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """values[t] reshaped to broadcast over `like` ([B] -> [B, 1, ...]) in like's dtype."""
+    out = values.to(like.device)[t].to(like.dtype)
+    return out.view(-1, *([1] * (like.ndim - 1)))
+
+
+class GaussianDiffusion:
+    """Epsilon-prediction diffusion over tensors [B, ...] with T steps."""
+
+    def __init__(self, betas: torch.Tensor):
+        self.betas = betas.double()
+        self.timesteps = len(betas)
+        alphas = 1.0 - self.betas
+        self.alphas_cumprod = torch.cumprod(alphas, 0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        self.sqrt_alphas_cumprod = self.alphas_cumprod.sqrt()
+        self.sqrt_one_minus_alphas_cumprod = (1.0 - self.alphas_cumprod).sqrt()
+        self.sqrt_recip_alphas_cumprod = (1.0 / self.alphas_cumprod).sqrt()
+        self.sqrt_recipm1_alphas_cumprod = (1.0 / self.alphas_cumprod - 1.0).sqrt()
+        self.posterior_variance = self.betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
+        self.posterior_log_variance_clipped = torch.log(
+            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]]))
+        self.posterior_mean_coef1 = self.betas * self.alphas_cumprod_prev.sqrt() / (1.0 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * alphas.sqrt() / (1.0 - self.alphas_cumprod)
+
+    def q_sample(self, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Sample x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I)."""
+        noise = torch.randn_like(x_start) if noise is None else noise
+        return (_gather(self.sqrt_alphas_cumprod, t, x_start) * x_start
+                + _gather(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
+
+    def training_losses(self, model: Denoiser, x_start: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """MSE between the true and predicted noise, one uniform timestep per sample; returns a scalar."""
+        if t is None:
+            t = torch.randint(0, self.timesteps, (len(x_start),), device=x_start.device)
+        noise = torch.randn_like(x_start)
+        return F.mse_loss(model(self.q_sample(x_start, t, noise), t), noise)
+
+    def predict_start_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return _gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+
+    def q_posterior_mean(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return _gather(self.posterior_mean_coef1, t, x_t) * x_start + _gather(self.posterior_mean_coef2, t, x_t) * x_t
+
+    @torch.no_grad()
+    def p_sample_loop(self, model: Denoiser, shape: tuple[int, ...], generator: torch.Generator | None = None,
+                      device: str | torch.device = "cpu", progress: Callable[[], None] | None = None) -> torch.Tensor:
+        """Ancestral DDPM sampling over all T steps; returns x_0 of `shape`."""
+        x_t = torch.randn(shape, generator=generator, device=device)
+        for step in reversed(range(self.timesteps)):
+            t = torch.full((shape[0],), step, device=device, dtype=torch.long)
+            x_start = self.predict_start_from_eps(x_t, t, model(x_t, t))
+            mean = self.q_posterior_mean(x_start, x_t, t)
+            if step > 0:
+                noise = torch.randn(shape, generator=generator, device=device)
+                x_t = mean + (0.5 * _gather(self.posterior_log_variance_clipped, t, x_t)).exp() * noise
+            else:
+                x_t = mean
+            if progress is not None:
+                progress()
+        return x_t
+
+    def ddim_timesteps(self, steps: int) -> list[int]:
+        """`steps` evenly spaced timesteps from T-1 down to 0."""
+        return sorted({round(i * (self.timesteps - 1) / max(steps - 1, 1)) for i in range(steps)}, reverse=True)
+
+    @torch.no_grad()
+    def ddim_sample_loop(self, model: Denoiser, shape: tuple[int, ...], steps: int, eta: float = 0.0,
+                         generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                         progress: Callable[[], None] | None = None) -> torch.Tensor:
+        """DDIM (Song et al. 2021) over a subsequence of timesteps; deterministic given x_T when eta=0."""
+        x_t = torch.randn(shape, generator=generator, device=device)
+        schedule = self.ddim_timesteps(steps)
+        for current, previous in zip(schedule, [*schedule[1:], -1]):
+            t = torch.full((shape[0],), current, device=device, dtype=torch.long)
+            eps = model(x_t, t)
+            x_start = self.predict_start_from_eps(x_t, t, eps)
+            abar = float(self.alphas_cumprod[current])
+            abar_prev = float(self.alphas_cumprod[previous]) if previous >= 0 else 1.0
+            sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)) ** 0.5
+            x_t = abar_prev ** 0.5 * x_start + max(1 - abar_prev - sigma**2, 0.0) ** 0.5 * eps
+            if sigma > 0:
+                x_t = x_t + sigma * torch.randn(shape, generator=generator, device=device)
+            if progress is not None:
+                progress()
+        return x_t

@@ -1,0 +1,56 @@
+"""Test-set accuracy of many parameter vectors: frozen head run once, the changing tail vmapped in chunks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call, vmap
+
+from pdiff.params import ParamSpec, split_network, tail_parameter_names
+
+MEMORY_BUDGET_BYTES = 2 * 1024**3
+ACTIVATION_COPIES = 8  # rough count of feature-sized tensors alive per model inside the tail
+
+
+@torch.no_grad()
+def run_in_batches(module: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    return torch.cat([module(chunk) for chunk in x.split(batch_size)])
+
+
+@torch.no_grad()
+def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent."""
+    predictions = torch.cat([module(chunk).argmax(-1) for chunk in x.split(batch_size)])
+    return float((predictions == y).double().mean() * 100)
+
+
+class ParameterEvaluator:
+    """Predicts the test set for [N, D] subset vectors written into one base network (in eval mode)."""
+
+    def __init__(self, model: nn.Module, spec: ParamSpec, x_test: torch.Tensor, y_test: torch.Tensor,
+                 max_chunk: int = 100):
+        model.eval()
+        self.spec, self.y_test = spec, y_test
+        head, self.tail = split_network(model, spec.entries[0].name)
+        self.features = run_in_batches(head, x_test)
+        self.tail_names = tail_parameter_names(model, self.tail)
+        self.fixed = {name: t.detach() for name, t in self.tail.named_parameters()}
+        self.fixed.update({name: t for name, t in self.tail.named_buffers()})
+        per_model = self.features.numel() * self.features.element_size() * ACTIVATION_COPIES
+        self.chunk = max(1, min(max_chunk, MEMORY_BUDGET_BYTES // max(per_model, 1)))
+
+    def _logits(self, tail_params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return functional_call(self.tail, {**self.fixed, **tail_params}, (self.features,))
+
+    @torch.no_grad()
+    def predictions(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, D] vectors -> [N, n_test] predicted classes."""
+        outputs = []
+        for chunk in vectors.float().split(self.chunk):
+            batched = {self.tail_names[name]: value for name, value in self.spec.unflatten(chunk).items()}
+            outputs.append(vmap(self._logits)(batched).argmax(-1))
+        return torch.cat(outputs)
+
+    def accuracies(self, vectors: torch.Tensor) -> torch.Tensor:
+        """[N, D] vectors -> [N] test accuracy in percent (float64)."""
+        return (self.predictions(vectors) == self.y_test).double().mean(1) * 100

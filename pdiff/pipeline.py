@@ -1,0 +1,252 @@
+"""The stages, what each reads and writes, and skip-if-done.
+
+DIR/zoo        collect:  base_model.safetensors, zoo.safetensors + zoo.json (resume: *_state.pt)
+DIR/generator  train:    autoencoder.safetensors, denoiser_ema.safetensors, generator.json
+DIR/generated  generate: params.safetensors + generated.json
+DIR/eval       evaluate: accuracies.safetensors; then DIR/report.json, report.md, accuracy.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pdiff import atomic
+from pdiff.collect import collect_checkpoints, train_base
+from pdiff.config import ConfigError, Stage, to_container, validate
+from pdiff.data import Dataset, check_data_available, load_dataset
+from pdiff.evaluate import ParameterEvaluator
+from pdiff.generate import generate_parameters
+from pdiff.generator import (encode_latents, generator_exists, load_generator, save_generator, train_autoencoder,
+                             train_denoiser)
+from pdiff.params import select_parameters
+from pdiff.report import build_report, write_report
+from pdiff.tasknets import build_task_net
+from pdiff.tracking import Tracker
+from pdiff.zoo import ParamZoo, load_base_weights, save_base_weights
+
+log = logging.getLogger(__name__)
+STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
+INPUTS_FILE = "inputs.json"
+TIMINGS_FILE = "timings.json"
+
+
+@dataclass
+class Run:
+    """One pipeline run: its config, output folder, tracker and per-stage timings."""
+
+    cfg: DictConfig
+    output_dir: Path
+    tracker: Tracker
+    timings: dict[str, float] = field(default_factory=dict)
+    _data: Dataset | None = None
+
+    @property
+    def data(self) -> Dataset:
+        if self._data is None:
+            self._data = load_dataset(self.cfg.data)
+        return self._data
+
+    def dir(self, name: str) -> Path:
+        path = self.output_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record_time(self, key: str, seconds: float) -> None:
+        self.timings[key] = seconds
+        path = self.output_dir / TIMINGS_FILE
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        atomic.write_json(path, {**saved, key: round(seconds, 3)})
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def stage_inputs(cfg: DictConfig, stage: Stage) -> dict:
+    """The config that a stage's outputs depend on (each stage includes its predecessors')."""
+    full = to_container(cfg)
+    inputs = {"task": full["task"], "data": full["data"], "seed": full["seed"]}
+    if stage in (Stage.train, Stage.generate, Stage.evaluate):
+        sampling = ("sampler", "ddim_steps", "ddim_eta")
+        inputs["ae"] = full["ae"]
+        inputs["diffusion"] = {k: v for k, v in full["diffusion"].items() if k not in sampling}
+    if stage in (Stage.generate, Stage.evaluate):
+        inputs["generate"] = full["generate"]
+        inputs["sampling"] = {k: full["diffusion"][k] for k in sampling}
+    return inputs
+
+
+def claim_stage_dir(directory: Path, inputs: dict, keep_on_change: bool) -> None:
+    """Record what a stage folder is made from; empty it if it was made from other inputs.
+
+    A folder holding costly work (keep_on_change) made from other inputs is never emptied: ConfigError.
+    """
+    path = directory / INPUTS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved == inputs:
+            return
+        old, new = _flat(saved), _flat(inputs)
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if keep_on_change:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+            raise ConfigError(f"{directory} was made with another config ({shown}); it is kept as it is. "
+                              "Use a new paths.output_dir, or the config that made it")
+        for stale in directory.iterdir():
+            stale.unlink()
+    atomic.write_json(path, inputs)
+
+
+def run_collect(run: Run) -> None:
+    cfg, directory = run.cfg, run.dir("zoo")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.collect), keep_on_change=True)
+    if ParamZoo.exists(directory):
+        log.info("collect: zoo in %s is complete, skipping", directory)
+        return
+    started = time.perf_counter()
+    data = run.data
+    torch.manual_seed(cfg.seed)
+    model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+    spec = select_parameters(model, list(cfg.task.param.layers))
+    base_weights = directory / "base_model.safetensors"
+    if base_weights.is_file():
+        model.load_state_dict(load_base_weights(directory))
+        base_acc = None
+    else:
+        base_acc = train_base(model, data, cfg.task.base, cfg.data.augment, cfg.seed, directory / "base_state.pt")
+        save_base_weights(directory, model.state_dict())
+        run.tracker.log({"collect/base_acc": base_acc})
+    run.record_time("collect_base", time.perf_counter() - started)
+    vectors, accuracy = collect_checkpoints(model, spec, data, cfg.task.collect, cfg.task.param.k, cfg.data.augment,
+                                            cfg.seed + 10_007, directory / "collect_state.pt")
+    zoo = ParamZoo(vectors, accuracy, spec, {"task": cfg.task.name, "seed": cfg.seed, "base_accuracy": base_acc,
+                                             "config": to_container(cfg)})
+    zoo.save(directory)
+    run.record_time("collect", time.perf_counter() - started)
+    log.info("collect: %d checkpoints of %d parameters, accuracy %.2f-%.2f%%", zoo.k, spec.dim,
+             float(accuracy.min()), float(accuracy.max()))
+
+
+def run_train(run: Run) -> None:
+    cfg, directory = run.cfg, run.dir("generator")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.train), keep_on_change=True)
+    if generator_exists(directory):
+        log.info("train: generator in %s is complete, skipping", directory)
+        return
+    zoo = ParamZoo.load(run.output_dir / "zoo")
+    started = time.perf_counter()
+    normalizer, autoencoder = train_autoencoder(zoo, cfg.ae, cfg.seed, directory, run.tracker)
+    run.record_time("train_autoencoder", time.perf_counter() - started)
+    started = time.perf_counter()
+    latents, scale = encode_latents(normalizer, autoencoder, zoo.vectors)
+    denoiser, ema_denoiser = train_denoiser(latents, cfg.diffusion, cfg.seed, directory, run.tracker)
+    save_generator(directory, normalizer, autoencoder, denoiser, ema_denoiser, scale,
+                   {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k})
+    run.record_time("train_diffusion", time.perf_counter() - started)
+
+
+def run_generate(run: Run) -> None:
+    cfg, directory = run.cfg, run.dir("generated")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.generate), keep_on_change=False)
+    if (directory / "generated.json").is_file():
+        log.info("generate: %s is complete, skipping", directory)
+        return
+    zoo = ParamZoo.load(run.output_dir / "zoo")
+    started = time.perf_counter()
+    generator = load_generator(run.output_dir / "generator", cfg.ae, cfg.diffusion, zoo.spec.dim)
+    params = generate_parameters(generator, cfg.generate.n, cfg.diffusion, cfg.seed + 20_011)
+    atomic.write_safetensors(directory / "params.safetensors", {"params": params})
+    atomic.write_json(directory / "generated.json", {"n": cfg.generate.n, "dim": zoo.spec.dim,
+                                                     "sampler": str(cfg.diffusion.sampler)})
+    run.record_time("generate", time.perf_counter() - started)
+
+
+def run_evaluate(run: Run) -> dict:
+    cfg, directory = run.cfg, run.dir("eval")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
+    zoo = ParamZoo.load(run.output_dir / "zoo")
+    results = directory / "accuracies.safetensors"
+    if results.is_file():
+        accuracies = atomic.read_safetensors(results)
+    else:
+        started = time.perf_counter()
+        data = run.data
+        model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+        model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
+        evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, data.y_test, cfg.evaluate.chunk_size)
+        generated = atomic.read_safetensors(run.output_dir / "generated" / "params.safetensors")["params"]
+        accuracies = {"original": evaluator.accuracies(zoo.vectors), "generated": evaluator.accuracies(generated),
+                      "n_test": torch.tensor(len(data.y_test))}
+        atomic.write_safetensors(results, accuracies)
+        run.record_time("evaluate", time.perf_counter() - started)
+    saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
+    report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["original"], accuracies["generated"], saved)
+    write_report(run.output_dir, report, accuracies["original"], accuracies["generated"],
+                 int(accuracies["n_test"]))
+    run.tracker.log({f"eval/{group}_{stat}": value for group in ("original", "generated")
+                     for stat, value in report[group].items()})
+    run.tracker.log_artifacts({"eval/generated_acc": accuracies["generated"].tolist(),
+                               "eval/original_acc": accuracies["original"].tolist()},
+                              {"eval/report": [["models", "n", "best", "mean", "median", "min", "std"]]
+                               + [[g, *report[g].values()] for g in ("original", "generated")]})
+    return report
+
+
+STAGE_RUNNERS = {Stage.collect: run_collect, Stage.train: run_train, Stage.generate: run_generate,
+                 Stage.evaluate: run_evaluate}
+
+
+def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
+    """Every config check that can fail, before any work starts."""
+    validate(cfg)
+    if Stage.collect in stages or Stage.evaluate in stages:
+        check_data_available(cfg.data)
+    if Stage.collect in stages:
+        data = load_dataset(cfg.data)
+        select_parameters(build_task_net(cfg.task.net, data.input_shape, data.num_classes),
+                          list(cfg.task.param.layers))
+
+
+def run_pipeline(cfg: DictConfig) -> dict | None:
+    """Run `cfg.stage` (or all stages) into `cfg.paths.output_dir`; return the report when evaluation ran."""
+    stage = Stage(cfg.stage)
+    stages = list(STAGE_ORDER) if stage is Stage.all else [stage]
+    preflight(cfg, stages)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
+    run = Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg)))
+    report, started = None, time.perf_counter()
+    try:
+        for current in stages:
+            result = STAGE_RUNNERS[current](run)
+            report = result if current is Stage.evaluate else report
+        if report is not None:
+            run.tracker.summary({f"{g}/{s}": v for g in ("original", "generated") for s, v in report[g].items()})
+    finally:
+        run.tracker.close()
+    print(summary_line(cfg, output_dir, report, time.perf_counter() - started))
+    return report
+
+
+def summary_line(cfg: DictConfig, output_dir: Path, report: dict | None, seconds: float) -> str:
+    if report is None:
+        return f"pdiff: stage={Stage(cfg.stage).value} done in {seconds:.1f} s -> {output_dir}"
+    o, g = report["original"], report["generated"]
+    return (f"pdiff: {report['task']} K={report['k']} D={report['param_count']} | original best/mean/min "
+            f"{o['best']:.2f}/{o['mean']:.2f}/{o['min']:.2f} | generated best/mean/min {g['best']:.2f}/{g['mean']:.2f}/"
+            f"{g['min']:.2f} (n={g['n']}) | {seconds:.1f} s | {output_dir / 'report.md'}")

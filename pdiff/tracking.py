@@ -1,0 +1,74 @@
+"""Metrics: always a JSONL file; also Weights & Biases when logger=wandb (offline unless set online)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pdiff.config import LoggerName, WandbMode
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "wandb_run_id.txt"
+
+
+class Tracker:
+    """Appends metric dicts to `metrics.jsonl` and mirrors them to a W&B run when one is configured."""
+
+    def __init__(self, output_dir: Path, logger_cfg, config: dict):
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", buffering=1)
+        self.run = None
+        if LoggerName(logger_cfg.name) is LoggerName.wandb:
+            self.run = _start_wandb(Path(output_dir), logger_cfg, config)
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        self._file.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")
+        if self.run is not None:
+            self.run.log(metrics)
+
+    def summary(self, values: dict[str, Any]) -> None:
+        if self.run is not None:
+            self.run.summary.update(values)
+
+    def log_artifacts(self, histograms: dict[str, list[float]], tables: dict[str, list[list[Any]]]) -> None:
+        """Histograms and small tables to W&B (the JSONL keeps the raw numbers elsewhere)."""
+        if self.run is None:
+            return
+        import wandb
+
+        payload: dict[str, Any] = {key: wandb.Histogram(values) for key, values in histograms.items()}
+        for key, rows in tables.items():
+            payload[key] = wandb.Table(columns=rows[0], data=rows[1:])
+        self.run.log(payload)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def _start_wandb(output_dir: Path, logger_cfg, config: dict):
+    """Start or continue this output folder's W&B run; online failures fall back to offline in bounded time."""
+    import wandb
+
+    id_file = output_dir / RUN_ID_FILE
+    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+    id_file.write_text(run_id + "\n")
+    mode = WandbMode(logger_cfg.mode).value
+    kwargs = dict(project=logger_cfg.project, entity=logger_cfg.entity, dir=str(output_dir), config=config,
+                  id=run_id, resume="allow", settings=wandb.Settings(init_timeout=logger_cfg.init_timeout_s,
+                                                                     silent=True))
+    try:
+        return wandb.init(mode=mode, **kwargs)
+    except Exception as error:  # wandb raises several types for an unreachable or refused server
+        if mode != "online":
+            raise
+        log.warning("W&B online init failed (%s); logging offline to %s instead", error, output_dir / "wandb")
+        os.environ["WANDB_MODE"] = "offline"
+        return wandb.init(mode="offline", **kwargs)

@@ -1,0 +1,83 @@
+"""The parameter zoo on disk: a safetensors [K, D] matrix + JSON metadata, checked on load."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from pdiff import atomic
+from pdiff.params import ParamSpec
+
+ZOO_TENSORS = "zoo.safetensors"
+ZOO_META = "zoo.json"
+BASE_WEIGHTS = "base_model.safetensors"
+FORMAT_VERSION = 1
+
+
+class ZooError(RuntimeError):
+    """A zoo on disk that is missing, incomplete or corrupted."""
+
+
+@dataclass
+class ParamZoo:
+    """K checkpoints of a parameter subset, each with its test accuracy (percent)."""
+
+    vectors: torch.Tensor  # [K, D] float32
+    accuracy: torch.Tensor  # [K] float64, percent
+    spec: ParamSpec
+    meta: dict
+
+    @property
+    def k(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def save(self, directory: Path) -> None:
+        """Write tensors first, then the JSON that names their checksum, each atomically."""
+        directory = Path(directory)
+        tensors_path = directory / ZOO_TENSORS
+        atomic.write_safetensors(tensors_path, {"params": self.vectors.float(), "accuracy": self.accuracy.double()})
+        meta = dict(self.meta, format_version=FORMAT_VERSION, k=self.k, dim=self.spec.dim,
+                    spec=self.spec.to_json(), accuracy=[round(float(a), 4) for a in self.accuracy],
+                    sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
+        atomic.write_json(directory / ZOO_META, meta)
+
+    @classmethod
+    def exists(cls, directory: Path) -> bool:
+        return (Path(directory) / ZOO_META).is_file()
+
+    @classmethod
+    def load(cls, directory: Path) -> ParamZoo:
+        directory = Path(directory)
+        meta_path, tensors_path = directory / ZOO_META, directory / ZOO_TENSORS
+        if not meta_path.is_file() or not tensors_path.is_file():
+            raise ZooError(f"no complete parameter zoo in {directory} (need {ZOO_META} and {ZOO_TENSORS}); "
+                           "run stage=collect first")
+        try:
+            meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ZooError(f"{meta_path} is not valid JSON: {error}") from error
+        digest = atomic.sha256(tensors_path)
+        if meta.get("sha256", {}).get(ZOO_TENSORS) != digest:
+            raise ZooError(f"{tensors_path} does not match the checksum recorded in {meta_path}: the file is corrupted "
+                           "or was changed; re-run stage=collect into a new paths.output_dir")
+        tensors = atomic.read_safetensors(tensors_path)
+        spec = ParamSpec.from_json(meta["spec"])
+        vectors, accuracy = tensors["params"], tensors["accuracy"]
+        if tuple(vectors.shape) != (meta["k"], spec.dim) or accuracy.shape[0] != meta["k"]:
+            raise ZooError(f"{tensors_path}: params {tuple(vectors.shape)} and accuracy {tuple(accuracy.shape)} "
+                           f"do not match k={meta['k']}, dim={spec.dim} in {meta_path}")
+        return cls(vectors, accuracy, spec, meta)
+
+
+def save_base_weights(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
+    atomic.write_safetensors(Path(directory) / BASE_WEIGHTS, state_dict)
+
+
+def load_base_weights(directory: Path) -> dict[str, torch.Tensor]:
+    path = Path(directory) / BASE_WEIGHTS
+    if not path.is_file():
+        raise ZooError(f"base model weights {path} are missing; run stage=collect first")
+    return atomic.read_safetensors(path)
