@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -107,8 +107,8 @@ class TaskConfig:
 @dataclass
 class DataConfig:
     name: DataName = DataName.digits
-    root: Optional[str] = None
-    path: Optional[str] = None
+    root: str | None = None
+    path: str | None = None
     augment: bool = False
     eval_batch_size: int = 1000
 
@@ -167,7 +167,7 @@ class EvaluateConfig:
 class LoggerConfig:
     name: LoggerName = LoggerName.jsonl
     project: str = "pdiff"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: WandbMode = WandbMode.offline
     init_timeout_s: int = 30
 
@@ -213,8 +213,10 @@ def validate(cfg: DictConfig) -> None:
              (cfg.diffusion.beta_start, cfg.diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
     _require(1 <= cfg.diffusion.ddim_steps <= cfg.diffusion.timesteps, "diffusion.ddim_steps",
              cfg.diffusion.ddim_steps, f"must be in [1, diffusion.timesteps={cfg.diffusion.timesteps}]")
-    _require(0.0 <= cfg.ae.input_noise and 0.0 <= cfg.ae.latent_noise, "ae.input_noise/latent_noise",
+    _require(cfg.ae.input_noise >= 0.0 and cfg.ae.latent_noise >= 0.0, "ae.input_noise/latent_noise",
              (cfg.ae.input_noise, cfg.ae.latent_noise), "must be >= 0")
+    _require(cfg.ae.latent_dim % cfg.ae.latent_channels == 0, "ae.latent_dim", cfg.ae.latent_dim,
+             f"must be a multiple of ae.latent_channels={cfg.ae.latent_channels}")
     _require(cfg.ae.stride >= 2, "ae.stride", cfg.ae.stride, "must be >= 2")
     _require(0.0 <= cfg.diffusion.ema_decay < 1.0, "diffusion.ema_decay", cfg.diffusion.ema_decay, "must be in [0, 1)")
     for group in ("ae", "diffusion"):

@@ -6,7 +6,7 @@ called as `model(x_t, t)` with a per-sample timestep `t` [B], and predicts the n
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,8 @@ class GaussianDiffusion:
         return F.mse_loss(model(self.q_sample(x_start, t, noise), t), noise)
 
     def predict_start_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return _gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        return (_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t
+                - _gather(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps)
 
     def q_posterior_mean(self, x_start: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return _gather(self.posterior_mean_coef1, t, x_t) * x_start + _gather(self.posterior_mean_coef2, t, x_t) * x_t

@@ -58,7 +58,8 @@ class ParamSpec:
         offset = 0
         for entry in spec.entries:
             if entry.offset != offset:
-                raise ValueError(f"parameter spec is inconsistent at {entry.name}: offset {entry.offset}, expected {offset}")
+                raise ValueError(f"parameter spec is inconsistent at {entry.name}: offset {entry.offset}, "
+                                 f"expected {offset}")
             offset += entry.numel
         return spec
 

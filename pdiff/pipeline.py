@@ -23,8 +23,14 @@ from pdiff.config import ConfigError, Stage, to_container, validate
 from pdiff.data import Dataset, check_data_available, load_dataset
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generate import generate_parameters
-from pdiff.generator import (encode_latents, generator_exists, load_generator, save_generator, train_autoencoder,
-                             train_denoiser)
+from pdiff.generator import (
+    encode_latents,
+    generator_exists,
+    load_generator,
+    save_generator,
+    train_autoencoder,
+    train_denoiser,
+)
 from pdiff.params import select_parameters
 from pdiff.report import build_report, write_report
 from pdiff.tasknets import build_task_net

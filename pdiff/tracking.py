@@ -21,7 +21,7 @@ class Tracker:
     def __init__(self, output_dir: Path, logger_cfg, config: dict):
         self.path = Path(output_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", buffering=1)
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - held open for the run, closed in close()
         self.run = None
         if LoggerName(logger_cfg.name) is LoggerName.wandb:
             self.run = _start_wandb(Path(output_dir), logger_cfg, config)

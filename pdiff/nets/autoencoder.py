@@ -45,16 +45,17 @@ class ParamAutoencoder(nn.Module):
 
 
 class MLPAutoencoder(ParamAutoencoder):
-    """Linear-LayerNorm-SiLU stacks to a latent of `latent_dim` and back (pdiff's default for small D)."""
+    """Linear-LayerNorm-SiLU stacks to `latent_dim` values, seen as [latent_channels, L], and back."""
 
-    def __init__(self, dim: int, hidden: list[int], latent_dim: int, input_noise: float, latent_noise: float):
+    def __init__(self, dim: int, hidden: list[int], latent_dim: int, latent_channels: int, input_noise: float,
+                 latent_noise: float):
         super().__init__(dim, input_noise, latent_noise)
-        self.latent_shape = (1, latent_dim)
+        self.latent_shape = (latent_channels, latent_dim // latent_channels)
         self.encoder = _mlp([dim, *hidden, latent_dim])
         self.decoder = _mlp([latent_dim, *reversed(hidden), dim])
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x).unsqueeze(1)
+        return self.encoder(x).view(-1, *self.latent_shape)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z.flatten(1))
@@ -113,7 +114,7 @@ class ConvAutoencoderV2(ParamAutoencoder):
         super().__init__(dim, input_noise, latent_noise)
         factor = 2 ** len(channels)
         self.fold = fold
-        self.rows = math.ceil(dim / (fold * factor)) * factor
+        self.rows = math.ceil(dim / (fold * 2 * factor)) * 2 * factor  # final length >= 2, as in v1
         self.bottom = (channels[-1], self.rows // factor)
         self.latent_shape = (1, latent_dim)
         widths = [fold, *channels]
@@ -138,7 +139,7 @@ def build_autoencoder(ae_cfg, dim: int) -> ParamAutoencoder:
     name = AEName(ae_cfg.name) if not isinstance(ae_cfg.name, AEName) else ae_cfg.name
     noise = {"input_noise": ae_cfg.input_noise, "latent_noise": ae_cfg.latent_noise}
     if name is AEName.mlp:
-        return MLPAutoencoder(dim, list(ae_cfg.hidden), ae_cfg.latent_dim, **noise)
+        return MLPAutoencoder(dim, list(ae_cfg.hidden), ae_cfg.latent_dim, ae_cfg.latent_channels, **noise)
     if name is AEName.pdiff_v1:
         return ConvAutoencoderV1(dim, list(ae_cfg.channels), ae_cfg.latent_channels, ae_cfg.stride, **noise)
     return ConvAutoencoderV2(dim, ae_cfg.fold, list(ae_cfg.channels), ae_cfg.latent_dim, **noise)

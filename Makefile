@@ -1,0 +1,30 @@
+# The two commands: `make run` (set up, then the main job on the embedded default task) and
+# `make test` (set up, then the whole test suite). Both create .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: run test setup lint bench
+
+run: setup
+	$(BIN)/python launch/sweep.py $(ARGS)
+
+test: setup
+	$(BIN)/ruff check pdiff launch tests benchmarks
+	$(BIN)/python -m pytest tests -m "slow or not slow" $(ARGS)
+
+setup: $(VENV)/.installed
+
+# torch and torchvision first, pinned to the releases on this machine's disk (pip's cap stays).
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: setup
+	$(BIN)/ruff check pdiff launch tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/pipeline.py --out benchmarks/results/pipeline.json

@@ -1,0 +1,38 @@
+"""Shared fixtures: configs composed from the real configs/ tree, shrunk to tiny CPU sizes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from pdiff.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+os.environ["PDIFF_QUIET"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+register_configs()
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+        return compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path) -> DictConfig:
+    return compose_config(["experiment=smoke", f"paths.output_dir={tmp_path / 'run'}"])
+
+
+def run_sweep(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run launch/sweep.py as a user would; returns the finished process (stdout+stderr captured)."""
+    env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
+    return subprocess.run([sys.executable, str(REPO / "launch" / "sweep.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)

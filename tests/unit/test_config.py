@@ -1,0 +1,77 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import HydraException
+from omegaconf.errors import ValidationError
+
+from pdiff.config import ConfigError, Stage, validate
+from pdiff.pipeline import preflight, run_pipeline
+from tests.conftest import CONFIGS, compose_config
+
+GROUPS = ["task", "ae", "diffusion", "logger", "experiment"]
+
+
+@pytest.mark.parametrize("group, option", [(g, p.stem) for g in GROUPS for p in sorted((CONFIGS / g).glob("*.yaml"))])
+def test_every_option_of_every_group_composes_and_validates(group, option, tmp_path):
+    cfg = compose_config([f"{group}={option}", f"paths.output_dir={tmp_path}"])
+    validate(cfg)
+
+
+def test_defaults_are_the_reference_choice(tmp_path):
+    cfg = compose_config([f"paths.output_dir={tmp_path}"])
+    assert cfg.task.name == "digits_cnn" and cfg.task.param.k == 200
+    assert list(cfg.task.param.layers) == ["bn3", "bn4"]
+    assert cfg.diffusion.timesteps == 1000 and cfg.diffusion.beta_start == 1e-4 and cfg.diffusion.beta_end == 2e-2
+    cifar = compose_config(["task=cifar100_resnet18", f"paths.output_dir={tmp_path}"])
+    assert list(cifar.task.param.layers) == ["layer4.1.bn1", "layer4.1.bn2"] and cifar.task.param.k == 200
+
+
+def test_unknown_task_lists_the_options():
+    with pytest.raises(HydraException, match="task/nope"):
+        compose_config(["task=nope"])
+
+
+def test_unknown_key_and_bad_enum_fail_at_compose_time():
+    with pytest.raises(HydraException, match="task.param.kk"):
+        compose_config(["task.param.kk=3"])
+    with pytest.raises((ValidationError, HydraException), match="stage"):
+        compose_config(["stage=everything"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("task.param.k=0", r"task.param.k=0 is invalid: must be an integer >= 1"),
+    ("generate.n=0", r"generate.n=0 is invalid"),
+    ("diffusion.ddim_steps=5000", r"diffusion.ddim_steps=5000 is invalid"),
+    ("ae.optim.lr=-1", r"ae.optim.lr=-1.0 is invalid"),
+])
+def test_semantic_validation_names_key_value_and_rule(override, message, tmp_path):
+    cfg = compose_config([override, f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
+
+
+def test_layer_pattern_matching_nothing_stops_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    cfg = compose_config(["task.param.layers=[bn3,conv9]", f"paths.output_dir={out}"])
+    with pytest.raises(ConfigError, match=r"task.param.layers pattern 'conv9' matches no parameter"):
+        run_pipeline(cfg)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("task", ["cifar100_resnet18", "cifar10_resnet18", "mnist_cnn"])
+def test_missing_data_root_names_path_and_how_to_get_it(task, tmp_path):
+    missing = tmp_path / "nowhere"
+    cfg = compose_config([f"task={task}", f"data.root={missing}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=rf"data.root='{missing}'.*download=True"):
+        preflight(cfg, [Stage.collect])
+    unset = compose_config([f"task={task}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match="data.root is not set"):
+        run_pipeline(unset)
+    assert not (tmp_path / "run").exists()
+
+
+def test_npz_task_without_file_is_an_error(tmp_path):
+    cfg = compose_config(["task=npz_mlp", f"data.path={tmp_path / 'x.npz'}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"data.path='.*x.npz' does not exist"):
+        preflight(cfg, [Stage.collect])
+    assert Path(tmp_path).exists()

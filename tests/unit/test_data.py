@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import torch
+
+from pdiff.config import ConfigError
+from pdiff.data import augment_batch, batch_indices, digits_test_indices, load_dataset
+from tests.conftest import compose_config
+
+
+def test_digits_split_is_fixed_stratified_and_disjoint(tmp_path):
+    data = load_dataset(compose_config([f"paths.output_dir={tmp_path}"]).data)
+    assert data.x_train.shape == (1258, 1, 8, 8) and data.x_test.shape == (539, 1, 8, 8)
+    assert data.num_classes == 10
+    test = digits_test_indices()
+    assert len(set(test)) == 539 and test == sorted(test)
+    counts = torch.bincount(data.y_test, minlength=10)
+    assert counts.min() >= 50 and counts.max() <= 56
+    assert abs(float(data.x_train.mean())) < 1e-5
+
+
+def test_npz_any_input_shape(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=rng.normal(size=(40, 3, 5, 2)), y_train=rng.integers(0, 4, 40),
+             x_test=rng.normal(size=(10, 3, 5, 2)), y_test=rng.integers(0, 4, 10))
+    data = load_dataset(compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path}"]).data)
+    assert data.input_shape == (3, 5, 2) and data.x_test.dtype == torch.float32 and len(data.y_train) == 40
+
+
+def test_npz_missing_arrays_are_named(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=np.zeros((2, 3)), y_train=np.zeros(2))
+    cfg = compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"lacks arrays \['x_test', 'y_test'\]"):
+        load_dataset(cfg.data)
+
+
+def test_batches_cover_each_epoch_once_and_depend_only_on_step():
+    seen = torch.cat([batch_indices(step, 100, 10, seed=3) for step in range(10)])
+    assert sorted(seen.tolist()) == list(range(100))
+    assert torch.equal(batch_indices(13, 100, 10, 3), batch_indices(13, 100, 10, 3))
+    assert not torch.equal(batch_indices(10, 100, 10, 3), batch_indices(0, 100, 10, 3))
+
+
+def test_augment_batch_crops_and_flips_within_bounds():
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8)
+    out = augment_batch(x, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == x.shape
+    assert set(out.unique().tolist()) <= set(x.unique().tolist()) | {0.0}

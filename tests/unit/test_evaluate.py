@@ -1,0 +1,47 @@
+import copy
+
+import pytest
+import torch
+
+from pdiff.evaluate import ParameterEvaluator
+from pdiff.params import read_vector, select_parameters, write_vector
+from pdiff.tasknets import digits_cnn, mlp_bn, resnet18_cifar
+
+
+def _naive_predictions(model, spec, vectors, x):
+    """One model at a time: write its vector into a copy, full forward over the test set."""
+    out = []
+    for vector in vectors:
+        candidate = copy.deepcopy(model).eval()
+        write_vector(candidate, spec, vector)
+        with torch.no_grad():
+            out.append(candidate(x).argmax(-1))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("build, layers, shape, classes", [
+    (lambda: digits_cnn(1, 10, 8), ["bn3", "bn4"], (1, 8, 8), 10),
+    (lambda: digits_cnn(1, 10, 8), ["*"], (1, 8, 8), 10),
+    (lambda: mlp_bn((6,), 4, [32, 32]), ["bn1", "bn2"], (6,), 4),
+    (lambda: resnet18_cifar(3, 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32), 10),
+])
+def test_batched_evaluation_matches_naive(build, layers, shape, classes):
+    torch.manual_seed(0)
+    model = build()
+    with torch.no_grad():  # non-trivial running statistics, as after training
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    model.eval()
+    spec = select_parameters(model, layers)
+    base = read_vector(model, spec)
+    vectors = base + 0.3 * base.abs().mean() * torch.randn(7, spec.dim)
+    x = torch.randn(24, *shape)
+    y = torch.randint(0, classes, (24,))
+    evaluator = ParameterEvaluator(model, spec, x, y, max_chunk=3)
+    batched = evaluator.predictions(vectors)
+    assert torch.equal(batched, _naive_predictions(model, spec, vectors, x))
+    expected = (batched == y).double().mean(1) * 100
+    assert torch.allclose(evaluator.accuracies(vectors), expected)
+    assert torch.equal(read_vector(model, spec), base)  # the base network is left untouched

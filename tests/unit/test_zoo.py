@@ -1,0 +1,48 @@
+import json
+
+import pytest
+import torch
+
+from pdiff.params import select_parameters
+from pdiff.tasknets import digits_cnn
+from pdiff.zoo import ZOO_META, ZOO_TENSORS, ParamZoo, ZooError, load_base_weights, save_base_weights
+
+
+@pytest.fixture
+def zoo() -> ParamZoo:
+    spec = select_parameters(digits_cnn(1, 10, 8), ["bn3", "bn4"])
+    return ParamZoo(torch.randn(7, spec.dim), torch.rand(7, dtype=torch.float64) * 100, spec, {"task": "t", "seed": 3})
+
+
+def test_save_load_round_trip(tmp_path, zoo):
+    zoo.save(tmp_path)
+    loaded = ParamZoo.load(tmp_path)
+    assert torch.equal(loaded.vectors, zoo.vectors) and torch.equal(loaded.accuracy, zoo.accuracy)
+    assert loaded.spec == zoo.spec and loaded.meta["seed"] == 3 and loaded.k == 7
+    assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
+    assert json.loads((tmp_path / ZOO_META).read_text())["spec"][0]["name"] == "bn3.weight"
+
+
+def test_corrupted_tensor_file_is_detected(tmp_path, zoo):
+    zoo.save(tmp_path)
+    raw = bytearray((tmp_path / ZOO_TENSORS).read_bytes())
+    raw[-5] ^= 0xFF
+    (tmp_path / ZOO_TENSORS).write_bytes(bytes(raw))
+    with pytest.raises(ZooError, match="checksum"):
+        ParamZoo.load(tmp_path)
+
+
+def test_missing_or_broken_metadata_is_reported(tmp_path, zoo):
+    with pytest.raises(ZooError, match="run stage=collect first"):
+        ParamZoo.load(tmp_path)
+    zoo.save(tmp_path)
+    (tmp_path / ZOO_META).write_text("{not json")
+    with pytest.raises(ZooError, match="not valid JSON"):
+        ParamZoo.load(tmp_path)
+
+
+def test_base_weights_round_trip(tmp_path):
+    model = digits_cnn(1, 10, 8)
+    save_base_weights(tmp_path, model.state_dict())
+    loaded = load_base_weights(tmp_path)
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
