@@ -7,6 +7,7 @@ from omegaconf import DictConfig
 
 from pdiff.config import ConfigError, register_configs
 from pdiff.pipeline import run_pipeline
+from pdiff.zoo import ZooError
 
 register_configs()
 
@@ -15,8 +16,8 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     try:
         run_pipeline(cfg)
-    except ConfigError as error:
-        sys.exit(f"pdiff: config error: {error}")
+    except (ConfigError, ZooError) as error:
+        sys.exit(f"pdiff: error: {error}")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def run_collect(run: Run) -> None:
         base_acc = train_base(model, data, cfg.task.base, cfg.data.augment, cfg.seed, directory / "base_state.pt")
         save_base_weights(directory, model.state_dict())
         run.tracker.log({"collect/base_acc": base_acc})
-    run.record_time("collect_base", time.perf_counter() - started)
+    log.info("collect: base model ready (test accuracy %s) after %.1f s", base_acc, time.perf_counter() - started)
     vectors, accuracy = collect_checkpoints(model, spec, data, cfg.task.collect, cfg.task.param.k, cfg.data.augment,
                                             cfg.seed + 10_007, directory / "collect_state.pt")
     zoo = ParamZoo(vectors, accuracy, spec, {"task": cfg.task.name, "seed": cfg.seed, "base_accuracy": base_acc,

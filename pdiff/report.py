@@ -43,7 +43,7 @@ def plot_accuracies(path: Path, original: torch.Tensor, generated: torch.Tensor,
     hist.set_xlabel("test accuracy (%)")
     hist.set_ylabel("models")
     hist.set_title(f"Accuracy distribution (one bin = one test image of {n_test})")
-    hist.legend()
+    hist.legend(loc="upper left")
     ranks.set_xlabel("model rank")
     ranks.set_ylabel("test accuracy (%)")
     ranks.set_title("Models sorted by accuracy")

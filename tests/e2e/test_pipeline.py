@@ -1,0 +1,101 @@
+"""The real pipeline, run as a user runs it (launch/sweep.py in a subprocess), at a tiny size."""
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import CONFIGS, run_sweep
+
+pytestmark = pytest.mark.slow
+REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s"}
+STAT_KEYS = {"n", "best", "mean", "median", "min", "std"}
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
+    out = tmp_path / "run"
+    first = _ok(run_sweep(["experiment=smoke", f"paths.output_dir={out}"]))
+    assert "pdiff: digits_cnn K=20 D=128" in first.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert set(report) == REPORT_KEYS
+    assert set(report["original"]) == STAT_KEYS and set(report["generated"]) == STAT_KEYS
+    assert report["original"]["n"] == 20 and report["generated"]["n"] == 20 and report["param_count"] == 128
+    assert report["generated"]["mean"] > 90.0  # generated BatchNorm layers give working networks
+    assert {"collect", "train_autoencoder", "train_diffusion", "generate", "evaluate"} <= set(report["timings_s"])
+    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| generated | 20 |" in (out / "report.md").read_text()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) > 5
+    generated = load_file(str(out / "generated" / "params.safetensors"))["params"]
+    assert generated.shape == (20, 128)
+
+    zoo_file = out / "zoo" / "zoo.safetensors"
+    stamp = zoo_file.stat().st_mtime_ns
+    again = _ok(run_sweep(["experiment=smoke", f"paths.output_dir={out}"]))
+    assert "is complete, skipping" in again.stderr + again.stdout
+    assert zoo_file.stat().st_mtime_ns == stamp
+    assert json.loads((out / "report.json").read_text())["generated"] == report["generated"]
+
+
+def test_changed_config_never_overwrites_a_collected_zoo(tmp_path):
+    out = tmp_path / "run"
+    _ok(run_sweep(["experiment=smoke", "stage=collect", f"paths.output_dir={out}"]))
+    zoo_bytes = (out / "zoo" / "zoo.safetensors").read_bytes()
+    changed = run_sweep(["experiment=smoke", "task.param.k=7", f"paths.output_dir={out}"])
+    assert changed.returncode != 0
+    assert "task.param.k: 20 -> 7" in changed.stderr
+    assert (out / "zoo" / "zoo.safetensors").read_bytes() == zoo_bytes
+
+
+def test_stages_run_one_at_a_time_from_the_previous_stage_files(tmp_path):
+    out = tmp_path / "run"
+    early = run_sweep(["experiment=smoke", "stage=train", f"paths.output_dir={out}"])
+    assert early.returncode != 0 and "run stage=collect first" in early.stderr
+    for stage in ("collect", "train", "generate", "evaluate"):
+        result = _ok(run_sweep(["experiment=smoke", f"stage={stage}", "diffusion=ddim", f"paths.output_dir={out}"]))
+        assert f"stage={stage}" in result.stdout or "report.md" in result.stdout
+    assert json.loads((out / "report.json").read_text())["generated"]["n"] == 20
+
+
+def test_config_error_stops_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    result = run_sweep(["experiment=smoke", "task.param.k=0", f"paths.output_dir={out}"])
+    assert result.returncode != 0 and "task.param.k=0 is invalid: must be an integer >= 1" in result.stderr
+    assert not (out / "zoo").exists()
+
+
+def test_own_npz_data_with_the_mlp_and_all_parameters(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 2, 6))
+    labels = rng.integers(0, 3, 400)
+    x = centres[labels] + 0.8 * rng.normal(size=(400, 2, 6))
+    path = tmp_path / "blobs.npz"
+    np.savez(path, x_train=x[:300], y_train=labels[:300], x_test=x[300:], y_test=labels[300:])
+    out = tmp_path / "run"
+    _ok(run_sweep(["experiment=smoke", "task=npz_mlp", f"data.path={path}", "task.net.hidden=[16,16]",
+                   "task.param.layers=[*]", f"paths.output_dir={out}"]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "npz_mlp" and report["param_count"] == 12 * 16 + 2 * 16 + 16 * 16 + 2 * 16 + 16 * 3 + 3
+    assert report["original"]["mean"] > 60.0
+
+
+def test_wandb_offline_run_is_written_under_the_output_dir(tmp_path):
+    out = tmp_path / "run"
+    _ok(run_sweep(["experiment=smoke", "logger=wandb", f"paths.output_dir={out}"]))
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    run_id = (out / "wandb_run_id.txt").read_text().strip()
+    assert (runs[0] / f"run-{run_id}.wandb").stat().st_size > 0
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
+def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
+    tiny = ["task.param.k=6", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "ae.optim.steps=5",
+            "diffusion.optim.steps=5", "diffusion.timesteps=20", "diffusion.ddim_steps=5", "generate.n=4"]
+    _ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["generated"]["n"] == 4
