@@ -6,9 +6,11 @@ import json
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from pdiff import atomic
 from pdiff.config import LoggerName, WandbMode
 
 log = logging.getLogger(__name__)
@@ -58,8 +60,8 @@ def _start_wandb(output_dir: Path, logger_cfg, config: dict):
     import wandb
 
     id_file = output_dir / RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
-    id_file.write_text(run_id + "\n")
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+    atomic.write_text(id_file, run_id + "\n")
     mode = WandbMode(logger_cfg.mode).value
     kwargs = dict(project=logger_cfg.project, entity=logger_cfg.entity, dir=str(output_dir), config=config,
                   id=run_id, resume="allow", settings=wandb.Settings(init_timeout=logger_cfg.init_timeout_s,
