@@ -3,7 +3,9 @@
 import sys
 
 import hydra
-from omegaconf import DictConfig
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
 from pdiff.config import ConfigError, register_configs
 from pdiff.pipeline import run_pipeline
@@ -14,6 +16,10 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode is RunMode.MULTIRUN:  # each sweep point gets its own folder under paths.output_dir
+        with open_dict(cfg):
+            cfg.paths.output_dir = hydra_cfg.runtime.output_dir
     try:
         run_pipeline(cfg)
     except (ConfigError, ZooError) as error:

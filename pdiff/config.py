@@ -154,6 +154,11 @@ class DiffusionConfig:
 
 
 @dataclass
+class CollectRunConfig:
+    shards: int = 1  # collection split into this many independent runs from the base (a SLURM array)
+
+
+@dataclass
 class GenerateConfig:
     n: int = 200
 
@@ -183,6 +188,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     ae: AEConfig = field(default_factory=AEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    collect: CollectRunConfig = field(default_factory=CollectRunConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -207,6 +213,8 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.task.param.k >= 1, "task.param.k", cfg.task.param.k, "must be an integer >= 1")
     _require(len(cfg.task.param.layers) > 0, "task.param.layers", list(cfg.task.param.layers),
              "must list at least one layer name or pattern ('*' selects all parameters)")
+    _require(1 <= cfg.collect.shards <= cfg.task.param.k, "collect.shards", cfg.collect.shards,
+             f"must be in [1, task.param.k={cfg.task.param.k}]")
     _require(cfg.generate.n >= 1, "generate.n", cfg.generate.n, "must be >= 1")
     _require(cfg.diffusion.timesteps >= 2, "diffusion.timesteps", cfg.diffusion.timesteps, "must be >= 2")
     _require(0.0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",

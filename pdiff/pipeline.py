@@ -35,7 +35,7 @@ from pdiff.params import select_parameters
 from pdiff.report import build_report, write_report
 from pdiff.tasknets import build_task_net
 from pdiff.tracking import Tracker
-from pdiff.zoo import ParamZoo, load_base_weights, save_base_weights
+from pdiff.zoo import BASE_WEIGHTS, ParamZoo, ZooError, load_base_weights, save_base_weights
 
 log = logging.getLogger(__name__)
 STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
@@ -83,7 +83,7 @@ def _flat(tree, prefix: str = "") -> dict:
 def stage_inputs(cfg: DictConfig, stage: Stage) -> dict:
     """The config that a stage's outputs depend on (each stage includes its predecessors')."""
     full = to_container(cfg)
-    inputs = {"task": full["task"], "data": full["data"], "seed": full["seed"]}
+    inputs = {"task": full["task"], "data": full["data"], "seed": full["seed"], "collect": full["collect"]}
     if stage in (Stage.train, Stage.generate, Stage.evaluate):
         sampling = ("sampler", "ddim_steps", "ddim_eta")
         inputs["ae"] = full["ae"]
@@ -115,34 +115,90 @@ def claim_stage_dir(directory: Path, inputs: dict, keep_on_change: bool) -> None
     atomic.write_json(path, inputs)
 
 
-def run_collect(run: Run) -> None:
-    cfg, directory = run.cfg, run.dir("zoo")
-    claim_stage_dir(directory, stage_inputs(cfg, Stage.collect), keep_on_change=True)
-    if ParamZoo.exists(directory):
-        log.info("collect: zoo in %s is complete, skipping", directory)
+def shard_sizes(k: int, shards: int) -> list[int]:
+    """How many of the K checkpoints each collection shard takes (the first K mod S take one more)."""
+    return [k // shards + (shard < k % shards) for shard in range(shards)]
+
+
+def shard_path(directory: Path, shard: int, shards: int) -> Path:
+    return directory / "shards" / f"shard-{shard:04d}-of-{shards:04d}.safetensors"
+
+
+def _zoo_dir(run: Run) -> Path:
+    directory = run.dir("zoo")
+    claim_stage_dir(directory, stage_inputs(run.cfg, Stage.collect), keep_on_change=True)
+    return directory
+
+
+def _base_model(run: Run):
+    model = build_task_net(run.cfg.task.net, run.data.input_shape, run.data.num_classes)
+    return model, select_parameters(model, list(run.cfg.task.param.layers))
+
+
+def run_base(run: Run) -> None:
+    """Train the base model once (resumable per epoch); every shard continues from it."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    if (directory / BASE_WEIGHTS).is_file():
         return
     started = time.perf_counter()
-    data = run.data
     torch.manual_seed(cfg.seed)
-    model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
-    spec = select_parameters(model, list(cfg.task.param.layers))
-    base_weights = directory / "base_model.safetensors"
-    if base_weights.is_file():
-        model.load_state_dict(load_base_weights(directory))
-        base_acc = None
-    else:
-        base_acc = train_base(model, data, cfg.task.base, cfg.data.augment, cfg.seed, directory / "base_state.pt")
-        save_base_weights(directory, model.state_dict())
-        run.tracker.log({"collect/base_acc": base_acc})
-    log.info("collect: base model ready (test accuracy %s) after %.1f s", base_acc, time.perf_counter() - started)
-    vectors, accuracy = collect_checkpoints(model, spec, data, cfg.task.collect, cfg.task.param.k, cfg.data.augment,
-                                            cfg.seed + 10_007, directory / "collect_state.pt")
-    zoo = ParamZoo(vectors, accuracy, spec, {"task": cfg.task.name, "seed": cfg.seed, "base_accuracy": base_acc,
-                                             "config": to_container(cfg)})
+    model, _ = _base_model(run)
+    base_acc = train_base(model, run.data, cfg.task.base, cfg.data.augment, cfg.seed, directory / "base_state.pt")
+    save_base_weights(directory, model.state_dict())
+    run.tracker.log({"collect/base_acc": base_acc})
+    run.record_time("collect_base", time.perf_counter() - started)
+    log.info("collect: base model trained to %.2f%% test accuracy in %.1f s", base_acc, time.perf_counter() - started)
+
+
+def run_collect_shard(run: Run, shard: int) -> None:
+    """Collect shard `shard` of collect.shards: its own seed and data order, from the shared base model."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    shards = cfg.collect.shards
+    path = shard_path(directory, shard, shards)
+    if path.is_file():
+        return
+    started = time.perf_counter()
+    model, spec = _base_model(run)
+    model.load_state_dict(load_base_weights(directory))
+    vectors, accuracy = collect_checkpoints(
+        model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard], cfg.data.augment,
+        cfg.seed + 10_007 * (shard + 1), path.with_suffix(".state.pt"))
+    seconds = time.perf_counter() - started
+    atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy}, metadata={"seconds": f"{seconds:.3f}"})
+    log.info("collect: shard %d/%d: %d checkpoints in %.1f s", shard + 1, shards, len(vectors), seconds)
+
+
+def run_merge(run: Run) -> None:
+    """Join the shards, in shard order, into the one zoo that training reads."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    if ParamZoo.exists(directory):
+        return
+    paths = [shard_path(directory, shard, cfg.collect.shards) for shard in range(cfg.collect.shards)]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise ZooError(f"cannot merge the zoo in {directory}: shards {missing} are not collected yet")
+    shards = [atomic.read_safetensors(path) for path in paths]
+    _, spec = _base_model(run)
+    accuracy = torch.cat([shard["accuracy"] for shard in shards])
+    zoo = ParamZoo(torch.cat([shard["params"] for shard in shards]), accuracy, spec,
+                   {"task": cfg.task.name, "seed": cfg.seed, "shards": cfg.collect.shards,
+                    "shard_sizes": shard_sizes(cfg.task.param.k, cfg.collect.shards), "config": to_container(cfg)})
     zoo.save(directory)
-    run.record_time("collect", time.perf_counter() - started)
     log.info("collect: %d checkpoints of %d parameters, accuracy %.2f-%.2f%%", zoo.k, spec.dim,
              float(accuracy.min()), float(accuracy.max()))
+
+
+def run_collect(run: Run) -> None:
+    """The whole collection in this process: base model, every shard in turn, merge."""
+    if ParamZoo.exists(_zoo_dir(run)):
+        log.info("collect: zoo in %s is complete, skipping", run.output_dir / "zoo")
+        return
+    started = time.perf_counter()
+    run_base(run)
+    for shard in range(run.cfg.collect.shards):
+        run_collect_shard(run, shard)
+    run_merge(run)
+    run.record_time("collect", time.perf_counter() - started)
 
 
 def run_train(run: Run) -> None:

@@ -99,3 +99,12 @@ def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
             "diffusion.optim.steps=5", "diffusion.timesteps=20", "diffusion.ddim_steps=5", "generate.n=4"]
     _ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
     assert json.loads((tmp_path / "run" / "report.json").read_text())["generated"]["n"] == 4
+
+
+def test_multirun_writes_one_report_per_seed(tmp_path):
+    out = tmp_path / "sweep"
+    _ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "diffusion=ddim", f"paths.output_dir={out}",
+                   "seed=0,1"]))
+    reports = sorted(out.glob("*/report.json"))
+    assert [p.parent.name for p in reports] == ["diffusion=ddim,experiment=smoke,seed=0,task.param.k=8",
+                                                "diffusion=ddim,experiment=smoke,seed=1,task.param.k=8"]
