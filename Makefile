@@ -10,9 +10,12 @@ ARGS ?=
 run: setup
 	$(BIN)/python launch/sweep.py $(ARGS)
 
+# The local SLURM cluster is started first (idempotent); with PDIFF_REQUIRE_CLUSTER=1 a cluster test
+# that cannot reach it fails instead of skipping.
 test: setup
+	bash slurm/local-cluster.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks
-	$(BIN)/python -m pytest tests -m "slow or not slow" $(ARGS)
+	PDIFF_REQUIRE_CLUSTER=1 $(BIN)/python -m pytest tests $(ARGS)
 
 setup: $(VENV)/.installed
 

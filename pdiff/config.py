@@ -178,6 +178,23 @@ class LoggerConfig:
 
 
 @dataclass
+class ClusterConfig:
+    """Where and how the job chain runs on SLURM (launch/submit.py)."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    timeout_min: int = 60
+    cpus_per_task: int = 2
+    gpus_per_node: int | None = None
+    mem_gb: int = 4
+    array_parallelism: int = 8
+    max_array_size: int | None = None  # None: read MaxArraySize from the cluster
+    max_requeues: int = 3  # resubmissions after preemption or time limit (jobs resume from disk)
+    wait: bool = False  # follow the chain to its end and print the report summary
+
+
+@dataclass
 class PathsConfig:
     output_dir: str = MISSING
 
@@ -192,6 +209,7 @@ class Config:
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stage: Stage = Stage.all
     seed: int = 0

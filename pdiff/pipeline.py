@@ -94,25 +94,36 @@ def stage_inputs(cfg: DictConfig, stage: Stage) -> dict:
     return inputs
 
 
+def changed_inputs(directory: Path, inputs: dict) -> list[str]:
+    """'key: old -> new' for each config key that differs from what `directory` was made with."""
+    path = directory / INPUTS_FILE
+    if not path.is_file():
+        return []
+    old, new = _flat(json.loads(path.read_text())), _flat(inputs)
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+
+
+def refuse_changed(directory: Path, inputs: dict) -> None:
+    """ConfigError if a folder of costly work was made with another config; it is never overwritten."""
+    changed = changed_inputs(directory, inputs)
+    if changed:
+        raise ConfigError(f"{directory} was made with another config ({', '.join(changed[:6])}); it is kept as it "
+                          "is. Use a new paths.output_dir, or the config that made it")
+
+
 def claim_stage_dir(directory: Path, inputs: dict, keep_on_change: bool) -> None:
     """Record what a stage folder is made from; empty it if it was made from other inputs.
 
     A folder holding costly work (keep_on_change) made from other inputs is never emptied: ConfigError.
     """
-    path = directory / INPUTS_FILE
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        if saved == inputs:
-            return
-        old, new = _flat(saved), _flat(inputs)
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        if keep_on_change:
-            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
-            raise ConfigError(f"{directory} was made with another config ({shown}); it is kept as it is. "
-                              "Use a new paths.output_dir, or the config that made it")
+    if keep_on_change:
+        refuse_changed(directory, inputs)
+    elif changed_inputs(directory, inputs):
         for stale in directory.iterdir():
             stale.unlink()
-    atomic.write_json(path, inputs)
+    if not (directory / INPUTS_FILE).is_file() or changed_inputs(directory, inputs):
+        atomic.write_json(directory / INPUTS_FILE, inputs)
 
 
 def shard_sizes(k: int, shards: int) -> list[int]:
@@ -281,17 +292,22 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
                           list(cfg.task.param.layers))
 
 
-def run_pipeline(cfg: DictConfig) -> dict | None:
-    """Run `cfg.stage` (or all stages) into `cfg.paths.output_dir`; return the report when evaluation ran."""
-    stage = Stage(cfg.stage)
-    stages = list(STAGE_ORDER) if stage is Stage.all else [stage]
-    preflight(cfg, stages)
+def open_run(cfg: DictConfig) -> Run:
+    """The output folder with the resolved config in it, and a tracker; close run.tracker when done."""
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
-    run = Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg)))
+    return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg)))
+
+
+def run_pipeline(cfg: DictConfig) -> dict | None:
+    """Run `cfg.stage` (or all stages) into `cfg.paths.output_dir`; return the report when evaluation ran."""
+    stage = Stage(cfg.stage)
+    stages = list(STAGE_ORDER) if stage is Stage.all else [stage]
+    preflight(cfg, stages)
+    run = open_run(cfg)
     report, started = None, time.perf_counter()
     try:
         for current in stages:
@@ -301,8 +317,53 @@ def run_pipeline(cfg: DictConfig) -> dict | None:
             run.tracker.summary({f"{g}/{s}": v for g in ("original", "generated") for s, v in report[g].items()})
     finally:
         run.tracker.close()
-    print(summary_line(cfg, output_dir, report, time.perf_counter() - started))
+    print(summary_line(cfg, run.output_dir, report, time.perf_counter() - started))
     return report
+
+
+JOBS = ("base", "shard", "train", "report")
+
+
+def run_job(cfg: DictConfig, job: str, shard: int | None = None) -> str:
+    """One unit of the pipeline as one cluster job runs it; returns the output folder."""
+    run = open_run(cfg)
+    try:
+        if job == "base":
+            run_base(run)
+        elif job == "shard":
+            run_collect_shard(run, shard)
+        elif job == "train":
+            run_merge(run)
+            run_train(run)
+        elif job == "report":
+            run_generate(run)
+            run_evaluate(run)
+        else:
+            raise ValueError(f"unknown job {job!r}; one of {JOBS}")
+    finally:
+        run.tracker.close()
+    return str(run.output_dir)
+
+
+def pending_jobs(cfg: DictConfig) -> list[tuple[str, int | None]]:
+    """The jobs still needed to finish this output folder, in chain order: (job, shard)."""
+    out = Path(cfg.paths.output_dir).expanduser().resolve()
+    zoo_dir, generator_dir = out / "zoo", out / "generator"
+    refuse_changed(zoo_dir, stage_inputs(cfg, Stage.collect))
+    refuse_changed(generator_dir, stage_inputs(cfg, Stage.train))
+    jobs: list[tuple[str, int | None]] = []
+    if not ParamZoo.exists(zoo_dir):
+        if not (zoo_dir / BASE_WEIGHTS).is_file():
+            jobs.append(("base", None))
+        shards = cfg.collect.shards
+        jobs += [("shard", s) for s in range(shards) if not shard_path(zoo_dir, s, shards).is_file()]
+    if jobs or not generator_exists(generator_dir):
+        jobs.append(("train", None))
+    report_current = ((out / "report.json").is_file() and (out / "eval" / "accuracies.safetensors").is_file()
+                      and not changed_inputs(out / "eval", stage_inputs(cfg, Stage.evaluate)))
+    if jobs or not report_current:
+        jobs.append(("report", None))
+    return jobs
 
 
 def summary_line(cfg: DictConfig, output_dir: Path, report: dict | None, seconds: float) -> str:

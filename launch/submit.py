@@ -1,0 +1,32 @@
+"""Submit the pdiff pipeline to SLURM as a chain of dependent jobs; `--wait` follows it to the report.
+
+    python launch/submit.py [overrides ...] [--wait]      (--wait is cluster.wait=true)
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from pdiff.cluster import ChainFailed, submit_pipeline
+from pdiff.config import ConfigError, register_configs
+from pdiff.zoo import ZooError
+
+register_configs()
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+def main(cfg: DictConfig) -> None:
+    try:
+        sys.exit(submit_pipeline(cfg))
+    except (ConfigError, ZooError) as error:
+        sys.exit(f"pdiff: error: {error}")
+    except ChainFailed as error:
+        sys.exit(f"pdiff: FAILED: {error}")
+
+
+if __name__ == "__main__":
+    if "--wait" in sys.argv:
+        sys.argv.remove("--wait")
+        sys.argv.append("cluster.wait=true")
+    main()

@@ -1,0 +1,178 @@
+"""SLURM through submitit: the pipeline as a chain of jobs, and a fresh submitit folder per Hydra sweep.
+
+The chain: base training -> collection array (one task per shard) -> merge + train -> generate + evaluate,
+each `afterok` on the one before. Only the jobs an output folder still needs are submitted. Every job
+resumes from its own files, so a requeue (preemption, time limit, `scontrol requeue`) loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import submitit
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from pdiff.config import Config, ConfigError, Stage, to_container
+from pdiff.pipeline import pending_jobs, preflight, run_job, summary_line
+
+log = logging.getLogger(__name__)
+
+
+class StageJob(submitit.helpers.Checkpointable):
+    """A pipeline job on a node. On SLURM's pre-timeout signal submitit requeues it with the same arguments."""
+
+    def __call__(self, config: dict, job: str, shard: int | None = None) -> str:
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), config)
+        return run_job(cfg, job, shard)
+
+
+@dataclass
+class SubmittedJob:
+    name: str
+    job: submitit.Job
+
+
+class ChainFailed(RuntimeError):
+    """A job of the chain did not complete; the message names it, its SLURM state and its log."""
+
+
+def _slurm(*args: str) -> str:
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError as error:
+        raise ConfigError(f"SLURM is not installed here ({args[0]} not found); for a local cluster run "
+                          "`bash slurm/local-cluster.sh up`") from error
+    if done.returncode != 0:
+        raise ConfigError(f"`{' '.join(args)}` failed: {done.stderr.strip() or done.stdout.strip()}")
+    return done.stdout
+
+
+def max_array_size(cluster_cfg) -> int:
+    if cluster_cfg.max_array_size:
+        return int(cluster_cfg.max_array_size)
+    match = re.search(r"MaxArraySize\s*=\s*(\d+)", _slurm("scontrol", "show", "config"))
+    return int(match.group(1)) if match else 1001
+
+
+def check_cluster(cluster_cfg) -> None:
+    """Partition and CPU count against the live cluster, before anything is submitted."""
+    partitions = [p.rstrip("*") for p in _slurm("sinfo", "-h", "-o", "%P").split()]
+    partition = cluster_cfg.partition
+    if partition is not None and partition not in partitions:
+        raise ConfigError(f"cluster.partition={partition!r} is not a partition of this cluster; allowed: {partitions}")
+    query = ["sinfo", "-h", "-o", "%c"] + (["-p", partition] if partition else [])
+    cpus = max(int(value.rstrip("+")) for value in _slurm(*query).split())
+    if cluster_cfg.cpus_per_task > cpus:
+        raise ConfigError(f"cluster.cpus_per_task={cluster_cfg.cpus_per_task} is more than a node of partition "
+                          f"{partition or '(default)'} has: at most {cpus}")
+
+
+def _executor(cluster_cfg, folder: Path, name: str, after: list[str]) -> submitit.AutoExecutor:
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    extra = {"kill-on-invalid-dep": "yes"}
+    if after:
+        extra["dependency"] = "afterok:" + ":".join(after)
+    if cluster_cfg.qos:
+        extra["qos"] = cluster_cfg.qos
+    executor.update_parameters(
+        name=f"pdiff-{name}", timeout_min=cluster_cfg.timeout_min, cpus_per_task=cluster_cfg.cpus_per_task,
+        mem_gb=cluster_cfg.mem_gb, gpus_per_node=cluster_cfg.gpus_per_node,
+        slurm_partition=cluster_cfg.partition, slurm_account=cluster_cfg.account,
+        slurm_array_parallelism=cluster_cfg.array_parallelism, slurm_max_num_timeout=cluster_cfg.max_requeues,
+        slurm_additional_parameters=extra)
+    return executor
+
+
+def _array_id(job: submitit.Job) -> str:
+    return str(job.job_id).split("_")[0]
+
+
+def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
+    """Submit the jobs this output folder still needs; returns them in chain order and the submitit folder."""
+    preflight(cfg, [Stage.collect, Stage.evaluate])
+    check_cluster(cfg.cluster)
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    pending = pending_jobs(cfg)
+    folder = output_dir / ".submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    config = to_container(cfg)
+    shards = [shard for job, shard in pending if job == "shard"]
+    chunk = max_array_size(cfg.cluster)
+    submitted: list[SubmittedJob] = []
+    after: list[str] = []
+    if ("base", None) in pending:
+        base = _executor(cfg.cluster, folder, "base", after).submit(StageJob(), config, "base")
+        submitted.append(SubmittedJob("base", base))
+        after = [str(base.job_id)]
+    array_ids = []
+    for start in range(0, len(shards), chunk):  # arrays above MaxArraySize are split
+        part = shards[start:start + chunk]
+        jobs = _executor(cfg.cluster, folder, "collect", after).map_array(
+            StageJob(), [config] * len(part), ["shard"] * len(part), part)
+        submitted += [SubmittedJob(f"collect shard {shard}", job) for shard, job in zip(part, jobs)]
+        array_ids.append(_array_id(jobs[0]))
+    after = array_ids or after
+    for name in ("train", "report"):
+        if (name, None) in pending:
+            handle = _executor(cfg.cluster, folder, name, after).submit(StageJob(), config, name)
+            submitted.append(SubmittedJob(name, handle))
+            after = [str(handle.job_id)]
+    return submitted, folder
+
+
+def follow(submitted: list[SubmittedJob], poll_s: float = 1.0) -> None:
+    """Wait for every job in chain order; raise ChainFailed naming the first that did not complete."""
+    for item in submitted:
+        try:
+            item.job.result()
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as error:
+            time.sleep(poll_s)  # accounting lags the queue by about half a second
+            state = item.job.state
+            for later in submitted:
+                if not later.job.done():
+                    later.job.cancel(check=False)
+            raise ChainFailed(f"job '{item.name}' ({item.job.job_id}) ended {state}; log: {item.job.paths.stderr}"
+                              f" and {item.job.paths.stdout}\n{str(error).strip().splitlines()[-1]}") from error
+
+
+def submit_pipeline(cfg: DictConfig) -> int:
+    """Submit (and with cluster.wait, follow) the job chain; print ids, folders and the outcome."""
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    submitted, folder = submit_chain(cfg)
+    if not submitted:
+        print(f"pdiff: nothing to do, {output_dir} is complete: {output_dir / 'report.md'}")
+        return 0
+    for item in submitted:
+        print(f"submitted {item.name}: job {item.job.job_id}")
+    print(f"pdiff: {len(submitted)} jobs -> {output_dir} (submitit logs: {folder})")
+    if not cfg.cluster.wait:
+        return 0
+    started = time.perf_counter()
+    follow(submitted)
+    report = OmegaConf.to_container(OmegaConf.load(output_dir / "report.json"))
+    print(summary_line(cfg, output_dir, report, time.perf_counter() - started))
+    return 0
+
+
+class FreshSubmititFolder(Callback):
+    """Hydra callback: move a sweep's old submitit folder aside before a new multirun starts.
+
+    SLURM job ids restart at 1 on a new controller, so a reused folder could hand back an old result file.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        template = OmegaConf.select(config, "hydra.launcher.submitit_folder", default=None)
+        if not template:
+            return
+        folder = Path(str(template).split("%j")[0]).expanduser()
+        if folder.is_dir() and any(folder.iterdir()):
+            aside = folder.with_name(f"{folder.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+            shutil.move(str(folder), aside)
+            log.info("moved the previous submitit folder aside to %s", aside)

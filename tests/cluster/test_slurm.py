@@ -1,0 +1,127 @@
+"""The job chain, collection arrays, preemption and Hydra's submitit launcher on a real SLURM cluster."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pdiff.zoo import ParamZoo
+from tests.conftest import REPO, run_sweep
+
+pytestmark = pytest.mark.slow
+SMALL = ["experiment=smoke", "threads=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1", "cluster.timeout_min=10"]
+
+
+def submit(args, timeout=600):
+    env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
+    return subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def sacct_states(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "--format=JobID,State"], capture_output=True,
+                         text=True).stdout
+    return dict(line.split("|")[:2] for line in out.split())
+
+
+def submitted_ids(stdout: str) -> dict[str, str]:
+    return {line.split(":")[0].removeprefix("submitted "): line.rsplit(" ", 1)[1]
+            for line in stdout.splitlines() if line.startswith("submitted ")}
+
+
+def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path):
+    out = tmp_path / "run"
+    result = _ok(submit([*SMALL, "collect.shards=4", "cluster.max_array_size=3", f"paths.output_dir={out}", "--wait"]))
+    ids = submitted_ids(result.stdout)
+    assert list(ids) == ["base", *[f"collect shard {s}" for s in range(4)], "train", "report"]
+    arrays = {ids[f"collect shard {s}"].split("_")[0] for s in range(4)}
+    assert len(arrays) == 2  # 4 tasks over MaxArraySize=3: two arrays
+    assert "generated best/mean/min" in result.stdout
+    zoo = ParamZoo.load(out / "zoo")
+    assert zoo.k == 20 and zoo.meta["shard_sizes"] == [5, 5, 5, 5]
+    assert len({tuple(v.tolist()) for v in zoo.vectors}) == 20  # no checkpoint twice
+    time.sleep(1)
+    for job_id in ids.values():
+        assert set(sacct_states(job_id.split("_")[0]).values()) == {"COMPLETED"}, job_id
+
+    again = _ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    assert "nothing to do" in again.stdout and "submitted" not in again.stdout
+
+    (out / "report.json").unlink()
+    half = _ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    assert list(submitted_ids(half.stdout)) == ["report"]
+    assert (out / "report.json").is_file()
+
+
+def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
+    args = [*SMALL, "task.param.k=400", "collect.shards=2", "task.collect.steps_per_checkpoint=0",
+            "task.collect.save_state_every=5"]
+    reference = tmp_path / "in_process"
+    _ok(run_sweep([*args, "stage=collect", f"paths.output_dir={reference}"]))
+    out = tmp_path / "cluster"
+    first = _ok(submit([*args, f"paths.output_dir={out}"]))
+    shard0 = submitted_ids(first.stdout)["collect shard 0"]
+    state = out / "zoo" / "shards" / "shard-0000-of-0002.state.pt"
+    deadline = time.time() + 300
+    while not state.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    assert state.is_file(), "shard 0 never saved a resume point"
+    subprocess.run(["scancel", "--signal=KILL", "--full", shard0], check=True)  # dies mid-way, like a node
+    time.sleep(3)
+    assert not (out / "zoo" / "shards" / "shard-0000-of-0002.safetensors").exists()
+    subprocess.run(["scancel", "--name=pdiff-collect,pdiff-train,pdiff-report"])
+    time.sleep(2)
+    resumed = _ok(submit([*args, f"paths.output_dir={out}", "--wait"]))
+    assert "base" not in submitted_ids(resumed.stdout)
+    cluster_zoo, local_zoo = ParamZoo.load(out / "zoo"), ParamZoo.load(reference / "zoo")
+    assert cluster_zoo.k == 40
+    assert torch.equal(cluster_zoo.vectors, local_zoo.vectors)
+    assert torch.equal(cluster_zoo.accuracy, local_zoo.accuracy)
+
+
+def test_a_failing_task_stops_the_chain_and_is_reported(tmp_path):
+    out = tmp_path / "run"
+    (out / "zoo").mkdir(parents=True)
+    (out / "zoo" / "base_model.safetensors").write_bytes(b"not a safetensors file")
+    result = submit([*SMALL, "collect.shards=2", f"paths.output_dir={out}", "--wait"])
+    assert result.returncode != 0
+    assert "FAILED: job 'collect shard 0'" in result.stderr and "ended FAILED" in result.stderr
+    assert "_log.err" in result.stderr
+    assert not (out / "report.json").exists()
+    assert "generated best" not in result.stdout
+
+
+@pytest.mark.parametrize("override, message", [
+    ("cluster.partition=nope", "cluster.partition='nope' is not a partition of this cluster; allowed: ['debug']"),
+    ("cluster.cpus_per_task=64", "cluster.cpus_per_task=64 is more than a node of partition debug has"),
+])
+def test_bad_cluster_config_stops_before_submission(override, message, tmp_path):
+    result = submit([*SMALL, override, f"paths.output_dir={tmp_path / 'run'}"])
+    assert result.returncode != 0 and message in result.stderr
+    assert "submitted" not in result.stdout and not (tmp_path / "run" / ".submitit").exists()
+
+
+def test_hydra_submitit_sweep_over_three_seeds_is_one_array(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "experiment=smoke", "threads=1",
+            f"paths.output_dir={out}", "seed=0,1,2"]
+    _ok(run_sweep(args))
+    reports = sorted(out.glob("*/report.json"))
+    assert [p.parent.name for p in reports] == [f"experiment=smoke,seed={s},threads=1" for s in range(3)]
+    assert {json.loads(p.read_text())["generated"]["n"] for p in reports} == {20}
+    logs = sorted((out / ".submitit").glob("*_*/*_log.out"))
+    assert len({p.parent.name.split("_")[0] for p in logs}) == 1  # one array, three tasks
+    assert len(logs) == 3
+    generated = load_file(str(reports[0].parent / "generated" / "params.safetensors"))["params"]
+    assert generated.shape[0] == 20
