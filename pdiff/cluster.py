@@ -76,7 +76,8 @@ def check_cluster(cluster_cfg) -> None:
 
 
 def _executor(cluster_cfg, folder: Path, name: str, after: list[str]) -> submitit.AutoExecutor:
-    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
+                                     slurm_max_num_timeout=cluster_cfg.max_requeues)
     extra = {"kill-on-invalid-dep": "yes"}
     if after:
         extra["dependency"] = "afterok:" + ":".join(after)
@@ -86,7 +87,7 @@ def _executor(cluster_cfg, folder: Path, name: str, after: list[str]) -> submiti
         name=f"pdiff-{name}", timeout_min=cluster_cfg.timeout_min, cpus_per_task=cluster_cfg.cpus_per_task,
         mem_gb=cluster_cfg.mem_gb, gpus_per_node=cluster_cfg.gpus_per_node,
         slurm_partition=cluster_cfg.partition, slurm_account=cluster_cfg.account,
-        slurm_array_parallelism=cluster_cfg.array_parallelism, slurm_max_num_timeout=cluster_cfg.max_requeues,
+        slurm_array_parallelism=cluster_cfg.array_parallelism,
         slurm_additional_parameters=extra)
     return executor
 
@@ -127,14 +128,29 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     return submitted, folder
 
 
-def follow(submitted: list[SubmittedJob], poll_s: float = 1.0) -> None:
+TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                   "BOOT_FAIL", "DEADLINE")
+
+
+def final_state(job_id: str, timeout_s: float = 60.0) -> str:
+    """The job's end state from accounting (which lags the job itself by a moment)."""
+    deadline, state = time.monotonic() + timeout_s, "UNKNOWN"
+    while time.monotonic() < deadline:
+        lines = _slurm("sacct", "-n", "-X", "-P", "-j", job_id, "--format=State").split()
+        state = lines[0] if lines else state
+        if state.startswith(TERMINAL_STATES):
+            return state
+        time.sleep(0.5)
+    return state
+
+
+def follow(submitted: list[SubmittedJob]) -> None:
     """Wait for every job in chain order; raise ChainFailed naming the first that did not complete."""
     for item in submitted:
         try:
             item.job.result()
         except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as error:
-            time.sleep(poll_s)  # accounting lags the queue by about half a second
-            state = item.job.state
+            state = final_state(str(item.job.job_id))
             for later in submitted:
                 if not later.job.done():
                     later.job.cancel(check=False)

@@ -84,7 +84,7 @@ def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
     resumed = _ok(submit([*args, f"paths.output_dir={out}", "--wait"]))
     assert "base" not in submitted_ids(resumed.stdout)
     cluster_zoo, local_zoo = ParamZoo.load(out / "zoo"), ParamZoo.load(reference / "zoo")
-    assert cluster_zoo.k == 40
+    assert cluster_zoo.k == 400
     assert torch.equal(cluster_zoo.vectors, local_zoo.vectors)
     assert torch.equal(cluster_zoo.accuracy, local_zoo.accuracy)
 
