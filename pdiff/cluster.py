@@ -87,7 +87,7 @@ def _executor(cluster_cfg, folder: Path, name: str, after: list[str]) -> submiti
         name=f"pdiff-{name}", timeout_min=cluster_cfg.timeout_min, cpus_per_task=cluster_cfg.cpus_per_task,
         mem_gb=cluster_cfg.mem_gb, gpus_per_node=cluster_cfg.gpus_per_node,
         slurm_partition=cluster_cfg.partition, slurm_account=cluster_cfg.account,
-        slurm_array_parallelism=cluster_cfg.array_parallelism,
+        slurm_array_parallelism=cluster_cfg.array_parallelism, slurm_signal_delay_s=cluster_cfg.signal_delay_s,
         slurm_additional_parameters=extra)
     return executor
 

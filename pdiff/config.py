@@ -191,6 +191,7 @@ class ClusterConfig:
     array_parallelism: int = 8
     max_array_size: int | None = None  # None: read MaxArraySize from the cluster
     max_requeues: int = 3  # resubmissions after preemption or time limit (jobs resume from disk)
+    signal_delay_s: int = 120  # SLURM signals a job this long before its time limit: it checkpoints and requeues
     wait: bool = False  # follow the chain to its end and print the report summary
 
 

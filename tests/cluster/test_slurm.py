@@ -125,3 +125,15 @@ def test_hydra_submitit_sweep_over_three_seeds_is_one_array(tmp_path):
     assert len(logs) == 3
     generated = load_file(str(reports[0].parent / "generated" / "params.safetensors"))["params"]
     assert generated.shape[0] == 20
+
+
+def test_time_limit_checkpoints_requeues_and_finishes(tmp_path):
+    out = tmp_path / "run"
+    args = [*SMALL, "task.param.k=2500", "task.collect.steps_per_checkpoint=0", "task.collect.save_state_every=20",
+            "cluster.timeout_min=2", "cluster.signal_delay_s=60", "cluster.max_requeues=5", f"paths.output_dir={out}"]
+    result = _ok(submit([*args, "--wait"], timeout=900))
+    shard = submitted_ids(result.stdout)["collect shard 0"]
+    log = next((out / ".submitit").glob(f"*/{shard}/{shard}_0_log.err")).read_text()
+    assert "Caught signal SIGUSR2" in log and "DUE TO JOB REQUEUE" in log, log[-2000:]
+    zoo = ParamZoo.load(out / "zoo")
+    assert zoo.k == 2500 and len({tuple(v.tolist()) for v in zoo.vectors}) == 2500
