@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from hydra.experimental.callback import Callback  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
 
@@ -76,3 +79,17 @@ def write_report(directory: Path, report: dict, original: torch.Tensor, generate
     plot_accuracies(directory / ACCURACY_PLOT, original, generated, n_test)
     atomic.write_json(directory / "report.json", report)
     atomic.write_text(directory / "report.md", render_markdown(report, ACCURACY_PLOT))
+
+
+class ReportIndex(Callback):
+    """Hydra callback: after a multirun, print where each sweep point's report is, with its numbers."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        reports = sorted(sweep_dir.glob("*/report.json"))
+        print(f"pdiff: {len(reports)} reports under {sweep_dir}")
+        for path in reports:
+            report = json.loads(path.read_text())
+            print(f"  {path.parent / 'report.md'}: generated best/mean {report['generated']['best']:.2f}/"
+                  f"{report['generated']['mean']:.2f}, original best/mean {report['original']['best']:.2f}/"
+                  f"{report['original']['mean']:.2f}")

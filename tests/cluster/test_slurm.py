@@ -137,3 +137,13 @@ def test_time_limit_checkpoints_requeues_and_finishes(tmp_path):
     assert "Caught signal SIGUSR2" in log and "DUE TO JOB REQUEUE" in log, log[-2000:]
     zoo = ParamZoo.load(out / "zoo")
     assert zoo.k == 2500 and len({tuple(v.tolist()) for v in zoo.vectors}) == 2500
+
+
+def test_hand_written_sbatch_script_runs_the_pipeline(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline", PDIFF_OUTPUT_DIR=str(out))
+    done = subprocess.run(["sbatch", "--wait", "--cpus-per-task=1", "--mem=1G", f"--output={tmp_path}/job.out",
+                           "slurm/digits_default.sh", "experiment=smoke"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + (tmp_path / "job.out").read_text()[-3000:]
+    assert json.loads((out / "report.json").read_text())["k"] == 20

@@ -103,8 +103,10 @@ def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
 
 def test_multirun_writes_one_report_per_seed(tmp_path):
     out = tmp_path / "sweep"
-    _ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "diffusion=ddim", f"paths.output_dir={out}",
-                   "seed=0,1"]))
+    result = _ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "diffusion=ddim", f"paths.output_dir={out}",
+                            "seed=0,1"]))
     reports = sorted(out.glob("*/report.json"))
+    assert f"pdiff: 2 reports under {out}" in result.stdout
+    assert all(str(p.parent / "report.md") in result.stdout for p in reports)
     assert [p.parent.name for p in reports] == ["diffusion=ddim,experiment=smoke,seed=0,task.param.k=8",
                                                 "diffusion=ddim,experiment=smoke,seed=1,task.param.k=8"]
