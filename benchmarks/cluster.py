@@ -3,8 +3,9 @@
     python benchmarks/cluster.py --out FILE.json [hydra overrides for every run ...]
 
 1. The default main job in-process vs. the same job as a SLURM job chain (submit -> report).
-2. Collection of K checkpoints with 1 vs 2 array tasks (1 CPU, 1 thread each): wall time from the
-   base model being written to the last shard being written.
+2. Collection of --collect-k checkpoints with 1 vs 2 array tasks (1 CPU, 1 thread each): wall time
+   from the base model being written to the last shard being written.
+Run it on an otherwise idle machine: other load distorts both comparisons.
 """
 
 from __future__ import annotations
@@ -34,14 +35,23 @@ def _run(script: str, args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def _collection_wall(root: Path, shards: int, overrides: list[str]) -> float:
+def _queue_empty() -> None:
+    while subprocess.run(["squeue", "-h"], capture_output=True, text=True).stdout.strip():
+        time.sleep(0.5)
+
+
+def _collection_wall(root: Path, shards: int, k: int, overrides: list[str]) -> float:
     out = root / f"collect_{shards}"
-    args = [*overrides, f"collect.shards={shards}", "threads=1", "cluster.cpus_per_task=1", f"paths.output_dir={out}"]
+    args = [*overrides, f"task.param.k={k}", f"collect.shards={shards}", "threads=1", "cluster.cpus_per_task=1",
+            f"paths.output_dir={out}"]
+    _queue_empty()
     _run("submit.py", args)
+    # Only the collection is timed: the rest of the chain is cancelled while it waits on its dependency.
+    for name in ("pdiff-train", "pdiff-report"):
+        subprocess.run(["scancel", f"--name={name}"], check=False)
     shard_files = [out / "zoo" / "shards" / f"shard-{s:04d}-of-{shards:04d}.safetensors" for s in range(shards)]
     while not all(path.is_file() for path in shard_files):
         time.sleep(0.5)
-    subprocess.run(["scancel", "--name=pdiff-train,pdiff-report"], check=False)
     base = (out / "zoo" / "base_model.safetensors").stat().st_mtime
     return max(path.stat().st_mtime for path in shard_files) - base
 
@@ -49,22 +59,24 @@ def _collection_wall(root: Path, shards: int, overrides: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--collect-k", type=int, default=1000, help="checkpoints in the collection comparison")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pdiff-cluster-bench-"))
     in_process = _run("sweep.py", [*args.overrides, f"paths.output_dir={root / 'in_process'}"])
     chain = _run("submit.py", [*args.overrides, "cluster.cpus_per_task=2", f"paths.output_dir={root / 'chain'}",
                                "--wait"])
-    one, two = (_collection_wall(root, shards, args.overrides) for shards in (1, 2))
+    one, two = (_collection_wall(root, shards, args.collect_k, args.overrides) for shards in (1, 2))
     result = {"in_process_s": round(in_process, 2), "slurm_chain_s": round(chain, 2),
               "cluster_overhead_s": round(chain - in_process, 2), "chain_over_in_process": round(chain / in_process, 3),
               "collect_1_task_s": round(one, 2), "collect_2_tasks_s": round(two, 2),
-              "collect_speedup_2_tasks": round(one / two, 3), "overrides": args.overrides, "folder": str(root)}
+              "collect_speedup_2_tasks": round(one / two, 3), "collect_k": args.collect_k,
+              "overrides": args.overrides, "folder": str(root)}
     table = Table(title="pdiff on SLURM")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for key, value in result.items():
-        if key not in ("overrides", "folder"):
+        if key not in ("overrides", "folder", "collect_k"):
             table.add_row(key, str(value))
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,15 @@ from pdiff.generator import (
     train_autoencoder,
     train_denoiser,
 )
+from pdiff.memorization import (
+    Population,
+    baseline_populations,
+    matched_noise_scale,
+    memorization_normalizer,
+    memorization_table,
+    nearest_original,
+    verdict,
+)
 from pdiff.params import select_parameters
 from pdiff.report import build_report, write_report
 from pdiff.tasknets import build_task_net
@@ -246,34 +255,59 @@ def run_generate(run: Run) -> None:
     run.record_time("generate", time.perf_counter() - started)
 
 
+def _predict_populations(run: Run, zoo: ParamZoo) -> tuple[dict[str, torch.Tensor], dict]:
+    """Test predictions of originals, generated models and the baselines, and the memorisation table."""
+    cfg, data = run.cfg, run.data
+    model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+    model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
+    evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, data.y_test, cfg.evaluate.chunk_size)
+    generated_vectors = atomic.read_safetensors(run.output_dir / "generated" / "params.safetensors")["params"]
+    originals = Population("originals", zoo.vectors, evaluator.predictions(zoo.vectors))
+    generated = Population("generated", generated_vectors, evaluator.predictions(generated_vectors))
+    normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
+    generated_l2 = nearest_original(normalizer.normalize(generated.vectors), normalizer.normalize(zoo.vectors))[0]
+    baselines = baseline_populations(zoo.vectors, normalizer, matched_noise_scale(float(generated_l2.mean()),
+                                                                                  zoo.spec.dim),
+                                     n=len(generated_vectors), seed=cfg.seed + 30_011)
+    for baseline in baselines:
+        baseline.predictions = evaluator.predictions(baseline.vectors)
+    table, per_model = memorization_table(originals, generated, baselines, normalizer, data.y_test)
+    predictions = {p.name: p.predictions.to(torch.int16) for p in (originals, generated, *baselines)}
+    return {**predictions, **per_model, "y_test": data.y_test}, table
+
+
 def run_evaluate(run: Run) -> dict:
     cfg, directory = run.cfg, run.dir("eval")
     claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
     zoo = ParamZoo.load(run.output_dir / "zoo")
-    results = directory / "accuracies.safetensors"
-    if results.is_file():
-        accuracies = atomic.read_safetensors(results)
+    results, table_path = directory / "predictions.safetensors", directory / "memorization.json"
+    if results.is_file() and table_path.is_file():
+        predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        data = run.data
-        model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
-        model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
-        evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, data.y_test, cfg.evaluate.chunk_size)
-        generated = atomic.read_safetensors(run.output_dir / "generated" / "params.safetensors")["params"]
-        accuracies = {"original": evaluator.accuracies(zoo.vectors), "generated": evaluator.accuracies(generated),
-                      "n_test": torch.tensor(len(data.y_test))}
-        atomic.write_safetensors(results, accuracies)
+        predictions, table = _predict_populations(run, zoo)
+        atomic.write_safetensors(results, predictions)
+        atomic.write_json(table_path, table)
         run.record_time("evaluate", time.perf_counter() - started)
+    y_test = predictions.pop("y_test")
+    per_model = {name: predictions.pop(name) for name in list(predictions) if ":" in name}
+    accuracies = {name: (p == y_test).double().mean(1) * 100 for name, p in predictions.items()}
     saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
-    report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["original"], accuracies["generated"], saved)
-    write_report(run.output_dir, report, accuracies["original"], accuracies["generated"],
-                 int(accuracies["n_test"]))
+    report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
+    report["memorization"] = table
+    generated = atomic.read_safetensors(run.output_dir / "generated" / "params.safetensors")["params"]
+    normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
+    write_report(run.output_dir, report, accuracies, per_model, len(y_test),
+                 {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
+                 verdict(table))
     run.tracker.log({f"eval/{group}_{stat}": value for group in ("original", "generated")
                      for stat, value in report[group].items()})
-    run.tracker.log_artifacts({"eval/generated_acc": accuracies["generated"].tolist(),
-                               "eval/original_acc": accuracies["original"].tolist()},
+    run.tracker.log_artifacts({f"eval/{name}_acc": acc.tolist() for name, acc in accuracies.items()},
                               {"eval/report": [["models", "n", "best", "mean", "median", "min", "std"]]
-                               + [[g, *report[g].values()] for g in ("original", "generated")]})
+                               + [[g, *report[g].values()] for g in ("original", "generated")],
+                               "eval/memorization": [["models", *table["generated"]]]
+                               + [[name, *row.values()] for name, row in table.items() if isinstance(row, dict)]},
+                              images=sorted(run.output_dir.glob("*.png")))
     return report
 
 

@@ -16,6 +16,9 @@ from omegaconf import DictConfig  # noqa: E402
 from pdiff import atomic  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
+MEMORIZATION_PLOT = "memorization.png"
+PROJECTION_PLOT = "projection.png"
+CURVES_PLOT = "training_curves.png"
 
 
 def summarize(accuracy: torch.Tensor) -> dict:
@@ -30,6 +33,14 @@ def build_report(task: str, k: int, param_count: int, original: torch.Tensor, ge
                  timings: dict[str, float]) -> dict:
     return {"task": task, "k": k, "param_count": param_count, "original": summarize(original),
             "generated": summarize(generated), "timings_s": {key: round(v, 3) for key, v in timings.items()}}
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
 
 
 def plot_accuracies(path: Path, original: torch.Tensor, generated: torch.Tensor, n_test: int) -> None:
@@ -51,34 +62,119 @@ def plot_accuracies(path: Path, original: torch.Tensor, generated: torch.Tensor,
     ranks.set_ylabel("test accuracy (%)")
     ranks.set_title("Models sorted by accuracy")
     ranks.legend()
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    _save(fig, path)
 
 
-def render_markdown(report: dict, plot_name: str) -> str:
+def plot_memorization(path: Path, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor]) -> None:
+    """Accuracy of every population (box plots) and accuracy vs. max error-IoU with the nearest original."""
+    names = list(accuracies)
+    fig, (boxes, scatter) = plt.subplots(1, 2, figsize=(13, 4.8))
+    boxes.boxplot([accuracies[name].tolist() for name in names], showfliers=True)
+    boxes.set_xticks(range(1, len(names) + 1), names, rotation=30, ha="right")
+    boxes.set_ylabel("test accuracy (%)")
+    boxes.set_title("Accuracy: originals, generated, baselines")
+    for name in names:
+        if f"max_iou:{name}" in per_model:
+            style = {"s": 30, "marker": "*", "zorder": 3} if name == "generated" else {"s": 10, "alpha": 0.5}
+            scatter.scatter(per_model[f"max_iou:{name}"].tolist(), accuracies[name].tolist(), label=name, **style)
+    scatter.set_xlabel("max IoU of misclassified test samples with any original (1 = same errors)")
+    scatter.set_ylabel("test accuracy (%)")
+    scatter.set_title("Accuracy vs. similarity to the nearest original")
+    scatter.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_projection(path: Path, vectors: dict[str, torch.Tensor]) -> None:
+    """Originals and generated vectors (normalised space) in 2-D: PCA of the originals, and t-SNE."""
+    from sklearn.manifold import TSNE
+
+    originals = vectors["originals"].double()
+    mean = originals.mean(0)
+    _, _, components = torch.linalg.svd(originals - mean, full_matrices=False)
+    everything = torch.cat(list(vectors.values())).double()
+    embedded = TSNE(n_components=2, perplexity=min(30.0, (len(everything) - 1) / 3), init="pca",
+                    random_state=0).fit_transform(everything.numpy())
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    start = 0
+    for name, values in vectors.items():
+        pca = (values.double() - mean) @ components[:2].T
+        axes[0].scatter(pca[:, 0].tolist(), pca[:, 1].tolist(), s=12, alpha=0.6, label=name)
+        axes[1].scatter(embedded[start:start + len(values), 0], embedded[start:start + len(values), 1], s=12,
+                        alpha=0.6, label=name)
+        start += len(values)
+    for axis, title in zip(axes, ("PCA (axes of the originals)", "t-SNE")):
+        axis.set_title(f"Parameter vectors, {title}")
+        axis.set_xlabel("component 1")
+        axis.set_ylabel("component 2")
+        axis.legend()
+    _save(fig, path)
+
+
+def plot_training_curves(path: Path, metrics_file: Path) -> None:
+    """Loss against step for the autoencoder and the diffusion model, from metrics.jsonl."""
+    curves: dict[str, tuple[list, list]] = {"ae": ([], []), "diffusion": ([], [])}
+    for line in metrics_file.read_text().splitlines():
+        record = json.loads(line)
+        for name, (steps, losses) in curves.items():
+            if f"{name}/loss" in record:
+                steps.append(record[f"{name}/step"])
+                losses.append(record[f"{name}/loss"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, (name, (steps, losses)) in zip(axes, curves.items()):
+        axis.plot(steps, losses)
+        axis.set_yscale("log")
+        axis.set_xlabel("step")
+        axis.set_ylabel("training loss (MSE)")
+        axis.set_title({"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}[name])
+    _save(fig, path)
+
+
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def render_markdown(report: dict, verdict_line: str) -> str:
     rows = ["| models | n | best | mean | median | min | std |", "|---|---|---|---|---|---|---|"]
     for key in ("original", "generated"):
         s = report[key]
         rows.append(f"| {key} | {s['n']} | {s['best']:.2f} | {s['mean']:.2f} | {s['median']:.2f} | {s['min']:.2f} "
                     f"| {s['std']:.3f} |")
     delta = {m: report["generated"][m] - report["original"][m] for m in ("best", "mean", "min")}
+    memo = report["memorization"]
+    memo_rows = ["| models | n | acc mean | acc best | NN L2 mean | NN cos mean | max IoU mean | IoU within | novel |",
+                 "|---|---|---|---|---|---|---|---|---|"]
+    for name, f in memo.items():
+        if isinstance(f, dict):
+            memo_rows.append(f"| {name} | {f['n']} | {f['acc_mean']:.2f} | {f['acc_best']:.2f} "
+                             f"| {f['nn_l2_mean']:.4g} | {f['nn_cos_mean']:.3g} | {f['max_iou_mean']:.3f} "
+                             f"| {_number(f['pairwise_iou_within'])} | {100 * f['novel_fraction']:.0f}% |")
     timing_rows = "\n".join(f"| {stage} | {seconds:.1f} |" for stage, seconds in report["timings_s"].items())
     return (f"# pdiff report: {report['task']}\n\n"
             f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; test accuracy in percent.\n\n"
             + "\n".join(rows)
             + f"\n\nGenerated minus original: best {delta['best']:+.2f}, mean {delta['mean']:+.2f}, "
               f"min {delta['min']:+.2f} points.\n\n"
-            f"![accuracy distributions]({plot_name})\n\n## Time per stage\n\n| stage | seconds |\n|---|---|\n"
-            f"{timing_rows}\n")
+            f"![accuracy distributions]({ACCURACY_PLOT})\n\n"
+            f"## New models or copies?\n\n**{verdict_line}**\n\n"
+            "Distances are in per-tensor z-scores of the zoo; NN = nearest original (for originals: nearest other "
+            "original); IoU compares the sets of misclassified test images; 'novel' = further from every original "
+            "than the originals' median nearest-neighbour distance. Baselines as in Zeng et al. (2025): originals "
+            "plus Gaussian noise (published scales, and the scale matching the generated models' distance), the "
+            "average of the originals, random interpolations of two originals.\n\n"
+            + "\n".join(memo_rows)
+            + f"\n\n![memorization]({MEMORIZATION_PLOT})\n\n![projection]({PROJECTION_PLOT})\n\n"
+            f"## Training\n\n![training curves]({CURVES_PLOT})\n\n"
+            f"## Time per stage\n\n| stage | seconds |\n|---|---|\n{timing_rows}\n")
 
 
-def write_report(directory: Path, report: dict, original: torch.Tensor, generated: torch.Tensor, n_test: int) -> None:
-    plot_accuracies(directory / ACCURACY_PLOT, original, generated, n_test)
+def write_report(directory: Path, report: dict, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor],
+                 n_test: int, normalized_vectors: dict[str, torch.Tensor], verdict_line: str) -> None:
+    plot_accuracies(directory / ACCURACY_PLOT, accuracies["originals"], accuracies["generated"], n_test)
+    plot_memorization(directory / MEMORIZATION_PLOT, accuracies, per_model)
+    plot_projection(directory / PROJECTION_PLOT, normalized_vectors)
+    plot_training_curves(directory / CURVES_PLOT, directory / "metrics.jsonl")
     atomic.write_json(directory / "report.json", report)
-    atomic.write_text(directory / "report.md", render_markdown(report, ACCURACY_PLOT))
+    atomic.write_text(directory / "report.md", render_markdown(report, verdict_line))
 
 
 class ReportIndex(Callback):

@@ -37,8 +37,9 @@ class Tracker:
         if self.run is not None:
             self.run.summary.update(values)
 
-    def log_artifacts(self, histograms: dict[str, list[float]], tables: dict[str, list[list[Any]]]) -> None:
-        """Histograms and small tables to W&B (the JSONL keeps the raw numbers elsewhere)."""
+    def log_artifacts(self, histograms: dict[str, list[float]], tables: dict[str, list[list[Any]]],
+                      images: list[Path] = ()) -> None:
+        """Histograms, small tables and the report's plots to W&B (the JSONL keeps the raw numbers elsewhere)."""
         if self.run is None:
             return
         import wandb
@@ -46,6 +47,8 @@ class Tracker:
         payload: dict[str, Any] = {key: wandb.Histogram(values) for key, values in histograms.items()}
         for key, rows in tables.items():
             payload[key] = wandb.Table(columns=rows[0], data=rows[1:])
+        for image in images:
+            payload[f"report/{Path(image).stem}"] = wandb.Image(str(image))
         self.run.log(payload)
 
     def close(self) -> None:

@@ -1,66 +1,106 @@
 #!/usr/bin/env bash
 # A real single-node SLURM cluster on localhost, with accounting (slurmdbd + MariaDB, so sacct works),
-# for development and tests. No systemd: daemons are started and stopped by pidfile.
+# for development and tests. No systemd here: daemons are started by hand and stopped by pidfile.
 #   bash slurm/local-cluster.sh up       install what is missing, configure, start (idempotent)
 #   bash slurm/local-cluster.sh stop     cancel all jobs, stop every daemon (idempotent)
-#   bash slurm/local-cluster.sh status   exit 0 when the node is up, 3 otherwise
+#   bash slurm/local-cluster.sh status   print daemon states and sinfo; exit 0 when fully up, 3 otherwise
 set -euo pipefail
 
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 CONF=/etc/slurm
 LOGS=/var/log/slurm
 DB_PASS=pdiff-local
-PIDFILES=(/run/slurmd.pid /run/slurmctld.pid /run/slurmdbd.pid /run/mysqld/mysqld.pid /run/munge/munged.pid)
+# Daemons in start order: name (as in /proc/PID/comm) and pidfile.
+NAMES=(munged mariadbd slurmdbd slurmctld slurmd)
+declare -A PIDFILE=(
+  [munged]=/run/munge/munged.pid
+  [mariadbd]=/run/mysqld/mysqld.pid
+  [slurmdbd]=/run/slurmdbd.pid
+  [slurmctld]=/run/slurmctld.pid
+  [slurmd]=/run/slurmd.pid
+)
+declare -A LOG=(
+  [munged]=/var/log/munge/munged.log
+  [mariadbd]=$LOGS/mariadb.log
+  [slurmdbd]=$LOGS/slurmdbd.log
+  [slurmctld]=$LOGS/slurmctld.log
+  [slurmd]=$LOGS/slurmd.log
+)
 
 say() { printf '[local-cluster] %s\n' "$*"; }
 die() { say "ERROR: $*" >&2; exit 1; }
 
-alive() {  # alive PIDFILE: the pid in it is a running, non-zombie process
-  local pid
-  [[ -s $1 ]] || return 1
-  pid=$(<"$1")
-  [[ -d /proc/$pid ]] && ! grep -q '^State:.*Z' "/proc/$pid/status" 2>/dev/null
+alive() {  # alive NAME: its pidfile names a live (not zombie) process that really is NAME
+  local file=${PIDFILE[$1]} pid
+  [[ -s $file ]] || return 1
+  pid=$(<"$file")
+  [[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]] || return 1
+  # After a restart the pid may belong to something else; stopped daemons linger as zombies ~2 s.
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]] || return 1
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
 }
 
-wait_for() {  # wait_for SECONDS DESCRIPTION LOG COMMAND...: poll until COMMAND succeeds
-  local seconds=$1 what=$2 log=$3; shift 3
+wait_for() {  # wait_for SECONDS NAME COMMAND...: poll until COMMAND succeeds, else die with NAME's log tail
+  local seconds=$1 name=$2 i; shift 2
   for ((i = 0; i < seconds * 5; i++)); do
     "$@" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
-  [[ -f $log ]] && tail -n 20 "$log" >&2
-  die "$what did not come up within ${seconds}s (log: $log)"
+  say "last lines of ${LOG[$name]}:" >&2
+  tail -n 20 "${LOG[$name]}" >&2 2>/dev/null || true
+  die "$name did not come up within ${seconds}s"
+}
+
+launch() {  # launch NAME COMMAND...: start a daemon detached from the caller
+  rm -f "${PIDFILE[$1]}"  # stale after a crash or a machine restart
+  local name=$1; shift
+  # Own session and no inherited stdio: the daemon outlives make/CI shells, and a caller that
+  # captures our output (subprocess, $(...)) is not kept waiting on a pipe the daemon holds open.
+  setsid "$@" </dev/null >>"${LOG[$name]}" 2>&1 &
 }
 
 install_packages() {
-  local missing=()
+  local missing=() package
   for package in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
   done
   ((${#missing[@]} == 0)) && return 0
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # Try the existing package lists first; refresh them only if that fails (fresh machine).
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
 }
 
+put_file() {  # put_file PATH < CONTENT: replace PATH only when the content differs; 0 if it changed
+  local new
+  new=$(cat)
+  [[ -f $1 && $(<"$1") == "$new" ]] && return 1
+  printf '%s\n' "$new" >"$1"
+}
+
 write_config() {
-  mkdir -p "$CONF" "$LOGS" /var/spool/slurmctld /var/spool/slurmd
+  mkdir -p "$CONF" "$LOGS" /var/spool/slurmctld /var/spool/slurmd /var/log/munge
   chown slurm:slurm "$LOGS" /var/spool/slurmctld
-  # The node line is slurmd's own view of the hardware (a partial line makes slurmctld complain).
+  chown munge:munge /var/log/munge
+  # The node line is slurmd's own view of the hardware (a partial line makes slurmctld complain
+  # about socket/core boundaries); the machine's hostname is not localhost, hence NodeHostname.
   local node
-  node=$(slurmd -C | head -n 1 | sed -E 's/^NodeName=[^ ]+/NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=localhost/')
-  cat >"$CONF/slurm.conf" <<EOF
+  node=$(slurmd -C 2>/dev/null | grep -m1 '^NodeName=' |
+    sed -E 's/^NodeName=[^ ]+/NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=localhost/')
+  [[ -n $node ]] || die "slurmd -C printed no node line"
+  if put_file "$CONF/slurm.conf" <<EOF
+# Written by slurm/local-cluster.sh; edits here are overwritten by the next \`up\`.
 ClusterName=pdiff
 SlurmctldHost=localhost
 SlurmUser=slurm
 SlurmdUser=root
 StateSaveLocation=/var/spool/slurmctld
 SlurmdSpoolDir=/var/spool/slurmd
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=$LOGS/slurmctld.log
-SlurmdLogFile=$LOGS/slurmd.log
+SlurmctldPidFile=${PIDFILE[slurmctld]}
+SlurmdPidFile=${PIDFILE[slurmd]}
+SlurmctldLogFile=${LOG[slurmctld]}
+SlurmdLogFile=${LOG[slurmd]}
 AuthType=auth/munge
 # Credentials expire fast so a requeued job restarts in seconds, not minutes.
 AuthInfo=cred_expire=5
@@ -76,7 +116,9 @@ SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=5
 # submitit ignores SIGTERM; do not wait 30 s before SIGKILL.
 KillWait=10
 MailProg=/bin/true
+# A node that was DOWN comes back by itself once slurmd registers.
 ReturnToService=2
+# The node line wins over what slurmd detects (no DRAIN for "Low CPUs" and the like).
 SlurmdParameters=config_overrides
 MaxArraySize=1001
 JobAcctGatherType=jobacct_gather/none
@@ -85,7 +127,11 @@ AccountingStorageHost=localhost
 $node
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
-  cat >"$CONF/slurmdbd.conf" <<EOF
+  then
+    # Picked up by a controller that is already running; a stopped one reads it at start.
+    alive slurmctld && { scontrol reconfigure >/dev/null 2>&1 || true; }
+  fi
+  put_file "$CONF/slurmdbd.conf" <<EOF || true
 AuthType=auth/munge
 DbdHost=localhost
 DbdPort=6819
@@ -95,61 +141,67 @@ StorageHost=127.0.0.1
 StorageUser=slurm
 StoragePass=$DB_PASS
 StorageLoc=slurm_acct_db
-PidFile=/run/slurmdbd.pid
-LogFile=$LOGS/slurmdbd.log
+PidFile=${PIDFILE[slurmdbd]}
+LogFile=${LOG[slurmdbd]}
 EOF
+  # slurmdbd refuses a config that others can read (it holds the DB password).
   chown slurm:slurm "$CONF/slurmdbd.conf"
   chmod 600 "$CONF/slurmdbd.conf"
 }
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
+# Node usable: idle, or busy with jobs (a second `up` while tests run is a no-op). A trailing
+# '*' (not responding), '~', '#', '!', '%' or '@' does not count.
+node_state() { sinfo -h -n localhost -o %t 2>/dev/null; }
+node_ready() { node_state | grep -qxE 'idle|mix|alloc|comp'; }
+
 start_munge() {
-  alive /run/munge/munged.pid && return 0
+  alive munged && return 0
   mkdir -p /run/munge && chown munge:munge /run/munge && chmod 755 /run/munge
-  [[ -s /etc/munge/munge.key ]] || { mungekey --create >/dev/null 2>&1 || create-munge-key -f >/dev/null; }
+  # Debian's postinst makes the key; make one if it is missing.
+  [[ -s /etc/munge/munge.key ]] || mungekey --create >/dev/null
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
-  rm -f /run/munge/munged.pid
-  runuser -u munge -- /usr/sbin/munged
-  wait_for 15 munged /var/log/munge/munged.log munge -n
+  launch munged runuser -u munge -- /usr/sbin/munged
+  wait_for 15 munged munge -n
 }
 
 start_mariadb() {
-  if ! alive /run/mysqld/mysqld.pid; then
+  if ! alive mariadbd; then
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
     [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql >/dev/null 2>&1
-    rm -f /run/mysqld/mysqld.pid
-    setsid mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file=/run/mysqld/mysqld.pid \
-      >>"$LOGS/mariadb.log" 2>&1 </dev/null &
-    wait_for 30 MariaDB "$LOGS/mariadb.log" mariadb-admin ping
+    launch mariadbd mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file="${PIDFILE[mariadbd]}"
+    wait_for 30 mariadbd mariadb-admin ping
   fi
+  # Idempotent; as root over the unix socket.
   mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$DB_PASS';
-    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
+    GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';"
 }
 
-port_open() { (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null; }
-node_ready() { sinfo -h -n localhost -o %t | grep -qE '^(idle|mix|alloc)'; }
-
 start_slurm() {
-  if ! alive /run/slurmdbd.pid; then
-    rm -f /run/slurmdbd.pid
-    /usr/sbin/slurmdbd
-    wait_for 30 slurmdbd "$LOGS/slurmdbd.log" port_open 6819
+  if ! alive slurmdbd; then
+    launch slurmdbd /usr/sbin/slurmdbd
+    wait_for 30 slurmdbd port_open 6819
   fi
-  if ! alive /run/slurmctld.pid; then
-    rm -f /run/slurmctld.pid
-    /usr/sbin/slurmctld
-    wait_for 30 slurmctld "$LOGS/slurmctld.log" bash -c 'scontrol ping | grep -q UP'
+  if ! alive slurmctld; then
+    launch slurmctld /usr/sbin/slurmctld
+    wait_for 30 slurmctld ctld_up
   fi
-  if ! alive /run/slurmd.pid; then
-    rm -f /run/slurmd.pid
-    /usr/sbin/slurmd -N localhost
+  if ! alive slurmd; then
+    # Registers as "localhost", the name in slurm.conf, not the machine's hostname.
+    launch slurmd /usr/sbin/slurmd -N localhost
   fi
-  # A node left DOWN or DRAINED by an earlier, unclean stop is put back in service.
-  sleep 0.5
-  if sinfo -h -n localhost -o %t | grep -qE 'down|drain'; then
-    scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
-  fi
-  wait_for 60 "node localhost" "$LOGS/slurmd.log" node_ready
+  # A node left DOWN or DRAINED by an earlier unclean stop is put back in service.
+  local i
+  for ((i = 0; i < 25; i++)); do
+    node_ready && break
+    if node_state | grep -qE 'down|drain|fail'; then
+      scontrol update NodeName=localhost State=RESUME >/dev/null 2>&1 || true
+    fi
+    sleep 0.2
+  done
+  wait_for 60 slurmd node_ready
 }
 
 up() {
@@ -163,45 +215,57 @@ up() {
   start_munge
   start_mariadb
   start_slurm
-  say "up in $((SECONDS - started))s: partition debug, $(sinfo -h -o %c) CPUs, MaxArraySize 1001"
+  say "up in $((SECONDS - started))s: partition debug, node localhost $(node_state), $(sinfo -h -o %c) CPUs"
 }
 
-stop_pidfile() {  # stop_pidfile PIDFILE: SIGTERM, wait (zombies linger ~2 s), SIGKILL if needed
-  local pidfile=$1 pid
-  if alive "$pidfile"; then
-    pid=$(<"$pidfile")
+stop_daemon() {  # stop_daemon NAME: SIGTERM by pidfile, wait for it to exit, SIGKILL if it hangs
+  local name=$1 pid i
+  if alive "$name"; then
+    pid=$(<"${PIDFILE[$name]}")
     kill "$pid" 2>/dev/null || true
-    for ((i = 0; i < 75; i++)); do alive "$pidfile" || break; sleep 0.2; done
-    alive "$pidfile" && kill -9 "$pid" 2>/dev/null || true
+    for ((i = 0; i < 75; i++)); do alive "$name" || break; sleep 0.2; done
+    if alive "$name"; then
+      say "$name (pid $pid) ignored SIGTERM for 15s; killing it"
+      kill -9 "$pid" 2>/dev/null || true
+    fi
   fi
-  rm -f "$pidfile"  # a stale /run/slurmctld.pid breaks a later apt purge
+  rm -f "${PIDFILE[$name]}"  # a stale /run/slurmctld.pid breaks a later apt purge
 }
 
 stop() {
-  if alive /run/slurmctld.pid; then
-    # Job processes outlive the daemons otherwise.
-    scancel --full --quiet $(squeue -h -o %i 2>/dev/null) 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do [[ -z $(squeue -h 2>/dev/null) ]] && break; sleep 0.2; done
+  if alive slurmctld; then
+    # Jobs first: slurmstepd and job processes outlive the daemons otherwise.
+    local jobs i
+    mapfile -t jobs < <(squeue -h -o %i 2>/dev/null || true)
+    if ((${#jobs[@]})); then
+      say "cancelling jobs: ${jobs[*]}"
+      scancel "${jobs[@]}" 2>/dev/null || true
+      # KillWait=10: a job that ignores SIGTERM is SIGKILLed after 10 s.
+      for ((i = 0; i < 100; i++)); do [[ -z $(squeue -h 2>/dev/null) ]] && break; sleep 0.2; done
+    fi
   fi
-  for pidfile in "${PIDFILES[@]}"; do stop_pidfile "$pidfile"; done
+  local n
+  for ((n = ${#NAMES[@]} - 1; n >= 0; n--)); do stop_daemon "${NAMES[$n]}"; done
   say "stopped"
 }
 
 status() {
-  local ok=0 names=(slurmd slurmctld slurmdbd mariadb munged)
-  for i in "${!PIDFILES[@]}"; do
-    if alive "${PIDFILES[$i]}"; then
-      printf '%-10s running (pid %s)\n' "${names[$i]}" "$(<"${PIDFILES[$i]}")"
+  local rc=0 name
+  for name in "${NAMES[@]}"; do
+    if alive "$name"; then
+      printf '%-10s running (pid %s)\n' "$name" "$(<"${PIDFILE[$name]}")"
     else
-      printf '%-10s stopped\n' "${names[$i]}"
-      ok=3
+      printf '%-10s stopped\n' "$name"
+      rc=3
     fi
   done
-  if ((ok == 0)); then
-    sinfo || ok=3
-    node_ready || ok=3
+  if alive slurmctld && command -v sinfo >/dev/null; then
+    sinfo || rc=3
+    node_ready || rc=3
+  else
+    echo "sinfo: no controller"
   fi
-  return $ok
+  return $rc
 }
 
 case "${1:-}" in

@@ -79,7 +79,8 @@ def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
     subprocess.run(["scancel", "--signal=KILL", "--full", shard0], check=True)  # dies mid-way, like a node
     time.sleep(3)
     assert not (out / "zoo" / "shards" / "shard-0000-of-0002.safetensors").exists()
-    subprocess.run(["scancel", "--name=pdiff-collect,pdiff-train,pdiff-report"])
+    for name in ("pdiff-collect", "pdiff-train", "pdiff-report"):
+        subprocess.run(["scancel", f"--name={name}"])
     time.sleep(2)
     resumed = _ok(submit([*args, f"paths.output_dir={out}", "--wait"]))
     assert "base" not in submitted_ids(resumed.stdout)

@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 from tests.conftest import CONFIGS, run_sweep
 
 pytestmark = pytest.mark.slow
-REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s"}
+REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization"}
+MEMORIZATION_KEYS = {"nn_l2_mean", "max_iou_mean", "acc_mean", "novel_fraction"}
+POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.15", "average", "interpolation"}
 STAT_KEYS = {"n", "best", "mean", "median", "min", "std"}
 
 
@@ -28,7 +30,13 @@ def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
     assert report["original"]["n"] == 20 and report["generated"]["n"] == 20 and report["param_count"] == 128
     assert report["generated"]["mean"] > 90.0  # generated BatchNorm layers give working networks
     assert {"collect", "train_autoencoder", "train_diffusion", "generate", "evaluate"} <= set(report["timings_s"])
-    assert (out / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
+    memo = report["memorization"]
+    assert set(memo) >= POPULATIONS and any(name.startswith("noise_matched_") for name in memo)
+    assert all(set(memo[name]) >= MEMORIZATION_KEYS for name in POPULATIONS)
+    assert memo["noise_0.001"]["max_iou_mean"] > 0.99 and memo["noise_0.001"]["novel_fraction"] == 0.0
+    assert "generated models" in (out / "report.md").read_text()
+    for plot in ("accuracy", "memorization", "projection", "training_curves"):
+        assert (out / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert "| generated | 20 |" in (out / "report.md").read_text()
     assert len((out / "metrics.jsonl").read_text().splitlines()) > 5
     generated = load_file(str(out / "generated" / "params.safetensors"))["params"]
