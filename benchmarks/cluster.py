@@ -11,7 +11,6 @@ Run it on an otherwise idle machine: other load distorts both comparisons.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
-from rich.table import Table
+from table_output import emit
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
@@ -72,16 +70,8 @@ def main() -> None:
               "collect_1_task_s": round(one, 2), "collect_2_tasks_s": round(two, 2),
               "collect_speedup_2_tasks": round(one / two, 3), "collect_k": args.collect_k,
               "overrides": args.overrides, "folder": str(root)}
-    table = Table(title="pdiff on SLURM")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        if key not in ("overrides", "folder", "collect_k"):
-            table.add_row(key, str(value))
-    Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    rows = [[key, value] for key, value in result.items() if key not in ("overrides", "folder", "collect_k")]
+    emit("pdiff on SLURM", ["measure", "value"], rows, result, args.out)
 
 
 if __name__ == "__main__":

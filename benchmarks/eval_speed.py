@@ -10,14 +10,12 @@ network with every parameter generated, and CIFAR ResNet-18's layer4.1.bn1/bn2 o
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from rich.console import Console
-from rich.table import Table
+from table_output import emit
 
 from pdiff.config import register_configs
 from pdiff.data import load_dataset
@@ -77,15 +75,8 @@ def main() -> None:
         "resnet18_bn_subset": compare(resnet18_cifar(3, 100), ["layer4.1.bn1", "layer4.1.bn2"], images,
                                       torch.randint(0, 100, (len(images),)), args.models),
     }
-    table = Table(title=f"evaluating {args.models} parameter sets, {torch.get_num_threads()} threads")
-    for column in ("case", *results["bn_subset"]):
-        table.add_column(column, justify="right")
-    for case, row in results.items():
-        table.add_row(case, *[str(value) for value in row.values()])
-    Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    emit(f"evaluating {args.models} parameter sets, {torch.get_num_threads()} threads", ["case", *results["bn_subset"]],
+         [[case, *row.values()] for case, row in results.items()], results, args.out)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,13 @@ what to compare: the machine is noisy.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from functools import partial
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from rich.console import Console
-from rich.table import Table
+from table_output import emit
 
 from pdiff.config import register_configs
 from pdiff.diffusion import GaussianDiffusion, linear_betas
@@ -65,15 +63,8 @@ def main() -> None:
                 "ae_steps_per_s": round(steps_per_second(autoencoder, autoencoder.loss, zoo, args.steps), 2),
                 "denoiser_steps_per_s": round(steps_per_second(
                     denoiser, partial(diffusion.training_losses, denoiser), latents, args.steps), 2)})
-    table = Table(title=f"generator training speed, full batch K={args.k}, {torch.get_num_threads()} threads")
-    for column in rows[0]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        table.add_row(*[str(value) for value in row.values()])
-    Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"k": args.k, "steps": args.steps, "rows": rows}, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    emit(f"generator training speed, full batch K={args.k}, {torch.get_num_threads()} threads", list(rows[0]),
+         [list(row.values()) for row in rows], {"k": args.k, "steps": args.steps, "rows": rows}, args.out)
 
 
 if __name__ == "__main__":

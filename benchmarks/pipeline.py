@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -15,8 +14,7 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from rich.console import Console
-from rich.table import Table
+from table_output import emit
 
 from pdiff.config import register_configs
 from pdiff.pipeline import run_pipeline
@@ -44,17 +42,10 @@ def main() -> None:
               "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                           "torch": torch.__version__, "python": platform.python_version(),
                           "processor": platform.processor() or platform.machine()}}
-    table = Table(title=f"pdiff main job: {report['task']}, K={report['k']}, D={report['param_count']}")
-    table.add_column("stage")
-    table.add_column("seconds", justify="right")
-    table.add_column("share", justify="right")
-    for stage, seconds in report["timings_s"].items():
-        table.add_row(stage, f"{seconds:.1f}", f"{100 * seconds / total:.0f}%")
-    table.add_row("total (wall clock)", f"{total:.1f}", "100%")
-    Console().print(table)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    rows = [[stage, f"{seconds:.1f}", f"{100 * seconds / total:.0f}%"]
+            for stage, seconds in report["timings_s"].items()]
+    emit(f"pdiff main job: {report['task']}, K={report['k']}, D={report['param_count']}", ["stage", "seconds", "share"],
+         [*rows, ["total (wall clock)", f"{total:.1f}", "100%"]], result, args.out)
 
 
 if __name__ == "__main__":
