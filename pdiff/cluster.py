@@ -137,7 +137,7 @@ def final_state(job_id: str, timeout_s: float = 60.0) -> str:
     deadline, state = time.monotonic() + timeout_s, "UNKNOWN"
     while time.monotonic() < deadline:
         lines = _slurm("sacct", "-n", "-X", "-P", "-j", job_id, "--format=State").split()
-        state = lines[0] if lines else state
+        state = lines[-1] if lines else state  # ids restart on a new controller: the newest record is ours
         if state.startswith(TERMINAL_STATES):
             return state
         time.sleep(0.5)

@@ -3,7 +3,7 @@
 DIR/zoo        collect:  base_model.safetensors, zoo.safetensors + zoo.json (resume: *_state.pt)
 DIR/generator  train:    autoencoder.safetensors, denoiser_ema.safetensors, generator.json
 DIR/generated  generate: params.safetensors + generated.json
-DIR/eval       evaluate: accuracies.safetensors; then DIR/report.json, report.md, accuracy.png
+DIR/eval       evaluate: predictions.safetensors, memorization.json; then DIR/report.json, report.md, plots
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ from pdiff.zoo import BASE_WEIGHTS, ParamZoo, ZooError, load_base_weights, save_
 log = logging.getLogger(__name__)
 STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
 INPUTS_FILE = "inputs.json"
+EVAL_PREDICTIONS = "predictions.safetensors"
+EVAL_MEMORIZATION = "memorization.json"
 TIMINGS_FILE = "timings.json"
 
 
@@ -280,7 +282,7 @@ def run_evaluate(run: Run) -> dict:
     cfg, directory = run.cfg, run.dir("eval")
     claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
     zoo = ParamZoo.load(run.output_dir / "zoo")
-    results, table_path = directory / "predictions.safetensors", directory / "memorization.json"
+    results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
     if results.is_file() and table_path.is_file():
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
@@ -393,7 +395,7 @@ def pending_jobs(cfg: DictConfig) -> list[tuple[str, int | None]]:
         jobs += [("shard", s) for s in range(shards) if not shard_path(zoo_dir, s, shards).is_file()]
     if jobs or not generator_exists(generator_dir):
         jobs.append(("train", None))
-    report_current = ((out / "report.json").is_file() and (out / "eval" / "accuracies.safetensors").is_file()
+    report_current = ((out / "report.json").is_file() and (out / "eval" / EVAL_MEMORIZATION).is_file()
                       and not changed_inputs(out / "eval", stage_inputs(cfg, Stage.evaluate)))
     if jobs or not report_current:
         jobs.append(("report", None))

@@ -28,9 +28,10 @@ def _ok(result):
     return result
 
 
-def sacct_states(job_id: str) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "--format=JobID,State"], capture_output=True,
-                         text=True).stdout
+def sacct_states(job_id: str, since: str) -> dict[str, str]:
+    """States of a job's records submitted since `since` (ids restart on a new controller)."""
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-S", since, "--format=JobID,State"],
+                         capture_output=True, text=True).stdout
     return dict(line.split("|")[:2] for line in out.split())
 
 
@@ -41,6 +42,7 @@ def submitted_ids(stdout: str) -> dict[str, str]:
 
 def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path):
     out = tmp_path / "run"
+    since = time.strftime("%Y-%m-%dT%H:%M:%S")
     result = _ok(submit([*SMALL, "collect.shards=4", "cluster.max_array_size=3", f"paths.output_dir={out}", "--wait"]))
     ids = submitted_ids(result.stdout)
     assert list(ids) == ["base", *[f"collect shard {s}" for s in range(4)], "train", "report"]
@@ -52,7 +54,7 @@ def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path
     assert len({tuple(v.tolist()) for v in zoo.vectors}) == 20  # no checkpoint twice
     time.sleep(1)
     for job_id in ids.values():
-        assert set(sacct_states(job_id.split("_")[0]).values()) == {"COMPLETED"}, job_id
+        assert set(sacct_states(job_id.split("_")[0], since).values()) == {"COMPLETED"}, job_id
 
     again = _ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
     assert "nothing to do" in again.stdout and "submitted" not in again.stdout

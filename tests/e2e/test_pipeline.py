@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import CONFIGS, run_sweep
+from pdiff.pipeline import pending_jobs
+from tests.conftest import CONFIGS, compose_config, run_sweep
 
 pytestmark = pytest.mark.slow
 REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization"}
@@ -41,6 +42,8 @@ def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
     assert len((out / "metrics.jsonl").read_text().splitlines()) > 5
     generated = load_file(str(out / "generated" / "params.safetensors"))["params"]
     assert generated.shape == (20, 128)
+
+    assert pending_jobs(compose_config(["experiment=smoke", f"paths.output_dir={out}"])) == []  # nothing to submit
 
     zoo_file = out / "zoo" / "zoo.safetensors"
     stamp = zoo_file.stat().st_mtime_ns
