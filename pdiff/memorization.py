@@ -134,4 +134,15 @@ def verdict(table: dict) -> str:
             f"than the originals' median nearest-neighbour distance ({table['originals_nn_l2_median']:.3g}): they are "
             f"{kind}. Mean accuracy {g['acc_mean']:.2f}% vs {o['acc_mean']:.2f}% for the originals; their errors "
             f"overlap the nearest original's with IoU {g['max_iou_mean']:.2f} (originals among themselves: "
-            f"{o['max_iou_mean']:.2f}).")
+            f"{o['max_iou_mean']:.2f}). {_matched_noise_comparison(table)}")
+
+
+def _matched_noise_comparison(table: dict) -> str:
+    """How the generated models compare with originals plus noise at the same distance (the critique's test)."""
+    name = next((key for key in table if key.startswith("noise_matched_")), None)
+    if name is None:
+        return ""
+    g, n = table["generated"], table[name]
+    better = g["acc_mean"] > n["acc_mean"] + 0.05
+    return (f"Originals plus Gaussian noise at the same distance ({name}) reach {n['acc_mean']:.2f}% with IoU "
+            f"{n['max_iou_mean']:.2f}: the generator {'beats' if better else 'does not beat'} this baseline.")

@@ -19,6 +19,10 @@ declare -A PIDFILE=(
   [slurmctld]=/run/slurmctld.pid
   [slurmd]=/run/slurmd.pid
 )
+# Who owns each log: a daemon that drops privileges must still be able to write (and reopen) it,
+# and munged refuses a log file that is not its own ("Logfile is insecure").
+declare -A LOG_OWNER=([munged]=munge [mariadbd]=root [slurmdbd]=slurm [slurmctld]=slurm [slurmd]=root)
+declare -A PORT=([mariadbd]=3306 [slurmdbd]=6819 [slurmctld]=6817 [slurmd]=6818)
 declare -A LOG=(
   [munged]=/var/log/munge/munged.log
   [mariadbd]=$LOGS/mariadb.log
@@ -52,11 +56,20 @@ wait_for() {  # wait_for SECONDS NAME COMMAND...: poll until COMMAND succeeds, e
 }
 
 launch() {  # launch NAME COMMAND...: start a daemon detached from the caller
-  rm -f "${PIDFILE[$1]}"  # stale after a crash or a machine restart
-  local name=$1; shift
+  local name=$1 log=${LOG[$1]}; shift
+  # A leftover daemon whose pidfile is gone or wrong still holds the port: a second one would load
+  # the same state and die on "address in use". We never kill by name, so say so and stop.
+  if in_use "$name"; then
+    die "$name has no live pidfile (${PIDFILE[$name]}), yet something answers on its" \
+      "${PORT[$name]:+port }${PORT[$name]:-socket} (a leftover $name?): stop it by its pid, then rerun up"
+  fi
+  rm -f "${PIDFILE[$name]}"  # stale after a crash or a machine restart
+  touch "$log" && chown "${LOG_OWNER[$name]}:" "$log" && chmod 640 "$log"
   # Own session and no inherited stdio: the daemon outlives make/CI shells, and a caller that
   # captures our output (subprocess, $(...)) is not kept waiting on a pipe the daemon holds open.
-  setsid "$@" </dev/null >>"${LOG[$name]}" 2>&1 &
+  # What a daemon prints before it opens its own log (config errors) lands in that log too.
+  # 9>&-: the daemon must not inherit (and so hold forever) the lock taken by `serialized`.
+  setsid "$@" </dev/null >>"$log" 2>&1 9>&- &
 }
 
 install_packages() {
@@ -149,7 +162,11 @@ EOF
   chmod 600 "$CONF/slurmdbd.conf"
 }
 
+# started NAME CHECK...: our own instance is alive and answers. A leftover daemon without a
+# (valid) pidfile would answer CHECK while ours died on "address in use": that must fail loudly.
+started() { alive "$1" && "${@:2}"; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+in_use() { if [[ $1 == munged ]]; then munge -n >/dev/null 2>&1; else port_open "${PORT[$1]}"; fi; }
 ctld_up() { scontrol ping 2>/dev/null | grep -q 'is UP'; }
 # Node usable: idle, or busy with jobs (a second `up` while tests run is a no-op). A trailing
 # '*' (not responding), '~', '#', '!', '%' or '@' does not count.
@@ -163,7 +180,7 @@ start_munge() {
   [[ -s /etc/munge/munge.key ]] || mungekey --create >/dev/null
   chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key
   launch munged runuser -u munge -- /usr/sbin/munged
-  wait_for 15 munged munge -n
+  wait_for 15 munged started munged munge -n
 }
 
 start_mariadb() {
@@ -171,7 +188,7 @@ start_mariadb() {
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
     [[ -d /var/lib/mysql/mysql ]] || mariadb-install-db --user=mysql >/dev/null 2>&1
     launch mariadbd mariadbd --user=mysql --bind-address=127.0.0.1 --pid-file="${PIDFILE[mariadbd]}"
-    wait_for 30 mariadbd mariadb-admin ping
+    wait_for 30 mariadbd started mariadbd mariadb-admin ping
   fi
   # Idempotent; as root over the unix socket.
   mariadb -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db;
@@ -182,11 +199,11 @@ start_mariadb() {
 start_slurm() {
   if ! alive slurmdbd; then
     launch slurmdbd /usr/sbin/slurmdbd
-    wait_for 30 slurmdbd port_open 6819
+    wait_for 30 slurmdbd started slurmdbd port_open 6819
   fi
   if ! alive slurmctld; then
     launch slurmctld /usr/sbin/slurmctld
-    wait_for 30 slurmctld ctld_up
+    wait_for 30 slurmctld started slurmctld ctld_up
   fi
   if ! alive slurmd; then
     # Registers as "localhost", the name in slurm.conf, not the machine's hostname.
@@ -201,7 +218,7 @@ start_slurm() {
     fi
     sleep 0.2
   done
-  wait_for 60 slurmd node_ready
+  wait_for 60 slurmd started slurmd node_ready
 }
 
 up() {
@@ -268,9 +285,15 @@ status() {
   return $rc
 }
 
+serialized() {  # serialized COMMAND: one up/stop at a time (make test and a shell may overlap)
+  exec 9>/run/lock/pdiff-local-cluster.lock
+  flock -w 300 9 || die "another up/stop still holds /run/lock/pdiff-local-cluster.lock after 300s"
+  "$@"
+}
+
 case "${1:-}" in
-  up) up ;;
-  stop) stop ;;
+  up) serialized up ;;
+  stop) serialized stop ;;
   status) status ;;
   *) echo "usage: bash slurm/local-cluster.sh up|stop|status" >&2; exit 2 ;;
 esac
