@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -50,6 +51,11 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
+
+
+def read_safetensors_metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata() or {}
 
 
 def write_torch(path: Path, state: dict) -> None:

@@ -40,7 +40,7 @@ from pdiff.memorization import (
     nearest_original,
     verdict,
 )
-from pdiff.params import select_parameters
+from pdiff.params import ParamNormalizer, ParamSpec, select_parameters
 from pdiff.report import build_report, write_report
 from pdiff.tasknets import build_task_net
 from pdiff.tracking import Tracker
@@ -186,7 +186,8 @@ def run_collect_shard(run: Run, shard: int) -> None:
         model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard], cfg.data.augment,
         cfg.seed + 10_007 * (shard + 1), path.with_suffix(".state.pt"))
     seconds = time.perf_counter() - started
-    atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy}, metadata={"seconds": f"{seconds:.3f}"})
+    atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
+                             metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json())})
     log.info("collect: shard %d/%d: %d checkpoints in %.1f s", shard + 1, shards, len(vectors), seconds)
 
 
@@ -200,7 +201,7 @@ def run_merge(run: Run) -> None:
     if missing:
         raise ZooError(f"cannot merge the zoo in {directory}: shards {missing} are not collected yet")
     shards = [atomic.read_safetensors(path) for path in paths]
-    _, spec = _base_model(run)
+    spec = ParamSpec.from_json(json.loads(atomic.read_safetensors_metadata(paths[0])["spec"]))
     accuracy = torch.cat([shard["accuracy"] for shard in shards])
     zoo = ParamZoo(torch.cat([shard["params"] for shard in shards]), accuracy, spec,
                    {"task": cfg.task.name, "seed": cfg.seed, "shards": cfg.collect.shards,
@@ -257,16 +258,15 @@ def run_generate(run: Run) -> None:
     run.record_time("generate", time.perf_counter() - started)
 
 
-def _predict_populations(run: Run, zoo: ParamZoo) -> tuple[dict[str, torch.Tensor], dict]:
+def _predict_populations(run: Run, zoo: ParamZoo, generated_vectors: torch.Tensor, normalizer: ParamNormalizer
+                         ) -> tuple[dict[str, torch.Tensor], dict]:
     """Test predictions of originals, generated models and the baselines, and the memorisation table."""
     cfg, data = run.cfg, run.data
     model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
     model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
     evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, data.y_test, cfg.evaluate.chunk_size)
-    generated_vectors = atomic.read_safetensors(run.output_dir / "generated" / "params.safetensors")["params"]
     originals = Population("originals", zoo.vectors, evaluator.predictions(zoo.vectors))
     generated = Population("generated", generated_vectors, evaluator.predictions(generated_vectors))
-    normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
     generated_l2 = nearest_original(normalizer.normalize(generated.vectors), normalizer.normalize(zoo.vectors))[0]
     baselines = baseline_populations(zoo.vectors, normalizer, matched_noise_scale(float(generated_l2.mean()),
                                                                                   zoo.spec.dim),
@@ -283,11 +283,13 @@ def run_evaluate(run: Run) -> dict:
     claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
     zoo = ParamZoo.load(run.output_dir / "zoo")
     results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
+    generated = atomic.read_safetensors(run.output_dir / "generated" / "params.safetensors")["params"]
+    normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
     if results.is_file() and table_path.is_file():
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        predictions, table = _predict_populations(run, zoo)
+        predictions, table = _predict_populations(run, zoo, generated, normalizer)
         atomic.write_safetensors(results, predictions)
         atomic.write_json(table_path, table)
         run.record_time("evaluate", time.perf_counter() - started)
@@ -297,8 +299,6 @@ def run_evaluate(run: Run) -> dict:
     saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
     report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
     report["memorization"] = table
-    generated = atomic.read_safetensors(run.output_dir / "generated" / "params.safetensors")["params"]
-    normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
     write_report(run.output_dir, report, accuracies, per_model, len(y_test),
                  {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
                  verdict(table))
