@@ -8,6 +8,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from pdiff.config import ConfigError, register_configs
+from pdiff.distributed import strip_launcher_args
 from pdiff.pipeline import run_pipeline
 from pdiff.zoo import ZooError
 
@@ -27,4 +28,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv = strip_launcher_args(sys.argv)  # the deepspeed launcher adds --local_rank=N; Hydra would refuse it
     main()

@@ -57,6 +57,17 @@ class LoggerName(Enum):
     wandb = "wandb"
 
 
+class TrainerName(Enum):
+    plain = "plain"
+    deepspeed = "deepspeed"
+
+
+class Precision(Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class WandbMode(Enum):
     offline = "offline"
     online = "online"
@@ -154,6 +165,20 @@ class DiffusionConfig:
 
 
 @dataclass
+class TrainerConfig:
+    """How the autoencoder and the denoiser are optimised: one plain process, or DeepSpeed on N ranks."""
+
+    name: TrainerName = TrainerName.plain
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0-3
+    grad_accum: int = 1  # micro-batches per optimiser step; global batch = micro x ranks x grad_accum
+    grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
+    precision: Precision = Precision.fp32
+    offload_optimizer: bool = False  # ZeRO-Offload: optimiser state in CPU memory
+    offload_params: bool = False  # ZeRO-3 parameter offload to CPU memory
+    keep_checkpoints: int = 1  # DeepSpeed checkpoints kept per model (older ones are deleted)
+
+
+@dataclass
 class CollectRunConfig:
     shards: int = 1  # collection split into this many independent runs from the base (a SLURM array)
 
@@ -189,6 +214,7 @@ class ClusterConfig:
     gpus_per_node: int | None = None
     mem_gb: int = 4
     array_parallelism: int = 8
+    tasks_per_node: int = 1  # ranks of the training job (trainer=deepspeed); other jobs run one task
     max_array_size: int | None = None  # None: read MaxArraySize from the cluster
     max_requeues: int = 3  # resubmissions after preemption or time limit (jobs resume from disk)
     signal_delay_s: int = 120  # SLURM signals a job this long before its time limit: it checkpoints and requeues
@@ -206,6 +232,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     ae: AEConfig = field(default_factory=AEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
     collect: CollectRunConfig = field(default_factory=CollectRunConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
@@ -259,6 +286,32 @@ def validate(cfg: DictConfig) -> None:
              cfg.task.collect.steps_per_checkpoint, "must be >= 0 (0 means one epoch)")
     _require(cfg.task.collect.save_state_every >= 1, "task.collect.save_state_every",
              cfg.task.collect.save_state_every, "must be >= 1")
+    validate_trainer(cfg)
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    """The trainer settings that need DeepSpeed, ZeRO-3 or a GPU say so before any work starts."""
+    trainer = cfg.trainer
+    deepspeed = TrainerName(trainer.name) is TrainerName.deepspeed
+    precision = Precision(trainer.precision)
+    _require(trainer.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", trainer.zero_stage, "must be 0, 1, 2 or 3")
+    _require(trainer.grad_accum >= 1, "trainer.grad_accum", trainer.grad_accum, "must be >= 1")
+    _require(trainer.grad_clip >= 0, "trainer.grad_clip", trainer.grad_clip, "must be >= 0 (0: no clipping)")
+    _require(trainer.keep_checkpoints >= 1, "trainer.keep_checkpoints", trainer.keep_checkpoints, "must be >= 1")
+    for key, needs in (("zero_stage", trainer.zero_stage > 0), ("precision", precision is not Precision.fp32),
+                       ("offload_optimizer", trainer.offload_optimizer), ("offload_params", trainer.offload_params)):
+        _require(deepspeed or not needs, f"trainer.{key}", trainer[key], "needs trainer=deepspeed")
+    _require(not trainer.offload_params or trainer.zero_stage == 3, "trainer.offload_params", trainer.offload_params,
+             f"needs trainer.zero_stage=3 (it is {trainer.zero_stage})")
+    _require(not trainer.offload_optimizer or trainer.zero_stage >= 1, "trainer.offload_optimizer",
+             trainer.offload_optimizer, f"needs trainer.zero_stage >= 1 (it is {trainer.zero_stage})")
+    if precision is Precision.fp16:
+        import torch
+
+        _require(torch.cuda.is_available(), "trainer.precision", "fp16", "needs a CUDA GPU; use bf16 or fp32 on CPU")
+    _require(cfg.cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cfg.cluster.tasks_per_node, "must be >= 1")
+    _require(cfg.cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cfg.cluster.tasks_per_node,
+             "more than one task per training job needs trainer=deepspeed")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from pdiff.noise import BatchNoise
+
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -49,12 +51,11 @@ class GaussianDiffusion:
         return (_gather(self.sqrt_alphas_cumprod, t, x_start) * x_start
                 + _gather(self.sqrt_one_minus_alphas_cumprod, t, x_start) * noise)
 
-    def training_losses(self, model: Denoiser, x_start: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+    def training_losses(self, model: Denoiser, x_start: torch.Tensor, noise: BatchNoise) -> torch.Tensor:
         """MSE between the true and predicted noise, one uniform timestep per sample; returns a scalar."""
-        if t is None:
-            t = torch.randint(0, self.timesteps, (len(x_start),), device=x_start.device)
-        noise = torch.randn_like(x_start)
-        return F.mse_loss(model(self.q_sample(x_start, t, noise), t), noise)
+        t = noise.randint(self.timesteps).to(x_start.device)
+        eps = noise.randn(*x_start.shape[1:]).to(x_start)
+        return F.mse_loss(model(self.q_sample(x_start, t, eps), t), eps)
 
     def predict_start_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return (_gather(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t

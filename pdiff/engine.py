@@ -1,11 +1,31 @@
-"""The optimisation engine behind one backward/step/save/load interface (plain PyTorch here)."""
+"""The optimisation engines behind one interface: forward (call), backward, step, save, load, full weights.
+
+`PlainEngine` is one process with torch AdamW. `DeepSpeedEngine` is DeepSpeed (ZeRO 0-3, gradient
+accumulation, clipping, bf16/fp16, CPU offload) on any number of ranks; its JSON config is built from
+the `trainer` config node in `deepspeed_config` and nowhere else. Both use AdamW with the same warm-up +
+cosine schedule, so one rank of plain and N ranks of DeepSpeed follow the same curve.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import shutil
+from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+
+from pdiff import atomic
+from pdiff.config import ConfigError, Precision, TrainerName
+
+log = logging.getLogger(__name__)
+PLAIN_STATE = "plain_state.pt"
+LATEST = "latest.json"
+DTYPES = {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int):
@@ -20,34 +40,219 @@ def warmup_cosine(warmup_steps: int, total_steps: int):
     return factor
 
 
+def lr_schedule(optimizer: torch.optim.Optimizer, optim_cfg) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(min(optim_cfg.warmup_steps, optim_cfg.steps), optim_cfg.steps))
+
+
+def deepspeed_config(trainer_cfg, optim_cfg, micro_batch: int, world_size: int) -> dict:
+    """The DeepSpeed JSON for this trainer node, optimiser and batch layout."""
+    precision = Precision(trainer_cfg.precision)
+    zero: dict = {"stage": int(trainer_cfg.zero_stage)}
+    if trainer_cfg.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if trainer_cfg.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    return {
+        "train_batch_size": micro_batch * world_size * trainer_cfg.grad_accum,
+        "train_micro_batch_size_per_gpu": micro_batch,
+        "gradient_accumulation_steps": trainer_cfg.grad_accum,
+        "gradient_clipping": trainer_cfg.grad_clip,
+        "optimizer": {"type": "AdamW", "params": {"lr": optim_cfg.lr, "weight_decay": optim_cfg.weight_decay,
+                                                  "betas": [0.9, 0.999], "eps": 1e-8, "torch_adam": True}},
+        "zero_optimization": zero,
+        "zero_force_ds_cpu_optimizer": False,  # torch AdamW also with offload: no C++ build, same maths
+        "bf16": {"enabled": precision is Precision.bf16},
+        "fp16": {"enabled": precision is Precision.fp16},
+        "steps_per_print": 1_000_000_000,
+        "wall_clock_breakdown": False,
+    }
+
+
+def _storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind `tensors` (views of one buffer count once)."""
+    seen: dict[int, int] = {}
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and tensor.numel() > 0:
+            storage = tensor.untyped_storage()
+            seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def _check_layout(directory: Path, layout: dict) -> None:
+    """ConfigError if the checkpoints in `directory` were written by another trainer layout."""
+    path = directory / "trainer.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved != layout:
+            raise ConfigError(f"{directory} holds a checkpoint written with {saved}, but this run is {layout}; "
+                              "resume with the same trainer settings and number of ranks, or delete that folder "
+                              "to restart this training from step 0")
+
+
 class PlainEngine:
     """AdamW with warm-up + cosine schedule and gradient clipping for one model in one process."""
 
-    def __init__(self, model: nn.Module, optim_cfg, grad_clip: float = 1.0):
-        self.model, self.grad_clip = model, grad_clip
+    dtype = torch.float32
+
+    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg):
+        self.module, self.grad_clip, self.accumulation = model, trainer_cfg.grad_clip, trainer_cfg.grad_accum
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(min(optim_cfg.warmup_steps, optim_cfg.steps), optim_cfg.steps))
+        self.schedule = lr_schedule(self.optimizer, optim_cfg)
+        self._micro_steps = 0
+        self.layout = {"trainer": TrainerName.plain.value, "grad_accum": self.accumulation}
+
+    def __call__(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
     def backward(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss / self.accumulation).backward()
 
     def step(self) -> None:
+        """One micro-batch done; the optimiser steps after `grad_accum` of them."""
+        self._micro_steps += 1
+        if self._micro_steps % self.accumulation:
+            return
         if self.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+            nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         self.optimizer.step()
         self.schedule.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
-    def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict()}
+    def local_parameters(self) -> list[torch.Tensor]:
+        return [p.detach() for p in self.module.parameters()]
 
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+    def consolidate(self, local: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Full named tensors from values shaped like local_parameters() (here: the same tensors)."""
+        names = [name for name, _ in self.module.named_parameters()]
+        return {name: tensor.detach().clone() for name, tensor in zip(names, local)}
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+
+    def memory_bytes(self) -> dict[str, int]:
+        return {"params": _storage_bytes(self.module.parameters()),
+                "optimizer": _storage_bytes(t for s in self.optimizer.state.values() for t in s.values())}
+
+    def save(self, directory: Path, step: int, extra: dict[str, torch.Tensor]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        _check_layout(directory, self.layout)
+        atomic.write_json(directory / "trainer.json", self.layout)
+        atomic.write_torch(directory / PLAIN_STATE, {
+            "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "step": step, "extra": extra})
+
+    def load(self, directory: Path) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """(step, extra) of the last checkpoint in `directory`, restored into this engine; None if none."""
+        _check_layout(directory, self.layout)
+        if not (directory / PLAIN_STATE).is_file():
+            return None
+        state = atomic.read_torch(directory / PLAIN_STATE)
+        self.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["schedule"])
+        return int(state["step"]), state["extra"]
+
+
+class DeepSpeedEngine:
+    """A DeepSpeed engine on the current process group (started beforehand by pdiff.distributed.start)."""
+
+    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int):
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed
+
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        self.config = deepspeed_config(trainer_cfg, optim_cfg, micro_batch, world_size)
+        self.engine, self.optimizer, _, self.schedule = deepspeed.initialize(
+            model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=self.config,
+            lr_scheduler=lambda optimizer: lr_schedule(optimizer, optim_cfg))
+        self.module = self.engine.module
+        self.zero_stage = int(trainer_cfg.zero_stage)
+        self.dtype = DTYPES[Precision(trainer_cfg.precision)]
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        self.keep = trainer_cfg.keep_checkpoints
+        self.layout = {"trainer": TrainerName.deepspeed.value, "zero_stage": self.zero_stage,
+                       "world_size": self.world_size, "grad_accum": trainer_cfg.grad_accum,
+                       "precision": Precision(trainer_cfg.precision).value}
+
+    def __call__(self, *args, **kwargs):
+        return self.engine(*args, **kwargs)
+
+    @property
+    def lr(self) -> float:
+        return float(self.engine.get_lr()[0])
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def local_parameters(self) -> list[torch.Tensor]:
+        """This rank's values of each parameter: a flat partition under ZeRO-3, the whole tensor otherwise."""
+        if self.zero_stage == 3:
+            return [p.ds_tensor.detach() for p in self.module.parameters()]
+        return [p.detach() for p in self.module.parameters()]
+
+    def consolidate(self, local: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Full fp32 named tensors, on every rank, from values shaped like local_parameters()."""
+        out = {}
+        for (name, param), part in zip(self.module.named_parameters(), local):
+            part = part.detach().float().contiguous()
+            if self.zero_stage == 3:
+                pieces = [torch.empty_like(part) for _ in range(self.world_size)]
+                dist.all_gather(pieces, part)
+                out[name] = torch.cat(pieces)[:param.ds_numel].view(param.ds_shape).clone()
+            else:
+                out[name] = part.clone()
+        return out
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        full = self.consolidate(self.local_parameters())
+        buffers = {name: b.detach().float().clone() for name, b in self.module.named_buffers()}
+        return {**full, **buffers}
+
+    def memory_bytes(self) -> dict[str, int]:
+        """This rank's bytes of parameters (its partitions under ZeRO-3) and of optimiser state + fp32 masters."""
+        inner = getattr(self.optimizer, "optimizer", self.optimizer)
+        masters = [p for group in inner.param_groups for p in group["params"]]
+        states = [t for s in inner.state.values() for t in s.values()]
+        return {"params": _storage_bytes(self.local_parameters()), "optimizer": _storage_bytes(masters + states)}
+
+    def save(self, directory: Path, step: int, extra: dict[str, torch.Tensor]) -> None:
+        """A DeepSpeed checkpoint (every rank writes its part), this rank's `extra`, then the pointer to it."""
+        directory.mkdir(parents=True, exist_ok=True)
+        _check_layout(directory, self.layout)
+        tag = f"step{step:08d}"
+        self.engine.save_checkpoint(str(directory), tag=tag, client_state={"step": step}, save_latest=False)
+        atomic.write_safetensors(directory / tag / f"pdiff_extra_rank{self.rank}.safetensors", extra)
+        dist.barrier()
+        if self.rank == 0:
+            atomic.write_json(directory / "trainer.json", self.layout)
+            atomic.write_json(directory / LATEST, {"tag": tag, "step": step})
+            tags = sorted(p.name for p in directory.glob("step*") if p.is_dir())
+            for old in tags[:-self.keep]:
+                shutil.rmtree(directory / old, ignore_errors=True)
+        dist.barrier()
+
+    def load(self, directory: Path) -> tuple[int, dict[str, torch.Tensor]] | None:
+        _check_layout(directory, self.layout)
+        if not (directory / LATEST).is_file():
+            return None
+        latest = json.loads((directory / LATEST).read_text())
+        path, client_state = self.engine.load_checkpoint(str(directory), tag=latest["tag"])
+        if path is None:
+            raise ConfigError(f"DeepSpeed could not load checkpoint {latest['tag']} from {directory}")
+        extra = atomic.read_safetensors(directory / latest["tag"] / f"pdiff_extra_rank{self.rank}.safetensors")
+        return int(client_state["step"]), extra
+
+
+def build_engine(model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int):
+    if TrainerName(trainer_cfg.name) is TrainerName.deepspeed:
+        return DeepSpeedEngine(model, optim_cfg, trainer_cfg, micro_batch, world_size)
+    return PlainEngine(model, optim_cfg, trainer_cfg)

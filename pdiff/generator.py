@@ -11,11 +11,11 @@ import torch
 from pdiff import atomic
 from pdiff.config import Normalization
 from pdiff.diffusion import GaussianDiffusion, linear_betas
-from pdiff.nets.autoencoder import ParamAutoencoder, build_autoencoder
+from pdiff.nets.autoencoder import ParamAutoencoder, build_autoencoder, reconstruction_loss
 from pdiff.nets.denoiser import LatentDenoiser
 from pdiff.params import ParamNormalizer
 from pdiff.tracking import Tracker
-from pdiff.train import EMA, fit
+from pdiff.train import fit
 from pdiff.zoo import ParamZoo
 
 AE_WEIGHTS = "autoencoder.safetensors"
@@ -47,15 +47,16 @@ def build_denoiser(diffusion_cfg, latent_channels: int) -> LatentDenoiser:
     return LatentDenoiser(latent_channels, list(diffusion_cfg.channels), diffusion_cfg.time_dim)
 
 
-def train_autoencoder(zoo: ParamZoo, ae_cfg, seed: int, directory: Path, tracker: Tracker
+def train_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker
                       ) -> tuple[ParamNormalizer, ParamAutoencoder]:
     """Fit the normaliser on the zoo, then the autoencoder on normalised vectors (input + latent noise)."""
     normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(ae_cfg.normalization))
     data = normalizer.normalize(zoo.vectors)
     torch.manual_seed(seed)
+    fitted = fit(build_autoencoder(ae_cfg, zoo.spec.dim), reconstruction_loss, data, ae_cfg.optim, trainer_cfg,
+                 name="ae", seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker)
     autoencoder = build_autoencoder(ae_cfg, zoo.spec.dim)
-    fit(autoencoder, autoencoder.loss, data, ae_cfg.optim, name="ae", seed=seed,
-        state_path=directory / "ae_state.pt", tracker=tracker)
+    autoencoder.load_state_dict(fitted.weights)
     autoencoder.eval()
     with torch.no_grad():
         recon = autoencoder(data)
@@ -64,16 +65,20 @@ def train_autoencoder(zoo: ParamZoo, ae_cfg, seed: int, directory: Path, tracker
     return normalizer, autoencoder
 
 
-def train_denoiser(latents: torch.Tensor, diffusion_cfg, seed: int, directory: Path, tracker: Tracker
+def train_denoiser(latents: torch.Tensor, diffusion_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker
                    ) -> tuple[LatentDenoiser, LatentDenoiser]:
     """DDPM epsilon-prediction training on latents [K, C, L]; returns (raw, EMA) denoisers."""
     torch.manual_seed(seed + 1)
     diffusion = build_diffusion(diffusion_cfg)
-    denoiser = build_denoiser(diffusion_cfg, latents.shape[1])
-    ema = EMA(denoiser, diffusion_cfg.ema_decay)
-    fit(denoiser, lambda batch: diffusion.training_losses(denoiser, batch), latents, diffusion_cfg.optim,
-        name="diffusion", seed=seed + 1, state_path=directory / "diffusion_state.pt", tracker=tracker, ema=ema)
-    return denoiser, ema.model
+    fitted = fit(build_denoiser(diffusion_cfg, latents.shape[1]), diffusion.training_losses, latents,
+                 diffusion_cfg.optim, trainer_cfg, name="diffusion", seed=seed + 1,
+                 checkpoint_dir=directory / "diffusion_checkpoint", tracker=tracker, ema_decay=diffusion_cfg.ema_decay)
+    denoisers = []
+    for weights in (fitted.weights, fitted.ema_weights):
+        denoiser = build_denoiser(diffusion_cfg, latents.shape[1])
+        denoiser.load_state_dict(weights)
+        denoisers.append(denoiser.eval())
+    return denoisers[0], denoisers[1]
 
 
 def encode_latents(normalizer: ParamNormalizer, autoencoder: ParamAutoencoder, vectors: torch.Tensor

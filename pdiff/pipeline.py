@@ -11,15 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from pdiff import atomic
+from pdiff import atomic, distributed
 from pdiff.collect import collect_checkpoints, train_base
-from pdiff.config import ConfigError, Stage, to_container, validate
+from pdiff.config import ConfigError, Stage, TrainerName, to_container, validate
 from pdiff.data import Dataset, check_data_available, load_dataset
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generate import generate_parameters
@@ -61,6 +63,7 @@ class Run:
     cfg: DictConfig
     output_dir: Path
     tracker: Tracker
+    env: distributed.DistEnv = field(default_factory=distributed.DistEnv)
     timings: dict[str, float] = field(default_factory=dict)
     _data: Dataset | None = None
 
@@ -77,6 +80,8 @@ class Run:
 
     def record_time(self, key: str, seconds: float) -> None:
         self.timings[key] = seconds
+        if not self.env.is_main:
+            return
         path = self.output_dir / TIMINGS_FILE
         saved = json.loads(path.read_text()) if path.is_file() else {}
         atomic.write_json(path, {**saved, key: round(seconds, 3)})
@@ -225,6 +230,7 @@ def run_collect(run: Run) -> None:
 
 
 def run_train(run: Run) -> None:
+    """Autoencoder, then latent denoiser, on every rank of the launch; rank 0 writes the generator."""
     cfg, directory = run.cfg, run.dir("generator")
     claim_stage_dir(directory, stage_inputs(cfg, Stage.train), keep_on_change=True)
     if generator_exists(directory):
@@ -232,13 +238,16 @@ def run_train(run: Run) -> None:
         return
     zoo = ParamZoo.load(run.output_dir / "zoo")
     started = time.perf_counter()
-    normalizer, autoencoder = train_autoencoder(zoo, cfg.ae, cfg.seed, directory, run.tracker)
+    normalizer, autoencoder = train_autoencoder(zoo, cfg.ae, cfg.trainer, cfg.seed, directory, run.tracker)
     run.record_time("train_autoencoder", time.perf_counter() - started)
     started = time.perf_counter()
     latents, scale = encode_latents(normalizer, autoencoder, zoo.vectors)
-    denoiser, ema_denoiser = train_denoiser(latents, cfg.diffusion, cfg.seed, directory, run.tracker)
-    save_generator(directory, normalizer, autoencoder, denoiser, ema_denoiser, scale,
-                   {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k})
+    denoiser, ema_denoiser = train_denoiser(latents, cfg.diffusion, cfg.trainer, cfg.seed, directory, run.tracker)
+    if run.env.is_main:
+        save_generator(directory, normalizer, autoencoder, denoiser, ema_denoiser, scale,
+                       {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
+                        "ranks": run.env.world_size})
+    distributed.barrier()
     run.record_time("train_diffusion", time.perf_counter() - started)
 
 
@@ -328,14 +337,41 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
                           list(cfg.task.param.layers))
 
 
-def open_run(cfg: DictConfig) -> Run:
-    """The output folder with the resolved config in it, and a tracker; close run.tracker when done."""
+def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None) -> Run:
+    """The output folder with the resolved config in it, and a tracker (rank 0's; a silent one elsewhere)."""
+    env = env or distributed.DistEnv()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
-    return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg)))
+    if env.is_main:
+        atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
+    return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main), env)
+
+
+@contextmanager
+def opened_run(cfg: DictConfig) -> Iterator[Run]:
+    """open_run inside this launch's process group (started when there are several ranks or DeepSpeed)."""
+    env = distributed.detect()
+    if env.distributed and TrainerName(cfg.trainer.name) is not TrainerName.deepspeed:
+        raise ConfigError(f"this launch has {env.world_size} ranks ({env.launcher}) but trainer="
+                          f"{TrainerName(cfg.trainer.name).value}; use trainer=deepspeed, or launch one process")
+    if env.distributed or TrainerName(cfg.trainer.name) is TrainerName.deepspeed:
+        distributed.start(env)
+    run, clean = open_run(cfg, env), False
+    try:
+        yield run
+        clean = True
+    finally:
+        run.tracker.close()
+        distributed.shutdown(clean)
+
+
+def on_main_rank(run: Run, stage: Callable[[Run], object]) -> object:
+    """Run a single-process stage on rank 0 while the other ranks wait for it."""
+    result = stage(run) if run.env.is_main else None
+    distributed.barrier()
+    return result
 
 
 def run_pipeline(cfg: DictConfig) -> dict | None:
@@ -343,17 +379,16 @@ def run_pipeline(cfg: DictConfig) -> dict | None:
     stage = Stage(cfg.stage)
     stages = list(STAGE_ORDER) if stage is Stage.all else [stage]
     preflight(cfg, stages)
-    run = open_run(cfg)
     report, started = None, time.perf_counter()
-    try:
+    with opened_run(cfg) as run:
         for current in stages:
-            result = STAGE_RUNNERS[current](run)
+            runner = STAGE_RUNNERS[current]
+            result = runner(run) if current is Stage.train else on_main_rank(run, runner)
             report = result if current is Stage.evaluate else report
         if report is not None:
             run.tracker.summary({f"{g}/{s}": v for g in ("original", "generated") for s, v in report[g].items()})
-    finally:
-        run.tracker.close()
-    print(summary_line(cfg, run.output_dir, report, time.perf_counter() - started))
+    if run.env.is_main:
+        print(summary_line(cfg, run.output_dir, report, time.perf_counter() - started))
     return report
 
 
@@ -361,23 +396,20 @@ JOBS = ("base", "shard", "train", "report")
 
 
 def run_job(cfg: DictConfig, job: str, shard: int | None = None) -> str:
-    """One unit of the pipeline as one cluster job runs it; returns the output folder."""
-    run = open_run(cfg)
-    try:
+    """One unit of the pipeline as one cluster job runs it (the train job on all its tasks); returns the folder."""
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r}; one of {JOBS}")
+    with opened_run(cfg) as run:
         if job == "base":
-            run_base(run)
+            on_main_rank(run, run_base)
         elif job == "shard":
-            run_collect_shard(run, shard)
+            on_main_rank(run, lambda r: run_collect_shard(r, shard))
         elif job == "train":
-            run_merge(run)
+            on_main_rank(run, run_merge)
             run_train(run)
-        elif job == "report":
-            run_generate(run)
-            run_evaluate(run)
         else:
-            raise ValueError(f"unknown job {job!r}; one of {JOBS}")
-    finally:
-        run.tracker.close()
+            on_main_rank(run, run_generate)
+            on_main_rank(run, run_evaluate)
     return str(run.output_dir)
 
 

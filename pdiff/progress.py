@@ -22,8 +22,10 @@ class StageProgress:
 
 
 @contextmanager
-def stage_progress(description: str, total: int, completed: int = 0) -> Iterator[StageProgress]:
-    if os.environ.get("PDIFF_QUIET") == "1":
+def stage_progress(description: str, total: int, completed: int = 0, visible: bool = True
+                   ) -> Iterator[StageProgress]:
+    """A bar for one stage; none when PDIFF_QUIET=1 or not `visible` (ranks other than 0)."""
+    if os.environ.get("PDIFF_QUIET") == "1" or not visible:
         yield StageProgress(None, None)
         return
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

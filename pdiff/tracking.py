@@ -20,15 +20,20 @@ RUN_ID_FILE = "wandb_run_id.txt"
 class Tracker:
     """Appends metric dicts to `metrics.jsonl` and mirrors them to a W&B run when one is configured."""
 
-    def __init__(self, output_dir: Path, logger_cfg, config: dict):
+    def __init__(self, output_dir: Path, logger_cfg, config: dict, enabled: bool = True):
+        """`enabled=False` (ranks other than 0) makes a tracker that records nothing."""
         self.path = Path(output_dir) / "metrics.jsonl"
+        self._file, self.run = None, None
+        if not enabled:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - held open for the run, closed in close()
-        self.run = None
         if LoggerName(logger_cfg.name) is LoggerName.wandb:
             self.run = _start_wandb(Path(output_dir), logger_cfg, config)
 
     def log(self, metrics: dict[str, Any]) -> None:
+        if self._file is None:
+            return
         self._file.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")
         if self.run is not None:
             self.run.log(metrics)
@@ -52,7 +57,9 @@ class Tracker:
         self.run.log(payload)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
         if self.run is not None:
             self.run.finish()
             self.run = None

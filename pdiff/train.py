@@ -1,77 +1,125 @@
-"""One training loop for the autoencoder and the denoiser: each supplies its own loss of a batch."""
+"""One training loop for the autoencoder and the denoiser, on one process or many ranks.
+
+Each step takes a global batch of zoo rows (a permutation per epoch, set by the seed), and each rank
+reads only its own slice of it, split again into `trainer.grad_accum` micro-batches. Noise is drawn
+for the global batch and sliced the same way, so the run does not depend on the number of ranks.
+"""
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from pdiff import atomic
+from pdiff import distributed
+from pdiff.config import ConfigError
 from pdiff.data import batch_indices
-from pdiff.engine import PlainEngine
+from pdiff.engine import build_engine
+from pdiff.noise import BatchNoise
 from pdiff.progress import stage_progress
 from pdiff.tracking import Tracker
 
 log = logging.getLogger(__name__)
+LossOfBatch = Callable[[Callable[..., torch.Tensor], torch.Tensor, BatchNoise], torch.Tensor]
 
 
 class EMA:
-    """Exponential moving average of a model's weights (the weights diffusion samples from)."""
+    """Exponential moving average of this rank's parameter values (partitions under ZeRO-3)."""
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+    def __init__(self, engine, decay: float):
+        self.engine, self.decay = engine, decay
+        self.shadow = [p.detach().float().clone() for p in engine.local_parameters()]
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for ema_param, param in zip(self.model.parameters(), model.parameters()):
-            ema_param.lerp_(param.detach(), 1.0 - self.decay)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
+    def update(self) -> None:
+        for shadow, param in zip(self.shadow, self.engine.local_parameters()):
+            shadow.lerp_(param.float(), 1.0 - self.decay)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {f"ema.{index}": tensor for index, tensor in enumerate(self.shadow)}
+
+    def load(self, state: dict[str, torch.Tensor]) -> None:
+        for index, shadow in enumerate(self.shadow):
+            shadow.copy_(state[f"ema.{index}"])
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        weights = self.engine.consolidate(self.shadow)
+        buffers = {name: b.detach().float().clone() for name, b in self.engine.module.named_buffers()}
+        return {**weights, **buffers}
 
 
-def fit(model: nn.Module, loss_of_batch: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor, optim_cfg,
-        *, name: str, seed: int, state_path: Path, tracker: Tracker, ema: EMA | None = None) -> float:
-    """Train `model` on rows of `data` for optim_cfg.steps; resumable from `state_path`. Returns the last loss."""
-    engine = PlainEngine(model, optim_cfg)
+@dataclass
+class Fitted:
+    """Full fp32 weights after training (on every rank), the EMA weights when kept, and the last loss."""
+
+    weights: dict[str, torch.Tensor]
+    ema_weights: dict[str, torch.Tensor] | None
+    last_loss: float
+
+
+def global_batch_size(requested: int, rows: int, parts: int) -> int:
+    """The batch actually used: at most the zoo, and a multiple of ranks x micro-batches."""
+    size = min(requested, rows) // parts * parts
+    if size < 1:
+        raise ConfigError(f"a global batch of min(batch_size={requested}, zoo rows={rows}) cannot be split into "
+                          f"{parts} equal micro-batches (ranks x trainer.grad_accum); use fewer ranks or grad_accum")
+    return size
+
+
+def fit(model: nn.Module, loss_of_batch: LossOfBatch, data: torch.Tensor, optim_cfg, trainer_cfg, *, name: str,
+        seed: int, checkpoint_dir: Path, tracker: Tracker, ema_decay: float | None = None) -> Fitted:
+    """Train `model` on rows of `data` for optim_cfg.steps; resumable from `checkpoint_dir`."""
+    env = distributed.detect()
+    parts = env.world_size * trainer_cfg.grad_accum
+    batch_size = global_batch_size(optim_cfg.batch_size, len(data), parts)
+    micro = batch_size // parts
+    if batch_size != min(optim_cfg.batch_size, len(data)):
+        log.info("%s: global batch %d (a multiple of %d ranks x %d micro-batches)", name, batch_size,
+                 env.world_size, trainer_cfg.grad_accum)
+    engine = build_engine(model, optim_cfg, trainer_cfg, micro, env.world_size)
+    ema = EMA(engine, ema_decay) if ema_decay is not None else None
     step = 0
-    if state_path.is_file():
-        state = atomic.read_torch(state_path)
-        engine.load_state_dict(state["engine"])
+    resumed = engine.load(checkpoint_dir)
+    if resumed is not None:
+        step, extra = resumed
         if ema is not None:
-            ema.model.load_state_dict(state["ema"])
-        torch.set_rng_state(state["rng"])
-        step = int(state["step"])
+            ema.load(extra)
         log.info("%s training resumes at step %d/%d", name, step, optim_cfg.steps)
-    model.train()
-    batch_size = min(optim_cfg.batch_size, len(data))
+    engine.module.train()
     loss_value, started, window_start = float("nan"), time.perf_counter(), step
-    with stage_progress(f"train {name}", total=optim_cfg.steps, completed=step) as bar:
+    with stage_progress(f"train {name}", total=optim_cfg.steps, completed=step, visible=env.is_main) as bar:
         while step < optim_cfg.steps:
-            loss = loss_of_batch(data[batch_indices(step, len(data), batch_size, seed)])
-            engine.backward(loss)
-            engine.step()
+            indices = batch_indices(step, len(data), batch_size, seed)
+            losses = []
+            for part in range(trainer_cfg.grad_accum):
+                first = (env.rank * trainer_cfg.grad_accum + part) * micro
+                rows = slice(first, first + micro)
+                batch = data[indices[rows]].to(engine.dtype)
+                loss = loss_of_batch(engine, batch, BatchNoise(seed, step, batch_size, rows, engine.dtype))
+                engine.backward(loss)
+                engine.step()
+                losses.append(float(loss.detach()))
             if ema is not None:
-                ema.update(model)
+                ema.update()
             step += 1
-            loss_value = float(loss.detach())
+            loss_value = sum(losses) / len(losses)
             status = None
             if step % optim_cfg.log_every == 0 or step == optim_cfg.steps:
+                loss_value = distributed.mean_across_ranks({"loss": loss_value})["loss"]
                 elapsed = time.perf_counter() - started
+                steps_per_s = (step - window_start) / max(elapsed, 1e-9)
                 tracker.log({f"{name}/loss": loss_value, f"{name}/lr": engine.lr, f"{name}/step": step,
-                             f"{name}/steps_per_s": (step - window_start) / max(elapsed, 1e-9)})
+                             f"{name}/steps_per_s": steps_per_s, f"{name}/samples_per_s": steps_per_s * batch_size})
                 started, window_start = time.perf_counter(), step
                 status = f"loss {loss_value:.4g}"
             bar.advance(status=status)
             if step % optim_cfg.save_every == 0 and step < optim_cfg.steps:
-                state = {"engine": engine.state_dict(), "rng": torch.get_rng_state(), "step": step}
-                if ema is not None:
-                    state["ema"] = ema.model.state_dict()
-                atomic.write_torch(state_path, state)
-    model.eval()
-    return loss_value
+                engine.save(checkpoint_dir, step, ema.state() if ema is not None else {})
+    engine.module.eval()
+    ema_weights = ema.full_state_dict() if ema is not None else None
+    return Fitted(engine.full_state_dict(), ema_weights, loss_value)

@@ -1,18 +1,20 @@
 """Parameter autoencoders: p-diff v1 (conv, tiny latent), p-diff v2 (64-wide rows, 128-d latent), and an MLP.
 
-All take normalised vectors [B, D] and use latents shaped [B, C, L]. In training mode they add noise to
-the input and to the latent (the augmentation p-diff depends on); in eval mode they are deterministic.
+All take normalised vectors [B, D] and use latents shaped [B, C, L]. Given a BatchNoise (training) they add
+noise to the input and to the latent (the augmentation p-diff depends on); without one they are deterministic.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from pdiff.config import AEName
+from pdiff.noise import BatchNoise
 
 
 class ParamAutoencoder(nn.Module):
@@ -25,23 +27,26 @@ class ParamAutoencoder(nn.Module):
         self.dim, self.input_noise, self.latent_noise = dim, input_noise, latent_noise
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """[B, D] -> [B, C, L]; noisy input and latent in training mode."""
-        if self.training and self.input_noise > 0:
-            x = x + self.input_noise * torch.randn_like(x)
-        z = self._encode(x)
-        if self.training and self.latent_noise > 0:
-            z = z + self.latent_noise * torch.randn_like(z)
-        return z
+        """[B, D] -> [B, C, L], deterministic."""
+        return self._encode(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """[B, C, L] -> [B, D]."""
         return self._decode(z)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
+    def forward(self, x: torch.Tensor, noise: BatchNoise | None = None) -> torch.Tensor:
+        """Reconstruction of x; with `noise` (training), noise is added to the input and to the latent."""
+        if noise is not None and self.input_noise > 0:
+            x = x + self.input_noise * noise.randn(self.dim).to(x.dtype)
+        z = self._encode(x)
+        if noise is not None and self.latent_noise > 0:
+            z = z + self.latent_noise * noise.randn(*self.latent_shape).to(z.dtype)
+        return self._decode(z)
 
-    def loss(self, x: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self(x), x)
+
+def reconstruction_loss(forward: Callable[..., torch.Tensor], x: torch.Tensor, noise: BatchNoise) -> torch.Tensor:
+    """p-diff's autoencoder loss: MSE between x and the reconstruction of its noised version."""
+    return F.mse_loss(forward(x, noise), x)
 
 
 class MLPAutoencoder(ParamAutoencoder):

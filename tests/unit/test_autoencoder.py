@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pdiff.nets.autoencoder import build_autoencoder
+from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.noise import BatchNoise
 from tests.conftest import compose_config
 
 
@@ -14,7 +15,8 @@ def test_shapes_noise_and_eval_determinism(name, dim, tmp_path):
     z = ae.eval().encode(x)
     assert z.shape == (6, *ae.latent_shape)
     assert ae.decode(z).shape == (6, dim)
-    assert torch.equal(ae(x), ae(x))  # eval mode: no noise
-    ae.train()
-    assert not torch.equal(ae.encode(x), ae.encode(x))  # training mode: input and latent noise
-    assert ae.loss(x).ndim == 0
+    assert torch.equal(ae(x), ae(x))  # no BatchNoise: deterministic
+    noisy = [ae(x, BatchNoise.whole(seed=0, step=step, size=6)) for step in (0, 0, 1)]
+    assert torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], noisy[2])  # noise is set by (seed, step)
+    assert not torch.equal(noisy[0], ae(x))
+    assert reconstruction_loss(ae, x, BatchNoise.whole(0, 0, 6)).ndim == 0

@@ -8,7 +8,7 @@ from pdiff.config import ConfigError, Stage, validate
 from pdiff.pipeline import preflight, run_pipeline
 from tests.conftest import CONFIGS, compose_config
 
-GROUPS = ["task", "ae", "diffusion", "logger", "experiment"]
+GROUPS = ["task", "ae", "diffusion", "trainer", "logger", "experiment"]
 
 
 @pytest.mark.parametrize("group, option", [(g, p.stem) for g in GROUPS for p in sorted((CONFIGS / g).glob("*.yaml"))])
@@ -24,6 +24,19 @@ def test_defaults_are_the_reference_choice(tmp_path):
     assert cfg.diffusion.timesteps == 1000 and cfg.diffusion.beta_start == 1e-4 and cfg.diffusion.beta_end == 2e-2
     cifar = compose_config(["task=cifar100_resnet18", f"paths.output_dir={tmp_path}"])
     assert list(cifar.task.param.layers) == ["layer4.1.bn1", "layer4.1.bn2"] and cifar.task.param.k == 200
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["trainer.zero_stage=4"], r"trainer.zero_stage=4 is invalid: must be 0, 1, 2 or 3"),
+    (["trainer.zero_stage=2", "trainer.offload_params=true"], r"trainer.offload_params=True is invalid: needs "
+                                                              r"trainer.zero_stage=3 \(it is 2\)"),
+    (["trainer.zero_stage=0", "trainer.offload_optimizer=true"], r"trainer.offload_optimizer=True is invalid"),
+    (["trainer.grad_accum=0"], r"trainer.grad_accum=0 is invalid"),
+])
+def test_deepspeed_settings_are_checked_before_any_work(overrides, message, tmp_path):
+    cfg = compose_config(["trainer=deepspeed", *overrides, f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=message):
+        validate(cfg)
 
 
 def test_unknown_task_lists_the_options():
@@ -43,6 +56,9 @@ def test_unknown_key_and_bad_enum_fail_at_compose_time():
     ("generate.n=0", r"generate.n=0 is invalid"),
     ("diffusion.ddim_steps=5000", r"diffusion.ddim_steps=5000 is invalid"),
     ("ae.optim.lr=-1", r"ae.optim.lr=-1.0 is invalid"),
+    ("trainer.zero_stage=2", r"trainer.zero_stage=2 is invalid: needs trainer=deepspeed"),
+    ("trainer.precision=bf16", r"trainer.precision=.*bf16.* is invalid: needs trainer=deepspeed"),
+    ("cluster.tasks_per_node=2", r"cluster.tasks_per_node=2 is invalid: .*needs trainer=deepspeed"),
 ])
 def test_semantic_validation_names_key_value_and_rule(override, message, tmp_path):
     cfg = compose_config([override, f"paths.output_dir={tmp_path}"])

@@ -5,6 +5,7 @@ import torch
 
 from pdiff.diffusion import GaussianDiffusion, linear_betas
 from pdiff.nets.denoiser import LatentDenoiser, timestep_embedding
+from pdiff.noise import BatchNoise
 
 
 @pytest.fixture
@@ -53,8 +54,7 @@ def test_training_loss_uses_one_timestep_per_sample(diffusion):
         seen.append(t.clone())
         return torch.zeros_like(x_t)
 
-    torch.manual_seed(0)
-    diffusion.training_losses(model, torch.randn(64, 1, 8))
+    diffusion.training_losses(model, torch.randn(64, 1, 8), BatchNoise.whole(seed=0, step=0, size=64))
     assert seen[0].shape == (64,) and len(seen[0].unique()) > 32
 
 

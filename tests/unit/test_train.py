@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from pdiff.nets.autoencoder import build_autoencoder
+from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
 from pdiff.tracking import Tracker
-from pdiff.train import EMA, fit
+from pdiff.train import fit, global_batch_size
 from tests.conftest import compose_config
 
 
@@ -11,37 +11,62 @@ class Interrupt(Exception):
     pass
 
 
-def _run(cfg, tmp_path, state_name, stop_at=None):
+def _run(cfg, tmp_path, checkpoint, stop_at=None):
     torch.manual_seed(0)
-    model = build_autoencoder(cfg.ae, 64)
-    ema = EMA(model, 0.9)
     data = torch.randn(30, 64)
     calls = {"n": 0}
 
-    def loss(batch):
+    def loss(forward, batch, noise):
         calls["n"] += 1
         if stop_at is not None and calls["n"] > stop_at:
             raise Interrupt
-        return model.loss(batch)
+        return reconstruction_loss(forward, batch, noise)
 
     tracker = Tracker(tmp_path, cfg.logger, {})
     try:
-        fit(model, loss, data, cfg.ae.optim, name="ae", seed=0, state_path=tmp_path / state_name, tracker=tracker,
-            ema=ema)
+        return fit(build_autoencoder(cfg.ae, 64), loss, data, cfg.ae.optim, cfg.trainer, name="ae", seed=0,
+                   checkpoint_dir=tmp_path / checkpoint, tracker=tracker, ema_decay=0.9)
     finally:
         tracker.close()
-    return model, ema
 
 
-def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, grad_accum):
     cfg = compose_config(["experiment=smoke", "ae.optim.steps=40", "ae.optim.save_every=10", "ae.optim.batch_size=8",
-                          f"paths.output_dir={tmp_path}"])
-    reference, reference_ema = _run(cfg, tmp_path, "a.pt")
+                          f"trainer.grad_accum={grad_accum}", f"paths.output_dir={tmp_path}"])
+    reference = _run(cfg, tmp_path, "a")
     with pytest.raises(Interrupt):
-        _run(cfg, tmp_path, "b.pt", stop_at=25)  # dies after the step-20 save point
-    resumed, resumed_ema = _run(cfg, tmp_path, "b.pt")
-    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
-        assert torch.equal(a, b)
-    for a, b in zip(reference_ema.model.state_dict().values(), resumed_ema.model.state_dict().values()):
-        assert torch.equal(a, b)
+        _run(cfg, tmp_path, "b", stop_at=25 * grad_accum)  # dies after the step-20 save point
+    resumed = _run(cfg, tmp_path, "b")
+    for weights in ("weights", "ema_weights"):
+        for key, value in getattr(reference, weights).items():
+            assert torch.equal(value, getattr(resumed, weights)[key]), (weights, key)
     assert (tmp_path / "metrics.jsonl").read_text().count('"ae/loss"') >= 2
+
+
+def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
+    runs = []
+    for grad_accum in (1, 4):
+        cfg = compose_config(["experiment=smoke", "ae.optim.steps=15", "ae.optim.batch_size=8",
+                              f"trainer.grad_accum={grad_accum}", f"paths.output_dir={tmp_path}"])
+        runs.append(_run(cfg, tmp_path, f"accum{grad_accum}"))
+    for key, value in runs[0].weights.items():
+        torch.testing.assert_close(value, runs[1].weights[key], rtol=1e-4, atol=1e-5)
+
+
+def test_resuming_with_another_trainer_layout_is_refused(tmp_path):
+    cfg = compose_config(["experiment=smoke", "ae.optim.steps=20", "ae.optim.save_every=10",
+                          f"paths.output_dir={tmp_path}"])
+    with pytest.raises(Interrupt):
+        _run(cfg, tmp_path, "c", stop_at=15)
+    changed = compose_config(["experiment=smoke", "ae.optim.steps=20", "trainer.grad_accum=2",
+                              f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="grad_accum"):
+        _run(changed, tmp_path, "c")
+
+
+def test_global_batch_is_a_multiple_of_ranks_times_micro_batches():
+    assert global_batch_size(200, 21, 2) == 20
+    assert global_batch_size(8, 30, 4) == 8
+    with pytest.raises(ValueError, match="cannot be split"):
+        global_batch_size(200, 3, 4)

@@ -1,0 +1,131 @@
+"""Who this process is in a multi-process run (torchrun, the deepspeed launcher or SLURM tasks), and the
+process group's start, reductions and clean end.
+
+`detect()` is the one place rank, world size and the rendezvous address are read. A single process
+with no launcher is rank 0 of 1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+DEFAULT_PORT = 29500
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    master_addr: str = "127.0.0.1"
+    master_port: int = DEFAULT_PORT
+    launcher: str = "none"  # "env" (torchrun, deepspeed), "slurm" or "none"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list ('node[01-04]' -> 'node01'), through scontrol when it is there."""
+    try:
+        done = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30)
+        if done.returncode == 0 and done.stdout.split():
+            return done.stdout.split()[0]
+    except FileNotFoundError:
+        pass
+    return nodelist.split(",")[0].split("[")[0]
+
+
+def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
+    """Rank, world and rendezvous from torchrun/deepspeed (RANK, WORLD_SIZE...) or SLURM (SLURM_PROCID...)."""
+    env = os.environ if environ is None else environ
+    if "RANK" in env and "WORLD_SIZE" in env:
+        return DistEnv(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]),
+                       env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", DEFAULT_PORT)), "env")
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
+        job_id = int(env.get("SLURM_JOB_ID", "0"))
+        return DistEnv(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"]),
+                       _first_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
+                       int(env.get("MASTER_PORT", 15000 + job_id % 20000)), "slurm")
+    return DistEnv()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def export(env: DistEnv) -> None:
+    """Write the env:// rendezvous variables torch.distributed and DeepSpeed read."""
+    os.environ.update(RANK=str(env.rank), LOCAL_RANK=str(env.local_rank), WORLD_SIZE=str(env.world_size),
+                      MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port))
+
+
+def start(env: DistEnv, timeout_min: int = 120) -> None:
+    """Join the process group (gloo on CPU, NCCL on GPU); a single process gets a group of one on a free port."""
+    if dist.is_initialized():
+        return
+    if not env.distributed and "MASTER_PORT" not in os.environ:
+        env = DistEnv(master_port=free_port())
+    export(env)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(minutes=timeout_min))
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    """The mean of each value over all ranks (the values themselves in a single process)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    keys = sorted(values)
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return {k: float(v) / dist.get_world_size() for k, v in zip(keys, tensor)}
+
+
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group so that no gloo thread outlives it.
+
+    Without the barrier and the pause, a gloo rank sometimes aborts at interpreter exit after a
+    successful run ("terminate called without an active exception"; see DEEPSPEED-WANDB-NOTES).
+    After an error (`clean=False`) there is no barrier: the other ranks may never reach it.
+    """
+    if not dist.is_initialized():
+        return
+    if clean:
+        dist.barrier()
+    dist.destroy_process_group()
+    time.sleep(1.0)
+
+
+def strip_launcher_args(argv: list[str]) -> list[str]:
+    """argv without the deepspeed launcher's `--local_rank=N` (its value is also in LOCAL_RANK)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--local_rank":
+            skip = True
+        elif not arg.startswith("--local_rank="):
+            out.append(arg)
+    return out

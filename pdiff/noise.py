@@ -1,0 +1,31 @@
+"""Random draws for one global training batch, the same on every rank; each rank keeps its own rows.
+
+Drawing per (seed, step) rather than from the global RNG makes a run independent of how many ranks
+share the batch and of where it was interrupted: 2 ranks, 1 rank and a resumed run see the same noise.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class BatchNoise:
+    """Noise for a batch of `global_size` samples at one step, sliced to `rows` (this rank's micro-batch)."""
+
+    def __init__(self, seed: int, step: int, global_size: int, rows: slice, dtype: torch.dtype = torch.float32):
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + step + 17)
+        self.global_size, self.rows, self.dtype = global_size, rows, dtype
+
+    @classmethod
+    def whole(cls, seed: int, step: int, size: int) -> BatchNoise:
+        """Noise for a batch held whole by one process."""
+        return cls(seed, step, size, slice(0, size))
+
+    def randn(self, *shape: int) -> torch.Tensor:
+        """Standard normal [rows, *shape]."""
+        draw = torch.randn(self.global_size, *shape, generator=self.generator)
+        return draw[self.rows].to(self.dtype)
+
+    def randint(self, high: int) -> torch.Tensor:
+        """Uniform integers in [0, high), one per row."""
+        return torch.randint(0, high, (self.global_size,), generator=self.generator)[self.rows]
