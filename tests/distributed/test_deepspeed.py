@@ -1,0 +1,173 @@
+"""DeepSpeed for real on CPU (gloo): ZeRO 0-3, 2 ranks against 1, kill and resume, the launchers, W&B offline."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import REPO, run_sweep
+from tests.wandb_log import config as wandb_config
+from tests.wandb_log import history as wandb_history
+
+pytestmark = pytest.mark.slow
+TRAIN = ["experiment=smoke", "ae.optim.steps=200", "ae.optim.save_every=50", "diffusion.optim.steps=100",
+         "diffusion.optim.save_every=50"]
+WEIGHTS = ("autoencoder.safetensors", "denoiser.safetensors", "denoiser_ema.safetensors")
+
+
+def _env() -> dict:
+    return dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def torchrun(args: list[str], script: Path = REPO / "launch" / "sweep.py", **kwargs):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO, **kwargs)
+
+
+def losses(run_dir: Path) -> dict[tuple[str, int], float]:
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        for name in ("ae", "diffusion"):
+            if f"{name}/loss" in row:
+                out[(name, row[f"{name}/step"])] = row[f"{name}/loss"]
+    return out
+
+
+def max_weight_diff(a: Path, b: Path) -> float:
+    diffs = []
+    for name in WEIGHTS:
+        left, right = load_file(a / "generator" / name), load_file(b / "generator" / name)
+        assert left.keys() == right.keys()
+        diffs += [float((left[k] - right[k]).abs().max()) for k in left]
+    return max(diffs)
+
+
+@pytest.fixture(scope="module")
+def zoo_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("zoo") / "run"
+    _ok(run_sweep(["stage=collect", *TRAIN, f"paths.output_dir={out}"]))
+    return out
+
+
+def copy_zoo(zoo_run: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True)
+    shutil.copytree(zoo_run / "zoo", dest / "zoo")
+    shutil.copy(zoo_run / "timings.json", dest / "timings.json")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def plain_run(zoo_run, tmp_path_factory) -> Path:
+    out = copy_zoo(zoo_run, tmp_path_factory.mktemp("plain") / "run")
+    _ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def zero2_run(zoo_run, tmp_path_factory) -> Path:
+    """The documented interface: torchrun, 2 ranks, ZeRO-2, W&B offline."""
+    out = copy_zoo(zoo_run, tmp_path_factory.mktemp("zero2") / "run")
+    _ok(torchrun(["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}",
+                  "logger=wandb"]))
+    return out
+
+
+def test_zero_stages_0_to_3_train_save_and_resume_exactly(tmp_path):
+    out = tmp_path / "zero.json"
+    _ok(torchrun([str(out)], script=REPO / "tests" / "distributed" / "zero_worker.py"))
+    results = json.loads(out.read_text())
+    assert sorted(results) == ["0", "1", "2", "3"]
+    for stage, result in results.items():
+        assert result["checkpoints"] == ["step00000010"], stage
+        assert result["resume_diff"] == 0.0 and result["resume_ema_diff"] == 0.0, stage  # bit-exact resume
+        assert result["diff_from_stage0"] < 1e-6 and result["ema_diff_from_stage0"] < 1e-6, stage
+        assert result["ema_differs_from_weights"] > 0 and result["shapes_ok"], stage  # ZeRO-3: gathered, full shape
+
+
+def test_two_ranks_zero2_follow_the_single_plain_process(plain_run, zero2_run):
+    plain, zero2 = losses(plain_run), losses(zero2_run)
+    assert plain.keys() == zero2.keys() and len(plain) == 10 + 5  # logged every 20 steps
+    for key, value in plain.items():
+        assert zero2[key] == pytest.approx(value, rel=1e-4), key  # stated tolerance: 1e-4 relative
+    assert max_weight_diff(plain_run, zero2_run) < 1e-4
+    meta = json.loads((zero2_run / "generator" / "generator.json").read_text())
+    assert meta["ranks"] == 2
+
+
+def test_wandb_offline_run_holds_the_history_and_config(zero2_run):
+    runs = list((zero2_run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1  # rank 0 logs, the other rank does not start a run
+    run_id = (zero2_run / "wandb_run_id.txt").read_text().strip()
+    rows = wandb_history(runs[0] / f"run-{run_id}.wandb")
+    logged = {(name, row[f"{name}/step"]): row[f"{name}/loss"] for row in rows for name in ("ae", "diffusion")
+              if f"{name}/loss" in row}
+    assert logged == losses(zero2_run)  # W&B and JSONL hold the same reduced losses
+    assert all("ae/lr" in row and "ae/samples_per_s" in row for row in rows if "ae/loss" in row)
+    saved = wandb_config(runs[0] / f"run-{run_id}.wandb")
+    assert saved["trainer"]["zero_stage"] == 2 and saved["trainer"]["name"] == "deepspeed"
+
+
+def test_killed_two_rank_training_resumes_where_the_uninterrupted_run_ends(zoo_run, zero2_run, tmp_path):
+    out = copy_zoo(zoo_run, tmp_path / "run")
+    args = ["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}"]
+    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                str(REPO / "launch" / "sweep.py"), *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=REPO)
+    latest = out / "generator" / "ae_checkpoint" / "latest.json"
+    deadline = time.monotonic() + 300
+    while not latest.is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for victim in [*psutil.Process(process.pid).children(recursive=True), psutil.Process(process.pid)]:
+        victim.kill()  # SIGKILL the launcher and both ranks (they are not in its process group)
+    process.wait()
+    assert latest.is_file() and not (out / "generator" / "generator.json").is_file()
+    killed_at = json.loads(latest.read_text())["step"]
+    assert 0 < killed_at < 200
+    result = _ok(torchrun(args))
+    assert f"ae training resumes at step {killed_at}/200" in result.stdout + result.stderr
+    assert max_weight_diff(zero2_run, out) < 1e-6
+
+
+def test_deepspeed_launcher_and_a_single_zero3_process_match_plain(zoo_run, plain_run, tmp_path):
+    launcher = copy_zoo(zoo_run, tmp_path / "launcher")
+    _ok(subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2",
+                        str(REPO / "launch" / "sweep.py"), "stage=train", "trainer=deepspeed", "trainer.zero_stage=1",
+                        *TRAIN, f"paths.output_dir={launcher}"],
+                       capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO))
+    single = copy_zoo(zoo_run, tmp_path / "single")
+    _ok(run_sweep(["stage=train", "trainer=deepspeed", "trainer.zero_stage=3", *TRAIN, f"paths.output_dir={single}"]))
+    assert max_weight_diff(plain_run, launcher) < 1e-4
+    assert max_weight_diff(plain_run, single) < 1e-4
+
+
+def test_several_ranks_without_deepspeed_is_refused(zoo_run, tmp_path):
+    out = copy_zoo(zoo_run, tmp_path / "run")
+    result = torchrun(["stage=train", *TRAIN, f"paths.output_dir={out}"])
+    assert result.returncode != 0
+    assert "this launch has 2 ranks (env) but trainer=plain; use trainer=deepspeed" in result.stdout + result.stderr
+    assert not (out / "generator" / "generator.json").is_file()
+
+
+def test_resuming_with_another_number_of_ranks_names_both_layouts(zoo_run, tmp_path):
+    out = copy_zoo(zoo_run, tmp_path / "run")
+    checkpoint = out / "generator" / "ae_checkpoint"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer.json").write_text(json.dumps({"trainer": "deepspeed", "zero_stage": 2, "world_size": 4,
+                                                         "grad_accum": 1, "precision": "fp32"}))
+    result = run_sweep(["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}"])
+    assert result.returncode != 0
+    assert "'world_size': 4" in result.stderr and "'world_size': 1" in result.stderr
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["trainer.json"]
