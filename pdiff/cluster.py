@@ -1,8 +1,9 @@
 """SLURM through submitit: the pipeline as a chain of jobs, and a fresh submitit folder per Hydra sweep.
 
-The chain: base training -> collection array (one task per shard) -> merge + train -> generate + evaluate,
-each `afterok` on the one before. Only the jobs an output folder still needs are submitted. Every job
-resumes from its own files, so a requeue (preemption, time limit, `scontrol requeue`) loses nothing.
+The chain: base training -> collection array (one task per shard) -> merge + train (on
+cluster.tasks_per_node DeepSpeed ranks) -> generate + evaluate, each `afterok` on the one before. Only
+the jobs an output folder still needs are submitted. Every job resumes from its own files, so a requeue
+(preemption, time limit, `scontrol requeue`) loses nothing.
 """
 
 from __future__ import annotations
@@ -73,9 +74,13 @@ def check_cluster(cluster_cfg) -> None:
     if cluster_cfg.cpus_per_task > cpus:
         raise ConfigError(f"cluster.cpus_per_task={cluster_cfg.cpus_per_task} is more than a node of partition "
                           f"{partition or '(default)'} has: at most {cpus}")
+    if cluster_cfg.tasks_per_node * cluster_cfg.cpus_per_task > cpus:
+        raise ConfigError(f"cluster.tasks_per_node={cluster_cfg.tasks_per_node} x cluster.cpus_per_task="
+                          f"{cluster_cfg.cpus_per_task} CPUs do not fit a node of partition "
+                          f"{partition or '(default)'}: at most {cpus} CPUs")
 
 
-def _executor(cluster_cfg, folder: Path, name: str, after: list[str]) -> submitit.AutoExecutor:
+def _executor(cluster_cfg, folder: Path, name: str, after: list[str], tasks: int = 1) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                      slurm_max_num_timeout=cluster_cfg.max_requeues)
     extra = {"kill-on-invalid-dep": "yes"}
@@ -85,6 +90,7 @@ def _executor(cluster_cfg, folder: Path, name: str, after: list[str]) -> submiti
         extra["qos"] = cluster_cfg.qos
     executor.update_parameters(
         name=f"pdiff-{name}", timeout_min=cluster_cfg.timeout_min, cpus_per_task=cluster_cfg.cpus_per_task,
+        tasks_per_node=tasks,
         mem_gb=cluster_cfg.mem_gb, gpus_per_node=cluster_cfg.gpus_per_node,
         slurm_partition=cluster_cfg.partition, slurm_account=cluster_cfg.account,
         slurm_array_parallelism=cluster_cfg.array_parallelism, slurm_signal_delay_s=cluster_cfg.signal_delay_s,
@@ -122,7 +128,8 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     after = array_ids or after
     for name in ("train", "report"):
         if (name, None) in pending:
-            handle = _executor(cfg.cluster, folder, name, after).submit(StageJob(), config, name)
+            tasks = cfg.cluster.tasks_per_node if name == "train" else 1  # DeepSpeed ranks for training only
+            handle = _executor(cfg.cluster, folder, name, after, tasks).submit(StageJob(), config, name)
             submitted.append(SubmittedJob(name, handle))
             after = [str(handle.job_id)]
     return submitted, folder
@@ -148,7 +155,7 @@ def follow(submitted: list[SubmittedJob]) -> None:
     """Wait for every job in chain order; raise ChainFailed naming the first that did not complete."""
     for item in submitted:
         try:
-            item.job.result()
+            item.job.results()  # every task of the job (the train job may have several ranks)
         except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as error:
             state = final_state(str(item.job.job_id))
             for later in submitted:

@@ -104,12 +104,14 @@ def test_a_failing_task_stops_the_chain_and_is_reported(tmp_path):
     assert "generated best" not in result.stdout
 
 
-@pytest.mark.parametrize("override, message", [
-    ("cluster.partition=nope", "cluster.partition='nope' is not a partition of this cluster; allowed: ['debug']"),
-    ("cluster.cpus_per_task=64", "cluster.cpus_per_task=64 is more than a node of partition debug has"),
+@pytest.mark.parametrize("overrides, message", [
+    (["cluster.partition=nope"], "cluster.partition='nope' is not a partition of this cluster; allowed: ['debug']"),
+    (["cluster.cpus_per_task=64"], "cluster.cpus_per_task=64 is more than a node of partition debug has"),
+    (["trainer=deepspeed", "cluster.tasks_per_node=3"],
+     "cluster.tasks_per_node=3 x cluster.cpus_per_task=1 CPUs do not fit a node of partition debug: at most 2"),
 ])
-def test_bad_cluster_config_stops_before_submission(override, message, tmp_path):
-    result = submit([*SMALL, override, f"paths.output_dir={tmp_path / 'run'}"])
+def test_bad_cluster_config_stops_before_submission(overrides, message, tmp_path):
+    result = submit([*SMALL, *overrides, f"paths.output_dir={tmp_path / 'run'}"])
     assert result.returncode != 0 and message in result.stderr
     assert "submitted" not in result.stdout and not (tmp_path / "run" / ".submitit").exists()
 
@@ -150,3 +152,36 @@ def test_hand_written_sbatch_script_runs_the_pipeline(tmp_path):
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr + (tmp_path / "job.out").read_text()[-3000:]
     assert json.loads((out / "report.json").read_text())["k"] == 20
+
+
+def test_submitit_slurm_with_two_tasks_trains_as_two_deepspeed_ranks(tmp_path):
+    out = tmp_path / "sweep"
+    point = ["experiment=smoke", "threads=1", "trainer=deepspeed", "trainer.zero_stage=3", f"paths.output_dir={out}"]
+    _ok(run_sweep(["-m", "stage=collect", *point]))  # in-process, into the same sweep folder
+    _ok(run_sweep(["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+                   "hydra.launcher.timeout_min=10", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
+                   "hydra.launcher.mem_gb=2", "stage=train", *point]))
+    run = out / "experiment=smoke,threads=1,trainer.zero_stage=3,trainer=deepspeed"
+    assert json.loads((run / "generator" / "generator.json").read_text())["ranks"] == 2
+    logs = sorted(p.name.split("_")[1] for p in (out / ".submitit").glob("*/*_log.out"))
+    assert logs == ["0", "1"]  # one job, two tasks
+    assert json.loads((run / "generator" / "ae_checkpoint" / "trainer.json").read_text())["world_size"] == 2
+
+
+def test_sbatch_srun_script_trains_with_two_ranks(tmp_path):
+    out = tmp_path / "run"
+    _ok(run_sweep(["stage=collect", "experiment=smoke", f"paths.output_dir={out}"]))
+    env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline", PDIFF_OUTPUT_DIR=str(out))
+    done = subprocess.run(["sbatch", "--wait", "--mem=2G", f"--output={tmp_path}/job.out", "slurm/train_deepspeed.sh",
+                           "experiment=smoke", "trainer.zero_stage=2"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + (tmp_path / "job.out").read_text()[-3000:]
+    assert json.loads((out / "generator" / "generator.json").read_text())["ranks"] == 2
+
+
+def test_chain_trains_with_two_tasks_per_node(tmp_path):
+    out = tmp_path / "run"
+    result = _ok(submit([*SMALL, "trainer=deepspeed", "cluster.tasks_per_node=2", f"paths.output_dir={out}",
+                         "--wait"]))
+    assert "generated best/mean/min" in result.stdout
+    assert json.loads((out / "generator" / "generator.json").read_text())["ranks"] == 2
