@@ -20,7 +20,8 @@ from table_output import emit
 from pdiff.config import register_configs
 from pdiff.diffusion import GaussianDiffusion, linear_betas
 from pdiff.generator import build_denoiser
-from pdiff.nets.autoencoder import build_autoencoder
+from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.noise import BatchNoise
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VARIANTS = ("mlp", "pdiff_v1", "pdiff_v2")
@@ -31,7 +32,7 @@ def steps_per_second(model: torch.nn.Module, loss_of, batch: torch.Tensor, steps
     for step in range(steps + 3):
         if step == 3:  # warm-up steps are not timed
             started = time.perf_counter()
-        loss = loss_of(batch)
+        loss = loss_of(batch, BatchNoise.whole(seed=0, step=step, size=len(batch)))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -60,7 +61,8 @@ def main() -> None:
             rows.append({
                 "ae": variant, "dim": dim, "latent_shape": list(autoencoder.latent_shape),
                 "ae_params": sum(p.numel() for p in autoencoder.parameters()),
-                "ae_steps_per_s": round(steps_per_second(autoencoder, autoencoder.loss, zoo, args.steps), 2),
+                "ae_steps_per_s": round(steps_per_second(
+                    autoencoder, partial(reconstruction_loss, autoencoder), zoo, args.steps), 2),
                 "denoiser_steps_per_s": round(steps_per_second(
                     denoiser, partial(diffusion.training_losses, denoiser), latents, args.steps), 2)})
     emit(f"generator training speed, full batch K={args.k}, {torch.get_num_threads()} threads", list(rows[0]),

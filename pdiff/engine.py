@@ -69,14 +69,19 @@ def deepspeed_config(trainer_cfg, optim_cfg, micro_batch: int, world_size: int) 
     }
 
 
-def _storage_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind `tensors` (views of one buffer count once)."""
-    seen: dict[int, int] = {}
-    for tensor in tensors:
-        if isinstance(tensor, torch.Tensor) and tensor.numel() > 0:
-            storage = tensor.untyped_storage()
-            seen[storage.data_ptr()] = storage.nbytes()
-    return sum(seen.values())
+def _storages(tensors) -> dict[int, int]:
+    """{address: bytes} of the distinct storages behind `tensors` (views of one buffer count once)."""
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors
+            if isinstance(t, torch.Tensor) and t.numel() > 0}
+
+
+def memory_split(params, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Bytes of this rank's parameters, and of the optimiser's state + master copies not shared with them."""
+    param_storages = _storages(params)
+    masters = [p for group in optimizer.param_groups for p in group["params"]]
+    states = [t for state in optimizer.state.values() for t in state.values()]
+    extra = {k: v for k, v in _storages(masters + states).items() if k not in param_storages}
+    return {"params": sum(param_storages.values()), "optimizer": sum(extra.values())}
 
 
 def _check_layout(directory: Path, layout: dict) -> None:
@@ -135,8 +140,7 @@ class PlainEngine:
         return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
     def memory_bytes(self) -> dict[str, int]:
-        return {"params": _storage_bytes(self.module.parameters()),
-                "optimizer": _storage_bytes(t for s in self.optimizer.state.values() for t in s.values())}
+        return memory_split(list(self.module.parameters()), self.optimizer)
 
     def save(self, directory: Path, step: int, extra: dict[str, torch.Tensor]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -219,10 +223,7 @@ class DeepSpeedEngine:
 
     def memory_bytes(self) -> dict[str, int]:
         """This rank's bytes of parameters (its partitions under ZeRO-3) and of optimiser state + fp32 masters."""
-        inner = getattr(self.optimizer, "optimizer", self.optimizer)
-        masters = [p for group in inner.param_groups for p in group["params"]]
-        states = [t for s in inner.state.values() for t in s.values()]
-        return {"params": _storage_bytes(self.local_parameters()), "optimizer": _storage_bytes(masters + states)}
+        return memory_split(self.local_parameters(), getattr(self.optimizer, "optimizer", self.optimizer))
 
     def save(self, directory: Path, step: int, extra: dict[str, torch.Tensor]) -> None:
         """A DeepSpeed checkpoint (every rank writes its part), this rank's `extra`, then the pointer to it."""

@@ -89,7 +89,10 @@ def test_zero_stages_0_to_3_train_save_and_resume_exactly(tmp_path):
     out = tmp_path / "zero.json"
     _ok(torchrun([str(out)], script=REPO / "tests" / "distributed" / "zero_worker.py"))
     results = json.loads(out.read_text())
-    assert sorted(results) == ["0", "1", "2", "3"]
+    assert sorted(results) == ["0", "1", "2", "2+bf16", "3", "3+offload"]
+    bf16 = results.pop("2+bf16")  # bf16 weights differ from fp32 ones; it trains, resumes exactly, saves fp32
+    assert bf16["resume_diff"] == 0.0 and bf16["dtypes"] == ["torch.float32"]
+    assert abs(bf16["last_loss"] - results["0"]["last_loss"]) < 0.01 and bf16["diff_from_stage0"] < 0.05
     for stage, result in results.items():
         assert result["checkpoints"] == ["step00000010"], stage
         assert result["resume_diff"] == 0.0 and result["resume_ema_diff"] == 0.0, stage  # bit-exact resume

@@ -30,9 +30,12 @@ def main(out: Path) -> None:
     distributed.start(env)
     data = torch.randn(40, 300, generator=torch.Generator().manual_seed(1))
     results, reference = {}, None
-    for stage in (0, 1, 2, 3):
+    variants = {"0": {"zero_stage": 0}, "1": {"zero_stage": 1}, "2": {"zero_stage": 2}, "3": {"zero_stage": 3},
+                "3+offload": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True},
+                "2+bf16": {"zero_stage": 2, "precision": "bf16"}}
+    for stage, trainer in variants.items():
         cfg = OmegaConf.merge(OmegaConf.structured(Config), {
-            "trainer": {"name": "deepspeed", "zero_stage": stage},
+            "trainer": {"name": "deepspeed", **trainer},
             "ae": {"hidden": [64], "latent_dim": 16, "optim": {"steps": 20, "save_every": 10, "batch_size": 20,
                                                                "warmup_steps": 2}},
             "logger": {"name": "jsonl"}})
@@ -48,7 +51,9 @@ def main(out: Path) -> None:
                           "ema_diff_from_stage0": max_diff(reference.ema_weights, uninterrupted.ema_weights),
                           "ema_differs_from_weights": max_diff(uninterrupted.weights, uninterrupted.ema_weights),
                           "shapes_ok": all(uninterrupted.weights[k].shape == v.shape
-                                           for k, v in build_autoencoder(cfg.ae, 300).state_dict().items())}
+                                           for k, v in build_autoencoder(cfg.ae, 300).state_dict().items()),
+                          "dtypes": sorted({str(v.dtype) for v in uninterrupted.weights.values()}),
+                          "last_loss": uninterrupted.last_loss}
     if env.is_main:
         out.write_text(json.dumps(results, indent=1))
     distributed.shutdown()
