@@ -83,4 +83,5 @@ def _start_wandb(output_dir: Path, logger_cfg, config: dict):
             raise
         log.warning("W&B online init failed (%s); logging offline to %s instead", error, output_dir / "wandb")
         os.environ["WANDB_MODE"] = "offline"
+        wandb.teardown()  # the failed attempt still holds the run id in wandb-core
         return wandb.init(mode="offline", **kwargs)
