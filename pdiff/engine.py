@@ -162,6 +162,28 @@ class PlainEngine:
         return int(state["step"]), state["extra"]
 
 
+class WeightsOnlyLoads:
+    """DeepSpeed's checkpoint engine, with every load through torch.load(weights_only=True).
+
+    DeepSpeed itself unpickles its checkpoints; these hold tensors, containers and three DeepSpeed
+    types, which are the only classes allowed here.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def load(self, path: str, map_location=None):
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        with torch.serialization.safe_globals([LossScaler, ZeroStageEnum, fragment_address]):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+
 class DeepSpeedEngine:
     """A DeepSpeed engine on the current process group (started beforehand by pdiff.distributed.start)."""
 
@@ -175,6 +197,7 @@ class DeepSpeedEngine:
         self.engine, self.optimizer, _, self.schedule = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=self.config,
             lr_scheduler=lambda optimizer: lr_schedule(optimizer, optim_cfg))
+        self.engine.checkpoint_engine = WeightsOnlyLoads(self.engine.checkpoint_engine)
         self.module = self.engine.module
         self.zero_stage = int(trainer_cfg.zero_stage)
         self.dtype = DTYPES[Precision(trainer_cfg.precision)]

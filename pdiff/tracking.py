@@ -61,7 +61,10 @@ class Tracker:
             self._file.close()
             self._file = None
         if self.run is not None:
+            import wandb
+
             self.run.finish()
+            wandb.teardown()  # wait for wandb-core to write everything and exit before this process goes on
             self.run = None
 
 
