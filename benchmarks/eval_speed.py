@@ -1,4 +1,4 @@
-"""Evaluating many parameter sets: the naive way vs. pdiff's (head once, tail vmapped in chunks).
+"""Evaluating many parameter sets: the naive way vs. pdiff's (head once, then the tail per model or vmapped).
 
     python benchmarks/eval_speed.py --out FILE.json [--models 200]
 
@@ -52,9 +52,13 @@ def compare(model: torch.nn.Module, layers: list[str], x: torch.Tensor, y: torch
     started = time.perf_counter()
     fast = ParameterEvaluator(model, spec, x, y).predictions(vectors)
     pdiff_s = time.perf_counter() - started
+    started = time.perf_counter()
+    vmapped = ParameterEvaluator(model, spec, x, y, batched=True).predictions(vectors)
+    vmap_s = time.perf_counter() - started
     return {"params_per_model": spec.dim, "test_images": len(x), "models": n, "naive_s": round(naive_s, 3),
             "pdiff_s": round(pdiff_s, 3), "speedup": round(naive_s / pdiff_s, 2),
-            "same_predictions": bool(torch.equal(naive, fast))}
+            "same_predictions": bool(torch.equal(naive, fast)), "vmap_s": round(vmap_s, 3),
+            "vmap_speedup": round(naive_s / vmap_s, 2), "vmap_same_predictions": bool(torch.equal(naive, vmapped))}
 
 
 def main() -> None:

@@ -191,6 +191,7 @@ class GenerateConfig:
 @dataclass
 class EvaluateConfig:
     chunk_size: int = 100
+    batched: bool = False  # vmap the tail over chunks of models (GPU); per model is faster on CPU (measured)
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""Test-set accuracy of many parameter vectors: frozen head run once, the changing tail vmapped in chunks."""
+"""Test-set accuracy of many parameter vectors: the frozen head runs once, then the changing tail per model.
+
+The tail runs model by model with torch.func.functional_call on the cached features, or (batched=True)
+vmapped over chunks of models. On this project's 2-core CPU the per-model loop was 3x faster than vmap
+for the BatchNorm subset and 3.6x for the whole model (vmap turns batched conv weights into grouped
+convolutions); batching is meant for GPUs.
+"""
 
 from __future__ import annotations
 
@@ -28,9 +34,9 @@ class ParameterEvaluator:
     """Predicts the test set for [N, D] subset vectors written into one base network (in eval mode)."""
 
     def __init__(self, model: nn.Module, spec: ParamSpec, x_test: torch.Tensor, y_test: torch.Tensor,
-                 max_chunk: int = 100):
+                 max_chunk: int = 100, batched: bool = False, batch_size: int = 1000):
         model.eval()
-        self.spec, self.y_test = spec, y_test
+        self.spec, self.y_test, self.batched, self.batch_size = spec, y_test, batched, batch_size
         head, self.tail = split_network(model, spec.entries[0].name)
         self.features = run_in_batches(head, x_test)
         self.tail_names = tail_parameter_names(model, self.tail)
@@ -48,7 +54,13 @@ class ParameterEvaluator:
         outputs = []
         for chunk in vectors.float().split(self.chunk):
             batched = {self.tail_names[name]: value for name, value in self.spec.unflatten(chunk).items()}
-            outputs.append(vmap(self._logits)(batched).argmax(-1))
+            if self.batched:
+                outputs.append(vmap(self._logits)(batched).argmax(-1))
+                continue
+            for index in range(len(chunk)):
+                params = {**self.fixed, **{name: value[index] for name, value in batched.items()}}
+                outputs.append(torch.cat([functional_call(self.tail, params, (part,)).argmax(-1)
+                                          for part in self.features.split(self.batch_size)])[None])
         return torch.cat(outputs)
 
     def accuracies(self, vectors: torch.Tensor) -> torch.Tensor:

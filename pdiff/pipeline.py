@@ -273,7 +273,8 @@ def _predict_populations(run: Run, zoo: ParamZoo, generated_vectors: torch.Tenso
     cfg, data = run.cfg, run.data
     model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
     model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
-    evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, data.y_test, cfg.evaluate.chunk_size)
+    evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, data.y_test, cfg.evaluate.chunk_size,
+                                   cfg.evaluate.batched, cfg.data.eval_batch_size)
     originals = Population("originals", zoo.vectors, evaluator.predictions(zoo.vectors))
     generated = Population("generated", generated_vectors, evaluator.predictions(generated_vectors))
     generated_l2 = nearest_original(normalizer.normalize(generated.vectors), normalizer.normalize(zoo.vectors))[0]

@@ -25,7 +25,8 @@ def _naive_predictions(model, spec, vectors, x):
     (lambda: mlp_bn((6,), 4, [32, 32]), ["bn1", "bn2"], (6,), 4),
     (lambda: resnet18_cifar(3, 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32), 10),
 ])
-def test_batched_evaluation_matches_naive(build, layers, shape, classes):
+@pytest.mark.parametrize("batched", [False, True])
+def test_batched_evaluation_matches_naive(build, layers, shape, classes, batched):
     torch.manual_seed(0)
     model = build()
     with torch.no_grad():  # non-trivial running statistics, as after training
@@ -39,7 +40,7 @@ def test_batched_evaluation_matches_naive(build, layers, shape, classes):
     vectors = base + 0.3 * base.abs().mean() * torch.randn(7, spec.dim)
     x = torch.randn(24, *shape)
     y = torch.randint(0, classes, (24,))
-    evaluator = ParameterEvaluator(model, spec, x, y, max_chunk=3)
+    evaluator = ParameterEvaluator(model, spec, x, y, max_chunk=3, batched=batched, batch_size=10)
     batched = evaluator.predictions(vectors)
     assert torch.equal(batched, _naive_predictions(model, spec, vectors, x))
     expected = (batched == y).double().mean(1) * 100
