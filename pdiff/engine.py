@@ -84,6 +84,11 @@ def memory_split(params, optimizer: torch.optim.Optimizer) -> dict[str, int]:
     return {"params": sum(param_storages.values()), "optimizer": sum(extra.values())}
 
 
+def _record_layout(directory: Path, layout: dict) -> None:
+    if not (directory / "trainer.json").is_file():
+        atomic.write_json(directory / "trainer.json", layout)
+
+
 def _check_layout(directory: Path, layout: dict) -> None:
     """ConfigError if the checkpoints in `directory` were written by another trainer layout."""
     path = directory / "trainer.json"
@@ -95,7 +100,26 @@ def _check_layout(directory: Path, layout: dict) -> None:
                               "to restart this training from step 0")
 
 
-class PlainEngine:
+class Engine:
+    """What both engines share: the full state dict built from their own local_parameters/consolidate."""
+
+    module: nn.Module
+
+    def local_parameters(self) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    def consolidate(self, local: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def full_state_dict(self, local: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Full weights (fp32) and buffers on every rank, from `local` (like local_parameters()) or the model's own."""
+        weights = self.consolidate(self.local_parameters() if local is None else local)
+        buffers = {name: b.detach().float().clone() if b.is_floating_point() else b.detach().clone()
+                   for name, b in self.module.named_buffers()}
+        return {**weights, **buffers}
+
+
+class PlainEngine(Engine):
     """AdamW with warm-up + cosine schedule and gradient clipping for one model in one process."""
 
     dtype = torch.float32
@@ -136,16 +160,14 @@ class PlainEngine:
         names = [name for name, _ in self.module.named_parameters()]
         return {name: tensor.detach().clone() for name, tensor in zip(names, local)}
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
     def memory_bytes(self) -> dict[str, int]:
         return memory_split(list(self.module.parameters()), self.optimizer)
 
     def save(self, directory: Path, step: int, extra: dict[str, torch.Tensor]) -> None:
+        """Everything to resume (the layout was checked by load(), which fit() always calls first)."""
         directory.mkdir(parents=True, exist_ok=True)
-        _check_layout(directory, self.layout)
-        atomic.write_json(directory / "trainer.json", self.layout)
+        _record_layout(directory, self.layout)
         atomic.write_torch(directory / PLAIN_STATE, {
             "model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(), "step": step, "extra": extra})
@@ -184,7 +206,7 @@ class WeightsOnlyLoads:
             return torch.load(path, map_location=map_location, weights_only=True)
 
 
-class DeepSpeedEngine:
+class DeepSpeedEngine(Engine):
     """A DeepSpeed engine on the current process group (started beforehand by pdiff.distributed.start)."""
 
     def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int):
@@ -239,10 +261,6 @@ class DeepSpeedEngine:
                 out[name] = part.clone()
         return out
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        full = self.consolidate(self.local_parameters())
-        buffers = {name: b.detach().float().clone() for name, b in self.module.named_buffers()}
-        return {**full, **buffers}
 
     def memory_bytes(self) -> dict[str, int]:
         """This rank's bytes of parameters (its partitions under ZeRO-3) and of optimiser state + fp32 masters."""
@@ -251,13 +269,12 @@ class DeepSpeedEngine:
     def save(self, directory: Path, step: int, extra: dict[str, torch.Tensor]) -> None:
         """A DeepSpeed checkpoint (every rank writes its part), this rank's `extra`, then the pointer to it."""
         directory.mkdir(parents=True, exist_ok=True)
-        _check_layout(directory, self.layout)
         tag = f"step{step:08d}"
         self.engine.save_checkpoint(str(directory), tag=tag, client_state={"step": step}, save_latest=False)
         atomic.write_safetensors(directory / tag / f"pdiff_extra_rank{self.rank}.safetensors", extra)
         dist.barrier()
         if self.rank == 0:
-            atomic.write_json(directory / "trainer.json", self.layout)
+            _record_layout(directory, self.layout)
             atomic.write_json(directory / LATEST, {"tag": tag, "step": step})
             tags = sorted(p.name for p in directory.glob("step*") if p.is_dir())
             for old in tags[:-self.keep]:
@@ -276,7 +293,7 @@ class DeepSpeedEngine:
         return int(client_state["step"]), extra
 
 
-def build_engine(model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int):
+def build_engine(model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int) -> Engine:
     if TrainerName(trainer_cfg.name) is TrainerName.deepspeed:
         return DeepSpeedEngine(model, optim_cfg, trainer_cfg, micro_batch, world_size)
     return PlainEngine(model, optim_cfg, trainer_cfg)

@@ -353,11 +353,11 @@ def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None) -> Run:
 @contextmanager
 def opened_run(cfg: DictConfig) -> Iterator[Run]:
     """open_run inside this launch's process group (started when there are several ranks or DeepSpeed)."""
-    env = distributed.detect()
-    if env.distributed and TrainerName(cfg.trainer.name) is not TrainerName.deepspeed:
-        raise ConfigError(f"this launch has {env.world_size} ranks ({env.launcher}) but trainer="
-                          f"{TrainerName(cfg.trainer.name).value}; use trainer=deepspeed, or launch one process")
-    if env.distributed or TrainerName(cfg.trainer.name) is TrainerName.deepspeed:
+    env, trainer = distributed.detect(), TrainerName(cfg.trainer.name)
+    if env.distributed and trainer is not TrainerName.deepspeed:
+        raise ConfigError(f"this launch has {env.world_size} ranks ({env.launcher}) but trainer={trainer.value}; "
+                          "use trainer=deepspeed, or launch one process")
+    if env.distributed or trainer is TrainerName.deepspeed:
         distributed.start(env)
     run, clean = open_run(cfg, env), False
     try:

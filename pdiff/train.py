@@ -48,9 +48,7 @@ class EMA:
             shadow.copy_(state[f"ema.{index}"])
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        weights = self.engine.consolidate(self.shadow)
-        buffers = {name: b.detach().float().clone() for name, b in self.engine.module.named_buffers()}
-        return {**weights, **buffers}
+        return self.engine.full_state_dict(self.shadow)
 
 
 @dataclass

@@ -36,3 +36,9 @@ def run_sweep(args: list[str], timeout: int = 600) -> subprocess.CompletedProces
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
     return subprocess.run([sys.executable, str(REPO / "launch" / "sweep.py"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """`result`, after asserting it exited 0 (the failure shows the tail of its output)."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

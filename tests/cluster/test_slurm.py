@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from pdiff.zoo import ParamZoo
-from tests.conftest import REPO, run_sweep
+from tests.conftest import REPO, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 SMALL = ["experiment=smoke", "threads=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1", "cluster.timeout_min=10"]
@@ -21,11 +21,6 @@ def submit(args, timeout=600):
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
     return subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
-
-
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
 
 
 def sacct_states(job_id: str, since: str) -> dict[str, str]:
@@ -43,7 +38,7 @@ def submitted_ids(stdout: str) -> dict[str, str]:
 def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path):
     out = tmp_path / "run"
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
-    result = _ok(submit([*SMALL, "collect.shards=4", "cluster.max_array_size=3", f"paths.output_dir={out}", "--wait"]))
+    result = ok(submit([*SMALL, "collect.shards=4", "cluster.max_array_size=3", f"paths.output_dir={out}", "--wait"]))
     ids = submitted_ids(result.stdout)
     assert list(ids) == ["base", *[f"collect shard {s}" for s in range(4)], "train", "report"]
     arrays = {ids[f"collect shard {s}"].split("_")[0] for s in range(4)}
@@ -56,11 +51,11 @@ def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path
     for job_id in ids.values():
         assert set(sacct_states(job_id.split("_")[0], since).values()) == {"COMPLETED"}, job_id
 
-    again = _ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    again = ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
     assert "nothing to do" in again.stdout and "submitted" not in again.stdout
 
     (out / "report.json").unlink()
-    half = _ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    half = ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
     assert list(submitted_ids(half.stdout)) == ["report"]
     assert (out / "report.json").is_file()
 
@@ -69,9 +64,9 @@ def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
     args = [*SMALL, "task.param.k=400", "collect.shards=2", "task.collect.steps_per_checkpoint=0",
             "task.collect.save_state_every=5"]
     reference = tmp_path / "in_process"
-    _ok(run_sweep([*args, "stage=collect", f"paths.output_dir={reference}"]))
+    ok(run_sweep([*args, "stage=collect", f"paths.output_dir={reference}"]))
     out = tmp_path / "cluster"
-    first = _ok(submit([*args, f"paths.output_dir={out}"]))
+    first = ok(submit([*args, f"paths.output_dir={out}"]))
     shard0 = submitted_ids(first.stdout)["collect shard 0"]
     state = out / "zoo" / "shards" / "shard-0000-of-0002.state.pt"
     deadline = time.time() + 300
@@ -84,7 +79,7 @@ def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
     for name in ("pdiff-collect", "pdiff-train", "pdiff-report"):
         subprocess.run(["scancel", f"--name={name}"])
     time.sleep(2)
-    resumed = _ok(submit([*args, f"paths.output_dir={out}", "--wait"]))
+    resumed = ok(submit([*args, f"paths.output_dir={out}", "--wait"]))
     assert "base" not in submitted_ids(resumed.stdout)
     cluster_zoo, local_zoo = ParamZoo.load(out / "zoo"), ParamZoo.load(reference / "zoo")
     assert cluster_zoo.k == 400
@@ -121,7 +116,7 @@ def test_hydra_submitit_sweep_over_three_seeds_is_one_array(tmp_path):
     args = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "experiment=smoke", "threads=1",
             f"paths.output_dir={out}", "seed=0,1,2"]
-    _ok(run_sweep(args))
+    ok(run_sweep(args))
     reports = sorted(out.glob("*/report.json"))
     assert [p.parent.name for p in reports] == [f"experiment=smoke,seed={s},threads=1" for s in range(3)]
     assert {json.loads(p.read_text())["generated"]["n"] for p in reports} == {20}
@@ -136,7 +131,7 @@ def test_time_limit_checkpoints_requeues_and_finishes(tmp_path):
     out = tmp_path / "run"
     args = [*SMALL, "task.param.k=2500", "task.collect.steps_per_checkpoint=0", "task.collect.save_state_every=20",
             "cluster.timeout_min=2", "cluster.signal_delay_s=60", "cluster.max_requeues=5", f"paths.output_dir={out}"]
-    result = _ok(submit([*args, "--wait"], timeout=900))
+    result = ok(submit([*args, "--wait"], timeout=900))
     shard = submitted_ids(result.stdout)["collect shard 0"]
     log = next((out / ".submitit").glob(f"*/{shard}/{shard}_0_log.err")).read_text()
     assert "Caught signal SIGUSR2" in log and "DUE TO JOB REQUEUE" in log, log[-2000:]
@@ -157,8 +152,8 @@ def test_hand_written_sbatch_script_runs_the_pipeline(tmp_path):
 def test_submitit_slurm_with_two_tasks_trains_as_two_deepspeed_ranks(tmp_path):
     out = tmp_path / "sweep"
     point = ["experiment=smoke", "threads=1", "trainer=deepspeed", "trainer.zero_stage=3", f"paths.output_dir={out}"]
-    _ok(run_sweep(["-m", "stage=collect", *point]))  # in-process, into the same sweep folder
-    _ok(run_sweep(["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+    ok(run_sweep(["-m", "stage=collect", *point]))  # in-process, into the same sweep folder
+    ok(run_sweep(["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
                    "hydra.launcher.timeout_min=10", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
                    "hydra.launcher.mem_gb=2", "stage=train", *point]))
     run = out / "experiment=smoke,threads=1,trainer.zero_stage=3,trainer=deepspeed"
@@ -170,7 +165,7 @@ def test_submitit_slurm_with_two_tasks_trains_as_two_deepspeed_ranks(tmp_path):
 
 def test_sbatch_srun_script_trains_with_two_ranks(tmp_path):
     out = tmp_path / "run"
-    _ok(run_sweep(["stage=collect", "experiment=smoke", f"paths.output_dir={out}"]))
+    ok(run_sweep(["stage=collect", "experiment=smoke", f"paths.output_dir={out}"]))
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline", PDIFF_OUTPUT_DIR=str(out))
     done = subprocess.run(["sbatch", "--wait", "--mem=2G", f"--output={tmp_path}/job.out", "slurm/train_deepspeed.sh",
                            "experiment=smoke", "trainer.zero_stage=2"], cwd=REPO, env=env, capture_output=True,
@@ -181,7 +176,7 @@ def test_sbatch_srun_script_trains_with_two_ranks(tmp_path):
 
 def test_chain_trains_with_two_tasks_per_node(tmp_path):
     out = tmp_path / "run"
-    result = _ok(submit([*SMALL, "trainer=deepspeed", "cluster.tasks_per_node=2", f"paths.output_dir={out}",
+    result = ok(submit([*SMALL, "trainer=deepspeed", "cluster.tasks_per_node=2", f"paths.output_dir={out}",
                          "--wait"]))
     assert "generated best/mean/min" in result.stdout
     assert json.loads((out / "generator" / "generator.json").read_text())["ranks"] == 2

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, run_sweep
+from tests.conftest import REPO, ok, run_sweep
 from tests.wandb_log import config as wandb_config
 from tests.wandb_log import history as wandb_history
 
@@ -26,14 +26,13 @@ def _env() -> dict:
     return dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+def torchrun_command(args: list[str], script: Path = REPO / "launch" / "sweep.py") -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), *args]
 
 
-def torchrun(args: list[str], script: Path = REPO / "launch" / "sweep.py", **kwargs):
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO, **kwargs)
+def torchrun(args: list[str], script: Path = REPO / "launch" / "sweep.py"):
+    return subprocess.run(torchrun_command(args, script), capture_output=True, text=True, timeout=600, env=_env(),
+                          cwd=REPO)
 
 
 def losses(run_dir: Path) -> dict[tuple[str, int], float]:
@@ -58,7 +57,7 @@ def max_weight_diff(a: Path, b: Path) -> float:
 @pytest.fixture(scope="module")
 def zoo_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("zoo") / "run"
-    _ok(run_sweep(["stage=collect", *TRAIN, f"paths.output_dir={out}"]))
+    ok(run_sweep(["stage=collect", *TRAIN, f"paths.output_dir={out}"]))
     return out
 
 
@@ -72,7 +71,7 @@ def copy_zoo(zoo_run: Path, dest: Path) -> Path:
 @pytest.fixture(scope="module")
 def plain_run(zoo_run, tmp_path_factory) -> Path:
     out = copy_zoo(zoo_run, tmp_path_factory.mktemp("plain") / "run")
-    _ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"]))
+    ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"]))
     return out
 
 
@@ -80,14 +79,14 @@ def plain_run(zoo_run, tmp_path_factory) -> Path:
 def zero2_run(zoo_run, tmp_path_factory) -> Path:
     """The documented interface: torchrun, 2 ranks, ZeRO-2, W&B offline."""
     out = copy_zoo(zoo_run, tmp_path_factory.mktemp("zero2") / "run")
-    _ok(torchrun(["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}",
+    ok(torchrun(["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}",
                   "logger=wandb"]))
     return out
 
 
 def test_zero_stages_0_to_3_train_save_and_resume_exactly(tmp_path):
     out = tmp_path / "zero.json"
-    _ok(torchrun([str(out)], script=REPO / "tests" / "distributed" / "zero_worker.py"))
+    ok(torchrun([str(out)], script=REPO / "tests" / "distributed" / "zero_worker.py"))
     results = json.loads(out.read_text())
     assert sorted(results) == ["0", "1", "2", "2+bf16", "3", "3+offload"]
     bf16 = results.pop("2+bf16")  # bf16 weights differ from fp32 ones; it trains, resumes exactly, saves fp32
@@ -126,9 +125,8 @@ def test_wandb_offline_run_holds_the_history_and_config(zero2_run):
 def test_killed_two_rank_training_resumes_where_the_uninterrupted_run_ends(zoo_run, zero2_run, tmp_path):
     out = copy_zoo(zoo_run, tmp_path / "run")
     args = ["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}"]
-    process = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                str(REPO / "launch" / "sweep.py"), *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(), cwd=REPO)
+    process = subprocess.Popen(torchrun_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=_env(), cwd=REPO)
     latest = out / "generator" / "ae_checkpoint" / "latest.json"
     deadline = time.monotonic() + 300
     while not latest.is_file() and process.poll() is None and time.monotonic() < deadline:
@@ -139,19 +137,19 @@ def test_killed_two_rank_training_resumes_where_the_uninterrupted_run_ends(zoo_r
     assert latest.is_file() and not (out / "generator" / "generator.json").is_file()
     killed_at = json.loads(latest.read_text())["step"]
     assert 0 < killed_at < 200
-    result = _ok(torchrun(args))
+    result = ok(torchrun(args))
     assert f"ae training resumes at step {killed_at}/200" in result.stdout + result.stderr
     assert max_weight_diff(zero2_run, out) < 1e-6
 
 
 def test_deepspeed_launcher_and_a_single_zero3_process_match_plain(zoo_run, plain_run, tmp_path):
     launcher = copy_zoo(zoo_run, tmp_path / "launcher")
-    _ok(subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2",
+    ok(subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2",
                         str(REPO / "launch" / "sweep.py"), "stage=train", "trainer=deepspeed", "trainer.zero_stage=1",
                         *TRAIN, f"paths.output_dir={launcher}"],
                        capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO))
     single = copy_zoo(zoo_run, tmp_path / "single")
-    _ok(run_sweep(["stage=train", "trainer=deepspeed", "trainer.zero_stage=3", *TRAIN, f"paths.output_dir={single}"]))
+    ok(run_sweep(["stage=train", "trainer=deepspeed", "trainer.zero_stage=3", *TRAIN, f"paths.output_dir={single}"]))
     assert max_weight_diff(plain_run, launcher) < 1e-4
     assert max_weight_diff(plain_run, single) < 1e-4
 

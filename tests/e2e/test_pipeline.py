@@ -7,7 +7,7 @@ import pytest
 from safetensors.torch import load_file
 
 from pdiff.pipeline import pending_jobs
-from tests.conftest import CONFIGS, compose_config, run_sweep
+from tests.conftest import CONFIGS, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization"}
@@ -16,14 +16,9 @@ POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.1
 STAT_KEYS = {"n", "best", "mean", "median", "min", "std"}
 
 
-def _ok(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
 def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
     out = tmp_path / "run"
-    first = _ok(run_sweep(["experiment=smoke", f"paths.output_dir={out}"]))
+    first = ok(run_sweep(["experiment=smoke", f"paths.output_dir={out}"]))
     assert "pdiff: digits_cnn K=20 D=128" in first.stdout
     report = json.loads((out / "report.json").read_text())
     assert set(report) == REPORT_KEYS
@@ -47,7 +42,7 @@ def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
 
     zoo_file = out / "zoo" / "zoo.safetensors"
     stamp = zoo_file.stat().st_mtime_ns
-    again = _ok(run_sweep(["experiment=smoke", f"paths.output_dir={out}"]))
+    again = ok(run_sweep(["experiment=smoke", f"paths.output_dir={out}"]))
     assert "is complete, skipping" in again.stderr + again.stdout
     assert zoo_file.stat().st_mtime_ns == stamp
     assert json.loads((out / "report.json").read_text())["generated"] == report["generated"]
@@ -55,7 +50,7 @@ def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
 
 def test_changed_config_never_overwrites_a_collected_zoo(tmp_path):
     out = tmp_path / "run"
-    _ok(run_sweep(["experiment=smoke", "stage=collect", f"paths.output_dir={out}"]))
+    ok(run_sweep(["experiment=smoke", "stage=collect", f"paths.output_dir={out}"]))
     zoo_bytes = (out / "zoo" / "zoo.safetensors").read_bytes()
     changed = run_sweep(["experiment=smoke", "task.param.k=7", f"paths.output_dir={out}"])
     assert changed.returncode != 0
@@ -68,7 +63,7 @@ def test_stages_run_one_at_a_time_from_the_previous_stage_files(tmp_path):
     early = run_sweep(["experiment=smoke", "stage=train", f"paths.output_dir={out}"])
     assert early.returncode != 0 and "run stage=collect first" in early.stderr
     for stage in ("collect", "train", "generate", "evaluate"):
-        result = _ok(run_sweep(["experiment=smoke", f"stage={stage}", "diffusion=ddim", f"paths.output_dir={out}"]))
+        result = ok(run_sweep(["experiment=smoke", f"stage={stage}", "diffusion=ddim", f"paths.output_dir={out}"]))
         assert f"stage={stage}" in result.stdout or "report.md" in result.stdout
     assert json.loads((out / "report.json").read_text())["generated"]["n"] == 20
 
@@ -88,7 +83,7 @@ def test_own_npz_data_with_the_mlp_and_all_parameters(tmp_path):
     path = tmp_path / "blobs.npz"
     np.savez(path, x_train=x[:300], y_train=labels[:300], x_test=x[300:], y_test=labels[300:])
     out = tmp_path / "run"
-    _ok(run_sweep(["experiment=smoke", "task=npz_mlp", f"data.path={path}", "task.net.hidden=[16,16]",
+    ok(run_sweep(["experiment=smoke", "task=npz_mlp", f"data.path={path}", "task.net.hidden=[16,16]",
                    "task.param.layers=[*]", f"paths.output_dir={out}"]))
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "npz_mlp" and report["param_count"] == 12 * 16 + 2 * 16 + 16 * 16 + 2 * 16 + 16 * 3 + 3
@@ -97,7 +92,7 @@ def test_own_npz_data_with_the_mlp_and_all_parameters(tmp_path):
 
 def test_wandb_offline_run_is_written_under_the_output_dir(tmp_path):
     out = tmp_path / "run"
-    _ok(run_sweep(["experiment=smoke", "logger=wandb", f"paths.output_dir={out}"]))
+    ok(run_sweep(["experiment=smoke", "logger=wandb", f"paths.output_dir={out}"]))
     runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     run_id = (out / "wandb_run_id.txt").read_text().strip()
@@ -108,13 +103,13 @@ def test_wandb_offline_run_is_written_under_the_output_dir(tmp_path):
 def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
     tiny = ["task.param.k=6", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "ae.optim.steps=5",
             "diffusion.optim.steps=5", "diffusion.timesteps=20", "diffusion.ddim_steps=5", "generate.n=4"]
-    _ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
+    ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
     assert json.loads((tmp_path / "run" / "report.json").read_text())["generated"]["n"] == 4
 
 
 def test_multirun_writes_one_report_per_seed(tmp_path):
     out = tmp_path / "sweep"
-    result = _ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "diffusion=ddim", f"paths.output_dir={out}",
+    result = ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "diffusion=ddim", f"paths.output_dir={out}",
                             "seed=0,1"]))
     reports = sorted(out.glob("*/report.json"))
     assert f"pdiff: 2 reports under {out}" in result.stdout
