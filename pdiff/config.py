@@ -40,6 +40,7 @@ class AEName(Enum):
     pdiff_v1 = "pdiff_v1"
     pdiff_v2 = "pdiff_v2"
     mlp = "mlp"
+    token = "token"
 
 
 class Normalization(Enum):
@@ -147,6 +148,8 @@ class AEConfig:
     latent_channels: int = 4
     stride: int = 2
     fold: int = 64
+    token_size: int = 64
+    embed_dim: int = 64
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -161,6 +164,10 @@ class DiffusionConfig:
     sampler: Sampler = Sampler.ddpm
     ddim_steps: int = 60
     ddim_eta: float = 0.0
+    window: int = 64
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
     optim: OptimConfig = field(default_factory=OptimConfig)
 
 
@@ -273,6 +280,10 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.ae.latent_dim % cfg.ae.latent_channels == 0, "ae.latent_dim", cfg.ae.latent_dim,
              f"must be a multiple of ae.latent_channels={cfg.ae.latent_channels}")
     _require(cfg.ae.stride >= 2, "ae.stride", cfg.ae.stride, "must be >= 2")
+    _require(cfg.ae.token_size >= 1, "ae.token_size", cfg.ae.token_size, "must be >= 1")
+    _require(cfg.diffusion.window >= 1, "diffusion.window", cfg.diffusion.window, "must be >= 1 (tokens per window)")
+    _require(cfg.diffusion.width % cfg.diffusion.heads == 0, "diffusion.width", cfg.diffusion.width,
+             f"must be a multiple of diffusion.heads={cfg.diffusion.heads}")
     _require(0.0 <= cfg.diffusion.ema_decay < 1.0, "diffusion.ema_decay", cfg.diffusion.ema_decay, "must be in [0, 1)")
     for group in ("ae", "diffusion"):
         optim = cfg[group].optim

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -154,5 +155,10 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor
     """Indices of the training batch at a global step: a fresh permutation per epoch, set by (seed, epoch)."""
     steps_per_epoch = max(n // batch_size, 1)
     epoch, index = divmod(step, steps_per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-    return order[index * batch_size:(index + 1) * batch_size]
+    return _epoch_order(n, seed, epoch)[index * batch_size:(index + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """One epoch's permutation, drawn once (token zoos have millions of rows)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -127,12 +128,13 @@ class ParamNormalizer(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @classmethod
-    def fit(cls, spec: ParamSpec, zoo: torch.Tensor, mode: Normalization) -> ParamNormalizer:
-        """Statistics of a [K, D] zoo."""
+    def fit(cls, spec: ParamSpec, zoo, mode: Normalization) -> ParamNormalizer:
+        """Statistics of a [K, D] zoo (a tensor or a memory map, read one tensor's columns at a time)."""
         normalizer = cls(spec.dim)
         for entry in spec.entries:
             part = slice(entry.offset, entry.offset + entry.numel)
-            block = zoo[:, part].double()
+            block = zoo[:, part]
+            block = block.double() if isinstance(block, torch.Tensor) else torch.from_numpy(block.astype(np.float64))
             if mode is Normalization.per_tensor:
                 normalizer.mean[part] = block.mean().float()
                 spread = block.std() if block.numel() > 1 else block.new_tensor(0.0)

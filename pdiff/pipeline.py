@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pdiff import atomic, distributed
 from pdiff.collect import collect_checkpoints, train_base
-from pdiff.config import ConfigError, Stage, TrainerName, to_container, validate
+from pdiff.config import AEName, ConfigError, Stage, TrainerName, to_container, validate
 from pdiff.data import Dataset, check_data_available, load_dataset
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generate import generate_parameters
@@ -45,6 +45,7 @@ from pdiff.memorization import (
 from pdiff.params import ParamNormalizer, ParamSpec, select_parameters
 from pdiff.report import build_report, write_report
 from pdiff.tasknets import build_task_net
+from pdiff.token_generator import load_token_generator, save_token_generator, train_token_generator
 from pdiff.tracking import Tracker
 from pdiff.zoo import BASE_WEIGHTS, ParamZoo, ZooError, load_base_weights, save_base_weights
 
@@ -236,6 +237,9 @@ def run_train(run: Run) -> None:
     if generator_exists(directory):
         log.info("train: generator in %s is complete, skipping", directory)
         return
+    if AEName(cfg.ae.name) is AEName.token:
+        _train_tokens(run, directory)
+        return
     zoo = ParamZoo.load(run.output_dir / "zoo")
     started = time.perf_counter()
     normalizer, autoencoder = train_autoencoder(zoo, cfg.ae, cfg.trainer, cfg.seed, directory, run.tracker)
@@ -251,6 +255,24 @@ def run_train(run: Run) -> None:
     run.record_time("train_diffusion", time.perf_counter() - started)
 
 
+def _train_tokens(run: Run, directory: Path) -> None:
+    """The large-D design: the zoo stays a memory map; each rank reads only its rows of each batch."""
+    cfg = run.cfg
+    zoo = ParamZoo.load(run.output_dir / "zoo", mapped=True)
+    started = time.perf_counter()
+
+    def timer(key: str) -> None:
+        nonlocal started
+        run.record_time(key, time.perf_counter() - started)
+        started = time.perf_counter()
+    weights, meta = train_token_generator(zoo.vectors, zoo.spec, cfg.ae, cfg.diffusion, cfg.trainer, cfg.seed,
+                                          directory, run.tracker, timer)
+    if run.env.is_main:
+        save_token_generator(directory, weights, dict(meta, config=to_container(cfg), dim=zoo.spec.dim, k=zoo.k,
+                                                      ranks=run.env.world_size))
+    distributed.barrier()
+
+
 def run_generate(run: Run) -> None:
     cfg, directory = run.cfg, run.dir("generated")
     claim_stage_dir(directory, stage_inputs(cfg, Stage.generate), keep_on_change=False)
@@ -259,8 +281,12 @@ def run_generate(run: Run) -> None:
         return
     zoo = ParamZoo.load(run.output_dir / "zoo")
     started = time.perf_counter()
-    generator = load_generator(run.output_dir / "generator", cfg.ae, cfg.diffusion, zoo.spec.dim)
-    params = generate_parameters(generator, cfg.generate.n, cfg.diffusion, cfg.seed + 20_011)
+    if AEName(cfg.ae.name) is AEName.token:
+        generator = load_token_generator(run.output_dir / "generator", zoo.spec, cfg.ae, cfg.diffusion)
+        params = generator.sample(cfg.generate.n, cfg.diffusion, cfg.seed + 20_011)
+    else:
+        generator = load_generator(run.output_dir / "generator", cfg.ae, cfg.diffusion, zoo.spec.dim)
+        params = generate_parameters(generator, cfg.generate.n, cfg.diffusion, cfg.seed + 20_011)
     atomic.write_safetensors(directory / "params.safetensors", {"params": params})
     atomic.write_json(directory / "generated.json", {"n": cfg.generate.n, "dim": zoo.spec.dim,
                                                      "sampler": str(cfg.diffusion.sampler)})

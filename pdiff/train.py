@@ -69,9 +69,16 @@ def global_batch_size(requested: int, rows: int, parts: int) -> int:
     return size
 
 
-def fit(model: nn.Module, loss_of_batch: LossOfBatch, data: torch.Tensor, optim_cfg, trainer_cfg, *, name: str,
+def take_rows(data, rows: torch.Tensor, dtype: torch.dtype):
+    """Rows of a tensor, or of a row source with `take(rows, dtype)` (zoo tokens read on demand)."""
+    if isinstance(data, torch.Tensor):
+        return data[rows].to(dtype)
+    return data.take(rows, dtype)
+
+
+def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, trainer_cfg, *, name: str,
         seed: int, checkpoint_dir: Path, tracker: Tracker, ema_decay: float | None = None) -> Fitted:
-    """Train `model` on rows of `data` for optim_cfg.steps; resumable from `checkpoint_dir`."""
+    """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps; resumable."""
     env = distributed.detect()
     parts = env.world_size * trainer_cfg.grad_accum
     batch_size = global_batch_size(optim_cfg.batch_size, len(data), parts)
@@ -97,7 +104,7 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data: torch.Tensor, optim_
             for part in range(trainer_cfg.grad_accum):
                 first = (env.rank * trainer_cfg.grad_accum + part) * micro
                 rows = slice(first, first + micro)
-                batch = data[indices[rows]].to(engine.dtype)
+                batch = take_rows(data, indices[rows], engine.dtype)
                 loss = loss_of_batch(engine, batch, BatchNoise(seed, step, batch_size, rows, engine.dtype))
                 engine.backward(loss)
                 engine.step()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pdiff import atomic
@@ -15,6 +17,7 @@ ZOO_TENSORS = "zoo.safetensors"
 ZOO_META = "zoo.json"
 BASE_WEIGHTS = "base_model.safetensors"
 FORMAT_VERSION = 1
+MAPPABLE_DTYPES = {"F32": np.float32, "F64": np.float64}
 
 
 class ZooError(RuntimeError):
@@ -25,7 +28,7 @@ class ZooError(RuntimeError):
 class ParamZoo:
     """K checkpoints of a parameter subset, each with its test accuracy (percent)."""
 
-    vectors: torch.Tensor  # [K, D] float32
+    vectors: torch.Tensor  # [K, D] float32 (np.memmap when loaded with mapped=True)
     accuracy: torch.Tensor  # [K] float64, percent
     spec: ParamSpec
     meta: dict
@@ -49,7 +52,8 @@ class ParamZoo:
         return (Path(directory) / ZOO_META).is_file()
 
     @classmethod
-    def load(cls, directory: Path) -> ParamZoo:
+    def load(cls, directory: Path, mapped: bool = False) -> ParamZoo:
+        """The checked zoo; with `mapped`, `vectors` is a read-only memory map [K, D] that is read on demand."""
         directory = Path(directory)
         meta_path, tensors_path = directory / ZOO_META, directory / ZOO_TENSORS
         if not meta_path.is_file() or not tensors_path.is_file():
@@ -63,13 +67,29 @@ class ParamZoo:
         if meta.get("sha256", {}).get(ZOO_TENSORS) != digest:
             raise ZooError(f"{tensors_path} does not match the checksum recorded in {meta_path}: the file is corrupted "
                            "or was changed; re-run stage=collect into a new paths.output_dir")
-        tensors = atomic.read_safetensors(tensors_path)
         spec = ParamSpec.from_json(meta["spec"])
-        vectors, accuracy = tensors["params"], tensors["accuracy"]
+        if mapped:
+            vectors = map_safetensor(tensors_path, "params")
+            accuracy = torch.from_numpy(np.array(map_safetensor(tensors_path, "accuracy")))
+        else:
+            tensors = atomic.read_safetensors(tensors_path)
+            vectors, accuracy = tensors["params"], tensors["accuracy"]
         if tuple(vectors.shape) != (meta["k"], spec.dim) or accuracy.shape[0] != meta["k"]:
             raise ZooError(f"{tensors_path}: params {tuple(vectors.shape)} and accuracy {tuple(accuracy.shape)} "
                            f"do not match k={meta['k']}, dim={spec.dim} in {meta_path}")
         return cls(vectors, accuracy, spec, meta)
+
+
+def map_safetensor(path: Path, name: str) -> np.memmap:
+    """A read-only memory map of one float tensor inside a safetensors file (no copy, no pickle)."""
+    with open(path, "rb") as handle:
+        header_size = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(header_size))
+    if name not in header or header[name]["dtype"] not in MAPPABLE_DTYPES:
+        raise ZooError(f"{path} has no tensor {name!r} of dtype {sorted(MAPPABLE_DTYPES)}")
+    begin, _ = header[name]["data_offsets"]
+    return np.memmap(path, dtype=MAPPABLE_DTYPES[header[name]["dtype"]], mode="r", offset=8 + header_size + begin,
+                     shape=tuple(header[name]["shape"]))
 
 
 def save_base_weights(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:

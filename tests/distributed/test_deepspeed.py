@@ -172,3 +172,20 @@ def test_resuming_with_another_number_of_ranks_names_both_layouts(zoo_run, tmp_p
     assert result.returncode != 0
     assert "'world_size': 4" in result.stderr and "'world_size': 1" in result.stderr
     assert sorted(p.name for p in checkpoint.iterdir()) == ["trainer.json"]
+
+
+def test_token_design_on_two_zero3_ranks_follows_one_plain_process(zoo_run, tmp_path):
+    """ae=token: each rank reads only its rows of the memory-mapped zoo; ZeRO-3 partitions both networks."""
+    token = ["ae=token", "ae.token_size=16", "diffusion.window=4", "diffusion.optim.batch_size=16"]
+    plain = copy_zoo(zoo_run, tmp_path / "plain")
+    ok(run_sweep(["stage=train", *TRAIN, *token, f"paths.output_dir={plain}"]))
+    zero3 = copy_zoo(zoo_run, tmp_path / "zero3")
+    ok(torchrun(["stage=train", "trainer=deepspeed", "trainer.zero_stage=3", *TRAIN, *token,
+                 f"paths.output_dir={zero3}"]))
+    single, ranks = losses(plain), losses(zero3)
+    assert single.keys() == ranks.keys() and len(single) == 10 + 5
+    for key, value in single.items():
+        assert ranks[key] == pytest.approx(value, rel=1e-4), key
+    assert max_weight_diff(plain, zero3) < 1e-4
+    meta = json.loads((zero3 / "generator" / "generator.json").read_text())
+    assert (meta["design"], meta["ranks"], meta["tokens"], meta["windows"]) == ("token", 2, 8, 2)

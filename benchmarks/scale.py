@@ -1,0 +1,205 @@
+"""Training cost against vector size: pdiff's token design vs the original-style conv autoencoder.
+
+    python benchmarks/scale.py --out FILE.json [--dims 1e4 1e5 1e6 1e7] [--steps 10] [--timeout 600]
+
+For each D a synthetic zoo (K=16, tensors of at most 2^20 values, like a network's layers) is written as a
+real zoo on disk. Each (design, D) then runs in its own process, through pdiff's own code:
+- token (`ae=token`): per-tensor normaliser from the memory-mapped zoo, `--steps` steps of the token
+  autoencoder, the latents of every token, `--steps` steps of the window denoiser;
+- pdiff_v1 (`ae=pdiff_v1`, p-diff's conv autoencoder): the zoo in memory, as the original holds it,
+  per-tensor normaliser, `--steps` autoencoder steps on a batch of all 16 vectors.
+s_per_step is the autoencoder's steady-state step time (the first step is not counted). Peak RSS is the
+process's high-water mark; bytes_per_param is (peak - RSS after imports) / D. With ae=token the denoiser
+takes 32 windows (2,048 token latents) per step, as docs/large_models.md advises. A process above
+--rss-limit-gb is stopped and recorded as "oom", one over --timeout as "timeout".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from table_output import emit
+
+from pdiff.config import Normalization, register_configs
+from pdiff.generator import build_diffusion
+from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.params import ParamEntry, ParamNormalizer, ParamSpec
+from pdiff.token_generator import (
+    WindowPlaces,
+    WindowRows,
+    build_token_autoencoder,
+    build_window_denoiser,
+    encode_token_latents,
+    token_reconstruction_loss,
+    window_diffusion_loss,
+)
+from pdiff.tokens import TokenLayout, ZooTokens
+from pdiff.train import fit
+from pdiff.zoo import ParamZoo
+
+REPO = Path(__file__).resolve().parents[1]
+DESIGNS = ("token", "pdiff_v1")
+K = 16
+MAX_TENSOR = 2**20
+GIB = 2**30
+TOKEN_OVERRIDES = ["diffusion.optim.batch_size=32"]
+
+
+def peak_rss() -> int:
+    """This process's resident high-water mark in bytes (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def write_synthetic_zoo(directory: Path, dim: int, seed: int = 0) -> None:
+    """K vectors near a common centre (a zoo's shape), cut into tensors of at most MAX_TENSOR values."""
+    sizes = [MAX_TENSOR] * (dim // MAX_TENSOR) + ([dim % MAX_TENSOR] if dim % MAX_TENSOR else [])
+    offsets = [sum(sizes[:index]) for index in range(len(sizes))]
+    spec = ParamSpec(tuple(ParamEntry(f"layer{index}.weight", (size,), offset)
+                           for index, (size, offset) in enumerate(zip(sizes, offsets))))
+    generator = torch.Generator().manual_seed(seed)
+    centre = torch.randn(dim, generator=generator) * 0.05
+    vectors = centre + 0.01 * torch.randn(K, dim, generator=generator)
+    ParamZoo(vectors, torch.full((K,), 50.0, dtype=torch.float64), spec, {"synthetic": True}).save(directory)
+
+
+def _timed_fit(model, loss, data, optim, trainer, name: str, directory: Path) -> tuple[float, float]:
+    """Seconds for the first step and per later step, through pdiff.train.fit."""
+    class StepClock:
+        def __init__(self):
+            self.times: list[float] = []
+
+        def log(self, metrics: dict) -> None:
+            self.times.append(time.perf_counter())
+
+    clock = StepClock()
+    cfg = OmegaConf.merge(optim, {"log_every": 1, "save_every": 10**9, "warmup_steps": 1})
+    started = time.perf_counter()
+    fit(model, loss, data, cfg, trainer, name=name, seed=0, checkpoint_dir=directory / f"{name}_checkpoint",
+        tracker=clock)
+    first = clock.times[0] - started
+    rest = (clock.times[-1] - clock.times[0]) / max(len(clock.times) - 1, 1)
+    return first, rest
+
+
+def worker(design: str, zoo_dir: Path, steps: int) -> dict:
+    """One (design, D) measurement in this process; returns the row."""
+    baseline = peak_rss()
+    register_configs()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
+        cfg = compose(config_name="config", overrides=[f"ae={design}", "paths.output_dir=unused",
+                                                        *TOKEN_OVERRIDES * (design == "token")])
+    optim = dict(cfg.ae.optim, steps=steps)
+    scratch = Path(tempfile.mkdtemp(prefix="pdiff-scale-"))
+    row: dict = {}
+    if design == "token":
+        zoo = ParamZoo.load(zoo_dir, mapped=True)
+        normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(cfg.ae.normalization))
+        layout = TokenLayout(zoo.spec, cfg.ae.token_size)
+        autoencoder = build_token_autoencoder(cfg.ae, layout.num_tensors)
+        first, per_step = _timed_fit(autoencoder, token_reconstruction_loss, ZooTokens(zoo.vectors, layout, normalizer),
+                                     optim, cfg.trainer, "ae", scratch)
+        started = time.perf_counter()
+        latents, _, _ = encode_token_latents(zoo.vectors, normalizer, layout, autoencoder.eval())
+        row["encode_s"] = round(time.perf_counter() - started, 2)
+        places = WindowPlaces(layout, cfg.diffusion.window)
+        denoiser = build_window_denoiser(cfg.diffusion, latents.shape[-1], layout.num_tensors)
+        _, row["diffusion_s_per_step"] = _timed_fit(
+            denoiser, window_diffusion_loss(build_diffusion(cfg.diffusion)), WindowRows(places.split(latents), places),
+            dict(cfg.diffusion.optim, steps=steps), cfg.trainer, "diffusion", scratch)
+        row["tokens"] = layout.count
+        row["generator_params"] = sum(p.numel() for p in [*autoencoder.parameters(), *denoiser.parameters()])
+    else:
+        zoo = ParamZoo.load(zoo_dir)
+        normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(cfg.ae.normalization))
+        autoencoder = build_autoencoder(cfg.ae, zoo.spec.dim)
+        first, per_step = _timed_fit(autoencoder, reconstruction_loss, normalizer.normalize(zoo.vectors), optim,
+                                     cfg.trainer, "ae", scratch)
+        row["generator_params"] = sum(p.numel() for p in autoencoder.parameters())
+    peak = peak_rss()
+    return {"first_step_s": round(first, 3), "s_per_step": round(per_step, 4), "peak_rss_gb": round(peak / GIB, 3),
+            "bytes_per_param": round((peak - baseline) / zoo.spec.dim, 1), **row}
+
+
+def measure(design: str, zoo_dir: Path, dim: int, steps: int, timeout: float, rss_limit: float) -> dict:
+    """Run the worker in a child process, watching its memory and time."""
+    row = {"design": design, "D": dim}
+    command = [sys.executable, __file__, "--worker", design, "--zoo", str(zoo_dir), "--steps", str(steps)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, started, peak, status = psutil.Process(child.pid), time.perf_counter(), 0, None
+    while child.poll() is None:
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if peak > rss_limit * GIB:
+            status = "oom"
+        elif time.perf_counter() - started > timeout:
+            status = "timeout"
+        if status:
+            child.kill()
+            child.wait()
+            return {**row, "s_per_step": None, "peak_rss_gb": round(peak / GIB, 3), "status": status}
+        time.sleep(0.05)
+    out, err = child.communicate()
+    if child.returncode != 0:
+        killed = child.returncode in (-9, 137) or "out of memory" in err.lower() or "MemoryError" in err
+        return {**row, "s_per_step": None, "peak_rss_gb": round(peak / GIB, 3), "status": "oom" if killed else "error",
+                "error": err.strip().splitlines()[-1] if err.strip() else f"exit {child.returncode}"}
+    return {**row, **json.loads(out.strip().splitlines()[-1]), "status": "ok"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--dims", type=float, nargs="+", default=[1e4, 1e5, 1e6, 1e7])
+    parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per (design, D)")
+    parser.add_argument("--rss-limit-gb", type=float, default=20.0, help="stop a run above this resident memory")
+    parser.add_argument("--worker", choices=DESIGNS, help=argparse.SUPPRESS)
+    parser.add_argument("--zoo", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.zoo, args.steps)))
+        return
+    if args.out is None:
+        parser.error("--out FILE.json is required")
+    if args.steps < 2:
+        parser.error(f"--steps {args.steps}: need at least 2 (the first step is not timed)")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pdiff-scale-zoo-") as scratch:
+        for dim in (int(d) for d in args.dims):
+            zoo_dir = Path(scratch) / f"zoo_{dim}"
+            write_synthetic_zoo(zoo_dir, dim)
+            for design in args.designs:
+                rows.append(measure(design, zoo_dir, dim, args.steps, args.timeout, args.rss_limit_gb))
+                print(json.dumps(rows[-1]), flush=True)
+            for path in zoo_dir.iterdir():
+                path.unlink()
+    columns = ["design", "D", "status", "s_per_step", "peak_rss_gb", "bytes_per_param"]
+    emit(f"training cost vs D (K={K}, {args.steps} steps, {torch.get_num_threads()} threads)", columns,
+         [[row.get(column, "-") if row.get(column) is not None else "-" for column in columns] for row in rows],
+         rows, args.out)
+    token = {row["D"]: row for row in rows if row["design"] == "token" and row["status"] == "ok"}
+    flat = [token[d]["bytes_per_param"] for d in sorted(token) if d >= 10**5]
+    ratio = f"{max(flat) / min(flat):.2f}x" if len(flat) > 1 and min(flat) > 0 else "n/a"
+    largest = max(token, default=None)
+    print(f"scale: token design trains up to D={largest:,} ({len(token)} sizes ok); "
+          f"bytes/param spread from 1e5 up: {ratio}" if largest else "scale: the token design trained no size")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Parameter tokens, the memory-mapped zoo, and the token networks."""
+
+from __future__ import annotations
+
+import torch
+
+from pdiff.config import Normalization
+from pdiff.nets.token_nets import TokenAutoencoder, WindowDenoiser
+from pdiff.noise import BatchNoise
+from pdiff.params import ParamEntry, ParamNormalizer, ParamSpec
+from pdiff.token_generator import WindowPlaces, WindowRows
+from pdiff.tokens import TokenLayout, ZooTokens
+from pdiff.zoo import ParamZoo
+
+SPEC = ParamSpec((ParamEntry("conv.weight", (3, 50), 0), ParamEntry("bn.bias", (7,), 150),
+                  ParamEntry("fc.weight", (130,), 157)))
+
+
+def saved_zoo(tmp_path, k: int = 5) -> ParamZoo:
+    zoo = ParamZoo(torch.randn(k, SPEC.dim), torch.rand(k, dtype=torch.float64) * 100, SPEC, {})
+    zoo.save(tmp_path)
+    return zoo
+
+
+def test_tokens_never_span_two_tensors_and_pad_with_zeros():
+    layout = TokenLayout(SPEC, 64)
+    assert layout.tensor_ids.tolist() == [0, 0, 0, 1, 2, 2, 2]
+    assert layout.positions.tolist() == [0, 1, 2, 0, 0, 1, 2]
+    assert layout.lengths.tolist() == [64, 64, 22, 7, 64, 64, 2]
+    vectors = torch.randn(2, SPEC.dim)
+    batch = layout.gather(vectors, torch.tensor([1]), torch.tensor([2]))
+    assert torch.equal(batch.values[0, :22], vectors[1, 128:150])
+    assert torch.equal(batch.values[0, 22:], torch.zeros(42))
+
+
+def test_scatter_inverts_gather_for_every_model():
+    layout = TokenLayout(SPEC, 16)
+    vectors = torch.randn(3, SPEC.dim)
+    tokens = torch.arange(layout.count)
+    for model in range(3):
+        out = torch.full((SPEC.dim,), float("nan"))
+        layout.scatter(layout.gather(vectors, torch.full_like(tokens, model), tokens).values, tokens, out)
+        assert torch.equal(out, vectors[model])
+
+
+def test_memory_mapped_zoo_reads_the_same_values_as_the_loaded_one(tmp_path):
+    zoo = saved_zoo(tmp_path)
+    mapped = ParamZoo.load(tmp_path, mapped=True)
+    assert not isinstance(mapped.vectors, torch.Tensor) and mapped.vectors.shape == (5, SPEC.dim)
+    assert torch.equal(mapped.accuracy, zoo.accuracy)
+    for mode in Normalization:
+        assert torch.equal(ParamNormalizer.fit(SPEC, mapped.vectors, mode).std, ParamNormalizer.fit(SPEC, zoo.vectors,
+                                                                                                    mode).std)
+    normalizer = ParamNormalizer.fit(SPEC, zoo.vectors, Normalization.per_tensor)
+    layout = TokenLayout(SPEC, 32)
+    rows = torch.tensor([0, 7, len(ZooTokens(zoo.vectors, layout, normalizer)) - 1])
+    from_map = ZooTokens(mapped.vectors, layout, normalizer).take(rows, torch.float32)
+    from_memory = ZooTokens(zoo.vectors, layout, normalizer).take(rows, torch.float32)
+    assert torch.equal(from_map.values, from_memory.values)
+    assert from_map.tensor_ids.tolist() == [0, 2, 2] and from_map.positions.tolist() == [0, 1, 4]
+    # normalised per tensor, padding stays exactly zero
+    expected = (zoo.vectors[0, :32] - normalizer.mean[0]) / normalizer.std[0]
+    assert torch.allclose(from_map.values[0], expected)
+    assert torch.equal(from_map.values[2, 2:], torch.zeros(30))
+
+
+def test_windows_pad_the_last_window_and_mark_its_slots():
+    layout = TokenLayout(SPEC, 64)  # 7 tokens
+    places = WindowPlaces(layout, 3)
+    assert places.count == 3
+    assert places.tensor_ids.tolist() == [[0, 0, 0], [1, 2, 2], [2, 3, 3]]  # 3 = padding
+    latents = torch.randn(2, 7, 4)
+    windows = places.split(latents)
+    assert windows.shape == (6, 3, 4)
+    assert torch.equal(windows[5, 0], latents[1, 6]) and torch.equal(windows[5, 1:], torch.zeros(2, 4))
+    batch = WindowRows(windows, places).take(torch.tensor([5, 1]), torch.float32)
+    assert batch.tensor_ids.tolist() == [[2, 3, 3], [1, 2, 2]]
+
+
+def test_token_networks_have_no_weight_that_grows_with_the_vector():
+    def size(module):
+        return sum(p.numel() for p in module.parameters())
+    small = TokenLayout(SPEC, 64)
+    large = TokenLayout(ParamSpec((ParamEntry("w", (3_000_000,), 0), ParamEntry("b", (5,), 3_000_000),
+                                   ParamEntry("c", (9,), 3_000_005))), 64)
+    assert small.num_tensors == large.num_tensors == 3
+    assert size(TokenAutoencoder(64, small.num_tensors, 8, [32], 16, 0, 0)) == size(
+        TokenAutoencoder(64, large.num_tensors, 8, [32], 16, 0, 0))
+    assert large.positions.max() == 3_000_000 // 64 - 1  # positions are a sinusoidal code, not a table
+
+
+def test_token_autoencoder_adds_noise_only_when_training_and_denoiser_starts_at_zero():
+    torch.manual_seed(0)
+    ae = TokenAutoencoder(16, 3, 4, [32], 8, input_noise=0.01, latent_noise=0.1)
+    values, ids, positions = torch.randn(6, 16), torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
+    assert torch.equal(ae(values, ids, positions), ae(values, ids, positions))
+    noisy = ae(values, ids, positions, BatchNoise.whole(0, 0, 6))
+    assert noisy.shape == (6, 16) and not torch.equal(noisy, ae(values, ids, positions))
+    denoiser = WindowDenoiser(4, 3, 32, 1, 4, 16)
+    eps = denoiser(torch.randn(2, 5, 4), torch.tensor([3, 900]), torch.zeros(2, 5, dtype=torch.long),
+                   torch.arange(5).repeat(2, 1))
+    assert eps.shape == (2, 5, 4) and torch.equal(eps, torch.zeros_like(eps))
