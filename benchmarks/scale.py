@@ -9,8 +9,10 @@ real zoo on disk. Each (design, D) then runs in its own process, through pdiff's
 - pdiff_v1 (`ae=pdiff_v1`, p-diff's conv autoencoder): the zoo in memory, as the original holds it,
   per-tensor normaliser, `--steps` autoencoder steps on a batch of all 16 vectors.
 s_per_step is the autoencoder's steady-state step time (the first step is not counted). Peak RSS is the
-process's high-water mark; bytes_per_param is (peak - RSS after imports) / D. With ae=token the denoiser
-takes 32 windows (2,048 token latents) per step, as docs/large_models.md advises. A process above
+process's high-water mark; bytes_per_param is (peak - RSS after imports) / D, and
+marginal_bytes_per_param the extra peak per extra parameter from the previous size (what grows with D).
+With ae=token the denoiser takes 32 windows (2,048 token latents) per step, as docs/large_models.md
+advises. A process above
 --rss-limit-gb is stopped and recorded as "oom", one over --timeout as "timeout".
 """
 
@@ -52,6 +54,7 @@ DESIGNS = ("token", "pdiff_v1")
 K = 16
 MAX_TENSOR = 2**20
 GIB = 2**30
+OOM_SIGNS = ("can't allocate memory", "out of memory", "MemoryError")
 TOKEN_OVERRIDES = ["diffusion.optim.batch_size=32"]
 
 
@@ -155,7 +158,7 @@ def measure(design: str, zoo_dir: Path, dim: int, steps: int, timeout: float, rs
         time.sleep(0.05)
     out, err = child.communicate()
     if child.returncode != 0:
-        killed = child.returncode in (-9, 137) or "out of memory" in err.lower() or "MemoryError" in err
+        killed = child.returncode in (-9, 137) or any(sign in err for sign in OOM_SIGNS)
         return {**row, "s_per_step": None, "peak_rss_gb": round(peak / GIB, 3), "status": "oom" if killed else "error",
                 "error": err.strip().splitlines()[-1] if err.strip() else f"exit {child.returncode}"}
     return {**row, **json.loads(out.strip().splitlines()[-1]), "status": "ok"}
@@ -189,16 +192,25 @@ def main() -> None:
                 print(json.dumps(rows[-1]), flush=True)
             for path in zoo_dir.iterdir():
                 path.unlink()
-    columns = ["design", "D", "status", "s_per_step", "peak_rss_gb", "bytes_per_param"]
+    add_marginal_cost(rows)
+    columns = ["design", "D", "status", "s_per_step", "peak_rss_gb", "bytes_per_param", "marginal_bytes_per_param"]
     emit(f"training cost vs D (K={K}, {args.steps} steps, {torch.get_num_threads()} threads)", columns,
          [[row.get(column, "-") if row.get(column) is not None else "-" for column in columns] for row in rows],
          rows, args.out)
-    token = {row["D"]: row for row in rows if row["design"] == "token" and row["status"] == "ok"}
-    flat = [token[d]["bytes_per_param"] for d in sorted(token) if d >= 10**5]
-    ratio = f"{max(flat) / min(flat):.2f}x" if len(flat) > 1 and min(flat) > 0 else "n/a"
-    largest = max(token, default=None)
-    print(f"scale: token design trains up to D={largest:,} ({len(token)} sizes ok); "
-          f"bytes/param spread from 1e5 up: {ratio}" if largest else "scale: the token design trained no size")
+    token = [row for row in rows if row["design"] == "token" and row["status"] == "ok"]
+    marginal = [row["marginal_bytes_per_param"] for row in token if row.get("marginal_bytes_per_param")]
+    spread = f"{max(marginal) / min(marginal):.2f}x" if len(marginal) > 1 and min(marginal) > 0 else "n/a"
+    print(f"scale: token design trains up to D={token[-1]['D']:,} ({len(token)} sizes ok); marginal bytes per "
+          f"parameter spread {spread}" if token else "scale: the token design trained no size")
+
+
+def add_marginal_cost(rows: list[dict]) -> None:
+    """Per design, the extra peak memory per extra parameter from the previous successful size."""
+    for design in DESIGNS:
+        done = [row for row in rows if row["design"] == design and row["status"] == "ok"]
+        for previous, row in zip(done, done[1:]):
+            extra = (row["peak_rss_gb"] - previous["peak_rss_gb"]) * GIB
+            row["marginal_bytes_per_param"] = round(extra / (row["D"] - previous["D"]), 1)
 
 
 if __name__ == "__main__":

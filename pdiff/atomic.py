@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -56,6 +58,57 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as handle:
         return handle.metadata() or {}
+
+
+MAPPABLE_DTYPES = {"F32": np.float32, "F64": np.float64}
+STREAM_BYTES = 64 * 2**20
+
+
+def _safetensors_header(path: Path) -> tuple[int, dict]:
+    with open(path, "rb") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        return size, json.loads(handle.read(size))
+
+
+def map_tensor(path: Path, name: str) -> np.memmap:
+    """A read-only memory map of one float tensor inside a safetensors file (no copy, no pickle)."""
+    size, header = _safetensors_header(path)
+    if name not in header or header[name]["dtype"] not in MAPPABLE_DTYPES:
+        raise ValueError(f"{path} has no tensor {name!r} of dtype {sorted(MAPPABLE_DTYPES)}")
+    begin, _ = header[name]["data_offsets"]
+    return np.memmap(path, dtype=MAPPABLE_DTYPES[header[name]["dtype"]], mode="r", offset=8 + size + begin,
+                     shape=tuple(header[name]["shape"]))
+
+
+def concat_safetensors(path: Path, sources: list[Path], names: list[str], metadata: dict[str, str]) -> None:
+    """Write `names`, each the row-wise concatenation of that tensor in every source, streamed through maps.
+
+    Rows of a C-ordered tensor are contiguous, so the result is written block by block and never held whole.
+    """
+    maps = {name: [map_tensor(source, name) for source in sources] for name in names}
+    header: dict[str, Any] = {"__metadata__": metadata}
+    offset = 0
+    for name, parts in maps.items():
+        if len({part.shape[1:] for part in parts}) != 1 or len({part.dtype for part in parts}) != 1:
+            raise ValueError(f"cannot concatenate {name!r}: shapes {[part.shape for part in parts]}")
+        nbytes = sum(part.nbytes for part in parts)
+        dtype = next(key for key, value in MAPPABLE_DTYPES.items() if value == parts[0].dtype)
+        header[name] = {"dtype": dtype, "shape": [sum(len(part) for part in parts), *parts[0].shape[1:]],
+                        "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(struct.pack("<Q", len(encoded)) + encoded)
+            for parts in maps.values():
+                for part in parts:
+                    rows = max(1, STREAM_BYTES // max(part[0].nbytes if len(part) else 1, 1))
+                    for first in range(0, len(part), rows):
+                        handle.write(np.ascontiguousarray(part[first:first + rows]).tobytes())
+
+    _write_atomic(path, write)
 
 
 def write_torch(path: Path, state: dict) -> None:

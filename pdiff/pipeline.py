@@ -206,13 +206,12 @@ def run_merge(run: Run) -> None:
     missing = [path.name for path in paths if not path.is_file()]
     if missing:
         raise ZooError(f"cannot merge the zoo in {directory}: shards {missing} are not collected yet")
-    shards = [atomic.read_safetensors(path) for path in paths]
     spec = ParamSpec.from_json(json.loads(atomic.read_safetensors_metadata(paths[0])["spec"]))
-    accuracy = torch.cat([shard["accuracy"] for shard in shards])
-    zoo = ParamZoo(torch.cat([shard["params"] for shard in shards]), accuracy, spec,
-                   {"task": cfg.task.name, "seed": cfg.seed, "shards": cfg.collect.shards,
-                    "shard_sizes": shard_sizes(cfg.task.param.k, cfg.collect.shards), "config": to_container(cfg)})
-    zoo.save(directory)
+    zoo = ParamZoo.merge(directory, paths, spec,
+                         {"task": cfg.task.name, "seed": cfg.seed, "shards": cfg.collect.shards,
+                          "shard_sizes": shard_sizes(cfg.task.param.k, cfg.collect.shards),
+                          "config": to_container(cfg)})
+    accuracy = zoo.accuracy
     log.info("collect: %d checkpoints of %d parameters, accuracy %.2f-%.2f%%", zoo.k, spec.dim,
              float(accuracy.min()), float(accuracy.max()))
 

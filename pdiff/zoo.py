@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,6 @@ ZOO_TENSORS = "zoo.safetensors"
 ZOO_META = "zoo.json"
 BASE_WEIGHTS = "base_model.safetensors"
 FORMAT_VERSION = 1
-MAPPABLE_DTYPES = {"F32": np.float32, "F64": np.float64}
 
 
 class ZooError(RuntimeError):
@@ -48,6 +46,18 @@ class ParamZoo:
         atomic.write_json(directory / ZOO_META, meta)
 
     @classmethod
+    def merge(cls, directory: Path, shards: list[Path], spec: ParamSpec, meta: dict) -> ParamZoo:
+        """Join collected shards row-wise into the zoo, streamed: the K x D matrix is never in memory at once."""
+        directory = Path(directory)
+        tensors_path = directory / ZOO_TENSORS
+        atomic.concat_safetensors(tensors_path, shards, ["params", "accuracy"], {})
+        accuracy = torch.from_numpy(np.array(atomic.map_tensor(tensors_path, "accuracy")))
+        meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
+                    accuracy=[round(float(a), 4) for a in accuracy], sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
+        atomic.write_json(directory / ZOO_META, meta)
+        return cls.load(directory, mapped=True)
+
+    @classmethod
     def exists(cls, directory: Path) -> bool:
         return (Path(directory) / ZOO_META).is_file()
 
@@ -69,8 +79,8 @@ class ParamZoo:
                            "or was changed; re-run stage=collect into a new paths.output_dir")
         spec = ParamSpec.from_json(meta["spec"])
         if mapped:
-            vectors = map_safetensor(tensors_path, "params")
-            accuracy = torch.from_numpy(np.array(map_safetensor(tensors_path, "accuracy")))
+            vectors = atomic.map_tensor(tensors_path, "params")
+            accuracy = torch.from_numpy(np.array(atomic.map_tensor(tensors_path, "accuracy")))
         else:
             tensors = atomic.read_safetensors(tensors_path)
             vectors, accuracy = tensors["params"], tensors["accuracy"]
@@ -78,18 +88,6 @@ class ParamZoo:
             raise ZooError(f"{tensors_path}: params {tuple(vectors.shape)} and accuracy {tuple(accuracy.shape)} "
                            f"do not match k={meta['k']}, dim={spec.dim} in {meta_path}")
         return cls(vectors, accuracy, spec, meta)
-
-
-def map_safetensor(path: Path, name: str) -> np.memmap:
-    """A read-only memory map of one float tensor inside a safetensors file (no copy, no pickle)."""
-    with open(path, "rb") as handle:
-        header_size = struct.unpack("<Q", handle.read(8))[0]
-        header = json.loads(handle.read(header_size))
-    if name not in header or header[name]["dtype"] not in MAPPABLE_DTYPES:
-        raise ZooError(f"{path} has no tensor {name!r} of dtype {sorted(MAPPABLE_DTYPES)}")
-    begin, _ = header[name]["data_offsets"]
-    return np.memmap(path, dtype=MAPPABLE_DTYPES[header[name]["dtype"]], mode="r", offset=8 + header_size + begin,
-                     shape=tuple(header[name]["shape"]))
 
 
 def save_base_weights(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:
