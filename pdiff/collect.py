@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdiff import atomic
+from pdiff.config import ConfigError
 from pdiff.data import Dataset, augment_batch, batch_indices
 from pdiff.evaluate import accuracy, run_in_batches
 from pdiff.params import ParamSpec, read_vector, split_network
@@ -33,6 +34,10 @@ def _batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: i
     if augment:
         xb = augment_batch(xb, torch.Generator().manual_seed(seed * 7_919 + step))
     return xb, y[idx]
+
+
+class TrainingDiverged(ConfigError):
+    """SGD produced non-finite values: the learning rate named in the message is too large."""
 
 
 def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: int, state_path: Path) -> float:
@@ -58,6 +63,9 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: i
                                                            seed, augment))
                 schedule.step()
                 step += 1
+            if not math.isfinite(loss):
+                raise TrainingDiverged(f"base training diverged in epoch {step // steps_per_epoch} (loss {loss}); "
+                                       f"lower task.base.lr={base_cfg.lr}")
             atomic.write_torch(state_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                             "schedule": schedule.state_dict(), "step": step})
             bar.advance(status=f"loss {loss:.4f}")
@@ -99,7 +107,12 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
             for step in range(start, start + steps_per_checkpoint):
                 _sgd_step(trained, optimizer, *_batch(train_x, data.y_train, step, collect_cfg.batch_size, seed,
                                                       augment))
-            vectors.append(read_vector(model, spec).clone())
+            vector = read_vector(model, spec).clone()
+            if not vector.isfinite().all():
+                raise TrainingDiverged(
+                    f"collection diverged before checkpoint {len(vectors) + 1}/{k}: the parameters became non-finite; "
+                    f"lower task.collect.lr={collect_cfg.lr} (checkpoints so far stay in {state_path.name})")
+            vectors.append(vector)
             accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
             if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
                 atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),

@@ -1,6 +1,9 @@
+import pytest
 import torch
+from omegaconf import OmegaConf
 
-from pdiff.collect import collect_checkpoints
+from pdiff import atomic
+from pdiff.collect import TrainingDiverged, collect_checkpoints, train_base
 from pdiff.data import load_dataset
 from pdiff.params import read_vector, select_parameters
 from pdiff.tasknets import digits_cnn
@@ -37,3 +40,18 @@ def test_interrupted_collection_resumes_to_the_same_checkpoints(tmp_path):
     model.load_state_dict(start)  # a fresh process: only the files on disk remain
     resumed, resumed_acc = collect_checkpoints(model, spec, data, cfg.task.collect, 10, False, 1, tmp_path / "b.pt")
     assert torch.equal(resumed, full) and torch.equal(resumed_acc, full_acc)
+
+
+def test_diverging_collection_stops_naming_the_learning_rate_and_keeps_what_was_saved(tmp_path):
+    cfg, data, model, spec = _setup(tmp_path)
+    collect_cfg = OmegaConf.merge(cfg.task.collect, {"lr": 1e12, "save_state_every": 1})
+    with pytest.raises(TrainingDiverged, match=r"lower task.collect.lr=1000000000000.0"):
+        collect_checkpoints(model, select_parameters(model, ["*"]), data, collect_cfg, 6, False, 1, tmp_path / "s.pt")
+    assert not (tmp_path / "s.pt").exists() or atomic.read_torch(tmp_path / "s.pt")["vectors"].isfinite().all()
+
+
+def test_diverging_base_training_stops_naming_the_learning_rate(tmp_path):
+    cfg, data, model, _ = _setup(tmp_path)
+    with pytest.raises(TrainingDiverged, match=r"lower task.base.lr=1000000000000.0"):
+        base_cfg = OmegaConf.merge(cfg.task.base, {"lr": 1e12, "epochs": 2})
+        train_base(model, data, base_cfg, False, 0, tmp_path / "base.pt")
