@@ -113,9 +113,7 @@ class TokenGenerator:
             for tokens in torch.arange(self.layout.count).split(ENCODE_CHUNK):
                 values = self.autoencoder.decode(model_latents[tokens] * self.latent_scale,
                                                  self.layout.tensor_ids[tokens], self.layout.positions[tokens])
-                columns, valid = self.layout.columns(tokens)
-                values = values * self.normalizer.std[columns] + self.normalizer.mean[columns]
-                out[model, columns[valid]] = values[valid]
+                self.layout.scatter(values, tokens, out[model], self.normalizer)
         return out
 
     @torch.no_grad()

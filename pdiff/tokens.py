@@ -69,9 +69,12 @@ class TokenLayout:
             values = (values - normalizer.mean[columns]) / normalizer.std[columns]
         return TokenBatch(values * valid, self.tensor_ids[tokens], self.positions[tokens])
 
-    def scatter(self, values: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor) -> None:
-        """Write token values [B, S] (for token indices [B]) into the flat vector `out` [D], padding dropped."""
+    def scatter(self, values: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor,
+                normalizer: ParamNormalizer | None = None) -> None:
+        """Write token values [B, S] (token indices [B]) into the flat vector `out` [D], denormalised; no padding."""
         columns, valid = self.columns(tokens)
+        if normalizer is not None:
+            values = values * normalizer.std[columns] + normalizer.mean[columns]
         out[columns[valid]] = values[valid].to(out.dtype)
 
 

@@ -100,3 +100,14 @@ def test_token_autoencoder_adds_noise_only_when_training_and_denoiser_starts_at_
     eps = denoiser(torch.randn(2, 5, 4), torch.tensor([3, 900]), torch.zeros(2, 5, dtype=torch.long),
                    torch.arange(5).repeat(2, 1))
     assert eps.shape == (2, 5, 4) and torch.equal(eps, torch.zeros_like(eps))
+
+
+def test_scatter_undoes_the_normalisation_that_gather_applied():
+    layout = TokenLayout(SPEC, 16)
+    vectors = torch.randn(4, SPEC.dim) * 3 + 1
+    normalizer = ParamNormalizer.fit(SPEC, vectors, Normalization.per_coordinate)
+    tokens = torch.arange(layout.count)
+    out = torch.zeros(SPEC.dim)
+    layout.scatter(layout.gather(vectors, torch.full_like(tokens, 2), tokens, normalizer).values, tokens, out,
+                   normalizer)
+    assert torch.allclose(out, vectors[2], atol=1e-5)
