@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -100,16 +101,18 @@ def _check_layout(directory: Path, layout: dict) -> None:
                               "to restart this training from step 0")
 
 
-class Engine:
+class Engine(ABC):
     """What both engines share: the full state dict built from their own local_parameters/consolidate."""
 
     module: nn.Module
 
+    @abstractmethod
     def local_parameters(self) -> list[torch.Tensor]:
-        raise NotImplementedError
+        """This rank's parameter tensors (its partitions under ZeRO-3)."""
 
+    @abstractmethod
     def consolidate(self, local: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """Full fp32 weights by name from tensors shaped like local_parameters()."""
 
     def full_state_dict(self, local: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Full weights (fp32) and buffers on every rank, from `local` (like local_parameters()) or the model's own."""

@@ -91,11 +91,23 @@ def encode_latents(normalizer: ParamNormalizer, autoencoder: ParamAutoencoder, v
     return latents / scale, scale
 
 
+def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What AE_WEIGHTS holds: the autoencoder's and the normaliser's tensors under their own prefixes."""
+    state = {f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()}
+    state.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
+    return state
+
+
+def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoencoder: torch.nn.Module) -> None:
+    """Fill `normalizer` and `autoencoder` in place from DIR/AE_WEIGHTS."""
+    state = atomic.read_safetensors(directory / AE_WEIGHTS)
+    for prefix, module in (("normalizer.", normalizer), ("autoencoder.", autoencoder)):
+        module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+
+
 def save_generator(directory: Path, normalizer: ParamNormalizer, autoencoder: ParamAutoencoder,
                    denoiser: LatentDenoiser, ema_denoiser: LatentDenoiser, latent_scale: float, meta: dict) -> None:
-    ae_state = {f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()}
-    ae_state.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
-    atomic.write_safetensors(directory / AE_WEIGHTS, ae_state)
+    atomic.write_safetensors(directory / AE_WEIGHTS, autoencoder_file_state(normalizer, autoencoder))
     atomic.write_safetensors(directory / DENOISER_RAW_WEIGHTS, denoiser.state_dict())
     atomic.write_safetensors(directory / DENOISER_WEIGHTS, ema_denoiser.state_dict())
     atomic.write_json(directory / GENERATOR_META, dict(meta, latent_scale=latent_scale,
@@ -104,13 +116,8 @@ def save_generator(directory: Path, normalizer: ParamNormalizer, autoencoder: Pa
 
 def load_generator(directory: Path, ae_cfg, diffusion_cfg, dim: int) -> ParamGenerator:
     meta = json.loads((directory / GENERATOR_META).read_text())
-    ae_state = atomic.read_safetensors(directory / AE_WEIGHTS)
-    normalizer = ParamNormalizer(dim)
-    normalizer.load_state_dict({k.removeprefix("normalizer."): v for k, v in ae_state.items()
-                                if k.startswith("normalizer.")})
-    autoencoder = build_autoencoder(ae_cfg, dim)
-    autoencoder.load_state_dict({k.removeprefix("autoencoder."): v for k, v in ae_state.items()
-                                 if k.startswith("autoencoder.")})
+    normalizer, autoencoder = ParamNormalizer(dim), build_autoencoder(ae_cfg, dim)
+    load_autoencoder_file(directory, normalizer, autoencoder)
     denoiser = build_denoiser(diffusion_cfg, autoencoder.latent_shape[0])
     denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
     return ParamGenerator(normalizer, autoencoder.eval(), denoiser.eval(), build_diffusion(diffusion_cfg),

@@ -21,7 +21,15 @@ import torch.nn.functional as F
 from pdiff import atomic
 from pdiff.config import Normalization, Sampler
 from pdiff.diffusion import GaussianDiffusion
-from pdiff.generator import AE_WEIGHTS, DENOISER_RAW_WEIGHTS, DENOISER_WEIGHTS, GENERATOR_META, build_diffusion
+from pdiff.generator import (
+    AE_WEIGHTS,
+    DENOISER_RAW_WEIGHTS,
+    DENOISER_WEIGHTS,
+    GENERATOR_META,
+    autoencoder_file_state,
+    build_diffusion,
+    load_autoencoder_file,
+)
 from pdiff.nets.token_nets import TokenAutoencoder, WindowDenoiser
 from pdiff.noise import BatchNoise
 from pdiff.params import ParamNormalizer, ParamSpec
@@ -206,9 +214,7 @@ def train_token_generator(vectors, spec: ParamSpec, ae_cfg, diffusion_cfg, train
     denoiser, ema_denoiser = train_window_denoiser(latents, places, layout.num_tensors, diffusion_cfg, trainer_cfg,
                                                    seed, directory, tracker)
     timer("train_diffusion")
-    ae_state = {f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()}
-    ae_state.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
-    weights = {AE_WEIGHTS: ae_state, DENOISER_RAW_WEIGHTS: denoiser.state_dict(),
+    weights = {AE_WEIGHTS: autoencoder_file_state(normalizer, autoencoder), DENOISER_RAW_WEIGHTS: denoiser.state_dict(),
                DENOISER_WEIGHTS: ema_denoiser.state_dict()}
     return weights, {"design": "token", "latent_scale": scale, "tokens": layout.count, "windows": places.count,
                      "recon_mse_normalized": recon_mse}
@@ -222,14 +228,9 @@ def save_token_generator(directory: Path, weights: dict, meta: dict) -> None:
 
 def load_token_generator(directory: Path, spec: ParamSpec, ae_cfg, diffusion_cfg) -> TokenGenerator:
     meta = json.loads((directory / GENERATOR_META).read_text())
-    ae_state = atomic.read_safetensors(directory / AE_WEIGHTS)
-    normalizer = ParamNormalizer(spec.dim)
-    normalizer.load_state_dict({k.removeprefix("normalizer."): v for k, v in ae_state.items()
-                                if k.startswith("normalizer.")})
     layout = TokenLayout(spec, ae_cfg.token_size)
-    autoencoder = build_token_autoencoder(ae_cfg, layout.num_tensors)
-    autoencoder.load_state_dict({k.removeprefix("autoencoder."): v for k, v in ae_state.items()
-                                 if k.startswith("autoencoder.")})
+    normalizer, autoencoder = ParamNormalizer(spec.dim), build_token_autoencoder(ae_cfg, layout.num_tensors)
+    load_autoencoder_file(directory, normalizer, autoencoder)
     denoiser = build_window_denoiser(diffusion_cfg, ae_cfg.latent_dim, layout.num_tensors)
     denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
     return TokenGenerator(normalizer, layout, autoencoder.eval(), denoiser.eval(), build_diffusion(diffusion_cfg),

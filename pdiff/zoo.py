@@ -55,7 +55,7 @@ class ParamZoo:
         meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
                     accuracy=[round(float(a), 4) for a in accuracy], sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
         atomic.write_json(directory / ZOO_META, meta)
-        return cls.load(directory, mapped=True)
+        return cls(atomic.map_tensor(tensors_path, "params"), accuracy, spec, meta)
 
     @classmethod
     def exists(cls, directory: Path) -> bool:
