@@ -40,7 +40,7 @@ def _queue_empty() -> None:
 
 def _collection_wall(root: Path, shards: int, k: int, overrides: list[str]) -> float:
     out = root / f"collect_{shards}"
-    args = [*overrides, f"task.param.k={k}", f"collect.shards={shards}", "threads=1", "cluster.cpus_per_task=1",
+    args = [*overrides, f"task.param.k={k}", f"task.collect.shards={shards}", "threads=1", "cluster.cpus_per_task=1",
             f"paths.output_dir={out}"]
     _queue_empty()
     _run("submit.py", args)

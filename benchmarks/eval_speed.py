@@ -50,10 +50,10 @@ def compare(model: torch.nn.Module, layers: list[str], x: torch.Tensor, y: torch
     naive = naive_predictions(model, spec, vectors, x)
     naive_s = time.perf_counter() - started
     started = time.perf_counter()
-    fast = ParameterEvaluator(model, spec, x, y).predictions(vectors)
+    fast = ParameterEvaluator(model, spec, x).predictions(vectors)
     pdiff_s = time.perf_counter() - started
     started = time.perf_counter()
-    vmapped = ParameterEvaluator(model, spec, x, y, batched=True).predictions(vectors)
+    vmapped = ParameterEvaluator(model, spec, x, batched=True).predictions(vectors)
     vmap_s = time.perf_counter() - started
     return {"params_per_model": spec.dim, "test_images": len(x), "models": n, "naive_s": round(naive_s, 3),
             "pdiff_s": round(pdiff_s, 3), "speedup": round(naive_s / pdiff_s, 2),
@@ -71,12 +71,12 @@ def main() -> None:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
         cfg = compose(config_name="config", overrides=["paths.output_dir=unused"])
     data = load_dataset(cfg.data)
-    cnn = digits_cnn(1, 10, cfg.task.net.width)
+    cnn = digits_cnn((1, 8, 8), 10, cfg.task.net.width)
     images = torch.randn(args.resnet_images, 3, 32, 32)
     results = {
         "bn_subset": compare(cnn, list(cfg.task.param.layers), data.x_test, data.y_test, args.models),
         "whole_model": compare(cnn, ["*"], data.x_test, data.y_test, args.models),
-        "resnet18_bn_subset": compare(resnet18_cifar(3, 100), ["layer4.1.bn1", "layer4.1.bn2"], images,
+        "resnet18_bn_subset": compare(resnet18_cifar((3, 32, 32), 100), ["layer4.1.bn1", "layer4.1.bn2"], images,
                                       torch.randint(0, 100, (len(images),)), args.models),
     }
     emit(f"evaluating {args.models} parameter sets, {torch.get_num_threads()} threads", ["case", *results["bn_subset"]],

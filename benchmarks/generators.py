@@ -19,8 +19,8 @@ from table_output import emit
 
 from pdiff.config import register_configs
 from pdiff.diffusion import GaussianDiffusion, linear_betas
-from pdiff.generator import build_denoiser
-from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.generators.latent import build_autoencoder, build_denoiser
+from pdiff.nets.autoencoder import reconstruction_loss
 from pdiff.noise import BatchNoise
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -56,7 +56,7 @@ def main() -> None:
             torch.manual_seed(0)
             autoencoder = build_autoencoder(cfg.ae, dim).train()
             zoo = torch.randn(args.k, dim)
-            denoiser = build_denoiser(cfg.diffusion, autoencoder.latent_shape[0])
+            denoiser = build_denoiser(cfg.denoiser, autoencoder.latent_shape[0])
             latents = torch.randn(args.k, *autoencoder.latent_shape)
             rows.append({
                 "ae": variant, "dim": dim, "latent_shape": list(autoencoder.latent_shape),

@@ -31,8 +31,8 @@ from pdiff import distributed
 from pdiff.config import register_configs
 from pdiff.diffusion import GaussianDiffusion, linear_betas
 from pdiff.engine import build_engine
-from pdiff.generator import build_denoiser
-from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.generators.latent import build_autoencoder, build_denoiser
+from pdiff.nets.autoencoder import reconstruction_loss
 from pdiff.noise import BatchNoise
 from pdiff.train import fit
 
@@ -57,9 +57,9 @@ def _cfg(trainer: str, zero_stage: int, steps: int, **ae) -> DictConfig:
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
         cfg = compose(config_name="config", overrides=[f"trainer={trainer}", "paths.output_dir=unused"])
-    optim = {"steps": steps, "batch_size": 200, "log_every": 50, "save_every": 10**9, "warmup_steps": 10}
-    return OmegaConf.merge(cfg, {"trainer": {"zero_stage": zero_stage}, "ae": {**ae, "optim": optim},
-                                 "diffusion": {"optim": optim}})
+    optim, cadence = {"steps": steps, "batch_size": 200, "warmup_steps": 10}, {"log_every": 50, "save_every": 10**9}
+    return OmegaConf.merge(cfg, {"trainer": {"zero_stage": zero_stage}, "ae": {**ae, "optim": optim, "cadence": cadence},
+                                 "diffusion": {"optim": optim, "cadence": cadence}})
 
 
 def throughput_worker(trainer: str, zero_stage: int, steps: int, out: Path) -> None:
@@ -72,12 +72,11 @@ def throughput_worker(trainer: str, zero_stage: int, steps: int, out: Path) -> N
         zoo = torch.randn(200, 128, generator=torch.Generator().manual_seed(0))
         latents = torch.randn(200, 4, 16, generator=torch.Generator().manual_seed(1))
         diffusion = GaussianDiffusion(linear_betas(cfg.diffusion.timesteps))
-        models = {"autoencoder": (build_autoencoder(cfg.ae, 128), reconstruction_loss, zoo, cfg.ae.optim),
-                  "denoiser": (build_denoiser(cfg.diffusion, 4), diffusion.training_losses, latents,
-                               cfg.diffusion.optim)}
-        for name, (model, loss, data, optim) in models.items():
+        models = {"autoencoder": (build_autoencoder(cfg.ae, 128), reconstruction_loss, zoo, cfg.ae),
+                  "denoiser": (build_denoiser(cfg.denoiser, 4), diffusion.training_losses, latents, cfg.diffusion)}
+        for name, (model, loss, data, node) in models.items():
             tracker = MetricsInMemory()
-            fit(model, loss, data, optim, cfg.trainer, name=name, seed=0, checkpoint_dir=Path(scratch) / name,
+            fit(model, loss, data, node.optim, node.cadence, cfg.trainer, name=name, seed=0, checkpoint_dir=Path(scratch) / name,
                 tracker=tracker)
             windows = [row[f"{name}/steps_per_s"] for row in tracker.rows][1:]  # the first window holds warm-up
             result[name] = {"steps_per_s": statistics.median(windows), "params": sum(p.numel() for p in

@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from pdiff.cluster import ChainFailed, submit_pipeline
-from pdiff.config import ConfigError, register_configs
+from pdiff.config import ConfigError, register_configs, whole_node_overrides
 from pdiff.zoo import ZooError
 
 register_configs()
@@ -29,4 +29,5 @@ if __name__ == "__main__":
     if "--wait" in sys.argv:
         sys.argv.remove("--wait")
         sys.argv.append("cluster.wait=true")
+    sys.argv = [sys.argv[0], *whole_node_overrides(sys.argv[1:])]  # task.net={...} replaces the network node
     main()

@@ -7,7 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from pdiff.config import ConfigError, register_configs
+from pdiff.config import ConfigError, register_configs, whole_node_overrides
 from pdiff.distributed import strip_launcher_args
 from pdiff.pipeline import run_pipeline
 from pdiff.zoo import ZooError
@@ -28,5 +28,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = strip_launcher_args(sys.argv)  # the deepspeed launcher adds --local_rank=N; Hydra would refuse it
+    args = strip_launcher_args(sys.argv)  # the deepspeed launcher adds --local_rank=N; Hydra would refuse it
+    sys.argv = [args[0], *whole_node_overrides(args[1:])]  # task.net={...} replaces the network node
     main()

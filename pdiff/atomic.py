@@ -70,13 +70,20 @@ def _safetensors_header(path: Path) -> tuple[int, dict]:
         return size, json.loads(handle.read(size))
 
 
-def map_tensor(path: Path, name: str) -> np.memmap:
-    """A read-only memory map of one float tensor inside a safetensors file (no copy, no pickle)."""
+def map_tensor(path: Path, name: str) -> torch.Tensor:
+    """One float tensor of a safetensors file as a memory map, read on demand (no copy, no pickle).
+
+    The map is copy-on-write: the file is never changed, whatever is done to the tensor.
+    """
+    return torch.from_numpy(_map_array(path, name, mode="c"))
+
+
+def _map_array(path: Path, name: str, mode: str = "r") -> np.memmap:
     size, header = _safetensors_header(path)
     if name not in header or header[name]["dtype"] not in MAPPABLE_DTYPES:
         raise ValueError(f"{path} has no tensor {name!r} of dtype {sorted(MAPPABLE_DTYPES)}")
     begin, _ = header[name]["data_offsets"]
-    return np.memmap(path, dtype=MAPPABLE_DTYPES[header[name]["dtype"]], mode="r", offset=8 + size + begin,
+    return np.memmap(path, dtype=MAPPABLE_DTYPES[header[name]["dtype"]], mode=mode, offset=8 + size + begin,
                      shape=tuple(header[name]["shape"]))
 
 
@@ -85,7 +92,7 @@ def concat_safetensors(path: Path, sources: list[Path], names: list[str], metada
 
     Rows of a C-ordered tensor are contiguous, so the result is written block by block and never held whole.
     """
-    maps = {name: [map_tensor(source, name) for source in sources] for name in names}
+    maps = {name: [_map_array(source, name) for source in sources] for name in names}
     header: dict[str, Any] = {"__metadata__": metadata}
     offset = 0
     for name, parts in maps.items():

@@ -22,7 +22,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pdiff.config import Config, ConfigError, Stage, to_container
-from pdiff.pipeline import pending_jobs, preflight, run_job, summary_line
+from pdiff.jobs import Job, pending_jobs, run_job
+from pdiff.pipeline import preflight
+from pdiff.report import summary_line
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 class StageJob(submitit.helpers.Checkpointable):
     """A pipeline job on a node. On SLURM's pre-timeout signal submitit requeues it with the same arguments."""
 
-    def __call__(self, config: dict, job: str, shard: int | None = None) -> str:
+    def __call__(self, config: dict, job: Job, shard: int | None = None) -> str:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), config)
         return run_job(cfg, job, shard)
 
@@ -110,27 +112,27 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     pending = pending_jobs(cfg)
     folder = output_dir / ".submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     config = to_container(cfg)
-    shards = [shard for job, shard in pending if job == "shard"]
+    shards = [shard for job, shard in pending if job is Job.shard]
     chunk = max_array_size(cfg.cluster)
     submitted: list[SubmittedJob] = []
     after: list[str] = []
-    if ("base", None) in pending:
-        base = _executor(cfg.cluster, folder, "base", after).submit(StageJob(), config, "base")
+    if (Job.base, None) in pending:
+        base = _executor(cfg.cluster, folder, "base", after).submit(StageJob(), config, Job.base)
         submitted.append(SubmittedJob("base", base))
         after = [str(base.job_id)]
     array_ids = []
     for start in range(0, len(shards), chunk):  # arrays above MaxArraySize are split
         part = shards[start:start + chunk]
         jobs = _executor(cfg.cluster, folder, "collect", after).map_array(
-            StageJob(), [config] * len(part), ["shard"] * len(part), part)
+            StageJob(), [config] * len(part), [Job.shard] * len(part), part)
         submitted += [SubmittedJob(f"collect shard {shard}", job) for shard, job in zip(part, jobs)]
         array_ids.append(_array_id(jobs[0]))
     after = array_ids or after
-    for name in ("train", "report"):
-        if (name, None) in pending:
-            tasks = cfg.cluster.tasks_per_node if name == "train" else 1  # DeepSpeed ranks for training only
-            handle = _executor(cfg.cluster, folder, name, after, tasks).submit(StageJob(), config, name)
-            submitted.append(SubmittedJob(name, handle))
+    for job in (Job.train, Job.report):
+        if (job, None) in pending:
+            tasks = cfg.cluster.tasks_per_node if job is Job.train else 1  # DeepSpeed ranks for training only
+            handle = _executor(cfg.cluster, folder, job.value, after, tasks).submit(StageJob(), config, job)
+            submitted.append(SubmittedJob(job.value, handle))
             after = [str(handle.job_id)]
     return submitted, folder
 
@@ -180,7 +182,7 @@ def submit_pipeline(cfg: DictConfig) -> int:
     started = time.perf_counter()
     follow(submitted)
     report = OmegaConf.to_container(OmegaConf.load(output_dir / "report.json"))
-    print(summary_line(cfg, output_dir, report, time.perf_counter() - started))
+    print(summary_line("all", output_dir, report, time.perf_counter() - started))
     return 0
 
 

@@ -16,6 +16,7 @@ from pdiff.data import Dataset, augment_batch, batch_indices
 from pdiff.evaluate import accuracy, run_in_batches
 from pdiff.params import ParamSpec, read_vector, split_network
 from pdiff.progress import stage_progress
+from pdiff.seeds import Purpose, generator_for
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ def _batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: i
     idx = batch_indices(step, len(x), batch_size, seed)
     xb = x[idx]
     if augment:
-        xb = augment_batch(xb, torch.Generator().manual_seed(seed * 7_919 + step))
+        xb = augment_batch(xb, generator_for(seed, Purpose.augment, step))
     return xb, y[idx]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -22,12 +23,6 @@ class Stage(Enum):
     all = "all"
 
 
-class NetName(Enum):
-    cnn = "cnn"
-    mlp = "mlp"
-    resnet18 = "resnet18"
-
-
 class DataName(Enum):
     digits = "digits"
     npz = "npz"
@@ -36,19 +31,12 @@ class DataName(Enum):
     cifar100 = "cifar100"
 
 
-class AEName(Enum):
-    pdiff_v1 = "pdiff_v1"
-    pdiff_v2 = "pdiff_v2"
-    mlp = "mlp"
-    token = "token"
-
-
 class Normalization(Enum):
     per_tensor = "per_tensor"
     per_coordinate = "per_coordinate"
 
 
-class Sampler(Enum):
+class SamplerName(Enum):
     ddpm = "ddpm"
     ddim = "ddim"
 
@@ -76,13 +64,6 @@ class WandbMode(Enum):
 
 
 @dataclass
-class NetConfig:
-    name: NetName = NetName.cnn
-    width: int = 32
-    hidden: list[int] = field(default_factory=lambda: [256, 256])
-
-
-@dataclass
 class ParamConfig:
     layers: list[str] = field(default_factory=lambda: ["bn3", "bn4"])
     k: int = 200
@@ -105,12 +86,14 @@ class CollectConfig:
     batch_size: int = 64
     steps_per_checkpoint: int = 0  # 0: one epoch per checkpoint, as in p-diff
     save_state_every: int = 10  # checkpoints between resume points
+    shards: int = 1  # independent collection runs from the base model (one SLURM array task each)
 
 
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    net: NetConfig = field(default_factory=NetConfig)
+    # {_target_: package.module.Class, **kwargs}: called with input_shape and num_classes added (pdiff.tasknets)
+    net: Any = field(default_factory=lambda: {"_target_": "pdiff.tasknets.digits_cnn"})
     param: ParamConfig = field(default_factory=ParamConfig)
     base: SGDConfig = field(default_factory=SGDConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -132,43 +115,112 @@ class OptimConfig:
     weight_decay: float = 2e-6
     batch_size: int = 200
     warmup_steps: int = 100
+
+
+@dataclass
+class CadenceConfig:
+    """How often a training loop logs and writes a resume point (steps)."""
+
     log_every: int = 50
     save_every: int = 500
 
 
 @dataclass
-class AEConfig:
-    name: AEName = AEName.mlp
+class GeneratorConfig:
+    design: str = "latent"  # a name in pdiff.generators.DESIGNS
+
+
+@dataclass
+class AutoencoderConfig:
+    """What every parameter autoencoder has: normalisation, p-diff's two noises, its optimisation."""
+
+    name: str = MISSING
     normalization: Normalization = Normalization.per_coordinate
     input_noise: float = 0.001
     latent_noise: float = 0.1
-    latent_dim: int = 64
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cadence: CadenceConfig = field(default_factory=CadenceConfig)
+
+
+@dataclass
+class MLPAutoencoderConfig(AutoencoderConfig):
+    name: str = "mlp"
     hidden: list[int] = field(default_factory=lambda: [512, 256])
-    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
+    latent_dim: int = 64  # values in the latent, seen as [latent_channels, latent_dim / latent_channels]
+    latent_channels: int = 4
+
+
+@dataclass
+class ConvV1AutoencoderConfig(AutoencoderConfig):
+    name: str = "pdiff_v1"
+    normalization: Normalization = Normalization.per_tensor
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
     latent_channels: int = 4
     stride: int = 2
+
+
+@dataclass
+class ConvV2AutoencoderConfig(AutoencoderConfig):
+    name: str = "pdiff_v2"
+    normalization: Normalization = Normalization.per_tensor
     fold: int = 64
+    channels: list[int] = field(default_factory=lambda: [128, 256])
+    latent_dim: int = 128
+
+
+@dataclass
+class TokenAutoencoderConfig(AutoencoderConfig):
+    name: str = "token"
+    normalization: Normalization = Normalization.per_tensor
     token_size: int = 64
+    token_latent_dim: int = 8  # latent values per token
     embed_dim: int = 64
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+
+
+@dataclass
+class ConvDenoiserConfig:
+    """p-diff's latent denoiser: 1-D conv encoder-decoder with additive skips."""
+
+    name: str = "conv1d"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    time_dim: int = 128
+
+
+@dataclass
+class WindowDenoiserConfig:
+    """The token design's denoiser: a pre-norm transformer over windows of token latents."""
+
+    name: str = "window"
+    window: int = 64  # token latents per window
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    time_dim: int = 128
 
 
 @dataclass
 class DiffusionConfig:
+    """The DDPM schedule, the EMA of the denoiser and how the denoiser is optimised."""
+
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 2e-2
-    channels: list[int] = field(default_factory=lambda: [64, 128, 256])
-    time_dim: int = 128
     ema_decay: float = 0.999
-    sampler: Sampler = Sampler.ddpm
-    ddim_steps: int = 60
-    ddim_eta: float = 0.0
-    window: int = 64
-    width: int = 128
-    depth: int = 2
-    heads: int = 4
     optim: OptimConfig = field(default_factory=OptimConfig)
+    cadence: CadenceConfig = field(default_factory=CadenceConfig)
+
+
+@dataclass
+class DDPMSamplerConfig:
+    name: SamplerName = SamplerName.ddpm  # ancestral sampling over all diffusion.timesteps
+
+
+@dataclass
+class DDIMSamplerConfig:
+    name: SamplerName = SamplerName.ddim
+    steps: int = 60
+    eta: float = 0.0
 
 
 @dataclass
@@ -183,11 +235,6 @@ class TrainerConfig:
     offload_optimizer: bool = False  # ZeRO-Offload: optimiser state in CPU memory
     offload_params: bool = False  # ZeRO-3 parameter offload to CPU memory
     keep_checkpoints: int = 1  # DeepSpeed checkpoints kept per model (older ones are deleted)
-
-
-@dataclass
-class CollectRunConfig:
-    shards: int = 1  # collection split into this many independent runs from the base (a SLURM array)
 
 
 @dataclass
@@ -238,10 +285,12 @@ class PathsConfig:
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    ae: AEConfig = field(default_factory=AEConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    ae: Any = MISSING  # one of the AutoencoderConfig schemas (config group ae)
+    denoiser: Any = MISSING  # ConvDenoiserConfig or WindowDenoiserConfig (config group denoiser)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    sampler: Any = MISSING  # DDPMSamplerConfig or DDIMSamplerConfig (config group sampler)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    collect: CollectRunConfig = field(default_factory=CollectRunConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -252,9 +301,37 @@ class Config:
     threads: int = 0  # 0: leave torch's default
 
 
+GROUP_SCHEMAS = {
+    "ae": {"mlp_schema": MLPAutoencoderConfig, "pdiff_v1_schema": ConvV1AutoencoderConfig,
+           "pdiff_v2_schema": ConvV2AutoencoderConfig, "token_schema": TokenAutoencoderConfig},
+    "denoiser": {"conv1d_schema": ConvDenoiserConfig, "window_schema": WindowDenoiserConfig},
+    "sampler": {"ddpm_schema": DDPMSamplerConfig, "ddim_schema": DDIMSamplerConfig},
+}
+WHOLE_NODE_KEYS = ("task.net",)  # a dict given for these on the command line replaces the node
+
+
 def register_configs() -> None:
-    """Put the schema in Hydra's ConfigStore so every YAML file is type-checked against it."""
-    ConfigStore.instance().store(name="base_config", node=Config)
+    """Put the schemas in Hydra's ConfigStore so every YAML file is type-checked against its own."""
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group, schemas in GROUP_SCHEMAS.items():
+        for name, schema in schemas.items():
+            store.store(group=group, name=name, node=schema)
+
+
+def whole_node_overrides(overrides: list[str]) -> list[str]:
+    """Command-line overrides in which `task.net={...}` replaces the node instead of merging into it.
+
+    Hydra merges a dict override into the node it replaces, so the task's own network arguments would stay;
+    setting the node to null first makes the dict the whole node.
+    """
+    out = []
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+") in WHOLE_NODE_KEYS and value.lstrip().startswith("{"):
+            out.append(f"{key.lstrip('+')}=null")
+        out.append(override)
+    return out
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -264,31 +341,34 @@ def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a schema cannot express; raise ConfigError naming the key."""
-    _require(cfg.task.param.k >= 1, "task.param.k", cfg.task.param.k, "must be an integer >= 1")
+    k = cfg.task.param.k
+    _require(k >= 2, "task.param.k", k, "must be an integer >= 2 (the report compares each original with its "
+             "nearest other original)")
     _require(len(cfg.task.param.layers) > 0, "task.param.layers", list(cfg.task.param.layers),
              "must list at least one layer name or pattern ('*' selects all parameters)")
-    _require(1 <= cfg.collect.shards <= cfg.task.param.k, "collect.shards", cfg.collect.shards,
-             f"must be in [1, task.param.k={cfg.task.param.k}]")
+    _require(1 <= cfg.task.collect.shards <= k, "task.collect.shards", cfg.task.collect.shards,
+             f"must be in [1, task.param.k={k}]")
     _require(cfg.generate.n >= 1, "generate.n", cfg.generate.n, "must be >= 1")
-    _require(cfg.diffusion.timesteps >= 2, "diffusion.timesteps", cfg.diffusion.timesteps, "must be >= 2")
-    _require(0.0 < cfg.diffusion.beta_start < cfg.diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",
-             (cfg.diffusion.beta_start, cfg.diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
-    _require(1 <= cfg.diffusion.ddim_steps <= cfg.diffusion.timesteps, "diffusion.ddim_steps",
-             cfg.diffusion.ddim_steps, f"must be in [1, diffusion.timesteps={cfg.diffusion.timesteps}]")
+    _require(cfg.evaluate.chunk_size >= 1, "evaluate.chunk_size", cfg.evaluate.chunk_size,
+             "must be >= 1 (models per evaluation chunk)")
+    _require(cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1")
+    _require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: torch's default)")
+    diffusion = cfg.diffusion
+    _require(diffusion.timesteps >= 2, "diffusion.timesteps", diffusion.timesteps, "must be >= 2")
+    _require(0.0 < diffusion.beta_start < diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",
+             (diffusion.beta_start, diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
+    _require(0.0 <= diffusion.ema_decay < 1.0, "diffusion.ema_decay", diffusion.ema_decay, "must be in [0, 1)")
+    if SamplerName(cfg.sampler.name) is SamplerName.ddim:
+        _require(1 <= cfg.sampler.steps <= diffusion.timesteps, "sampler.steps", cfg.sampler.steps,
+                 f"must be in [1, diffusion.timesteps={diffusion.timesteps}]")
+        _require(cfg.sampler.eta >= 0.0, "sampler.eta", cfg.sampler.eta, "must be >= 0")
     _require(cfg.ae.input_noise >= 0.0 and cfg.ae.latent_noise >= 0.0, "ae.input_noise/latent_noise",
              (cfg.ae.input_noise, cfg.ae.latent_noise), "must be >= 0")
-    _require(cfg.ae.latent_dim % cfg.ae.latent_channels == 0, "ae.latent_dim", cfg.ae.latent_dim,
-             f"must be a multiple of ae.latent_channels={cfg.ae.latent_channels}")
-    _require(cfg.ae.stride >= 2, "ae.stride", cfg.ae.stride, "must be >= 2")
-    _require(cfg.ae.token_size >= 1, "ae.token_size", cfg.ae.token_size, "must be >= 1")
-    _require(cfg.diffusion.window >= 1, "diffusion.window", cfg.diffusion.window, "must be >= 1 (tokens per window)")
-    _require(cfg.diffusion.width % cfg.diffusion.heads == 0, "diffusion.width", cfg.diffusion.width,
-             f"must be a multiple of diffusion.heads={cfg.diffusion.heads}")
-    _require(0.0 <= cfg.diffusion.ema_decay < 1.0, "diffusion.ema_decay", cfg.diffusion.ema_decay, "must be in [0, 1)")
     for group in ("ae", "diffusion"):
-        optim = cfg[group].optim
-        for name in ("steps", "batch_size", "log_every", "save_every"):
-            _require(optim[name] >= 1, f"{group}.optim.{name}", optim[name], "must be >= 1")
+        optim, cadence = cfg[group].optim, cfg[group].cadence
+        for key, value in (("optim.steps", optim.steps), ("optim.batch_size", optim.batch_size),
+                           ("cadence.log_every", cadence.log_every), ("cadence.save_every", cadence.save_every)):
+            _require(value >= 1, f"{group}.{key}", value, "must be >= 1")
         _require(optim.lr > 0, f"{group}.optim.lr", optim.lr, "must be > 0")
     _require(cfg.task.base.epochs >= 0, "task.base.epochs", cfg.task.base.epochs, "must be >= 0")
     for key, value in (("task.base.batch_size", cfg.task.base.batch_size),
@@ -298,6 +378,9 @@ def validate(cfg: DictConfig) -> None:
              cfg.task.collect.steps_per_checkpoint, "must be >= 0 (0 means one epoch)")
     _require(cfg.task.collect.save_state_every >= 1, "task.collect.save_state_every",
              cfg.task.collect.save_state_every, "must be >= 1")
+    output_dir = Path(str(cfg.paths.output_dir)).expanduser()
+    _require(not output_dir.exists() or output_dir.is_dir(), "paths.output_dir", str(cfg.paths.output_dir),
+             "is an existing file; give a folder (new or made by pdiff)")
     validate_trainer(cfg)
 
 

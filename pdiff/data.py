@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from pdiff.config import ConfigError, DataName
+from pdiff.seeds import Purpose, generator_for
 
 DIGITS_SPLIT_FILE = "digits_split.json"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -161,4 +162,4 @@ def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor
 @functools.lru_cache(maxsize=2)
 def _epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """One epoch's permutation, drawn once (token zoos have millions of rows)."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+    return torch.randperm(n, generator=generator_for(seed, Purpose.epoch_order, epoch))

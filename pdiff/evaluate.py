@@ -33,10 +33,10 @@ def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
 class ParameterEvaluator:
     """Predicts the test set for [N, D] subset vectors written into one base network (in eval mode)."""
 
-    def __init__(self, model: nn.Module, spec: ParamSpec, x_test: torch.Tensor, y_test: torch.Tensor,
-                 max_chunk: int = 100, batched: bool = False, batch_size: int = 1000):
+    def __init__(self, model: nn.Module, spec: ParamSpec, x_test: torch.Tensor, max_chunk: int = 100,
+                 batched: bool = False, batch_size: int = 1000):
         model.eval()
-        self.spec, self.y_test, self.batched, self.batch_size = spec, y_test, batched, batch_size
+        self.spec, self.batched, self.batch_size = spec, batched, batch_size
         head, self.tail = split_network(model, spec.entries[0].name)
         self.features = run_in_batches(head, x_test)
         self.tail_names = tail_parameter_names(model, self.tail)
@@ -62,7 +62,3 @@ class ParameterEvaluator:
                 outputs.append(torch.cat([functional_call(self.tail, params, (part,)).argmax(-1)
                                           for part in self.features.split(self.batch_size)])[None])
         return torch.cat(outputs)
-
-    def accuracies(self, vectors: torch.Tensor) -> torch.Tensor:
-        """[N, D] vectors -> [N] test accuracy in percent (float64)."""
-        return (self.predictions(vectors) == self.y_test).double().mean(1) * 100

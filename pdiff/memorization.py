@@ -9,12 +9,14 @@ simple baselines: originals plus Gaussian noise, the average of the originals, i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from pdiff.config import Normalization
 from pdiff.params import ParamNormalizer, ParamSpec
+from pdiff.seeds import Purpose, generator_for
 
 PUBLISHED_NOISE_SCALES = (0.001, 0.05, 0.15)
 
@@ -59,8 +61,11 @@ def mean_pairwise_iou(errors: torch.Tensor) -> float | None:
 
 def baseline_populations(originals: torch.Tensor, normalizer: ParamNormalizer, matched_scale: float, n: int,
                          seed: int) -> list[Population]:
-    """Originals + noise (published scales and the scale matching the generated models), average, interpolation."""
-    rng = torch.Generator().manual_seed(seed)
+    """Originals + noise (published scales and the scale matching the generated models), average, interpolation.
+
+    `seed` is the run's seed; the draws come from its baselines stream.
+    """
+    rng = generator_for(seed, Purpose.baselines)
     z = normalizer.normalize(originals)
     pick = torch.randint(0, len(z), (n,), generator=rng)
     populations = []
@@ -107,6 +112,22 @@ def describe(population: Population, originals: Population, normalizer: ParamNor
             "iou_with_originals_mean": round(float(iou.clamp_min(0).mean()), 4),
             "novel_fraction": round(float((l2 > novelty_threshold).double().mean()), 4)}
     return figures, {"nn_l2": l2, "max_iou": max_iou}
+
+
+def evaluate_populations(predict: Callable[[torch.Tensor], torch.Tensor], originals: torch.Tensor,
+                         generated: torch.Tensor, normalizer: ParamNormalizer, y_test: torch.Tensor, seed: int
+                         ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Test predictions of originals, generated models and every baseline (`predict`: [M, D] -> [M, N]),
+    with the per-model figures, and the memorisation table."""
+    populations = [Population("originals", originals), Population("generated", generated)]
+    generated_l2 = nearest_original(normalizer.normalize(generated), normalizer.normalize(originals))[0]
+    scale = matched_noise_scale(float(generated_l2.mean()), originals.shape[1])
+    populations += baseline_populations(originals, normalizer, scale, n=len(generated), seed=seed)
+    for population in populations:
+        population.predictions = predict(population.vectors)
+    table, per_model = memorization_table(populations[0], populations[1], populations[2:], normalizer, y_test)
+    predictions = {p.name: p.predictions.to(torch.int16) for p in populations}
+    return {**predictions, **per_model, "y_test": y_test}, table
 
 
 def memorization_table(originals: Population, generated: Population, baselines: list[Population],

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import torch
 
+from pdiff.seeds import Purpose, generator_for
+
 
 class BatchNoise:
     """Noise for a batch of `global_size` samples at one step, sliced to `rows` (this rank's micro-batch)."""
 
     def __init__(self, seed: int, step: int, global_size: int, rows: slice, dtype: torch.dtype = torch.float32):
-        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + step + 17)
+        self.generator = generator_for(seed, Purpose.batch_noise, step)
         self.global_size, self.rows, self.dtype = global_size, rows, dtype
 
     @classmethod

@@ -5,7 +5,6 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -89,16 +88,13 @@ def read_vector(model: nn.Module, spec: ParamSpec) -> torch.Tensor:
     return spec.flatten(dict(model.named_parameters()))
 
 
-@torch.no_grad()
-def write_vector(model: nn.Module, spec: ParamSpec, vector: torch.Tensor) -> None:
-    """Copy a [D] vector into the model's selected parameters, in place."""
-    params = dict(model.named_parameters())
-    for name, value in spec.unflatten(vector.reshape(1, -1)).items():
-        params[name].copy_(value[0])
+def split_network(model: nn.Module, first_name: str) -> tuple[nn.Sequential, nn.Module]:
+    """(head, tail) with tail(head(x)) == model(x), tail holding `first_name` and everything after it.
 
-
-def split_network(model: nn.Sequential, first_name: str) -> tuple[nn.Sequential, nn.Sequential]:
-    """(head, tail) with tail(head(x)) == model(x), tail holding `first_name` and everything after it."""
+    Only an nn.Sequential can be split: any other network is all tail (its forward may be anything).
+    """
+    if not isinstance(model, nn.Sequential):
+        return nn.Sequential(), model
     path = first_name.split(".")
     children = list(model.named_children())
     for index, (child_name, child) in enumerate(children):
@@ -128,13 +124,12 @@ class ParamNormalizer(nn.Module):
         self.register_buffer("std", torch.ones(dim))
 
     @classmethod
-    def fit(cls, spec: ParamSpec, zoo, mode: Normalization) -> ParamNormalizer:
-        """Statistics of a [K, D] zoo (a tensor or a memory map, read one tensor's columns at a time)."""
+    def fit(cls, spec: ParamSpec, zoo: torch.Tensor, mode: Normalization) -> ParamNormalizer:
+        """Statistics of a [K, D] zoo, read one tensor's columns at a time (the zoo may be memory-mapped)."""
         normalizer = cls(spec.dim)
         for entry in spec.entries:
             part = slice(entry.offset, entry.offset + entry.numel)
-            block = zoo[:, part]
-            block = block.double() if isinstance(block, torch.Tensor) else torch.from_numpy(block.astype(np.float64))
+            block = zoo[:, part].double()
             if mode is Normalization.per_tensor:
                 normalizer.mean[part] = block.mean().float()
                 spread = block.std() if block.numel() > 1 else block.new_tensor(0.0)

@@ -14,6 +14,7 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
+from pdiff.tracking import Tracker  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
 MEMORIZATION_PLOT = "memorization.png"
@@ -175,6 +176,30 @@ def write_report(directory: Path, report: dict, accuracies: dict[str, torch.Tens
     plot_training_curves(directory / CURVES_PLOT, directory / "metrics.jsonl")
     atomic.write_json(directory / "report.json", report)
     atomic.write_text(directory / "report.md", render_markdown(report, verdict_line))
+
+
+def log_report(tracker: Tracker, report: dict, accuracies: dict[str, torch.Tensor], images: list[Path]) -> None:
+    """The report's figures, accuracy histograms, tables and plots to the tracker (W&B when configured)."""
+    tracker.log({f"eval/{group}_{stat}": value for group in ("original", "generated")
+                 for stat, value in report[group].items()})
+    table = report["memorization"]
+    tracker.log_artifacts({f"eval/{name}_acc": acc.tolist() for name, acc in accuracies.items()},
+                          {"eval/report": [["models", "n", "best", "mean", "median", "min", "std"]]
+                           + [[g, *report[g].values()] for g in ("original", "generated")],
+                           "eval/memorization": [["models", *table["generated"]]]
+                           + [[name, *row.values()] for name, row in table.items() if isinstance(row, dict)]},
+                          images=images)
+    tracker.summary({f"{g}/{s}": v for g in ("original", "generated") for s, v in report[g].items()})
+
+
+def summary_line(stage: str, output_dir: Path, report: dict | None, seconds: float) -> str:
+    """The one line a run ends with: the report's accuracies, or the stage that ran."""
+    if report is None:
+        return f"pdiff: stage={stage} done in {seconds:.1f} s -> {output_dir}"
+    o, g = report["original"], report["generated"]
+    return (f"pdiff: {report['task']} K={report['k']} D={report['param_count']} | original best/mean/min "
+            f"{o['best']:.2f}/{o['mean']:.2f}/{o['min']:.2f} | generated best/mean/min {g['best']:.2f}/{g['mean']:.2f}/"
+            f"{g['min']:.2f} (n={g['n']}) | {seconds:.1f} s | {output_dir / 'report.md'}")
 
 
 class ReportIndex(Callback):

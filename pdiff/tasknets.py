@@ -1,23 +1,50 @@
-"""The networks whose parameters pdiff generates; each is an nn.Sequential tree so it can be split."""
+"""The networks whose parameters pdiff generates: built-in ones and any `task.net._target_` of the user's.
+
+The built-in networks are nn.Sequential trees, so evaluation can run the frozen head once and only the
+tail per model; any other nn.Module is run whole.
+"""
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 
 import torch
+from hydra.utils import get_object
+from omegaconf import OmegaConf
 from torch import nn
 
-from pdiff.config import NetName
+from pdiff.config import ConfigError
 
 
-def build_task_net(net_cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
-    """Build the network named by `task.net.name` for this input shape and class count."""
-    name = NetName(net_cfg.name) if not isinstance(net_cfg.name, NetName) else net_cfg.name
-    if name is NetName.cnn:
-        return digits_cnn(input_shape[0], num_classes, net_cfg.width)
-    if name is NetName.mlp:
-        return mlp_bn(input_shape, num_classes, list(net_cfg.hidden))
-    return resnet18_cifar(input_shape[0], num_classes)
+def build_task_net(net_cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Instantiate `task.net` ({_target_: ..., **kwargs}) with input_shape and num_classes added.
+
+    A _target_ that cannot be imported, that does not take these arguments, or that returns no nn.Module
+    raises ConfigError naming task.net._target_.
+    """
+    kwargs = OmegaConf.to_container(net_cfg, resolve=True) if OmegaConf.is_config(net_cfg) else dict(net_cfg or {})
+    target = kwargs.pop("_target_", None)
+    if not isinstance(target, str) or not target:
+        raise ConfigError(f"task.net={net_cfg!r} is invalid: needs _target_: package.module.Class (or a function) "
+                          "returning an nn.Module")
+    try:
+        factory = get_object(target)
+    except Exception as error:  # any import failure of the user's module is reported the same way
+        raise ConfigError(f"task.net._target_={target!r} cannot be imported ({type(error).__name__}: {error}); "
+                          "give package.module.Name on PYTHONPATH") from error
+    kwargs.update(input_shape=tuple(input_shape), num_classes=int(num_classes))
+    try:
+        inspect.signature(factory).bind(**kwargs)
+    except TypeError as error:
+        raise ConfigError(f"task.net._target_={target!r} does not accept the arguments {sorted(kwargs)} ({error}); "
+                          "it is called with input_shape, num_classes and the other keys of task.net") from error
+    except ValueError:  # no signature to check (a builtin); calling it will tell
+        pass
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"task.net._target_={target!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def _conv_bn_relu(index: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
@@ -25,8 +52,9 @@ def _conv_bn_relu(index: int, c_in: int, c_out: int) -> list[tuple[str, nn.Modul
             (f"bn{index}", nn.BatchNorm2d(c_out)), (f"relu{index}", nn.ReLU())]
 
 
-def digits_cnn(in_channels: int, num_classes: int, width: int = 32) -> nn.Sequential:
+def digits_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Sequential:
     """Four conv-BN-ReLU layers (width, 2w, 4w, 4w), one 2x max-pool, global average pool, linear head."""
+    in_channels = input_shape[0]
     widths = [width, 2 * width, 4 * width, 4 * width]
     layers = _conv_bn_relu(1, in_channels, widths[0]) + _conv_bn_relu(2, widths[0], widths[1])
     layers.append(("pool", nn.MaxPool2d(2)))
@@ -65,8 +93,9 @@ class BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-def resnet18_cifar(in_channels: int, num_classes: int) -> nn.Sequential:
+def resnet18_cifar(input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
     """CIFAR ResNet-18 (3x3 stem, no max-pool) with torchvision-style names such as layer4.1.bn2."""
+    in_channels = input_shape[0]
     layers: list[tuple[str, nn.Module]] = [
         ("conv1", nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(64)),
         ("relu", nn.ReLU())]

@@ -1,7 +1,7 @@
 """Parameter tokens: each tensor of a flat vector cut into fixed-size pieces that know their tensor and place.
 
 A tensor of n values gives ceil(n / S) tokens of S values; the last one is zero-padded, so no token spans
-two tensors. Tokens are read straight from a [K, D] source (a tensor or a read-only memory map of the zoo),
+two tensors. Tokens are read straight from a [K, D] source (a tensor, or the zoo's memory map),
 so the whole zoo never has to be in memory, and written back into [D] vectors the same way.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from pdiff.params import ParamNormalizer, ParamSpec
@@ -57,14 +56,11 @@ class TokenLayout:
         columns = torch.where(valid, self.starts[tokens][:, None] + offsets[None], self.starts[tokens][:, None])
         return columns, valid
 
-    def gather(self, source, models: torch.Tensor, tokens: torch.Tensor,
+    def gather(self, source: torch.Tensor, models: torch.Tensor, tokens: torch.Tensor,
                normalizer: ParamNormalizer | None = None) -> TokenBatch:
-        """Tokens (models[i], tokens[i]) of a [K, D] tensor or memory map, optionally normalised; padding is 0."""
+        """Tokens (models[i], tokens[i]) of a [K, D] tensor (mapped or not), optionally normalised; padding is 0."""
         columns, valid = self.columns(tokens)
-        if isinstance(source, np.ndarray):
-            values = torch.from_numpy(np.asarray(source[models.numpy()[:, None], columns.numpy()], dtype=np.float32))
-        else:
-            values = source[models[:, None], columns].float()
+        values = source[models[:, None], columns].float()
         if normalizer is not None:
             values = (values - normalizer.mean[columns]) / normalizer.std[columns]
         return TokenBatch(values * valid, self.tensor_ids[tokens], self.positions[tokens])
@@ -81,7 +77,7 @@ class TokenLayout:
 class ZooTokens:
     """All K x T tokens of a zoo as training rows (row r = model r // T, token r % T), read on demand."""
 
-    def __init__(self, source, layout: TokenLayout, normalizer: ParamNormalizer):
+    def __init__(self, source: torch.Tensor, layout: TokenLayout, normalizer: ParamNormalizer):
         self.source, self.layout, self.normalizer = source, layout, normalizer
 
     def __len__(self) -> int:

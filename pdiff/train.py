@@ -76,9 +76,12 @@ def take_rows(data, rows: torch.Tensor, dtype: torch.dtype):
     return data.take(rows, dtype)
 
 
-def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, trainer_cfg, *, name: str,
+def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_cfg, trainer_cfg, *, name: str,
         seed: int, checkpoint_dir: Path, tracker: Tracker, ema_decay: float | None = None) -> Fitted:
-    """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps; resumable."""
+    """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps; resumable.
+
+    Logs every cadence_cfg.log_every steps and writes a resume point every cadence_cfg.save_every.
+    """
     env = distributed.detect()
     parts = env.world_size * trainer_cfg.grad_accum
     batch_size = global_batch_size(optim_cfg.batch_size, len(data), parts)
@@ -114,7 +117,7 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, trainer_c
             step += 1
             loss_value = sum(losses) / len(losses)
             status = None
-            if step % optim_cfg.log_every == 0 or step == optim_cfg.steps:
+            if step % cadence_cfg.log_every == 0 or step == optim_cfg.steps:
                 loss_value = distributed.mean_across_ranks({"loss": loss_value})["loss"]
                 elapsed = time.perf_counter() - started
                 steps_per_s = (step - window_start) / max(elapsed, 1e-9)
@@ -123,7 +126,7 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, trainer_c
                 started, window_start = time.perf_counter(), step
                 status = f"loss {loss_value:.4g}"
             bar.advance(status=status)
-            if step % optim_cfg.save_every == 0 and step < optim_cfg.steps:
+            if step % cadence_cfg.save_every == 0 and step < optim_cfg.steps:
                 engine.save(checkpoint_dir, step, ema.state() if ema is not None else {})
     engine.module.eval()
     ema_weights = ema.full_state_dict() if ema is not None else None

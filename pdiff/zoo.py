@@ -6,7 +6,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pdiff import atomic
@@ -26,7 +25,7 @@ class ZooError(RuntimeError):
 class ParamZoo:
     """K checkpoints of a parameter subset, each with its test accuracy (percent)."""
 
-    vectors: torch.Tensor  # [K, D] float32 (np.memmap when loaded with mapped=True)
+    vectors: torch.Tensor  # [K, D] float32, memory-mapped from zoo.safetensors: rows are read when used
     accuracy: torch.Tensor  # [K] float64, percent
     spec: ParamSpec
     meta: dict
@@ -35,23 +34,13 @@ class ParamZoo:
     def k(self) -> int:
         return int(self.vectors.shape[0])
 
-    def save(self, directory: Path) -> None:
-        """Write tensors first, then the JSON that names their checksum, each atomically."""
-        directory = Path(directory)
-        tensors_path = directory / ZOO_TENSORS
-        atomic.write_safetensors(tensors_path, {"params": self.vectors.float(), "accuracy": self.accuracy.double()})
-        meta = dict(self.meta, format_version=FORMAT_VERSION, k=self.k, dim=self.spec.dim,
-                    spec=self.spec.to_json(), accuracy=[round(float(a), 4) for a in self.accuracy],
-                    sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
-        atomic.write_json(directory / ZOO_META, meta)
-
     @classmethod
     def merge(cls, directory: Path, shards: list[Path], spec: ParamSpec, meta: dict) -> ParamZoo:
         """Join collected shards row-wise into the zoo, streamed: the K x D matrix is never in memory at once."""
         directory = Path(directory)
         tensors_path = directory / ZOO_TENSORS
         atomic.concat_safetensors(tensors_path, shards, ["params", "accuracy"], {})
-        accuracy = torch.from_numpy(np.array(atomic.map_tensor(tensors_path, "accuracy")))
+        accuracy = atomic.map_tensor(tensors_path, "accuracy").clone()
         meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
                     accuracy=[round(float(a), 4) for a in accuracy], sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
         atomic.write_json(directory / ZOO_META, meta)
@@ -62,8 +51,8 @@ class ParamZoo:
         return (Path(directory) / ZOO_META).is_file()
 
     @classmethod
-    def load(cls, directory: Path, mapped: bool = False) -> ParamZoo:
-        """The checked zoo; with `mapped`, `vectors` is a read-only memory map [K, D] that is read on demand."""
+    def load(cls, directory: Path) -> ParamZoo:
+        """The checked zoo; `vectors` is a copy-on-write memory map [K, D] of the file, read on demand."""
         directory = Path(directory)
         meta_path, tensors_path = directory / ZOO_META, directory / ZOO_TENSORS
         if not meta_path.is_file() or not tensors_path.is_file():
@@ -78,16 +67,21 @@ class ParamZoo:
             raise ZooError(f"{tensors_path} does not match the checksum recorded in {meta_path}: the file is corrupted "
                            "or was changed; re-run stage=collect into a new paths.output_dir")
         spec = ParamSpec.from_json(meta["spec"])
-        if mapped:
-            vectors = atomic.map_tensor(tensors_path, "params")
-            accuracy = torch.from_numpy(np.array(atomic.map_tensor(tensors_path, "accuracy")))
-        else:
-            tensors = atomic.read_safetensors(tensors_path)
-            vectors, accuracy = tensors["params"], tensors["accuracy"]
+        vectors = atomic.map_tensor(tensors_path, "params")
+        accuracy = atomic.map_tensor(tensors_path, "accuracy").clone()
         if tuple(vectors.shape) != (meta["k"], spec.dim) or accuracy.shape[0] != meta["k"]:
             raise ZooError(f"{tensors_path}: params {tuple(vectors.shape)} and accuracy {tuple(accuracy.shape)} "
                            f"do not match k={meta['k']}, dim={spec.dim} in {meta_path}")
         return cls(vectors, accuracy, spec, meta)
+
+
+def shard_sizes(k: int, shards: int) -> list[int]:
+    """How many of the K checkpoints each collection shard takes (the first K mod S take one more)."""
+    return [k // shards + (shard < k % shards) for shard in range(shards)]
+
+
+def shard_path(directory: Path, shard: int, shards: int) -> Path:
+    return Path(directory) / "shards" / f"shard-{shard:04d}-of-{shards:04d}.safetensors"
 
 
 def save_base_weights(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:

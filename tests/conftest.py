@@ -11,7 +11,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from pdiff.config import register_configs
+from pdiff import atomic
+from pdiff.config import register_configs, whole_node_overrides
+from pdiff.zoo import ParamZoo, shard_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -23,12 +25,19 @@ register_configs()
 
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=whole_node_overrides(overrides))
 
 
 @pytest.fixture
 def smoke_cfg(tmp_path) -> DictConfig:
     return compose_config(["experiment=smoke", f"paths.output_dir={tmp_path / 'run'}"])
+
+
+def write_zoo(directory: Path, zoo: ParamZoo) -> ParamZoo:
+    """Write an in-memory zoo to `directory` the way collection does (one shard, merged); returns it loaded."""
+    shard = shard_path(directory, 0, 1)
+    atomic.write_safetensors(shard, {"params": zoo.vectors.float(), "accuracy": zoo.accuracy.double()})
+    return ParamZoo.merge(directory, [shard], zoo.spec, zoo.meta)
 
 
 def run_sweep(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pdiff.config import AEName
 from pdiff.noise import BatchNoise
 
 
@@ -137,14 +136,3 @@ class ConvAutoencoderV2(ParamAutoencoder):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         out = self.decoder(self.expand(z.flatten(1)).view(-1, *self.bottom))
         return out.transpose(1, 2).reshape(len(z), -1)[:, :self.dim]
-
-
-def build_autoencoder(ae_cfg, dim: int) -> ParamAutoencoder:
-    """The autoencoder named by `ae.name` for vectors of length `dim`."""
-    name = AEName(ae_cfg.name) if not isinstance(ae_cfg.name, AEName) else ae_cfg.name
-    noise = {"input_noise": ae_cfg.input_noise, "latent_noise": ae_cfg.latent_noise}
-    if name is AEName.mlp:
-        return MLPAutoencoder(dim, list(ae_cfg.hidden), ae_cfg.latent_dim, ae_cfg.latent_channels, **noise)
-    if name is AEName.pdiff_v1:
-        return ConvAutoencoderV1(dim, list(ae_cfg.channels), ae_cfg.latent_channels, ae_cfg.stride, **noise)
-    return ConvAutoencoderV2(dim, ae_cfg.fold, list(ae_cfg.channels), ae_cfg.latent_dim, **noise)

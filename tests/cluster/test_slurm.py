@@ -38,7 +38,8 @@ def submitted_ids(stdout: str) -> dict[str, str]:
 def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path):
     out = tmp_path / "run"
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
-    result = ok(submit([*SMALL, "collect.shards=4", "cluster.max_array_size=3", f"paths.output_dir={out}", "--wait"]))
+    result = ok(submit([*SMALL, "task.collect.shards=4", "cluster.max_array_size=3", f"paths.output_dir={out}",
+                        "--wait"]))
     ids = submitted_ids(result.stdout)
     assert list(ids) == ["base", *[f"collect shard {s}" for s in range(4)], "train", "report"]
     arrays = {ids[f"collect shard {s}"].split("_")[0] for s in range(4)}
@@ -51,17 +52,17 @@ def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path
     for job_id in ids.values():
         assert set(sacct_states(job_id.split("_")[0], since).values()) == {"COMPLETED"}, job_id
 
-    again = ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    again = ok(submit([*SMALL, "task.collect.shards=4", f"paths.output_dir={out}", "--wait"]))
     assert "nothing to do" in again.stdout and "submitted" not in again.stdout
 
     (out / "report.json").unlink()
-    half = ok(submit([*SMALL, "collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    half = ok(submit([*SMALL, "task.collect.shards=4", f"paths.output_dir={out}", "--wait"]))
     assert list(submitted_ids(half.stdout)) == ["report"]
     assert (out / "report.json").is_file()
 
 
 def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
-    args = [*SMALL, "task.param.k=400", "collect.shards=2", "task.collect.steps_per_checkpoint=0",
+    args = [*SMALL, "task.param.k=400", "task.collect.shards=2", "task.collect.steps_per_checkpoint=0",
             "task.collect.save_state_every=5"]
     reference = tmp_path / "in_process"
     ok(run_sweep([*args, "stage=collect", f"paths.output_dir={reference}"]))
@@ -91,7 +92,7 @@ def test_a_failing_task_stops_the_chain_and_is_reported(tmp_path):
     out = tmp_path / "run"
     (out / "zoo").mkdir(parents=True)
     (out / "zoo" / "base_model.safetensors").write_bytes(b"not a safetensors file")
-    result = submit([*SMALL, "collect.shards=2", f"paths.output_dir={out}", "--wait"])
+    result = submit([*SMALL, "task.collect.shards=2", f"paths.output_dir={out}", "--wait"])
     assert result.returncode != 0
     assert "FAILED: job 'collect shard 0'" in result.stderr and "ended FAILED" in result.stderr
     assert "_log.err" in result.stderr

@@ -17,8 +17,8 @@ from tests.wandb_log import config as wandb_config
 from tests.wandb_log import history as wandb_history
 
 pytestmark = pytest.mark.slow
-TRAIN = ["experiment=smoke", "ae.optim.steps=200", "ae.optim.save_every=50", "diffusion.optim.steps=100",
-         "diffusion.optim.save_every=50"]
+TRAIN = ["experiment=smoke", "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",
+         "diffusion.cadence.save_every=50"]
 WEIGHTS = ("autoencoder.safetensors", "denoiser.safetensors", "denoiser_ema.safetensors")
 
 
@@ -175,8 +175,8 @@ def test_resuming_with_another_number_of_ranks_names_both_layouts(zoo_run, tmp_p
 
 
 def test_token_design_on_two_zero3_ranks_follows_one_plain_process(zoo_run, tmp_path):
-    """ae=token: each rank reads only its rows of the memory-mapped zoo; ZeRO-3 partitions both networks."""
-    token = ["ae=token", "ae.token_size=16", "diffusion.window=4", "diffusion.optim.batch_size=16"]
+    """generator=token: each rank reads only its rows of the memory-mapped zoo; ZeRO-3 partitions both networks."""
+    token = ["generator=token", "ae.token_size=16", "diffusion.window=4", "diffusion.optim.batch_size=16"]
     plain = copy_zoo(zoo_run, tmp_path / "plain")
     ok(run_sweep(["stage=train", *TRAIN, *token, f"paths.output_dir={plain}"]))
     zero3 = copy_zoo(zoo_run, tmp_path / "zero3")

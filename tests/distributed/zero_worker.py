@@ -10,15 +10,16 @@ from omegaconf import OmegaConf
 
 from pdiff import distributed
 from pdiff.config import Config
-from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.generators.latent import build_autoencoder
+from pdiff.nets.autoencoder import reconstruction_loss
 from pdiff.tracking import Tracker
 from pdiff.train import fit
 
 
 def train(cfg, data, checkpoint_dir, tracker):
     torch.manual_seed(0)
-    return fit(build_autoencoder(cfg.ae, data.shape[1]), reconstruction_loss, data, cfg.ae.optim, cfg.trainer,
-               name="ae", seed=0, checkpoint_dir=checkpoint_dir, tracker=tracker, ema_decay=0.9)
+    return fit(build_autoencoder(cfg.ae, data.shape[1]), reconstruction_loss, data, cfg.ae.optim, cfg.ae.cadence,
+               cfg.trainer, name="ae", seed=0, checkpoint_dir=checkpoint_dir, tracker=tracker, ema_decay=0.9)
 
 
 def max_diff(a, b):

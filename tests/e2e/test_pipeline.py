@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from pdiff.pipeline import pending_jobs
+from pdiff.jobs import pending_jobs
 from tests.conftest import CONFIGS, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def test_stages_run_one_at_a_time_from_the_previous_stage_files(tmp_path):
     early = run_sweep(["experiment=smoke", "stage=train", f"paths.output_dir={out}"])
     assert early.returncode != 0 and "run stage=collect first" in early.stderr
     for stage in ("collect", "train", "generate", "evaluate"):
-        result = ok(run_sweep(["experiment=smoke", f"stage={stage}", "diffusion=ddim", f"paths.output_dir={out}"]))
+        result = ok(run_sweep(["experiment=smoke", f"stage={stage}", "sampler=ddim", f"paths.output_dir={out}"]))
         assert f"stage={stage}" in result.stdout or "report.md" in result.stdout
     assert json.loads((out / "report.json").read_text())["generated"]["n"] == 20
 
@@ -101,9 +101,9 @@ def test_wandb_offline_run_is_written_under_the_output_dir(tmp_path):
 
 def test_token_design_generates_whole_models_from_the_memory_mapped_zoo(tmp_path):
     out = tmp_path / "run"
-    args = ["experiment=digits_full", "ae=token", "ae.normalization=per_coordinate", "task.param.k=20",
+    args = ["experiment=digits_full", "generator=token", "ae.normalization=per_coordinate", "task.param.k=20",
             "task.base.epochs=3", "task.collect.steps_per_checkpoint=2", "ae.token_size=128", "ae.optim.steps=300",
-            "diffusion.window=8", "diffusion.optim.batch_size=16", "diffusion.optim.steps=100", "diffusion=ddim",
+            "denoiser.window=8", "diffusion.optim.batch_size=16", "diffusion.optim.steps=100", "sampler=ddim",
             "generate.n=20", f"paths.output_dir={out}"]
     ok(run_sweep(args))
     meta = json.loads((out / "generator" / "generator.json").read_text())
@@ -123,17 +123,17 @@ def test_token_design_generates_whole_models_from_the_memory_mapped_zoo(tmp_path
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
 def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
     tiny = ["task.param.k=6", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "ae.optim.steps=5",
-            "diffusion.optim.steps=5", "diffusion.timesteps=20", "diffusion.ddim_steps=5", "generate.n=4"]
+            "diffusion.optim.steps=5", "diffusion.timesteps=20", "sampler=ddim", "sampler.steps=5", "generate.n=4"]
     ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
     assert json.loads((tmp_path / "run" / "report.json").read_text())["generated"]["n"] == 4
 
 
 def test_multirun_writes_one_report_per_seed(tmp_path):
     out = tmp_path / "sweep"
-    result = ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "diffusion=ddim", f"paths.output_dir={out}",
+    result = ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "sampler=ddim", f"paths.output_dir={out}",
                             "seed=0,1"]))
     reports = sorted(out.glob("*/report.json"))
     assert f"pdiff: 2 reports under {out}" in result.stdout
     assert all(str(p.parent / "report.md") in result.stdout for p in reports)
-    assert [p.parent.name for p in reports] == ["diffusion=ddim,experiment=smoke,seed=0,task.param.k=8",
-                                                "diffusion=ddim,experiment=smoke,seed=1,task.param.k=8"]
+    assert [p.parent.name for p in reports] == ["experiment=smoke,seed=0,task.param.k=8",
+                                                "experiment=smoke,seed=1,task.param.k=8"]

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.generators.latent import build_autoencoder
+from pdiff.nets.autoencoder import reconstruction_loss
 from pdiff.noise import BatchNoise
 from tests.conftest import compose_config
 

@@ -14,7 +14,7 @@ def _setup(tmp_path):
     cfg = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
     data = load_dataset(cfg.data)
     torch.manual_seed(0)
-    model = digits_cnn(1, 10, 8)
+    model = digits_cnn((1, 8, 8), 10, 8)
     return cfg, data, model, select_parameters(model, ["bn3", "bn4"])
 
 

@@ -1,20 +1,24 @@
-from pathlib import Path
 
 import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import ValidationError
 
 from pdiff.config import ConfigError, Stage, validate
+from pdiff.generators import design_class
 from pdiff.pipeline import preflight, run_pipeline
 from tests.conftest import CONFIGS, compose_config
 
-GROUPS = ["task", "ae", "diffusion", "trainer", "logger", "experiment"]
+GROUPS = ["task", "generator", "ae", "denoiser", "diffusion", "sampler", "trainer", "logger", "experiment"]
+DESIGN_OF = {"ae=token": "generator=token", "denoiser=window": "generator=token"}
 
 
 @pytest.mark.parametrize("group, option", [(g, p.stem) for g in GROUPS for p in sorted((CONFIGS / g).glob("*.yaml"))])
 def test_every_option_of_every_group_composes_and_validates(group, option, tmp_path):
-    cfg = compose_config([f"{group}={option}", f"paths.output_dir={tmp_path}"])
+    choice = f"{group}={option}"
+    design = [DESIGN_OF[choice]] if choice in DESIGN_OF else []
+    cfg = compose_config([*design, choice, f"paths.output_dir={tmp_path}"])
     validate(cfg)
+    design_class(cfg)
 
 
 def test_defaults_are_the_reference_choice(tmp_path):
@@ -52,9 +56,10 @@ def test_unknown_key_and_bad_enum_fail_at_compose_time():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("task.param.k=0", r"task.param.k=0 is invalid: must be an integer >= 1"),
+    ("task.param.k=0", r"task.param.k=0 is invalid: must be an integer >= 2"),
     ("generate.n=0", r"generate.n=0 is invalid"),
-    ("diffusion.ddim_steps=5000", r"diffusion.ddim_steps=5000 is invalid"),
+    ("evaluate.chunk_size=0", r"evaluate.chunk_size=0 is invalid: must be >= 1"),
+    ("task.param.k=1", r"task.param.k=1 is invalid: must be an integer >= 2"),
     ("ae.optim.lr=-1", r"ae.optim.lr=-1.0 is invalid"),
     ("trainer.zero_stage=2", r"trainer.zero_stage=2 is invalid: needs trainer=deepspeed"),
     ("trainer.precision=bf16", r"trainer.precision=.*bf16.* is invalid: needs trainer=deepspeed"),
@@ -87,7 +92,8 @@ def test_missing_data_root_names_path_and_how_to_get_it(task, tmp_path):
 
 
 def test_npz_task_without_file_is_an_error(tmp_path):
-    cfg = compose_config(["task=npz_mlp", f"data.path={tmp_path / 'x.npz'}", f"paths.output_dir={tmp_path}"])
+    out = tmp_path / "run"
+    cfg = compose_config(["task=npz_mlp", f"data.path={tmp_path / 'x.npz'}", f"paths.output_dir={out}"])
     with pytest.raises(ConfigError, match=r"data.path='.*x.npz' does not exist"):
-        preflight(cfg, [Stage.collect])
-    assert Path(tmp_path).exists()
+        run_pipeline(cfg)
+    assert not out.exists()

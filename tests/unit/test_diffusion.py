@@ -81,9 +81,15 @@ def test_ddpm_and_ddim_sample_the_data_point_with_an_exact_denoiser(diffusion):
 def test_ddim_is_deterministic_with_eta_zero(diffusion):
     torch.manual_seed(0)
     net = LatentDenoiser(2, [8, 16], 32).eval()
-    runs = [diffusion.ddim_sample_loop(net, (3, 2, 8), steps=10, generator=torch.Generator().manual_seed(7))
-            for _ in range(2)]
-    assert torch.equal(runs[0], runs[1])
+    with torch.no_grad():  # a trained-looking denoiser: the zero-initialised output layer would predict eps = 0
+        net.out[-1].weight.normal_(0, 0.1)
+    x_end = torch.randn(3, 2, 8)
+
+    def run(eta, seed):
+        return diffusion.ddim_sample_loop(net, (3, 2, 8), steps=10, eta=eta, x_end=x_end.clone(),
+                                          generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(0.0, 7), run(0.0, 8))  # the same x_T, other random streams: the same sample
+    assert not torch.allclose(run(1.0, 7), run(1.0, 8))  # with eta > 0 every step draws noise
     assert diffusion.ddim_timesteps(10)[0] == 999 and diffusion.ddim_timesteps(10)[-1] == 0
 
 

@@ -4,8 +4,22 @@ import pytest
 import torch
 
 from pdiff.evaluate import ParameterEvaluator
-from pdiff.params import read_vector, select_parameters, write_vector
+from pdiff.params import read_vector, select_parameters
 from pdiff.tasknets import digits_cnn, mlp_bn, resnet18_cifar
+
+
+class ResidualNet(torch.nn.Module):
+    """Not an nn.Sequential (a residual forward): evaluated whole, as any user network is."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(input_shape[0], 16)
+        self.bn1 = torch.nn.BatchNorm1d(16)
+        self.head = torch.nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.head(torch.relu(self.bn1(h)) + h)
 
 
 def _naive_predictions(model, spec, vectors, x):
@@ -13,17 +27,20 @@ def _naive_predictions(model, spec, vectors, x):
     out = []
     for vector in vectors:
         candidate = copy.deepcopy(model).eval()
-        write_vector(candidate, spec, vector)
+        params = dict(candidate.named_parameters())
         with torch.no_grad():
+            for name, value in spec.unflatten(vector[None]).items():
+                params[name].copy_(value[0])
             out.append(candidate(x).argmax(-1))
     return torch.stack(out)
 
 
 @pytest.mark.parametrize("build, layers, shape, classes", [
-    (lambda: digits_cnn(1, 10, 8), ["bn3", "bn4"], (1, 8, 8), 10),
-    (lambda: digits_cnn(1, 10, 8), ["*"], (1, 8, 8), 10),
+    (lambda: digits_cnn((1, 8, 8), 10, 8), ["bn3", "bn4"], (1, 8, 8), 10),
+    (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (1, 8, 8), 10),
     (lambda: mlp_bn((6,), 4, [32, 32]), ["bn1", "bn2"], (6,), 4),
-    (lambda: resnet18_cifar(3, 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32), 10),
+    (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32), 10),
+    (lambda: ResidualNet((6,), 4), ["bn1"], (6,), 4),
 ])
 @pytest.mark.parametrize("batched", [False, True])
 def test_batched_evaluation_matches_naive(build, layers, shape, classes, batched):
@@ -39,10 +56,7 @@ def test_batched_evaluation_matches_naive(build, layers, shape, classes, batched
     base = read_vector(model, spec)
     vectors = base + 0.3 * base.abs().mean() * torch.randn(7, spec.dim)
     x = torch.randn(24, *shape)
-    y = torch.randint(0, classes, (24,))
-    evaluator = ParameterEvaluator(model, spec, x, y, max_chunk=3, batched=batched, batch_size=10)
+    evaluator = ParameterEvaluator(model, spec, x, max_chunk=3, batched=batched, batch_size=10)
     batched = evaluator.predictions(vectors)
     assert torch.equal(batched, _naive_predictions(model, spec, vectors, x))
-    expected = (batched == y).double().mean(1) * 100
-    assert torch.allclose(evaluator.accuracies(vectors), expected)
     assert torch.equal(read_vector(model, spec), base)  # the base network is left untouched

@@ -39,7 +39,7 @@ def test_nearest_original_excludes_self_for_originals():
 
 def test_table_copies_are_not_novel_and_noise_is():
     torch.manual_seed(0)
-    spec = select_parameters(digits_cnn(1, 10, 8), ["bn4"])
+    spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"])
     zoo = torch.randn(30, spec.dim)
     normalizer = memorization_normalizer(spec, zoo)
     y = torch.randint(0, 10, (50,))

@@ -9,13 +9,12 @@ from pdiff.params import (
     select_parameters,
     split_network,
     tail_parameter_names,
-    write_vector,
 )
 from pdiff.tasknets import digits_cnn, mlp_bn, resnet18_cifar
 
 
 def test_select_by_module_name_glob_and_all():
-    model = digits_cnn(1, 10, 8)
+    model = digits_cnn((1, 8, 8), 10, 8)
     spec = select_parameters(model, ["bn3", "bn4"])
     assert spec.names == ["bn3.weight", "bn3.bias", "bn4.weight", "bn4.bias"]
     assert spec.dim == 4 * 32
@@ -25,13 +24,13 @@ def test_select_by_module_name_glob_and_all():
 
 
 def test_select_resnet_reference_subset_is_2048():
-    spec = select_parameters(resnet18_cifar(3, 100), ["layer4.1.bn1", "layer4.1.bn2"])
+    spec = select_parameters(resnet18_cifar((3, 32, 32), 100), ["layer4.1.bn1", "layer4.1.bn2"])
     assert spec.dim == 2048
 
 
 def test_pattern_matching_nothing_names_key_and_value():
     with pytest.raises(ConfigError, match=r"task.param.layers pattern 'layer9' matches no parameter"):
-        select_parameters(digits_cnn(1, 10, 8), ["bn3", "layer9"])
+        select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn3", "layer9"])
 
 
 def test_flatten_unflatten_round_trip_and_json():
@@ -44,23 +43,20 @@ def test_flatten_unflatten_round_trip_and_json():
     assert parts["head.weight"].shape == (2, 5, 8)
     assert torch.equal(spec.flatten({k: v[1] for k, v in parts.items()}), vector * 2)
     assert ParamSpec.from_json(spec.to_json()) == spec
-    new = torch.randn(spec.dim)
-    write_vector(model, spec, new)
-    assert torch.equal(read_vector(model, spec), new)
 
 
 def test_inconsistent_spec_json_is_rejected():
-    items = select_parameters(digits_cnn(1, 10, 8), ["bn4"]).to_json()
+    items = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"]).to_json()
     items[1]["offset"] += 1
     with pytest.raises(ValueError, match="inconsistent"):
         ParamSpec.from_json(items)
 
 
 @pytest.mark.parametrize("build, layers, shape", [
-    (lambda: digits_cnn(1, 10, 8), ["bn3", "bn4"], (6, 1, 8, 8)),
+    (lambda: digits_cnn((1, 8, 8), 10, 8), ["bn3", "bn4"], (6, 1, 8, 8)),
     (lambda: mlp_bn((2, 5), 3, [16, 16]), ["bn2"], (6, 2, 5)),
-    (lambda: resnet18_cifar(3, 10), ["layer4.1.bn1", "layer4.1.bn2"], (2, 3, 32, 32)),
-    (lambda: digits_cnn(1, 10, 8), ["*"], (6, 1, 8, 8)),
+    (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (2, 3, 32, 32)),
+    (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (6, 1, 8, 8)),
 ])
 def test_split_network_is_exact(build, layers, shape):
     torch.manual_seed(0)
@@ -76,7 +72,7 @@ def test_split_network_is_exact(build, layers, shape):
 
 @pytest.mark.parametrize("mode", list(Normalization))
 def test_normalizer_round_trip(mode):
-    model = digits_cnn(1, 10, 8)
+    model = digits_cnn((1, 8, 8), 10, 8)
     spec = select_parameters(model, ["bn3", "bn4"])
     zoo = read_vector(model, spec) + 0.01 * torch.randn(50, spec.dim)
     normalizer = ParamNormalizer.fit(spec, zoo, mode)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from pdiff.config import Normalization
+from pdiff.generators.token import WindowPlaces, WindowRows, build_token_autoencoder, build_window_denoiser
 from pdiff.nets.token_nets import TokenAutoencoder, WindowDenoiser
 from pdiff.noise import BatchNoise
 from pdiff.params import ParamEntry, ParamNormalizer, ParamSpec
-from pdiff.token_generator import WindowPlaces, WindowRows
 from pdiff.tokens import TokenLayout, ZooTokens
 from pdiff.zoo import ParamZoo
+from tests.conftest import compose_config, write_zoo
 
 SPEC = ParamSpec((ParamEntry("conv.weight", (3, 50), 0), ParamEntry("bn.bias", (7,), 150),
                   ParamEntry("fc.weight", (130,), 157)))
@@ -18,7 +19,7 @@ SPEC = ParamSpec((ParamEntry("conv.weight", (3, 50), 0), ParamEntry("bn.bias", (
 
 def saved_zoo(tmp_path, k: int = 5) -> ParamZoo:
     zoo = ParamZoo(torch.randn(k, SPEC.dim), torch.rand(k, dtype=torch.float64) * 100, SPEC, {})
-    zoo.save(tmp_path)
+    write_zoo(tmp_path, zoo)
     return zoo
 
 
@@ -43,10 +44,13 @@ def test_scatter_inverts_gather_for_every_model():
         assert torch.equal(out, vectors[model])
 
 
-def test_memory_mapped_zoo_reads_the_same_values_as_the_loaded_one(tmp_path):
+def test_memory_mapped_zoo_reads_the_same_values_as_the_one_in_memory(tmp_path):
     zoo = saved_zoo(tmp_path)
-    mapped = ParamZoo.load(tmp_path, mapped=True)
-    assert not isinstance(mapped.vectors, torch.Tensor) and mapped.vectors.shape == (5, SPEC.dim)
+    mapped = ParamZoo.load(tmp_path)
+    assert mapped.vectors.shape == (5, SPEC.dim) and torch.equal(mapped.vectors, zoo.vectors)
+    written = ParamZoo.load(tmp_path)
+    written.vectors[0, 0] = 123.0  # copy-on-write: the file on disk never changes
+    assert torch.equal(ParamZoo.load(tmp_path).vectors, zoo.vectors)
     assert torch.equal(mapped.accuracy, zoo.accuracy)
     for mode in Normalization:
         assert torch.equal(ParamNormalizer.fit(SPEC, mapped.vectors, mode).std, ParamNormalizer.fit(SPEC, zoo.vectors,
@@ -77,15 +81,18 @@ def test_windows_pad_the_last_window_and_mark_its_slots():
     assert batch.tensor_ids.tolist() == [[2, 3, 3], [1, 2, 2]]
 
 
-def test_token_networks_have_no_weight_that_grows_with_the_vector():
+def test_token_networks_have_no_weight_that_grows_with_the_vector(tmp_path):
     def size(module):
         return sum(p.numel() for p in module.parameters())
-    small = TokenLayout(SPEC, 64)
+    cfg = compose_config(["generator=token", f"paths.output_dir={tmp_path}"])
+    small = TokenLayout(SPEC, cfg.ae.token_size)
     large = TokenLayout(ParamSpec((ParamEntry("w", (3_000_000,), 0), ParamEntry("b", (5,), 3_000_000),
-                                   ParamEntry("c", (9,), 3_000_005))), 64)
-    assert small.num_tensors == large.num_tensors == 3
-    assert size(TokenAutoencoder(64, small.num_tensors, 8, [32], 16, 0, 0)) == size(
-        TokenAutoencoder(64, large.num_tensors, 8, [32], 16, 0, 0))
+                                   ParamEntry("c", (9,), 3_000_005))), cfg.ae.token_size)
+    assert small.count == 7 and large.count > 40_000  # 3 tensors each, D differs by 10^4
+    assert size(build_token_autoencoder(cfg.ae, small)) == size(build_token_autoencoder(cfg.ae, large))
+    latent = cfg.ae.token_latent_dim
+    assert size(build_window_denoiser(cfg.denoiser, latent, small)) == size(
+        build_window_denoiser(cfg.denoiser, latent, large))
     assert large.positions.max() == 3_000_000 // 64 - 1  # positions are a sinusoidal code, not a table
 
 

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
+from pdiff.generators.latent import build_autoencoder
+from pdiff.nets.autoencoder import reconstruction_loss
 from pdiff.tracking import Tracker
 from pdiff.train import fit, global_batch_size
 from tests.conftest import compose_config
@@ -24,15 +25,15 @@ def _run(cfg, tmp_path, checkpoint, stop_at=None):
 
     tracker = Tracker(tmp_path, cfg.logger, {})
     try:
-        return fit(build_autoencoder(cfg.ae, 64), loss, data, cfg.ae.optim, cfg.trainer, name="ae", seed=0,
-                   checkpoint_dir=tmp_path / checkpoint, tracker=tracker, ema_decay=0.9)
+        return fit(build_autoencoder(cfg.ae, 64), loss, data, cfg.ae.optim, cfg.ae.cadence, cfg.trainer, name="ae",
+                   seed=0, checkpoint_dir=tmp_path / checkpoint, tracker=tracker, ema_decay=0.9)
     finally:
         tracker.close()
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, grad_accum):
-    cfg = compose_config(["experiment=smoke", "ae.optim.steps=40", "ae.optim.save_every=10", "ae.optim.batch_size=8",
+    cfg = compose_config(["experiment=smoke", "ae.optim.steps=40", "ae.cadence.save_every=10", "ae.optim.batch_size=8",
                           f"trainer.grad_accum={grad_accum}", f"paths.output_dir={tmp_path}"])
     reference = _run(cfg, tmp_path, "a")
     with pytest.raises(Interrupt):
@@ -55,7 +56,7 @@ def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
 
 
 def test_resuming_with_another_trainer_layout_is_refused(tmp_path):
-    cfg = compose_config(["experiment=smoke", "ae.optim.steps=20", "ae.optim.save_every=10",
+    cfg = compose_config(["experiment=smoke", "ae.optim.steps=20", "ae.cadence.save_every=10",
                           f"paths.output_dir={tmp_path}"])
     with pytest.raises(Interrupt):
         _run(cfg, tmp_path, "c", stop_at=15)

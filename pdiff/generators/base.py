@@ -1,0 +1,114 @@
+"""The Generator interface: train from a zoo, save to a folder, load from it, sample N parameter vectors."""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from pdiff import atomic
+from pdiff.config import ConfigError
+from pdiff.params import ParamNormalizer, ParamSpec
+from pdiff.tracking import Tracker
+from pdiff.zoo import ParamZoo
+
+GENERATOR_META = "generator.json"
+AE_WEIGHTS = "autoencoder.safetensors"
+DENOISER_WEIGHTS = "denoiser_ema.safetensors"
+DENOISER_RAW_WEIGHTS = "denoiser.safetensors"
+PhaseTimer = Callable[[str], None]  # called with a phase name ("train_autoencoder", ...) when it ends
+
+
+class Generator(ABC):
+    """A trained parameter generator. Subclasses are the designs; the pipeline sees only this interface."""
+
+    design: ClassVar[str]  # the name users select: generator=<design>
+    autoencoders: ClassVar[tuple[str, ...]]  # the ae=... options the design uses
+    denoisers: ClassVar[tuple[str, ...]]  # the denoiser=... options the design uses
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """ConfigError when the ae or denoiser group option belongs to another design."""
+        from pdiff.generators.registry import DESIGNS
+
+        for group in ("ae", "denoiser"):
+            name, allowed = cfg[group].name, getattr(cls, {"ae": "autoencoders", "denoiser": "denoisers"}[group])
+            if name not in allowed:
+                owners = [d for d, design in DESIGNS.items() if name in getattr(design, "autoencoders" if group == "ae"
+                                                                                 else "denoisers")]
+                hint = f" ({group}={name} belongs to generator={owners[0]})" if owners else ""
+                raise ConfigError(f"{group}={name} does not fit generator={cls.design}; allowed: "
+                                  f"{', '.join(f'{group}={option}' for option in allowed)}{hint}")
+
+    @classmethod
+    @abstractmethod
+    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer) -> Generator:
+        """Train on every rank of the launch (checkpoints under `directory`); every rank returns the result."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, spec: ParamSpec, cfg) -> Generator:
+        """The generator that `save` wrote to `directory`, for vectors laid out as `spec`."""
+
+    @abstractmethod
+    def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
+        """n new parameter vectors [n, D] (raw, not normalised), from the run seed `seed`."""
+
+    @abstractmethod
+    def networks(self) -> dict[str, nn.Module]:
+        """The trained networks by role (for counting and inspection)."""
+
+    @abstractmethod
+    def files(self) -> dict[str, dict[str, torch.Tensor]]:
+        """What `save` writes: file name -> tensors."""
+
+    @property
+    @abstractmethod
+    def meta(self) -> dict:
+        """What the design records in generator.json (and reads back in `load`)."""
+
+    def save(self, directory: Path, run_meta: dict) -> None:
+        """Weights first, then generator.json (whose presence marks the generator complete)."""
+        for name, tensors in self.files().items():
+            atomic.write_safetensors(directory / name, tensors)
+        atomic.write_json(directory / GENERATOR_META, {**run_meta, **self.meta, "design": self.design})
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for module in self.networks().values() for p in module.parameters())
+
+
+def generator_exists(directory: Path) -> bool:
+    return (Path(directory) / GENERATOR_META).is_file()
+
+
+def read_meta(directory: Path) -> dict:
+    return json.loads((Path(directory) / GENERATOR_META).read_text())
+
+
+def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: nn.Module) -> dict[str, torch.Tensor]:
+    """What AE_WEIGHTS holds: the autoencoder's and the normaliser's tensors under their own prefixes."""
+    state = {f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()}
+    state.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
+    return state
+
+
+def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoencoder: nn.Module) -> None:
+    """Fill `normalizer` and `autoencoder` in place from DIR/AE_WEIGHTS."""
+    state = atomic.read_safetensors(Path(directory) / AE_WEIGHTS)
+    for prefix, module in (("normalizer.", normalizer), ("autoencoder.", autoencoder)):
+        module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+
+
+def trained_pair(build: Callable[[], nn.Module], fitted) -> tuple[nn.Module, nn.Module]:
+    """(raw, EMA) networks in eval mode from a Fitted result that kept an EMA."""
+    pair = []
+    for weights in (fitted.weights, fitted.ema_weights):
+        network = build()
+        network.load_state_dict(weights)
+        pair.append(network.eval())
+    return pair[0], pair[1]

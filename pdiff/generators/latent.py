@@ -1,0 +1,167 @@
+"""p-diff's design (generator=latent): a parameter autoencoder + a DDPM on its latents.
+
+    zoo [K, D] --normaliser--> [K, D] --autoencoder (input + latent noise)--> latents [K, C, L]
+        --scaled to unit std, DDPM (conv1d denoiser, EMA)--> sampled latents --decoder--> [N, D]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pdiff import atomic
+from pdiff.config import Normalization, SamplerName
+from pdiff.diffusion import GaussianDiffusion, build_diffusion
+from pdiff.generators.base import (
+    AE_WEIGHTS,
+    DENOISER_RAW_WEIGHTS,
+    DENOISER_WEIGHTS,
+    Generator,
+    PhaseTimer,
+    autoencoder_file_state,
+    load_autoencoder_file,
+    read_meta,
+    trained_pair,
+)
+from pdiff.generators.registry import register
+from pdiff.nets.autoencoder import (
+    ConvAutoencoderV1,
+    ConvAutoencoderV2,
+    MLPAutoencoder,
+    ParamAutoencoder,
+    reconstruction_loss,
+)
+from pdiff.nets.denoiser import LatentDenoiser
+from pdiff.params import ParamNormalizer, ParamSpec
+from pdiff.progress import stage_progress
+from pdiff.seeds import Purpose, derive_seed, generator_for
+from pdiff.tracking import Tracker
+from pdiff.train import fit
+from pdiff.zoo import ParamZoo
+
+
+def _mlp(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:
+    return MLPAutoencoder(dim, list(ae_cfg.hidden), ae_cfg.latent_dim, ae_cfg.latent_channels, **noise)
+
+
+def _conv_v1(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:
+    return ConvAutoencoderV1(dim, list(ae_cfg.channels), ae_cfg.latent_channels, ae_cfg.stride, **noise)
+
+
+def _conv_v2(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:
+    return ConvAutoencoderV2(dim, ae_cfg.fold, list(ae_cfg.channels), ae_cfg.latent_dim, **noise)
+
+
+AUTOENCODERS = {"mlp": _mlp, "pdiff_v1": _conv_v1, "pdiff_v2": _conv_v2}
+
+
+def build_autoencoder(ae_cfg, dim: int) -> ParamAutoencoder:
+    """The autoencoder that `ae` (mlp, pdiff_v1 or pdiff_v2) describes, for vectors of length `dim`."""
+    return AUTOENCODERS[ae_cfg.name](ae_cfg, dim, {"input_noise": ae_cfg.input_noise,
+                                                   "latent_noise": ae_cfg.latent_noise})
+
+
+def build_denoiser(denoiser_cfg, latent_channels: int) -> LatentDenoiser:
+    return LatentDenoiser(latent_channels, list(denoiser_cfg.channels), denoiser_cfg.time_dim)
+
+
+@torch.no_grad()
+def encode_latents(normalizer: ParamNormalizer, autoencoder: ParamAutoencoder, vectors: torch.Tensor
+                   ) -> tuple[torch.Tensor, float]:
+    """Deterministic (eval-mode) latents of the zoo, scaled to unit standard deviation, and the scale."""
+    autoencoder.eval()
+    latents = autoencoder.encode(normalizer.normalize(vectors))
+    scale = float(latents.std().clamp_min(1e-8))
+    return latents / scale, scale
+
+
+@register
+@dataclass
+class LatentGenerator(Generator):
+    design = "latent"
+    autoencoders = tuple(AUTOENCODERS)
+    denoisers = ("conv1d",)
+
+    normalizer: ParamNormalizer
+    autoencoder: ParamAutoencoder
+    denoiser: LatentDenoiser  # the EMA weights: the ones that sample
+    diffusion: GaussianDiffusion
+    latent_scale: float
+    raw_denoiser: LatentDenoiser | None = field(default=None)  # kept after training, to be saved
+
+    @classmethod
+    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer) -> LatentGenerator:
+        normalizer, autoencoder = train_autoencoder(
+            zoo, cfg.ae, cfg.trainer, derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker)
+        timer("train_autoencoder")
+        latents, scale = encode_latents(normalizer, autoencoder, zoo.vectors)
+        seed = derive_seed(cfg.seed, Purpose.denoiser)
+        torch.manual_seed(seed)
+        diffusion = build_diffusion(cfg.diffusion)
+        fitted = fit(build_denoiser(cfg.denoiser, latents.shape[1]), diffusion.training_losses, latents,
+                     cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name="diffusion", seed=seed,
+                     checkpoint_dir=directory / "diffusion_checkpoint", tracker=tracker,
+                     ema_decay=cfg.diffusion.ema_decay)
+        raw, ema = trained_pair(lambda: build_denoiser(cfg.denoiser, latents.shape[1]), fitted)
+        timer("train_diffusion")
+        return cls(normalizer, autoencoder, ema, diffusion, scale, raw)
+
+    @classmethod
+    def load(cls, directory: Path, spec: ParamSpec, cfg) -> LatentGenerator:
+        normalizer, autoencoder = ParamNormalizer(spec.dim), build_autoencoder(cfg.ae, spec.dim)
+        load_autoencoder_file(directory, normalizer, autoencoder)
+        denoiser = build_denoiser(cfg.denoiser, autoencoder.latent_shape[0])
+        denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
+        return cls(normalizer, autoencoder.eval(), denoiser.eval(), build_diffusion(cfg.diffusion),
+                   float(read_meta(directory)["latent_scale"]))
+
+    @torch.no_grad()
+    def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
+        """n vectors [n, D], all sampled as one batch from the EMA denoiser, then decoded."""
+        shape = (n, *self.autoencoder.latent_shape)
+        rng = generator_for(seed, Purpose.sampling)
+        steps = self.diffusion.sample_steps(sampler_cfg)
+        with stage_progress(f"sample {n} models ({SamplerName(sampler_cfg.name).value})", total=steps) as bar:
+            latents = self.diffusion.sample(self.denoiser, shape, sampler_cfg, generator=rng, progress=bar.advance)
+        return self.decode(latents)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Scaled latents [N, C, L] -> parameter vectors [N, D] (autoencoder in eval mode)."""
+        self.autoencoder.eval()
+        return self.normalizer.denormalize(self.autoencoder.decode(latents * self.latent_scale))
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"autoencoder": self.autoencoder, "denoiser": self.denoiser}
+
+    def files(self) -> dict[str, dict[str, torch.Tensor]]:
+        files = {AE_WEIGHTS: autoencoder_file_state(self.normalizer, self.autoencoder),
+                 DENOISER_WEIGHTS: self.denoiser.state_dict()}
+        if self.raw_denoiser is not None:
+            files[DENOISER_RAW_WEIGHTS] = self.raw_denoiser.state_dict()
+        return files
+
+    @property
+    def meta(self) -> dict:
+        return {"latent_scale": self.latent_scale, "latent_shape": list(self.autoencoder.latent_shape)}
+
+
+def train_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker
+                      ) -> tuple[ParamNormalizer, ParamAutoencoder]:
+    """Fit the normaliser on the zoo, then the autoencoder on normalised vectors (input + latent noise)."""
+    normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(ae_cfg.normalization))
+    data = normalizer.normalize(zoo.vectors)
+    torch.manual_seed(seed)
+    fitted = fit(build_autoencoder(ae_cfg, zoo.spec.dim), reconstruction_loss, data, ae_cfg.optim, ae_cfg.cadence,
+                 trainer_cfg, name="ae", seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker)
+    autoencoder = build_autoencoder(ae_cfg, zoo.spec.dim)
+    autoencoder.load_state_dict(fitted.weights)
+    autoencoder.eval()
+    with torch.no_grad():
+        recon = autoencoder(data)
+    tracker.log({"ae/recon_mse_normalized": float(((recon - data) ** 2).mean()),
+                 "ae/recon_max_abs": float((normalizer.denormalize(recon) - zoo.vectors).abs().max())})
+    return normalizer, autoencoder

@@ -1,0 +1,229 @@
+"""The four stages, each reading the previous stage's files and writing its own (resumable, skip-if-done).
+
+DIR/zoo        collect:  base_model.safetensors, shards/, zoo.safetensors + zoo.json (resume: *_state.pt)
+DIR/generator  train:    the design's weights + generator.json
+DIR/generated  generate: params.safetensors + generated.json
+DIR/eval       evaluate: predictions.safetensors, memorization.json; then DIR/report.json, report.md, plots
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from pdiff import atomic, distributed
+from pdiff.collect import collect_checkpoints, train_base
+from pdiff.config import SamplerName, Stage, to_container
+from pdiff.data import Dataset, load_dataset
+from pdiff.evaluate import ParameterEvaluator
+from pdiff.generators import design_class, generator_exists
+from pdiff.memorization import evaluate_populations, memorization_normalizer, verdict
+from pdiff.params import ParamSpec, select_parameters
+from pdiff.report import build_report, log_report, write_report
+from pdiff.seeds import Purpose, derive_seed
+from pdiff.stage_dirs import claim_stage_dir, stage_inputs
+from pdiff.tasknets import build_task_net
+from pdiff.tracking import Tracker
+from pdiff.zoo import BASE_WEIGHTS, ParamZoo, ZooError, load_base_weights, save_base_weights, shard_path, shard_sizes
+
+log = logging.getLogger(__name__)
+STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
+GENERATED_PARAMS = "params.safetensors"
+GENERATED_META = "generated.json"
+EVAL_PREDICTIONS = "predictions.safetensors"
+EVAL_MEMORIZATION = "memorization.json"
+TIMINGS_FILE = "timings.json"
+
+
+@dataclass
+class Run:
+    """One pipeline run: its config, output folder, tracker and per-stage timings."""
+
+    cfg: DictConfig
+    output_dir: Path
+    tracker: Tracker
+    env: distributed.DistEnv = field(default_factory=distributed.DistEnv)
+    timings: dict[str, float] = field(default_factory=dict)
+    _data: Dataset | None = None
+
+    @property
+    def data(self) -> Dataset:
+        if self._data is None:
+            self._data = load_dataset(self.cfg.data)
+        return self._data
+
+    def dir(self, name: str) -> Path:
+        path = self.output_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record_time(self, key: str, seconds: float) -> None:
+        self.timings[key] = seconds
+        if not self.env.is_main:
+            return
+        path = self.output_dir / TIMINGS_FILE
+        saved = json.loads(path.read_text()) if path.is_file() else {}
+        atomic.write_json(path, {**saved, key: round(seconds, 3)})
+
+    def phase_timer(self):
+        """A callback that records the time since the previous call (or since now) under each phase name."""
+        started = time.perf_counter()
+
+        def timer(key: str) -> None:
+            nonlocal started
+            self.record_time(key, time.perf_counter() - started)
+            started = time.perf_counter()
+        return timer
+
+
+def _zoo_dir(run: Run) -> Path:
+    directory = run.dir("zoo")
+    claim_stage_dir(directory, stage_inputs(run.cfg, Stage.collect), keep_on_change=True)
+    return directory
+
+
+def _base_model(run: Run) -> tuple[torch.nn.Module, ParamSpec]:
+    model = build_task_net(run.cfg.task.net, run.data.input_shape, run.data.num_classes)
+    return model, select_parameters(model, list(run.cfg.task.param.layers))
+
+
+def run_base(run: Run) -> None:
+    """Train the base model once (resumable per epoch); every shard continues from it."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    if (directory / BASE_WEIGHTS).is_file():
+        return
+    started = time.perf_counter()
+    seed = derive_seed(cfg.seed, Purpose.base)
+    torch.manual_seed(seed)
+    model, _ = _base_model(run)
+    base_acc = train_base(model, run.data, cfg.task.base, cfg.data.augment, seed, directory / "base_state.pt")
+    save_base_weights(directory, model.state_dict())
+    run.tracker.log({"collect/base_acc": base_acc})
+    run.record_time("collect_base", time.perf_counter() - started)
+    log.info("collect: base model trained to %.2f%% test accuracy in %.1f s", base_acc, time.perf_counter() - started)
+
+
+def run_collect_shard(run: Run, shard: int) -> None:
+    """Collect shard `shard` of task.collect.shards: its own seed and data order, from the shared base model."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    shards = cfg.task.collect.shards
+    path = shard_path(directory, shard, shards)
+    if path.is_file():
+        return
+    started = time.perf_counter()
+    model, spec = _base_model(run)
+    model.load_state_dict(load_base_weights(directory))
+    vectors, accuracy = collect_checkpoints(
+        model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard], cfg.data.augment,
+        derive_seed(cfg.seed, Purpose.shard, shard), path.with_suffix(".state.pt"))
+    seconds = time.perf_counter() - started
+    atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
+                             metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json())})
+    log.info("collect: shard %d/%d: %d checkpoints in %.1f s", shard + 1, shards, len(vectors), seconds)
+
+
+def run_merge(run: Run) -> None:
+    """Join the shards, in shard order, into the one zoo that training reads."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    if ParamZoo.exists(directory):
+        return
+    shards = cfg.task.collect.shards
+    paths = [shard_path(directory, shard, shards) for shard in range(shards)]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise ZooError(f"cannot merge the zoo in {directory}: shards {missing} are not collected yet")
+    spec = ParamSpec.from_json(json.loads(atomic.read_safetensors_metadata(paths[0])["spec"]))
+    zoo = ParamZoo.merge(directory, paths, spec,
+                         {"task": cfg.task.name, "seed": cfg.seed, "shards": shards,
+                          "shard_sizes": shard_sizes(cfg.task.param.k, shards), "config": to_container(cfg)})
+    log.info("collect: %d checkpoints of %d parameters, accuracy %.2f-%.2f%%", zoo.k, spec.dim,
+             float(zoo.accuracy.min()), float(zoo.accuracy.max()))
+
+
+def run_collect(run: Run) -> None:
+    """The whole collection in this process: base model, every shard in turn, merge."""
+    if ParamZoo.exists(_zoo_dir(run)):
+        log.info("collect: zoo in %s is complete, skipping", run.output_dir / "zoo")
+        return
+    started = time.perf_counter()
+    run_base(run)
+    for shard in range(run.cfg.task.collect.shards):
+        run_collect_shard(run, shard)
+    run_merge(run)
+    run.record_time("collect", time.perf_counter() - started)
+
+
+def run_train(run: Run) -> None:
+    """Train the generator design on every rank of the launch; rank 0 writes it."""
+    cfg, directory = run.cfg, run.dir("generator")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.train), keep_on_change=True)
+    if generator_exists(directory):
+        log.info("train: generator in %s is complete, skipping", directory)
+        return
+    zoo = ParamZoo.load(run.output_dir / "zoo")
+    generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer())
+    if run.env.is_main:
+        generator.save(directory, {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
+                                   "ranks": run.env.world_size})
+    distributed.barrier()
+
+
+def run_generate(run: Run) -> None:
+    cfg, directory = run.cfg, run.dir("generated")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.generate), keep_on_change=False)
+    if (directory / GENERATED_META).is_file():
+        log.info("generate: %s is complete, skipping", directory)
+        return
+    spec = ParamZoo.load(run.output_dir / "zoo").spec
+    started = time.perf_counter()
+    generator = design_class(cfg).load(run.output_dir / "generator", spec, cfg)
+    params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed)
+    atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
+    atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": spec.dim,
+                                                   "sampler": SamplerName(cfg.sampler.name).value})
+    run.record_time("generate", time.perf_counter() - started)
+
+
+def run_evaluate(run: Run) -> dict:
+    """Predictions of every population, the memorisation table, the report and its plots."""
+    cfg, directory = run.cfg, run.dir("eval")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
+    zoo = ParamZoo.load(run.output_dir / "zoo")
+    results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
+    generated = atomic.read_safetensors(run.output_dir / "generated" / GENERATED_PARAMS)["params"]
+    normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
+    if results.is_file() and table_path.is_file():
+        predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
+    else:
+        started = time.perf_counter()
+        data = run.data
+        model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+        model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
+        evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, cfg.evaluate.chunk_size, cfg.evaluate.batched,
+                                       cfg.data.eval_batch_size)
+        predictions, table = evaluate_populations(evaluator.predictions, zoo.vectors, generated, normalizer,
+                                                  data.y_test, cfg.seed)
+        atomic.write_safetensors(results, predictions)
+        atomic.write_json(table_path, table)
+        run.record_time("evaluate", time.perf_counter() - started)
+    y_test = predictions.pop("y_test")
+    per_model = {name: predictions.pop(name) for name in list(predictions) if ":" in name}
+    accuracies = {name: (p == y_test).double().mean(1) * 100 for name, p in predictions.items()}
+    saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
+    report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
+    report["memorization"] = table
+    write_report(run.output_dir, report, accuracies, per_model, len(y_test),
+                 {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
+                 verdict(table))
+    log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
+    return report
+
+
+STAGE_RUNNERS = {Stage.collect: run_collect, Stage.train: run_train, Stage.generate: run_generate,
+                 Stage.evaluate: run_evaluate}
