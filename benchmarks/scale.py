@@ -4,14 +4,15 @@
 
 For each D a synthetic zoo (K=16, tensors of at most 2^20 values, like a network's layers) is written as a
 real zoo on disk. Each (design, D) then runs in its own process, through pdiff's own code:
-- token (`ae=token`): per-tensor normaliser from the memory-mapped zoo, `--steps` steps of the token
+- token (`generator=token`): per-tensor normaliser from the memory-mapped zoo, `--steps` steps of the token
   autoencoder, the latents of every token, `--steps` steps of the window denoiser;
-- pdiff_v1 (`ae=pdiff_v1`, p-diff's conv autoencoder): the zoo in memory, as the original holds it,
-  per-tensor normaliser, `--steps` autoencoder steps on a batch of all 16 vectors.
+- pdiff_v1 (`ae=pdiff_v1`, p-diff's conv autoencoder): per-tensor normaliser, `--steps` autoencoder steps on
+  a batch of all 16 vectors, then `--steps` steps of the latent denoiser.
+Both train through the Generator interface (Generator.train), as the pipeline does.
 s_per_step is the autoencoder's steady-state step time (the first step is not counted). Peak RSS is the
 process's high-water mark; bytes_per_param is (peak - RSS after imports) / D, and
 marginal_bytes_per_param the extra peak per extra parameter from the previous size (what grows with D).
-With ae=token the denoiser takes 32 windows (2,048 token latents) per step, as docs/large_models.md
+With generator=token the denoiser takes 32 windows (2,048 token latents) per step, as docs/large_models.md
 advises. A process above
 --rss-limit-gb is stopped and recorded as "oom", one over --timeout as "timeout".
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,33 +31,24 @@ from pathlib import Path
 import psutil
 import torch
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from table_output import emit
 
-from pdiff.config import Normalization, register_configs
-from pdiff.generator import build_diffusion
-from pdiff.nets.autoencoder import build_autoencoder, reconstruction_loss
-from pdiff.params import ParamEntry, ParamNormalizer, ParamSpec
-from pdiff.token_generator import (
-    WindowPlaces,
-    WindowRows,
-    build_token_autoencoder,
-    build_window_denoiser,
-    encode_token_latents,
-    token_reconstruction_loss,
-    window_diffusion_loss,
-)
-from pdiff.tokens import TokenLayout, ZooTokens
-from pdiff.train import fit
-from pdiff.zoo import ParamZoo
+from pdiff import atomic
+from pdiff.config import register_configs
+from pdiff.generators import design_class
+from pdiff.params import ParamEntry, ParamSpec
+from pdiff.zoo import ParamZoo, shard_path
 
 REPO = Path(__file__).resolve().parents[1]
-DESIGNS = ("token", "pdiff_v1")
+DESIGN_OVERRIDES = {  # each measured design as the config a user selects
+    "token": ["generator=token", "diffusion.optim.batch_size=32"],  # 32 windows of 64 token latents per step
+    "pdiff_v1": ["ae=pdiff_v1"],
+}
+DESIGNS = tuple(DESIGN_OVERRIDES)
 K = 16
 MAX_TENSOR = 2**20
 GIB = 2**30
 OOM_SIGNS = ("can't allocate memory", "out of memory", "MemoryError")
-TOKEN_OVERRIDES = ["diffusion.optim.batch_size=32"]
 
 
 def peak_rss() -> int:
@@ -75,65 +68,55 @@ def write_synthetic_zoo(directory: Path, dim: int, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     centre = torch.randn(dim, generator=generator) * 0.05
     vectors = centre + 0.01 * torch.randn(K, dim, generator=generator)
-    ParamZoo(vectors, torch.full((K,), 50.0, dtype=torch.float64), spec, {"synthetic": True}).save(directory)
+    shard = shard_path(directory, 0, 1)
+    atomic.write_safetensors(shard, {"params": vectors, "accuracy": torch.full((K,), 50.0, dtype=torch.float64)})
+    ParamZoo.merge(directory, [shard], spec, {"synthetic": True})
 
 
-def _timed_fit(model, loss, data, optim, trainer, name: str, directory: Path) -> tuple[float, float]:
-    """Seconds for the first step and per later step, through pdiff.train.fit."""
-    class StepClock:
-        def __init__(self):
-            self.times: list[float] = []
+class StepClock:
+    """A tracker that keeps the time of every logged training step, per network ("ae", "diffusion")."""
 
-        def log(self, metrics: dict) -> None:
-            self.times.append(time.perf_counter())
+    def __init__(self):
+        self.times: dict[str, list[float]] = {"ae": [], "diffusion": []}
+        self.values: dict = {}
 
-    clock = StepClock()
-    cfg = OmegaConf.merge(optim, {"log_every": 1, "save_every": 10**9, "warmup_steps": 1})
-    started = time.perf_counter()
-    fit(model, loss, data, cfg, trainer, name=name, seed=0, checkpoint_dir=directory / f"{name}_checkpoint",
-        tracker=clock)
-    first = clock.times[0] - started
-    rest = (clock.times[-1] - clock.times[0]) / max(len(clock.times) - 1, 1)
-    return first, rest
+    def log(self, metrics: dict) -> None:
+        for name, times in self.times.items():
+            if f"{name}/loss" in metrics:
+                times.append(time.perf_counter())
+        self.values.update(metrics)
+
+
+def per_step(times: list[float]) -> float:
+    return (times[-1] - times[0]) / max(len(times) - 1, 1)
 
 
 def worker(design: str, zoo_dir: Path, steps: int) -> dict:
-    """One (design, D) measurement in this process; returns the row."""
+    """One (design, D) measurement in this process, through the Generator interface; returns the row."""
     baseline = peak_rss()
     register_configs()
+    cadence = ["ae.cadence.log_every=1", "diffusion.cadence.log_every=1", f"ae.cadence.save_every={10**9}",
+               f"diffusion.cadence.save_every={10**9}"]
+    budget = [f"ae.optim.steps={steps}", f"diffusion.optim.steps={steps}", "ae.optim.warmup_steps=1",
+              "diffusion.optim.warmup_steps=1"]
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        cfg = compose(config_name="config", overrides=[f"ae={design}", "paths.output_dir=unused",
-                                                        *TOKEN_OVERRIDES * (design == "token")])
-    optim = dict(cfg.ae.optim, steps=steps)
-    scratch = Path(tempfile.mkdtemp(prefix="pdiff-scale-"))
-    row: dict = {}
-    if design == "token":
-        zoo = ParamZoo.load(zoo_dir, mapped=True)
-        normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(cfg.ae.normalization))
-        layout = TokenLayout(zoo.spec, cfg.ae.token_size)
-        autoencoder = build_token_autoencoder(cfg.ae, layout.num_tensors)
-        first, per_step = _timed_fit(autoencoder, token_reconstruction_loss, ZooTokens(zoo.vectors, layout, normalizer),
-                                     optim, cfg.trainer, "ae", scratch)
-        started = time.perf_counter()
-        latents, _, _ = encode_token_latents(zoo.vectors, normalizer, layout, autoencoder.eval())
-        row["encode_s"] = round(time.perf_counter() - started, 2)
-        places = WindowPlaces(layout, cfg.diffusion.window)
-        denoiser = build_window_denoiser(cfg.diffusion, latents.shape[-1], layout.num_tensors)
-        _, row["diffusion_s_per_step"] = _timed_fit(
-            denoiser, window_diffusion_loss(build_diffusion(cfg.diffusion)), WindowRows(places.split(latents), places),
-            dict(cfg.diffusion.optim, steps=steps), cfg.trainer, "diffusion", scratch)
-        row["tokens"] = layout.count
-        row["generator_params"] = sum(p.numel() for p in [*autoencoder.parameters(), *denoiser.parameters()])
-    else:
-        zoo = ParamZoo.load(zoo_dir)
-        normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(cfg.ae.normalization))
-        autoencoder = build_autoencoder(cfg.ae, zoo.spec.dim)
-        first, per_step = _timed_fit(autoencoder, reconstruction_loss, normalizer.normalize(zoo.vectors), optim,
-                                     cfg.trainer, "ae", scratch)
-        row["generator_params"] = sum(p.numel() for p in autoencoder.parameters())
+        cfg = compose(config_name="config", overrides=[*DESIGN_OVERRIDES[design], *cadence, *budget,
+                                                        "paths.output_dir=unused"])
+    zoo = ParamZoo.load(zoo_dir)
+    clock, started = StepClock(), time.perf_counter()
+    generator = design_class(cfg).train(zoo, cfg, Path(tempfile.mkdtemp(prefix="pdiff-scale-")), clock,
+                                        lambda phase: None)
     peak = peak_rss()
-    return {"first_step_s": round(first, 3), "s_per_step": round(per_step, 4), "peak_rss_gb": round(peak / GIB, 3),
-            "bytes_per_param": round((peak - baseline) / zoo.spec.dim, 1), **row}
+    row = {"first_step_s": round(clock.times["ae"][0] - started, 3),
+           "s_per_step": round(per_step(clock.times["ae"]), 4),
+           "diffusion_s_per_step": round(per_step(clock.times["diffusion"]), 4),
+           "peak_rss_gb": round(peak / GIB, 3), "bytes_per_param": round((peak - baseline) / zoo.spec.dim, 1),
+           "generator_params": generator.parameter_count()}
+    if "ae/encode_s" in clock.values:
+        row["encode_s"] = round(clock.values["ae/encode_s"], 2)
+    if "tokens" in generator.meta:
+        row["tokens"] = generator.meta["tokens"]
+    return row
 
 
 def measure(design: str, zoo_dir: Path, dim: int, steps: int, timeout: float, rss_limit: float) -> dict:
@@ -190,8 +173,7 @@ def main() -> None:
             for design in args.designs:
                 rows.append(measure(design, zoo_dir, dim, args.steps, args.timeout, args.rss_limit_gb))
                 print(json.dumps(rows[-1]), flush=True)
-            for path in zoo_dir.iterdir():
-                path.unlink()
+            shutil.rmtree(zoo_dir)
     add_marginal_cost(rows)
     columns = ["design", "D", "status", "s_per_step", "peak_rss_gb", "bytes_per_param", "marginal_bytes_per_param"]
     emit(f"training cost vs D (K={K}, {args.steps} steps, {torch.get_num_threads()} threads)", columns,

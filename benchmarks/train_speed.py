@@ -58,7 +58,8 @@ def _cfg(trainer: str, zero_stage: int, steps: int, **ae) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
         cfg = compose(config_name="config", overrides=[f"trainer={trainer}", "paths.output_dir=unused"])
     optim, cadence = {"steps": steps, "batch_size": 200, "warmup_steps": 10}, {"log_every": 50, "save_every": 10**9}
-    return OmegaConf.merge(cfg, {"trainer": {"zero_stage": zero_stage}, "ae": {**ae, "optim": optim, "cadence": cadence},
+    return OmegaConf.merge(cfg, {"trainer": {"zero_stage": zero_stage},
+                                 "ae": {**ae, "optim": optim, "cadence": cadence},
                                  "diffusion": {"optim": optim, "cadence": cadence}})
 
 
@@ -76,8 +77,8 @@ def throughput_worker(trainer: str, zero_stage: int, steps: int, out: Path) -> N
                   "denoiser": (build_denoiser(cfg.denoiser, 4), diffusion.training_losses, latents, cfg.diffusion)}
         for name, (model, loss, data, node) in models.items():
             tracker = MetricsInMemory()
-            fit(model, loss, data, node.optim, node.cadence, cfg.trainer, name=name, seed=0, checkpoint_dir=Path(scratch) / name,
-                tracker=tracker)
+            fit(model, loss, data, node.optim, node.cadence, cfg.trainer, name=name, seed=0,
+                checkpoint_dir=Path(scratch) / name, tracker=tracker)
             windows = [row[f"{name}/steps_per_s"] for row in tracker.rows][1:]  # the first window holds warm-up
             result[name] = {"steps_per_s": statistics.median(windows), "params": sum(p.numel() for p in
                                                                                     model.parameters())}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -89,21 +90,51 @@ def _npz_path(path) -> Path:
     return file
 
 
-def _load_npz(path) -> Dataset:
+def _npz_arrays(path) -> dict[str, np.ndarray]:
+    """The four arrays of data.path, checked: an npz archive, all present, finite, integral labels."""
     file = _npz_path(path)
-    with np.load(file, allow_pickle=False) as arrays:
-        missing = [key for key in NPZ_KEYS if key not in arrays]
-        if missing:
-            raise ConfigError(f"data.path={str(path)!r} lacks arrays {missing}; it must hold {', '.join(NPZ_KEYS)}")
-        x_train, x_test = (torch.from_numpy(arrays[k].astype(np.float32)) for k in ("x_train", "x_test"))
-        y_train, y_test = (torch.from_numpy(arrays[k].astype(np.int64)).reshape(-1) for k in ("y_train", "y_test"))
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            missing = [key for key in NPZ_KEYS if key not in archive]
+            if missing:
+                raise ConfigError(f"data.path={str(path)!r} lacks arrays {missing}; it must hold {', '.join(NPZ_KEYS)}")
+            arrays = {key: archive[key] for key in NPZ_KEYS}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ConfigError(f"data.path={str(path)!r} is not a readable .npz archive ({error}); save one with "
+                          f"numpy.savez(path, {'=..., '.join(NPZ_KEYS)}=...)") from error
+    for key, array in arrays.items():
+        if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
+            raise ConfigError(f"data.path={str(path)!r}: array {key} has dtype {array.dtype}; it must be numeric")
+        bad = int(np.size(array) - np.isfinite(array).sum())
+        if bad:
+            raise ConfigError(f"data.path={str(path)!r}: array {key} holds {bad} non-finite values (NaN or inf) of "
+                              f"{np.size(array)}; clean the data")
+    for key in ("y_train", "y_test"):
+        labels = arrays[key]
+        if np.issubdtype(labels.dtype, np.floating) and not np.array_equal(labels, np.round(labels)):
+            fractional = int((labels != np.round(labels)).sum())
+            raise ConfigError(f"data.path={str(path)!r}: {key} holds {fractional} non-integral labels (e.g. "
+                              f"{labels[labels != np.round(labels)].flat[0]!r}); labels must be class indices "
+                              "0, 1, 2, ...")
+    return arrays
+
+
+def _load_npz(path) -> Dataset:
+    arrays = _npz_arrays(path)
+    x_train, x_test = (torch.from_numpy(arrays[k].astype(np.float32)) for k in ("x_train", "x_test"))
+    y_train, y_test = (torch.from_numpy(arrays[k].astype(np.int64)).reshape(-1) for k in ("y_train", "y_test"))
     if x_train.shape[1:] != x_test.shape[1:] or len(x_train) != len(y_train) or len(x_test) != len(y_test):
         raise ConfigError(f"data.path={str(path)!r}: inconsistent shapes x_train {tuple(x_train.shape)}, "
                           f"y_train {tuple(y_train.shape)}, x_test {tuple(x_test.shape)}, y_test {tuple(y_test.shape)}")
+    if not len(x_train) or not len(x_test):
+        raise ConfigError(f"data.path={str(path)!r}: x_train has {len(x_train)} and x_test {len(x_test)} samples; "
+                          "both need at least one")
     if min(y_train.min(), y_test.min()) < 0:
         raise ConfigError(f"data.path={str(path)!r}: labels must be integers >= 0")
     mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if num_classes < 2:
+        raise ConfigError(f"data.path={str(path)!r}: the labels hold a single class; at least 2 are needed")
     return Dataset((x_train - mean) / std, y_train, (x_test - mean) / std, y_test, num_classes)
 
 

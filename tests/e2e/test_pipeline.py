@@ -71,7 +71,7 @@ def test_stages_run_one_at_a_time_from_the_previous_stage_files(tmp_path):
 def test_config_error_stops_before_any_work(tmp_path):
     out = tmp_path / "run"
     result = run_sweep(["experiment=smoke", "task.param.k=0", f"paths.output_dir={out}"])
-    assert result.returncode != 0 and "task.param.k=0 is invalid: must be an integer >= 1" in result.stderr
+    assert result.returncode != 0 and "task.param.k=0 is invalid: must be an integer >= 2" in result.stderr
     assert not (out / "zoo").exists()
 
 
@@ -135,5 +135,48 @@ def test_multirun_writes_one_report_per_seed(tmp_path):
     reports = sorted(out.glob("*/report.json"))
     assert f"pdiff: 2 reports under {out}" in result.stdout
     assert all(str(p.parent / "report.md") in result.stdout for p in reports)
-    assert [p.parent.name for p in reports] == ["experiment=smoke,seed=0,task.param.k=8",
-                                                "experiment=smoke,seed=1,task.param.k=8"]
+    assert [p.parent.name for p in reports] == ["experiment=smoke,sampler=ddim,seed=0,task.param.k=8",
+                                                "experiment=smoke,sampler=ddim,seed=1,task.param.k=8"]
+
+
+USER_NETWORK = '''
+import torch
+from torch import nn
+
+
+class MyNet(nn.Module):
+    """A user's own network: not an nn.Sequential, a residual forward, BatchNorm named as npz_mlp expects."""
+
+    def __init__(self, input_shape, num_classes, width):
+        super().__init__()
+        self.fc1 = nn.Linear(input_shape[0], width)
+        self.bn1 = nn.BatchNorm1d(width)
+        self.fc2 = nn.Linear(width, width)
+        self.bn2 = nn.BatchNorm1d(width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.fc1(x)))
+        return self.head(h + torch.relu(self.bn2(self.fc2(h))))
+'''
+
+
+def test_a_network_the_tests_never_saw_runs_the_whole_pipeline(tmp_path, monkeypatch):
+    (tmp_path / "mymod.py").write_text(USER_NETWORK)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 12))
+    labels = rng.integers(0, 3, 300)
+    x = centres[labels] + 0.8 * rng.normal(size=(300, 12))
+    data = tmp_path / "mine.npz"
+    np.savez(data, x_train=x[:240], y_train=labels[:240], x_test=x[240:], y_test=labels[240:])
+    out = tmp_path / "run"
+    common = ["task=npz_mlp", f"data.path={data}", "experiment=smoke"]
+    ok(run_sweep([*common, "task.net={_target_: mymod.MyNet, width: 24}", f"paths.output_dir={out}"]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["param_count"] == 4 * 24 and report["generated"]["n"] == 20  # bn1 + bn2: weight and bias
+    assert json.loads((out / "zoo" / "zoo.json").read_text())["spec"][0]["name"] == "bn1.weight"
+    missing = tmp_path / "missing"
+    result = run_sweep([*common, "task.net={_target_: mymod.NoSuchNet, width: 24}", f"paths.output_dir={missing}"])
+    assert result.returncode != 0 and "task.net._target_='mymod.NoSuchNet'" in result.stderr
+    assert not (missing / "zoo").exists()

@@ -97,3 +97,36 @@ def test_npz_task_without_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"data.path='.*x.npz' does not exist"):
         run_pipeline(cfg)
     assert not out.exists()
+
+
+def test_output_dir_that_is_a_file_is_refused_and_left_alone(tmp_path):
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    with pytest.raises(ConfigError, match=r"paths.output_dir='.*results.txt' is invalid: is an existing file"):
+        run_pipeline(compose_config([f"paths.output_dir={target}"]))
+    assert target.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("net, message", [
+    ("{_target_: no_such_module.Net}", r"task.net._target_='no_such_module.Net' cannot be imported"),
+    ("{_target_: pdiff.tasknets.digits_cnn, depth: 3}", r"task.net._target_='pdiff.tasknets.digits_cnn' does not "
+                                                         r"accept the arguments"),
+    ("{_target_: collections.OrderedDict}", r"task.net._target_='collections.OrderedDict' returned OrderedDict"),
+])
+def test_bad_network_target_stops_before_any_work_naming_the_key(net, message, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(compose_config([f"task.net={net}", f"paths.output_dir={out}"]))
+    assert not out.exists()
+
+
+def test_a_network_given_whole_replaces_the_task_network_node(tmp_path):
+    cfg = compose_config(["task=npz_mlp", "task.net={_target_: mymod.MyNet, width: 24}",
+                          f"paths.output_dir={tmp_path}"])
+    assert dict(cfg.task.net) == {"_target_": "mymod.MyNet", "width": 24}  # npz_mlp's `hidden` is gone
+
+
+def test_an_option_of_another_design_names_the_design_it_belongs_to(tmp_path):
+    cfg = compose_config(["ae=token", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"ae=token does not fit generator=latent.*belongs to generator=token"):
+        preflight(cfg, [Stage.train])

@@ -50,3 +50,41 @@ def test_augment_batch_crops_and_flips_within_bounds():
     out = augment_batch(x, torch.Generator().manual_seed(0), pad=2)
     assert out.shape == x.shape
     assert set(out.unique().tolist()) <= set(x.unique().tolist()) | {0.0}
+
+
+def _npz(path, **changes):
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.normal(size=(40, 6)), "y_train": rng.integers(0, 3, 40),
+              "x_test": rng.normal(size=(10, 6)), "y_test": rng.integers(0, 3, 10), **changes}
+    np.savez(path, **arrays)
+    return compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={path.parent / 'run'}"]).data
+
+
+def test_npz_non_finite_values_are_named_with_their_count(tmp_path):
+    x = np.random.default_rng(1).normal(size=(40, 6))
+    x[3, :4] = np.nan
+    x[5, 0] = np.inf
+    with pytest.raises(ConfigError, match=r"array x_train holds 5 non-finite values \(NaN or inf\) of 240"):
+        load_dataset(_npz(tmp_path / "nan.npz", x_train=x))
+
+
+def test_npz_fractional_labels_are_refused_and_integral_floats_accepted(tmp_path):
+    fractional = np.random.default_rng(2).random(40)
+    with pytest.raises(ConfigError, match=r"y_train holds 40 non-integral labels"):
+        load_dataset(_npz(tmp_path / "float.npz", y_train=fractional))
+    data = load_dataset(_npz(tmp_path / "integral.npz", y_train=np.arange(40) % 3 * 1.0))
+    assert data.y_train.dtype == torch.int64 and data.y_train[:4].tolist() == [0, 1, 2, 0]
+
+
+def test_a_file_that_is_not_an_npz_archive_gives_one_line_naming_data_path(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("x_train,y_train\n1,2\n")
+    cfg = compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"data.path='.*notes.npz' is not a readable .npz archive") as error:
+        load_dataset(cfg.data)
+    assert "\n" not in str(error.value)
+
+
+def test_npz_with_a_single_class_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="single class"):
+        load_dataset(_npz(tmp_path / "one.npz", y_train=np.zeros(40, dtype=int), y_test=np.zeros(10, dtype=int)))
