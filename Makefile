@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test setup lint bench
+.PHONY: run test test-fast setup lint bench
 
 run: setup
 	$(BIN)/python launch/sweep.py $(ARGS)
@@ -16,6 +16,11 @@ test: setup
 	bash slurm/local-cluster.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks
 	PDIFF_REQUIRE_CLUSTER=1 $(BIN)/python -m pytest tests $(ARGS)
+
+# The unit tier alone (a few minutes): no root, no SLURM cluster, no pipeline or benchmark subprocess.
+test-fast: setup
+	$(BIN)/ruff check pdiff launch tests benchmarks
+	$(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
 
 setup: $(VENV)/.installed
 

@@ -28,19 +28,17 @@ class Generator(ABC):
     """A trained parameter generator. Subclasses are the designs; the pipeline sees only this interface."""
 
     design: ClassVar[str]  # the name users select: generator=<design>
-    autoencoders: ClassVar[tuple[str, ...]]  # the ae=... options the design uses
-    denoisers: ClassVar[tuple[str, ...]]  # the denoiser=... options the design uses
+    uses: ClassVar[dict[str, tuple[str, ...]]]  # config group -> the options of it this design takes
 
     @classmethod
     def check_config(cls, cfg) -> None:
-        """ConfigError when the ae or denoiser group option belongs to another design."""
+        """ConfigError when a group option the design uses belongs to another design (designs add their checks)."""
         from pdiff.generators.registry import DESIGNS
 
-        for group in ("ae", "denoiser"):
-            name, allowed = cfg[group].name, getattr(cls, {"ae": "autoencoders", "denoiser": "denoisers"}[group])
+        for group, allowed in cls.uses.items():
+            name = cfg[group].name
             if name not in allowed:
-                owners = [d for d, design in DESIGNS.items() if name in getattr(design, "autoencoders" if group == "ae"
-                                                                                 else "denoisers")]
+                owners = [other for other, design in DESIGNS.items() if name in design.uses.get(group, ())]
                 hint = f" ({group}={name} belongs to generator={owners[0]})" if owners else ""
                 raise ConfigError(f"{group}={name} does not fit generator={cls.design}; allowed: "
                                   f"{', '.join(f'{group}={option}' for option in allowed)}{hint}")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import Normalization, SamplerName
+from pdiff.config import ConfigError, Normalization, SamplerName
 from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
     AE_WEIGHTS,
@@ -82,8 +82,7 @@ def encode_latents(normalizer: ParamNormalizer, autoencoder: ParamAutoencoder, v
 @dataclass
 class LatentGenerator(Generator):
     design = "latent"
-    autoencoders = tuple(AUTOENCODERS)
-    denoisers = ("conv1d",)
+    uses = {"ae": tuple(AUTOENCODERS), "denoiser": ("conv1d",)}
 
     normalizer: ParamNormalizer
     autoencoder: ParamAutoencoder
@@ -91,6 +90,16 @@ class LatentGenerator(Generator):
     diffusion: GaussianDiffusion
     latent_scale: float
     raw_denoiser: LatentDenoiser | None = field(default=None)  # kept after training, to be saved
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        ae = cfg.ae
+        if "latent_channels" in ae and "latent_dim" in ae and ae.latent_dim % ae.latent_channels:
+            raise ConfigError(f"ae.latent_dim={ae.latent_dim} is invalid: must be a multiple of "
+                              f"ae.latent_channels={ae.latent_channels}")
+        if "stride" in ae and ae.stride < 2:
+            raise ConfigError(f"ae.stride={ae.stride} is invalid: must be >= 2")
 
     @classmethod
     def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer) -> LatentGenerator:

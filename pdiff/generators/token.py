@@ -118,8 +118,7 @@ def window_diffusion_loss(diffusion: GaussianDiffusion):
 @dataclass
 class TokenGenerator(Generator):
     design = "token"
-    autoencoders = ("token",)
-    denoisers = ("window",)
+    uses = {"ae": ("token",), "denoiser": ("window",)}
 
     normalizer: ParamNormalizer
     layout: TokenLayout

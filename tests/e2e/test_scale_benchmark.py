@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO, ok
+
+pytestmark = pytest.mark.slow
 
 
 def run_scale(tmp_path, *args: str) -> list[dict]:

@@ -130,3 +130,15 @@ def test_an_option_of_another_design_names_the_design_it_belongs_to(tmp_path):
     cfg = compose_config(["ae=token", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"ae=token does not fit generator=latent.*belongs to generator=token"):
         preflight(cfg, [Stage.train])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["ae.latent_dim=30"], r"ae.latent_dim=30 is invalid: must be a multiple of ae.latent_channels=4"),
+    (["ae=pdiff_v1", "ae.stride=1"], r"ae.stride=1 is invalid: must be >= 2"),
+    (["generator=token", "denoiser.window=0"], r"denoiser.window=0 is invalid"),
+    (["generator=token", "denoiser.heads=3"], r"denoiser.width=128 is invalid: must be a multiple of denoiser.heads=3"),
+    (["sampler=ddim", "sampler.steps=5000"], r"sampler.steps=5000 is invalid: must be in \[1, diffusion.timesteps"),
+])
+def test_design_settings_are_checked_by_their_design(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        preflight(compose_config([*overrides, f"paths.output_dir={tmp_path}"]), [Stage.train])
