@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
@@ -37,27 +38,23 @@ class Job(Enum):
     report = "report"
 
 
-JOB_STAGES = {Job.base: (Stage.collect,), Job.shard: (Stage.collect,), Job.train: (Stage.collect, Stage.train),
-              Job.report: (Stage.generate, Stage.evaluate)}
+def job_steps(job: Job, shard: int | None = None) -> list[Callable[[Run], object]]:
+    """What `job` runs, in order: stage runners from pdiff.stages (the docstring above maps them to stages)."""
+    return {Job.base: [run_base], Job.shard: [lambda run: run_collect_shard(run, shard)],
+            Job.train: [run_merge, run_train], Job.report: [run_generate, run_evaluate]}[job]
 
 
-def _run_train_job(run: Run) -> None:
-    on_main_rank(run, run_merge)
-    run_train(run)
-
-
-def _run_report_job(run: Run) -> None:
-    on_main_rank(run, run_generate)
-    on_main_rank(run, run_evaluate)
+ON_ALL_RANKS = (run_train,)  # the other steps run on rank 0 while the other ranks wait
 
 
 def run_job(cfg: DictConfig, job: Job, shard: int | None = None) -> str:
     """One job of the chain as a cluster node runs it (the train job on all its tasks); returns the folder."""
-    runners = {Job.base: lambda run: on_main_rank(run, run_base),
-               Job.shard: lambda run: on_main_rank(run, lambda r: run_collect_shard(r, shard)),
-               Job.train: _run_train_job, Job.report: _run_report_job}
     with opened_run(cfg) as run:
-        runners[job](run)
+        for step in job_steps(job, shard):
+            if step in ON_ALL_RANKS:
+                step(run)
+            else:
+                on_main_rank(run, step)
     return str(run.output_dir)
 
 
