@@ -21,16 +21,18 @@ from pdiff.seeds import Purpose, generator_for
 log = logging.getLogger(__name__)
 
 
-def _sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One SGD step on (x, y); returns the loss as a tensor on the device (no host sync)."""
     loss = F.cross_entropy(module(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
-def _batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: int, augment: bool):
-    idx = batch_indices(step, len(x), batch_size, seed)
+def training_batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: int, augment: bool):
+    """The batch of a global step (a permutation per epoch, set by the seed), augmented if asked, on x's device."""
+    idx = batch_indices(step, len(x), batch_size, seed).to(x.device)
     xb = x[idx]
     if augment:
         xb = augment_batch(xb, generator_for(seed, Purpose.augment, step))
@@ -60,10 +62,11 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: i
     with stage_progress("base training", total=base_cfg.epochs, completed=step // steps_per_epoch) as bar:
         while step < total:
             for _ in range(steps_per_epoch):
-                loss = _sgd_step(model, optimizer, *_batch(data.x_train, data.y_train, step, base_cfg.batch_size,
-                                                           seed, augment))
+                loss = sgd_step(model, optimizer, *training_batch(data.x_train, data.y_train, step,
+                                                                  base_cfg.batch_size, seed, augment))
                 schedule.step()
                 step += 1
+            loss = float(loss)  # once per epoch
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"base training diverged in epoch {step // steps_per_epoch} (loss {loss}); "
                                        f"lower task.base.lr={base_cfg.lr}")
@@ -96,7 +99,7 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     vectors, accuracies = [], []
     if state_path.is_file():
         state = atomic.read_torch(state_path)
-        vectors, accuracies = list(state["vectors"]), list(state["accuracy"])
+        vectors, accuracies = list(state["vectors"].to(data.x_train.device)), list(state["accuracy"])
         with torch.no_grad():
             for name, value in spec.unflatten(state["vectors"][-1:]).items():
                 named[name].copy_(value[0])
@@ -106,8 +109,8 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
         while len(vectors) < k:
             start = len(vectors) * steps_per_checkpoint
             for step in range(start, start + steps_per_checkpoint):
-                _sgd_step(trained, optimizer, *_batch(train_x, data.y_train, step, collect_cfg.batch_size, seed,
-                                                      augment))
+                sgd_step(trained, optimizer, *training_batch(train_x, data.y_train, step, collect_cfg.batch_size,
+                                                             seed, augment))
             vector = read_vector(model, spec).clone()
             if not vector.isfinite().all():
                 raise TrainingDiverged(
@@ -119,4 +122,4 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
                 atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),
                                                 "optimizer": optimizer.state_dict()})
             bar.advance(status=f"acc {float(accuracies[-1]):.2f}%")
-    return torch.stack(vectors), torch.stack(accuracies)
+    return torch.stack(vectors).cpu(), torch.stack(accuracies)

@@ -31,6 +31,12 @@ class DataName(Enum):
     cifar100 = "cifar100"
 
 
+class DeviceName(Enum):
+    auto = "auto"  # a GPU when the job sees one, else the CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Normalization(Enum):
     per_tensor = "per_tensor"
     per_coordinate = "per_coordinate"
@@ -266,10 +272,12 @@ class ClusterConfig:
     qos: str | None = None
     timeout_min: int = 60
     cpus_per_task: int = 2
-    gpus_per_node: int | None = None
+    gpus_per_node: int | None = None  # GPUs of the training job's node; every other GPU job asks for one
+    gpu_jobs: list[str] = field(default_factory=list)  # jobs of the chain that ask for GPUs: base, shard, train, report
     mem_gb: int = 4
     array_parallelism: int = 8
     tasks_per_node: int = 1  # ranks of the training job (trainer=deepspeed); other jobs run one task
+    nodes: int = 1  # nodes of the training job (trainer=deepspeed); other jobs run on one
     max_array_size: int | None = None  # None: read MaxArraySize from the cluster
     max_requeues: int = 3  # resubmissions after preemption or time limit (jobs resume from disk)
     signal_delay_s: int = 120  # SLURM signals a job this long before its time limit: it checkpoints and requeues
@@ -297,6 +305,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stage: Stage = Stage.all
+    device: DeviceName = DeviceName.auto  # resolved inside each job (pdiff.devices), never at submit time
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
 
@@ -400,13 +409,22 @@ def validate_trainer(cfg: DictConfig) -> None:
              f"needs trainer.zero_stage=3 (it is {trainer.zero_stage})")
     _require(not trainer.offload_optimizer or trainer.zero_stage >= 1, "trainer.offload_optimizer",
              trainer.offload_optimizer, f"needs trainer.zero_stage >= 1 (it is {trainer.zero_stage})")
-    if precision is Precision.fp16:
-        import torch
-
-        _require(torch.cuda.is_available(), "trainer.precision", "fp16", "needs a CUDA GPU; use bf16 or fp32 on CPU")
-    _require(cfg.cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cfg.cluster.tasks_per_node, "must be >= 1")
-    _require(cfg.cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cfg.cluster.tasks_per_node,
+    cluster = cfg.cluster
+    _require(cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cluster.tasks_per_node, "must be >= 1")
+    _require(cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cluster.tasks_per_node,
              "more than one task per training job needs trainer=deepspeed")
+    _require(cluster.nodes >= 1, "cluster.nodes", cluster.nodes, "must be >= 1")
+    _require(cluster.nodes == 1 or deepspeed, "cluster.nodes", cluster.nodes,
+             "a training job on several nodes needs trainer=deepspeed")
+    jobs = ("base", "shard", "train", "report")
+    _require(set(cluster.gpu_jobs) <= set(jobs), "cluster.gpu_jobs", list(cluster.gpu_jobs), f"may list {jobs}")
+    gpus = cluster.gpus_per_node
+    _require(gpus is None or gpus >= 0, "cluster.gpus_per_node", gpus, "must be >= 0 (or null)")
+    _require(not cluster.gpu_jobs or bool(gpus), "cluster.gpu_jobs", list(cluster.gpu_jobs),
+             "needs cluster.gpus_per_node >= 1")
+    if "train" in cluster.gpu_jobs and gpus:
+        _require(cluster.tasks_per_node <= gpus, "cluster.tasks_per_node", cluster.tasks_per_node,
+                 f"must be <= cluster.gpus_per_node={gpus}: each training rank needs its own GPU")
 
 
 def to_container(cfg: DictConfig) -> dict:

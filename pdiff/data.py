@@ -39,6 +39,11 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    def to(self, device: torch.device) -> Dataset:
+        """The same data on `device` (moved once, at the start of a stage)."""
+        return Dataset(self.x_train.to(device), self.y_train.to(device), self.x_test.to(device),
+                       self.y_test.to(device), self.num_classes)
+
 
 def load_dataset(data_cfg) -> Dataset:
     """Load the dataset named by `data.name`; raise ConfigError when its files are absent or malformed."""
@@ -168,19 +173,22 @@ def _load_torchvision(name: DataName, root) -> Dataset:
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop with zero padding and horizontal flip, per image ([B, C, H, W] in, same out)."""
+    """Random crop with zero padding and horizontal flip, per image ([B, C, H, W] in, same out, on x's device).
+
+    The offsets and flips are drawn by the CPU `generator` and moved, so they are the same on every device.
+    """
     batch, _, height, width = x.shape
+    device = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator)
-    rows = (dy.view(-1, 1) + torch.arange(height)).view(batch, 1, height, 1)
-    cols = (dx.view(-1, 1) + torch.arange(width)).view(batch, 1, 1, width)
-    batch_idx = torch.arange(batch).view(batch, 1, 1, 1)
-    channel_idx = torch.arange(x.shape[1]).view(1, -1, 1, 1)
+    dy = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(device)
+    dx = torch.randint(0, 2 * pad + 1, (batch,), generator=generator).to(device)
+    rows = (dy.view(-1, 1) + torch.arange(height, device=device)).view(batch, 1, height, 1)
+    cols = (dx.view(-1, 1) + torch.arange(width, device=device)).view(batch, 1, 1, width)
+    batch_idx = torch.arange(batch, device=device).view(batch, 1, 1, 1)
+    channel_idx = torch.arange(x.shape[1], device=device).view(1, -1, 1, 1)
     out = padded[batch_idx, channel_idx, rows, cols]
-    flip = torch.rand(batch, generator=generator) < 0.5
-    out[flip] = out[flip].flip(-1)
-    return out
+    flip = (torch.rand(batch, generator=generator) < 0.5).to(device)
+    return torch.where(flip.view(-1, 1, 1, 1), out.flip(-1), out)  # no boolean indexing: no host sync
 
 
 def batch_indices(step: int, n: int, batch_size: int, seed: int) -> torch.Tensor:

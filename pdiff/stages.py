@@ -49,13 +49,15 @@ class Run:
     output_dir: Path
     tracker: Tracker
     env: distributed.DistEnv = field(default_factory=distributed.DistEnv)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # resolved once, by pdiff.devices
     timings: dict[str, float] = field(default_factory=dict)
     _data: Dataset | None = None
 
     @property
     def data(self) -> Dataset:
+        """The task's data on the run's device (loaded and moved once)."""
         if self._data is None:
-            self._data = load_dataset(self.cfg.data)
+            self._data = load_dataset(self.cfg.data).to(self.device)
         return self._data
 
     def dir(self, name: str) -> Path:
@@ -89,8 +91,9 @@ def _zoo_dir(run: Run) -> Path:
 
 
 def _base_model(run: Run) -> tuple[torch.nn.Module, ParamSpec]:
+    """The task network (initialised on the CPU, so its weights do not depend on the device), on the device."""
     model = build_task_net(run.cfg.task.net, run.data.input_shape, run.data.num_classes)
-    return model, select_parameters(model, list(run.cfg.task.param.layers))
+    return model.to(run.device), select_parameters(model, list(run.cfg.task.param.layers))
 
 
 def run_base(run: Run) -> None:
@@ -167,7 +170,7 @@ def run_train(run: Run) -> None:
         log.info("train: generator in %s is complete, skipping", directory)
         return
     zoo = ParamZoo.load(run.output_dir / "zoo")
-    generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer())
+    generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer(), run.device)
     if run.env.is_main:
         generator.save(directory, {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
                                    "ranks": run.env.world_size})
@@ -182,7 +185,7 @@ def run_generate(run: Run) -> None:
         return
     spec = ParamZoo.load(run.output_dir / "zoo").spec
     started = time.perf_counter()
-    generator = design_class(cfg).load(run.output_dir / "generator", spec, cfg)
+    generator = design_class(cfg).load(run.output_dir / "generator", spec, cfg, run.device)
     params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed)
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
     atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": spec.dim,
@@ -202,13 +205,12 @@ def run_evaluate(run: Run) -> dict:
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        data = run.data
-        model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+        model, _ = _base_model(run)
         model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
-        evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, cfg.evaluate.chunk_size, cfg.evaluate.batched,
-                                       cfg.data.eval_batch_size)
+        evaluator = ParameterEvaluator(model, zoo.spec, run.data.x_test, cfg.evaluate.chunk_size,
+                                       cfg.evaluate.batched, cfg.data.eval_batch_size)
         predictions, table = evaluate_populations(evaluator.predictions, zoo.vectors, generated, normalizer,
-                                                  data.y_test, cfg.seed)
+                                                  run.data.y_test.cpu(), cfg.seed)
         atomic.write_safetensors(results, predictions)
         atomic.write_json(table_path, table)
         run.record_time("evaluate", time.perf_counter() - started)

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pdiff import distributed
-from pdiff.config import Config
+from pdiff.config import Config, MLPAutoencoderConfig
 from pdiff.generators.latent import build_autoencoder
 from pdiff.nets.autoencoder import reconstruction_loss
 from pdiff.tracking import Tracker
@@ -35,10 +35,10 @@ def main(out: Path) -> None:
                 "3+offload": {"zero_stage": 3, "offload_optimizer": True, "offload_params": True},
                 "2+bf16": {"zero_stage": 2, "precision": "bf16"}}
     for stage, trainer in variants.items():
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), {
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), {"ae": OmegaConf.structured(MLPAutoencoderConfig)}, {
             "trainer": {"name": "deepspeed", **trainer},
-            "ae": {"hidden": [64], "latent_dim": 16, "optim": {"steps": 20, "save_every": 10, "batch_size": 20,
-                                                               "warmup_steps": 2}},
+            "ae": {"hidden": [64], "latent_dim": 16, "optim": {"steps": 20, "batch_size": 20, "warmup_steps": 2},
+                   "cadence": {"save_every": 10}},
             "logger": {"name": "jsonl"}})
         tracker = Tracker(out.parent / f"stage{stage}", cfg.logger, {}, enabled=env.is_main)
         uninterrupted = train(cfg, data, out.parent / f"stage{stage}" / "checkpoint", tracker)
