@@ -12,7 +12,7 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.config import ConfigError
-from pdiff.data import Dataset, augment_batch, batch_indices
+from pdiff.data import Augmentation, Dataset, batch_indices
 from pdiff.evaluate import accuracy, run_in_batches
 from pdiff.params import ParamSpec, read_vector, split_network
 from pdiff.progress import stage_progress
@@ -30,12 +30,13 @@ def sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tenso
     return loss.detach()
 
 
-def training_batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: int, augment: bool):
+def training_batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: int,
+                   augment: Augmentation | None):
     """The batch of a global step (a permutation per epoch, set by the seed), augmented if asked, on x's device."""
     idx = batch_indices(step, len(x), batch_size, seed).to(x.device)
     xb = x[idx]
     if augment:
-        xb = augment_batch(xb, generator_for(seed, Purpose.augment, step))
+        xb = augment(xb, generator_for(seed, Purpose.augment, step))
     return xb, y[idx]
 
 
@@ -43,13 +44,23 @@ class TrainingDiverged(ConfigError):
     """SGD produced non-finite values: the learning rate named in the message is too large."""
 
 
-def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: int, state_path: Path) -> float:
+def base_lr_factor(base_cfg, steps_per_epoch: int):
+    """The lr multiplier at each step: p-diff's step decay at `milestones` (epochs), or cosine decay without them."""
+    total = base_cfg.epochs * steps_per_epoch
+    milestones = [m * steps_per_epoch for m in base_cfg.milestones]
+    if milestones:
+        return lambda step: base_cfg.gamma ** sum(step >= m for m in milestones)
+    return lambda step: 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation | None, seed: int,
+               state_path: Path) -> float:
     """SGD with cosine decay on all parameters; saves a resume point each epoch. Returns test accuracy (%)."""
     steps_per_epoch = max(len(data.x_train) // base_cfg.batch_size, 1)
     total = base_cfg.epochs * steps_per_epoch
     optimizer = torch.optim.SGD(model.parameters(), lr=base_cfg.lr, momentum=base_cfg.momentum,
                                 weight_decay=base_cfg.weight_decay, nesterov=base_cfg.momentum > 0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(total, 1))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, base_lr_factor(base_cfg, steps_per_epoch))
     step = 0
     if state_path.is_file():
         state = atomic.read_torch(state_path)
@@ -77,7 +88,8 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: i
     return accuracy(model, data.x_test, data.y_test)
 
 
-def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int, augment: bool,
+def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int,
+                        augment: Augmentation | None,
                         seed: int, state_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep training only `spec`'s parameters (all norm statistics frozen) and take K snapshots.
 

@@ -82,6 +82,8 @@ class SGDConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
+    milestones: list[int] = field(default_factory=list)  # epochs where lr *= gamma (p-diff); empty: cosine decay
+    gamma: float = 0.1
 
 
 @dataclass
@@ -103,6 +105,7 @@ class TaskConfig:
     param: ParamConfig = field(default_factory=ParamConfig)
     base: SGDConfig = field(default_factory=SGDConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    precision: Precision = Precision.fp32  # bf16: autocast for base training, collection and evaluation
 
 
 @dataclass
@@ -110,7 +113,8 @@ class DataConfig:
     name: DataName = DataName.digits
     root: str | None = None
     path: str | None = None
-    augment: bool = False
+    augment: bool = False  # random crop (zero padding 4) and horizontal flip of training images
+    rotate_degrees: float = 0.0  # with augment: also a random rotation in [-d, d] degrees (p-diff's CIFAR-100)
     eval_batch_size: int = 1000
 
 
@@ -379,7 +383,15 @@ def validate(cfg: DictConfig) -> None:
                            ("cadence.log_every", cadence.log_every), ("cadence.save_every", cadence.save_every)):
             _require(value >= 1, f"{group}.{key}", value, "must be >= 1")
         _require(optim.lr > 0, f"{group}.optim.lr", optim.lr, "must be > 0")
+    _require(Precision(cfg.task.precision) is not Precision.fp16, "task.precision", "fp16",
+             "is not offered for the task network (no loss scaling): use bf16 or fp32")
     _require(cfg.task.base.epochs >= 0, "task.base.epochs", cfg.task.base.epochs, "must be >= 0")
+    milestones = list(cfg.task.base.milestones)
+    _require(milestones == sorted(set(milestones)) and all(0 < m <= cfg.task.base.epochs for m in milestones),
+             "task.base.milestones", milestones,
+             f"must be increasing epochs in [1, task.base.epochs={cfg.task.base.epochs}]")
+    _require(0.0 <= cfg.data.rotate_degrees <= 180.0, "data.rotate_degrees", cfg.data.rotate_degrees,
+             "must be in [0, 180]")
     for key, value in (("task.base.batch_size", cfg.task.base.batch_size),
                        ("task.collect.batch_size", cfg.task.collect.batch_size)):
         _require(value >= 1, key, value, "must be >= 1")
@@ -402,7 +414,7 @@ def validate_trainer(cfg: DictConfig) -> None:
     _require(trainer.grad_accum >= 1, "trainer.grad_accum", trainer.grad_accum, "must be >= 1")
     _require(trainer.grad_clip >= 0, "trainer.grad_clip", trainer.grad_clip, "must be >= 0 (0: no clipping)")
     _require(trainer.keep_checkpoints >= 1, "trainer.keep_checkpoints", trainer.keep_checkpoints, "must be >= 1")
-    for key, needs in (("zero_stage", trainer.zero_stage > 0), ("precision", precision is not Precision.fp32),
+    for key, needs in (("zero_stage", trainer.zero_stage > 0), ("precision", precision is Precision.fp16),
                        ("offload_optimizer", trainer.offload_optimizer), ("offload_params", trainer.offload_params)):
         _require(deepspeed or not needs, f"trainer.{key}", trainer[key], "needs trainer=deepspeed")
     _require(not trainer.offload_params or trainer.zero_stage == 3, "trainer.offload_params", trainer.offload_params,

@@ -7,6 +7,8 @@ receives the resolved device; random draws stay on seeded CPU generators and are
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from pdiff.config import ConfigError, DeviceName, Precision
@@ -39,6 +41,18 @@ def check_precision(trainer_cfg, device: torch.device) -> None:
     if Precision(trainer_cfg.precision) is Precision.fp16 and device.type != "cuda":
         raise ConfigError(f"trainer.precision=fp16 is invalid on this job's device ({device}): it needs a CUDA GPU; "
                           "use bf16 or fp32 on a CPU")
+
+
+def autocast(device: torch.device, precision: Precision | str):
+    """bf16 autocast on `device` when `precision` is bf16; no context at all for fp32."""
+    if Precision(precision) is not Precision.bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def memory_format(device: torch.device, x: torch.Tensor) -> torch.memory_format:
+    """channels-last for image batches on a GPU (faster convolutions, above all in bf16); as is elsewhere."""
+    return torch.channels_last if device.type == "cuda" and x.ndim == 4 else torch.preserve_format
 
 
 def free_memory_bytes(device: torch.device, cpu_budget: int) -> int:

@@ -22,6 +22,7 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.config import ConfigError, Precision, TrainerName
+from pdiff.devices import autocast
 
 log = logging.getLogger(__name__)
 PLAIN_STATE = "plain_state.pt"
@@ -128,15 +129,19 @@ class PlainEngine(Engine):
     dtype = torch.float32
 
     def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, device: torch.device):
-        self.device = device
+        self.device, self.precision = device, Precision(trainer_cfg.precision)
         self.module, self.grad_clip, self.accumulation = model.to(device), trainer_cfg.grad_clip, trainer_cfg.grad_accum
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
         self.schedule = lr_schedule(self.optimizer, optim_cfg)
         self._micro_steps = 0
-        self.layout = {"trainer": TrainerName.plain.value, "grad_accum": self.accumulation}
+        self.layout = {"trainer": TrainerName.plain.value, "grad_accum": self.accumulation,
+                       "precision": self.precision.value}
 
     def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        """The module's output in fp32; the forward under bf16 autocast when trainer.precision=bf16."""
+        with autocast(self.device, self.precision):
+            out = self.module(*args, **kwargs)
+        return out.float()
 
     @property
     def lr(self) -> float:

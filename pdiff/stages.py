@@ -20,7 +20,8 @@ from omegaconf import DictConfig
 from pdiff import atomic, distributed
 from pdiff.collect import collect_checkpoints, train_base
 from pdiff.config import SamplerName, Stage, to_container
-from pdiff.data import Dataset, load_dataset
+from pdiff.data import Augmentation, Dataset, load_dataset
+from pdiff.devices import autocast, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
 from pdiff.memorization import evaluate_populations, memorization_normalizer, verdict
@@ -57,8 +58,13 @@ class Run:
     def data(self) -> Dataset:
         """The task's data on the run's device (loaded and moved once)."""
         if self._data is None:
-            self._data = load_dataset(self.cfg.data).to(self.device)
+            data = load_dataset(self.cfg.data)
+            self._data = data.to(self.device, memory_format(self.device, data.x_train))
         return self._data
+
+    def task_autocast(self):
+        """The task network's precision (task.precision) on this run's device."""
+        return autocast(self.device, self.cfg.task.precision)
 
     def dir(self, name: str) -> Path:
         path = self.output_dir / name
@@ -93,7 +99,8 @@ def _zoo_dir(run: Run) -> Path:
 def _base_model(run: Run) -> tuple[torch.nn.Module, ParamSpec]:
     """The task network (initialised on the CPU, so its weights do not depend on the device), on the device."""
     model = build_task_net(run.cfg.task.net, run.data.input_shape, run.data.num_classes)
-    return model.to(run.device), select_parameters(model, list(run.cfg.task.param.layers))
+    model.to(run.device, memory_format=memory_format(run.device, run.data.x_train))
+    return model, select_parameters(model, list(run.cfg.task.param.layers))
 
 
 def run_base(run: Run) -> None:
@@ -105,7 +112,9 @@ def run_base(run: Run) -> None:
     seed = derive_seed(cfg.seed, Purpose.base)
     torch.manual_seed(seed)
     model, _ = _base_model(run)
-    base_acc = train_base(model, run.data, cfg.task.base, cfg.data.augment, seed, directory / "base_state.pt")
+    with run.task_autocast():
+        base_acc = train_base(model, run.data, cfg.task.base, Augmentation.from_config(cfg.data), seed,
+                              directory / "base_state.pt")
     save_base_weights(directory, model.state_dict())
     run.tracker.log({"collect/base_acc": base_acc})
     run.record_time("collect_base", time.perf_counter() - started)
@@ -122,9 +131,11 @@ def run_collect_shard(run: Run, shard: int) -> None:
     started = time.perf_counter()
     model, spec = _base_model(run)
     model.load_state_dict(load_base_weights(directory))
-    vectors, accuracy = collect_checkpoints(
-        model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard], cfg.data.augment,
-        derive_seed(cfg.seed, Purpose.shard, shard), path.with_suffix(".state.pt"))
+    with run.task_autocast():
+        vectors, accuracy = collect_checkpoints(
+            model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard],
+            Augmentation.from_config(cfg.data), derive_seed(cfg.seed, Purpose.shard, shard),
+            path.with_suffix(".state.pt"))
     seconds = time.perf_counter() - started
     atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
                              metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json())})
@@ -207,9 +218,14 @@ def run_evaluate(run: Run) -> dict:
         started = time.perf_counter()
         model, _ = _base_model(run)
         model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
-        evaluator = ParameterEvaluator(model, zoo.spec, run.data.x_test, cfg.evaluate.chunk_size,
-                                       cfg.evaluate.batched, cfg.data.eval_batch_size)
-        predictions, table = evaluate_populations(evaluator.predictions, zoo.vectors, generated, normalizer,
+        with run.task_autocast():
+            evaluator = ParameterEvaluator(model, zoo.spec, run.data.x_test, cfg.evaluate.chunk_size,
+                                           cfg.evaluate.batched, cfg.data.eval_batch_size)
+
+        def predict(vectors: torch.Tensor) -> torch.Tensor:
+            with run.task_autocast():
+                return evaluator.predictions(vectors)
+        predictions, table = evaluate_populations(predict, zoo.vectors, generated, normalizer,
                                                   run.data.y_test.cpu(), cfg.seed)
         atomic.write_safetensors(results, predictions)
         atomic.write_json(table_path, table)

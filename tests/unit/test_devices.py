@@ -11,6 +11,7 @@ import torch
 
 from pdiff.collect import sgd_step, training_batch
 from pdiff.config import ConfigError
+from pdiff.data import Augmentation
 from pdiff.devices import resolve_device
 from pdiff.diffusion import build_diffusion
 from pdiff.engine import build_engine
@@ -91,7 +92,8 @@ def test_base_training_and_collection_steps_run_on_the_device(augment):
     shape = (3, 8, 8) if augment else (1, 8, 8)
     x, y = torch.randn(32, *shape).to(META), torch.randint(0, 10, (32,)).to(META)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    assert sgd_step(model, optimizer, *training_batch(x, y, 0, 8, 0, augment)).device == META
+    augmentation = Augmentation(rotate_degrees=15.0) if augment else None
+    assert sgd_step(model, optimizer, *training_batch(x, y, 0, 8, 0, augmentation)).device == META
 
 
 @pytest.mark.parametrize("batched", [False, True])
