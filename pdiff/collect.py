@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import ConfigError
+from pdiff.config import ConfigError, Precision
 from pdiff.data import Augmentation, Dataset, batch_indices
+from pdiff.devices import autocast
 from pdiff.evaluate import accuracy, run_in_batches
 from pdiff.params import ParamSpec, read_vector, split_network
 from pdiff.progress import stage_progress
@@ -21,9 +22,11 @@ from pdiff.seeds import Purpose, generator_for
 log = logging.getLogger(__name__)
 
 
-def sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """One SGD step on (x, y); returns the loss as a tensor on the device (no host sync)."""
-    loss = F.cross_entropy(module(x), y)
+def sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+             precision: Precision = Precision.fp32) -> torch.Tensor:
+    """One SGD step on (x, y), the forward under `precision`'s autocast; returns the loss tensor (no host sync)."""
+    with autocast(x.device, precision):
+        loss = F.cross_entropy(module(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -54,7 +57,7 @@ def base_lr_factor(base_cfg, steps_per_epoch: int):
 
 
 def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation | None, seed: int,
-               state_path: Path) -> float:
+               state_path: Path, precision: Precision = Precision.fp32) -> float:
     """SGD with cosine decay on all parameters; saves a resume point each epoch. Returns test accuracy (%)."""
     steps_per_epoch = max(len(data.x_train) // base_cfg.batch_size, 1)
     total = base_cfg.epochs * steps_per_epoch
@@ -74,7 +77,7 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation 
         while step < total:
             for _ in range(steps_per_epoch):
                 loss = sgd_step(model, optimizer, *training_batch(data.x_train, data.y_train, step,
-                                                                  base_cfg.batch_size, seed, augment))
+                                                                  base_cfg.batch_size, seed, augment), precision)
                 schedule.step()
                 step += 1
             loss = float(loss)  # once per epoch
@@ -85,12 +88,13 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation 
                                             "schedule": schedule.state_dict(), "step": step})
             bar.advance(status=f"loss {loss:.4f}")
     model.eval()
-    return accuracy(model, data.x_test, data.y_test)
+    with autocast(data.x_test.device, precision):
+        return accuracy(model, data.x_test, data.y_test)
 
 
 def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int,
-                        augment: Augmentation | None,
-                        seed: int, state_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+                        augment: Augmentation | None, seed: int, state_path: Path,
+                        precision: Precision = Precision.fp32) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep training only `spec`'s parameters (all norm statistics frozen) and take K snapshots.
 
     Returns vectors [K, D] and their test accuracies [K] (percent). Resumes from `state_path`.
@@ -100,7 +104,7 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     for name, param in named.items():
         param.requires_grad_(name in spec.names)
     head, tail = split_network(model, spec.entries[0].name)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(data.x_test.device, precision):
         test_features = run_in_batches(head, data.x_test)
         train_features = None if augment else run_in_batches(head, data.x_train)
     trained = tail if train_features is not None else model
@@ -122,14 +126,15 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
             start = len(vectors) * steps_per_checkpoint
             for step in range(start, start + steps_per_checkpoint):
                 sgd_step(trained, optimizer, *training_batch(train_x, data.y_train, step, collect_cfg.batch_size,
-                                                             seed, augment))
+                                                             seed, augment), precision)
             vector = read_vector(model, spec).clone()
             if not vector.isfinite().all():
                 raise TrainingDiverged(
                     f"collection diverged before checkpoint {len(vectors) + 1}/{k}: the parameters became non-finite; "
                     f"lower task.collect.lr={collect_cfg.lr} (checkpoints so far stay in {state_path.name})")
             vectors.append(vector)
-            accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
+            with autocast(data.x_test.device, precision):
+                accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
             if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
                 atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),
                                                 "optimizer": optimizer.state_dict()})

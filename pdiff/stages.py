@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from pdiff import atomic, distributed
 from pdiff.collect import collect_checkpoints, train_base
-from pdiff.config import SamplerName, Stage, to_container
+from pdiff.config import Precision, SamplerName, Stage, to_container
 from pdiff.data import Augmentation, Dataset, load_dataset
 from pdiff.devices import autocast, memory_format
 from pdiff.evaluate import ParameterEvaluator
@@ -63,7 +63,7 @@ class Run:
         return self._data
 
     def task_autocast(self):
-        """The task network's precision (task.precision) on this run's device."""
+        """Autocast for the task network's forward-only passes (task.precision) on this run's device."""
         return autocast(self.device, self.cfg.task.precision)
 
     def dir(self, name: str) -> Path:
@@ -112,9 +112,8 @@ def run_base(run: Run) -> None:
     seed = derive_seed(cfg.seed, Purpose.base)
     torch.manual_seed(seed)
     model, _ = _base_model(run)
-    with run.task_autocast():
-        base_acc = train_base(model, run.data, cfg.task.base, Augmentation.from_config(cfg.data), seed,
-                              directory / "base_state.pt")
+    base_acc = train_base(model, run.data, cfg.task.base, Augmentation.from_config(cfg.data), seed,
+                          directory / "base_state.pt", Precision(cfg.task.precision))
     save_base_weights(directory, model.state_dict())
     run.tracker.log({"collect/base_acc": base_acc})
     run.record_time("collect_base", time.perf_counter() - started)
@@ -131,11 +130,10 @@ def run_collect_shard(run: Run, shard: int) -> None:
     started = time.perf_counter()
     model, spec = _base_model(run)
     model.load_state_dict(load_base_weights(directory))
-    with run.task_autocast():
-        vectors, accuracy = collect_checkpoints(
-            model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard],
-            Augmentation.from_config(cfg.data), derive_seed(cfg.seed, Purpose.shard, shard),
-            path.with_suffix(".state.pt"))
+    vectors, accuracy = collect_checkpoints(
+        model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard],
+        Augmentation.from_config(cfg.data), derive_seed(cfg.seed, Purpose.shard, shard),
+        path.with_suffix(".state.pt"), Precision(cfg.task.precision))
     seconds = time.perf_counter() - started
     atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
                              metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json())})
