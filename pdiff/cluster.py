@@ -22,7 +22,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pdiff.config import Config, ConfigError, Stage, to_container
-from pdiff.jobs import Job, pending_jobs, run_job
+from pdiff.jobs import Job, job_resources, pending_jobs, run_job
 from pdiff.pipeline import preflight
 from pdiff.report import summary_line
 
@@ -34,6 +34,7 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def __call__(self, config: dict, job: Job, shard: int | None = None) -> str:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), config)
+        cfg.threads = cfg.threads or cfg.cluster.cpus_per_task  # the job's CPUs, whatever the node has
         return run_job(cfg, job, shard)
 
 
@@ -82,7 +83,10 @@ def check_cluster(cluster_cfg) -> None:
                           f"{partition or '(default)'}: at most {cpus} CPUs")
 
 
-def _executor(cluster_cfg, folder: Path, name: str, after: list[str], tasks: int = 1) -> submitit.AutoExecutor:
+SLURM_NAMES = {Job.base: "base", Job.shard: "collect", Job.train: "train", Job.report: "report"}  # pdiff-<name>
+
+
+def _executor(cluster_cfg, folder: Path, job: Job, after: list[str]) -> submitit.AutoExecutor:
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm",
                                      slurm_max_num_timeout=cluster_cfg.max_requeues)
     extra = {"kill-on-invalid-dep": "yes"}
@@ -91,9 +95,8 @@ def _executor(cluster_cfg, folder: Path, name: str, after: list[str], tasks: int
     if cluster_cfg.qos:
         extra["qos"] = cluster_cfg.qos
     executor.update_parameters(
-        name=f"pdiff-{name}", timeout_min=cluster_cfg.timeout_min, cpus_per_task=cluster_cfg.cpus_per_task,
-        tasks_per_node=tasks,
-        mem_gb=cluster_cfg.mem_gb, gpus_per_node=cluster_cfg.gpus_per_node,
+        name=f"pdiff-{SLURM_NAMES[job]}", timeout_min=cluster_cfg.timeout_min, cpus_per_task=cluster_cfg.cpus_per_task,
+        mem_gb=cluster_cfg.mem_gb, **job_resources(cluster_cfg, job),
         slurm_partition=cluster_cfg.partition, slurm_account=cluster_cfg.account,
         slurm_array_parallelism=cluster_cfg.array_parallelism, slurm_signal_delay_s=cluster_cfg.signal_delay_s,
         slurm_additional_parameters=extra)
@@ -117,21 +120,20 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     submitted: list[SubmittedJob] = []
     after: list[str] = []
     if (Job.base, None) in pending:
-        base = _executor(cfg.cluster, folder, "base", after).submit(StageJob(), config, Job.base)
+        base = _executor(cfg.cluster, folder, Job.base, after).submit(StageJob(), config, Job.base)
         submitted.append(SubmittedJob("base", base))
         after = [str(base.job_id)]
     array_ids = []
     for start in range(0, len(shards), chunk):  # arrays above MaxArraySize are split
         part = shards[start:start + chunk]
-        jobs = _executor(cfg.cluster, folder, "collect", after).map_array(
+        jobs = _executor(cfg.cluster, folder, Job.shard, after).map_array(
             StageJob(), [config] * len(part), [Job.shard] * len(part), part)
         submitted += [SubmittedJob(f"collect shard {shard}", job) for shard, job in zip(part, jobs)]
         array_ids.append(_array_id(jobs[0]))
     after = array_ids or after
     for job in (Job.train, Job.report):
         if (job, None) in pending:
-            tasks = cfg.cluster.tasks_per_node if job is Job.train else 1  # DeepSpeed ranks for training only
-            handle = _executor(cfg.cluster, folder, job.value, after, tasks).submit(StageJob(), config, job)
+            handle = _executor(cfg.cluster, folder, job, after).submit(StageJob(), config, job)
             submitted.append(SubmittedJob(job.value, handle))
             after = [str(handle.job_id)]
     return submitted, folder

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import ConfigError
-from pdiff.data import Dataset, augment_batch, batch_indices
+from pdiff.config import ConfigError, Precision
+from pdiff.data import Augmentation, Dataset, batch_indices
+from pdiff.devices import autocast
 from pdiff.evaluate import accuracy, run_in_batches
 from pdiff.params import ParamSpec, read_vector, split_network
 from pdiff.progress import stage_progress
@@ -21,19 +22,24 @@ from pdiff.seeds import Purpose, generator_for
 log = logging.getLogger(__name__)
 
 
-def _sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
-    loss = F.cross_entropy(module(x), y)
+def sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+             precision: Precision = Precision.fp32) -> torch.Tensor:
+    """One SGD step on (x, y), the forward under `precision`'s autocast; returns the loss tensor (no host sync)."""
+    with autocast(x.device, precision):
+        loss = F.cross_entropy(module(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
-def _batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: int, augment: bool):
-    idx = batch_indices(step, len(x), batch_size, seed)
+def training_batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int, seed: int,
+                   augment: Augmentation | None):
+    """The batch of a global step (a permutation per epoch, set by the seed), augmented if asked, on x's device."""
+    idx = batch_indices(step, len(x), batch_size, seed).to(x.device)
     xb = x[idx]
     if augment:
-        xb = augment_batch(xb, generator_for(seed, Purpose.augment, step))
+        xb = augment(xb, generator_for(seed, Purpose.augment, step))
     return xb, y[idx]
 
 
@@ -41,13 +47,23 @@ class TrainingDiverged(ConfigError):
     """SGD produced non-finite values: the learning rate named in the message is too large."""
 
 
-def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: int, state_path: Path) -> float:
+def base_lr_factor(base_cfg, steps_per_epoch: int):
+    """The lr multiplier at each step: p-diff's step decay at `milestones` (epochs), or cosine decay without them."""
+    total = base_cfg.epochs * steps_per_epoch
+    milestones = [m * steps_per_epoch for m in base_cfg.milestones]
+    if milestones:
+        return lambda step: base_cfg.gamma ** sum(step >= m for m in milestones)
+    return lambda step: 0.5 * (1 + math.cos(math.pi * step / max(total, 1)))
+
+
+def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation | None, seed: int,
+               state_path: Path, precision: Precision = Precision.fp32) -> float:
     """SGD with cosine decay on all parameters; saves a resume point each epoch. Returns test accuracy (%)."""
     steps_per_epoch = max(len(data.x_train) // base_cfg.batch_size, 1)
     total = base_cfg.epochs * steps_per_epoch
     optimizer = torch.optim.SGD(model.parameters(), lr=base_cfg.lr, momentum=base_cfg.momentum,
                                 weight_decay=base_cfg.weight_decay, nesterov=base_cfg.momentum > 0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(total, 1))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, base_lr_factor(base_cfg, steps_per_epoch))
     step = 0
     if state_path.is_file():
         state = atomic.read_torch(state_path)
@@ -60,10 +76,11 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: i
     with stage_progress("base training", total=base_cfg.epochs, completed=step // steps_per_epoch) as bar:
         while step < total:
             for _ in range(steps_per_epoch):
-                loss = _sgd_step(model, optimizer, *_batch(data.x_train, data.y_train, step, base_cfg.batch_size,
-                                                           seed, augment))
+                loss = sgd_step(model, optimizer, *training_batch(data.x_train, data.y_train, step,
+                                                                  base_cfg.batch_size, seed, augment), precision)
                 schedule.step()
                 step += 1
+            loss = float(loss)  # once per epoch
             if not math.isfinite(loss):
                 raise TrainingDiverged(f"base training diverged in epoch {step // steps_per_epoch} (loss {loss}); "
                                        f"lower task.base.lr={base_cfg.lr}")
@@ -71,11 +88,13 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: bool, seed: i
                                             "schedule": schedule.state_dict(), "step": step})
             bar.advance(status=f"loss {loss:.4f}")
     model.eval()
-    return accuracy(model, data.x_test, data.y_test)
+    with autocast(data.x_test.device, precision):
+        return accuracy(model, data.x_test, data.y_test)
 
 
-def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int, augment: bool,
-                        seed: int, state_path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int,
+                        augment: Augmentation | None, seed: int, state_path: Path,
+                        precision: Precision = Precision.fp32) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep training only `spec`'s parameters (all norm statistics frozen) and take K snapshots.
 
     Returns vectors [K, D] and their test accuracies [K] (percent). Resumes from `state_path`.
@@ -85,7 +104,7 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     for name, param in named.items():
         param.requires_grad_(name in spec.names)
     head, tail = split_network(model, spec.entries[0].name)
-    with torch.no_grad():
+    with torch.no_grad(), autocast(data.x_test.device, precision):
         test_features = run_in_batches(head, data.x_test)
         train_features = None if augment else run_in_batches(head, data.x_train)
     trained = tail if train_features is not None else model
@@ -96,7 +115,7 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     vectors, accuracies = [], []
     if state_path.is_file():
         state = atomic.read_torch(state_path)
-        vectors, accuracies = list(state["vectors"]), list(state["accuracy"])
+        vectors, accuracies = list(state["vectors"].to(data.x_train.device)), list(state["accuracy"])
         with torch.no_grad():
             for name, value in spec.unflatten(state["vectors"][-1:]).items():
                 named[name].copy_(value[0])
@@ -106,17 +125,18 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
         while len(vectors) < k:
             start = len(vectors) * steps_per_checkpoint
             for step in range(start, start + steps_per_checkpoint):
-                _sgd_step(trained, optimizer, *_batch(train_x, data.y_train, step, collect_cfg.batch_size, seed,
-                                                      augment))
+                sgd_step(trained, optimizer, *training_batch(train_x, data.y_train, step, collect_cfg.batch_size,
+                                                             seed, augment), precision)
             vector = read_vector(model, spec).clone()
             if not vector.isfinite().all():
                 raise TrainingDiverged(
                     f"collection diverged before checkpoint {len(vectors) + 1}/{k}: the parameters became non-finite; "
                     f"lower task.collect.lr={collect_cfg.lr} (checkpoints so far stay in {state_path.name})")
             vectors.append(vector)
-            accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
+            with autocast(data.x_test.device, precision):
+                accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
             if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
                 atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),
                                                 "optimizer": optimizer.state_dict()})
             bar.advance(status=f"acc {float(accuracies[-1]):.2f}%")
-    return torch.stack(vectors), torch.stack(accuracies)
+    return torch.stack(vectors).cpu(), torch.stack(accuracies)

@@ -31,6 +31,12 @@ class DataName(Enum):
     cifar100 = "cifar100"
 
 
+class DeviceName(Enum):
+    auto = "auto"  # a GPU when the job sees one, else the CPU
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Normalization(Enum):
     per_tensor = "per_tensor"
     per_coordinate = "per_coordinate"
@@ -76,6 +82,8 @@ class SGDConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 64
+    milestones: list[int] = field(default_factory=list)  # epochs where lr *= gamma (p-diff); empty: cosine decay
+    gamma: float = 0.1
 
 
 @dataclass
@@ -97,6 +105,7 @@ class TaskConfig:
     param: ParamConfig = field(default_factory=ParamConfig)
     base: SGDConfig = field(default_factory=SGDConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
+    precision: Precision = Precision.fp32  # bf16: autocast for base training, collection and evaluation
 
 
 @dataclass
@@ -104,7 +113,8 @@ class DataConfig:
     name: DataName = DataName.digits
     root: str | None = None
     path: str | None = None
-    augment: bool = False
+    augment: bool = False  # random crop (zero padding 4) and horizontal flip of training images
+    rotate_degrees: float = 0.0  # with augment: also a random rotation in [-d, d] degrees (p-diff's CIFAR-100)
     eval_batch_size: int = 1000
 
 
@@ -266,10 +276,12 @@ class ClusterConfig:
     qos: str | None = None
     timeout_min: int = 60
     cpus_per_task: int = 2
-    gpus_per_node: int | None = None
+    gpus_per_node: int | None = None  # GPUs of the training job's node; every other GPU job asks for one
+    gpu_jobs: list[str] = field(default_factory=list)  # jobs of the chain that ask for GPUs: base, shard, train, report
     mem_gb: int = 4
     array_parallelism: int = 8
     tasks_per_node: int = 1  # ranks of the training job (trainer=deepspeed); other jobs run one task
+    nodes: int = 1  # nodes of the training job (trainer=deepspeed); other jobs run on one
     max_array_size: int | None = None  # None: read MaxArraySize from the cluster
     max_requeues: int = 3  # resubmissions after preemption or time limit (jobs resume from disk)
     signal_delay_s: int = 120  # SLURM signals a job this long before its time limit: it checkpoints and requeues
@@ -297,6 +309,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stage: Stage = Stage.all
+    device: DeviceName = DeviceName.auto  # resolved inside each job (pdiff.devices), never at submit time
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
 
@@ -370,7 +383,15 @@ def validate(cfg: DictConfig) -> None:
                            ("cadence.log_every", cadence.log_every), ("cadence.save_every", cadence.save_every)):
             _require(value >= 1, f"{group}.{key}", value, "must be >= 1")
         _require(optim.lr > 0, f"{group}.optim.lr", optim.lr, "must be > 0")
+    _require(Precision(cfg.task.precision) is not Precision.fp16, "task.precision", "fp16",
+             "is not offered for the task network (no loss scaling): use bf16 or fp32")
     _require(cfg.task.base.epochs >= 0, "task.base.epochs", cfg.task.base.epochs, "must be >= 0")
+    milestones = list(cfg.task.base.milestones)
+    _require(milestones == sorted(set(milestones)) and all(0 < m <= cfg.task.base.epochs for m in milestones),
+             "task.base.milestones", milestones,
+             f"must be increasing epochs in [1, task.base.epochs={cfg.task.base.epochs}]")
+    _require(0.0 <= cfg.data.rotate_degrees <= 180.0, "data.rotate_degrees", cfg.data.rotate_degrees,
+             "must be in [0, 180]")
     for key, value in (("task.base.batch_size", cfg.task.base.batch_size),
                        ("task.collect.batch_size", cfg.task.collect.batch_size)):
         _require(value >= 1, key, value, "must be >= 1")
@@ -393,20 +414,29 @@ def validate_trainer(cfg: DictConfig) -> None:
     _require(trainer.grad_accum >= 1, "trainer.grad_accum", trainer.grad_accum, "must be >= 1")
     _require(trainer.grad_clip >= 0, "trainer.grad_clip", trainer.grad_clip, "must be >= 0 (0: no clipping)")
     _require(trainer.keep_checkpoints >= 1, "trainer.keep_checkpoints", trainer.keep_checkpoints, "must be >= 1")
-    for key, needs in (("zero_stage", trainer.zero_stage > 0), ("precision", precision is not Precision.fp32),
+    for key, needs in (("zero_stage", trainer.zero_stage > 0), ("precision", precision is Precision.fp16),
                        ("offload_optimizer", trainer.offload_optimizer), ("offload_params", trainer.offload_params)):
         _require(deepspeed or not needs, f"trainer.{key}", trainer[key], "needs trainer=deepspeed")
     _require(not trainer.offload_params or trainer.zero_stage == 3, "trainer.offload_params", trainer.offload_params,
              f"needs trainer.zero_stage=3 (it is {trainer.zero_stage})")
     _require(not trainer.offload_optimizer or trainer.zero_stage >= 1, "trainer.offload_optimizer",
              trainer.offload_optimizer, f"needs trainer.zero_stage >= 1 (it is {trainer.zero_stage})")
-    if precision is Precision.fp16:
-        import torch
-
-        _require(torch.cuda.is_available(), "trainer.precision", "fp16", "needs a CUDA GPU; use bf16 or fp32 on CPU")
-    _require(cfg.cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cfg.cluster.tasks_per_node, "must be >= 1")
-    _require(cfg.cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cfg.cluster.tasks_per_node,
+    cluster = cfg.cluster
+    _require(cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cluster.tasks_per_node, "must be >= 1")
+    _require(cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cluster.tasks_per_node,
              "more than one task per training job needs trainer=deepspeed")
+    _require(cluster.nodes >= 1, "cluster.nodes", cluster.nodes, "must be >= 1")
+    _require(cluster.nodes == 1 or deepspeed, "cluster.nodes", cluster.nodes,
+             "a training job on several nodes needs trainer=deepspeed")
+    jobs = ("base", "shard", "train", "report")
+    _require(set(cluster.gpu_jobs) <= set(jobs), "cluster.gpu_jobs", list(cluster.gpu_jobs), f"may list {jobs}")
+    gpus = cluster.gpus_per_node
+    _require(gpus is None or gpus >= 0, "cluster.gpus_per_node", gpus, "must be >= 0 (or null)")
+    _require(not cluster.gpu_jobs or bool(gpus), "cluster.gpu_jobs", list(cluster.gpu_jobs),
+             "needs cluster.gpus_per_node >= 1")
+    if "train" in cluster.gpu_jobs and gpus:
+        _require(cluster.tasks_per_node <= gpus, "cluster.tasks_per_node", cluster.tasks_per_node,
+                 f"must be <= cluster.gpus_per_node={gpus}: each training rank needs its own GPU")
 
 
 def to_container(cfg: DictConfig) -> dict:

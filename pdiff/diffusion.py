@@ -27,6 +27,11 @@ def linear_betas(timesteps: int, beta_start: float = 1e-4, beta_end: float = 2e-
     return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
 
 
+def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: str | torch.device) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU and moved: the same numbers on every device."""
+    return torch.randn(shape, generator=generator).to(device)
+
+
 def _gather(values: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """values[t] reshaped to broadcast over `like` ([B] -> [B, 1, ...]) in like's dtype."""
     out = values.to(like.device)[t].to(like.dtype)
@@ -80,26 +85,28 @@ class GaussianDiffusion:
 
     @torch.no_grad()
     def sample(self, model: Denoiser, shape: tuple[int, ...], sampler_cfg, generator: torch.Generator | None = None,
-               model_kwargs: dict | None = None, progress: Callable[[], None] | None = None) -> torch.Tensor:
-        """x_0 of `shape` from the sampler that `sampler_cfg` names (DDPM, or DDIM with its steps and eta)."""
+               device: str | torch.device = "cpu", model_kwargs: dict | None = None,
+               progress: Callable[[], None] | None = None) -> torch.Tensor:
+        """x_0 of `shape` on `device` from the sampler that `sampler_cfg` names (DDPM, or DDIM with steps, eta)."""
         if SamplerName(sampler_cfg.name) is SamplerName.ddpm:
-            return self.p_sample_loop(model, shape, generator=generator, model_kwargs=model_kwargs, progress=progress)
+            return self.p_sample_loop(model, shape, generator=generator, device=device, model_kwargs=model_kwargs,
+                                      progress=progress)
         return self.ddim_sample_loop(model, shape, sampler_cfg.steps, eta=sampler_cfg.eta, generator=generator,
-                                     model_kwargs=model_kwargs, progress=progress)
+                                     device=device, model_kwargs=model_kwargs, progress=progress)
 
     @torch.no_grad()
     def p_sample_loop(self, model: Denoiser, shape: tuple[int, ...], generator: torch.Generator | None = None,
                       device: str | torch.device = "cpu", model_kwargs: dict | None = None,
                       progress: Callable[[], None] | None = None) -> torch.Tensor:
-        """Ancestral DDPM sampling over all T steps; returns x_0 of `shape`."""
+        """Ancestral DDPM sampling over all T steps; returns x_0 of `shape` (noise drawn by the CPU `generator`)."""
         model_kwargs = model_kwargs or {}
-        x_t = torch.randn(shape, generator=generator, device=device)
+        x_t = _randn(shape, generator, device)
         for step in reversed(range(self.timesteps)):
             t = torch.full((shape[0],), step, device=device, dtype=torch.long)
             x_start = self.predict_start_from_eps(x_t, t, model(x_t, t, **model_kwargs))
             mean = self.q_posterior_mean(x_start, x_t, t)
             if step > 0:
-                noise = torch.randn(shape, generator=generator, device=device)
+                noise = _randn(shape, generator, device)
                 x_t = mean + (0.5 * _gather(self.posterior_log_variance_clipped, t, x_t)).exp() * noise
             else:
                 x_t = mean
@@ -121,7 +128,7 @@ class GaussianDiffusion:
         `x_end` is x_T (drawn from `generator` when not given); with eta > 0 every step draws more noise.
         """
         model_kwargs = model_kwargs or {}
-        x_t = torch.randn(shape, generator=generator, device=device) if x_end is None else x_end
+        x_t = _randn(shape, generator, device) if x_end is None else x_end
         schedule = self.ddim_timesteps(steps)
         for current, previous in zip(schedule, [*schedule[1:], -1]):
             t = torch.full((shape[0],), current, device=device, dtype=torch.long)
@@ -132,7 +139,7 @@ class GaussianDiffusion:
             sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)) ** 0.5
             x_t = abar_prev ** 0.5 * x_start + max(1 - abar_prev - sigma**2, 0.0) ** 0.5 * eps
             if sigma > 0:
-                x_t = x_t + sigma * torch.randn(shape, generator=generator, device=device)
+                x_t = x_t + sigma * _randn(shape, generator, device)
             if progress is not None:
                 progress()
         return x_t

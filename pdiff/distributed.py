@@ -76,16 +76,20 @@ def export(env: DistEnv) -> None:
                       MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port))
 
 
-def start(env: DistEnv, timeout_min: int = 120) -> None:
-    """Join the process group (gloo on CPU, NCCL on GPU); a single process gets a group of one on a free port."""
+def start(env: DistEnv, device: torch.device | None = None, timeout_min: int = 120) -> None:
+    """Join the process group; a single process gets a group of one on a free port.
+
+    On a GPU (`device`, already set as this rank's) the group is `cpu:gloo,cuda:nccl`: NCCL for the GPU
+    tensors, gloo for the CPU ones (metric averages, barriers). On a CPU it is gloo.
+    """
     if dist.is_initialized():
         return
     if not env.distributed and "MASTER_PORT" not in os.environ:
         env = DistEnv(master_port=free_port())
     export(env)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend, rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(minutes=timeout_min))
+    on_gpu = device is not None and device.type == "cuda"
+    dist.init_process_group("cpu:gloo,cuda:nccl" if on_gpu else "gloo", rank=env.rank, world_size=env.world_size,
+                            timeout=datetime.timedelta(minutes=timeout_min), device_id=device if on_gpu else None)
 
 
 def barrier() -> None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.config import ConfigError, Precision, TrainerName
+from pdiff.devices import autocast
 
 log = logging.getLogger(__name__)
 PLAIN_STATE = "plain_state.pt"
@@ -46,14 +47,14 @@ def lr_schedule(optimizer: torch.optim.Optimizer, optim_cfg) -> torch.optim.lr_s
         optimizer, warmup_cosine(min(optim_cfg.warmup_steps, optim_cfg.steps), optim_cfg.steps))
 
 
-def deepspeed_config(trainer_cfg, optim_cfg, micro_batch: int, world_size: int) -> dict:
-    """The DeepSpeed JSON for this trainer node, optimiser and batch layout."""
+def deepspeed_config(trainer_cfg, optim_cfg, micro_batch: int, world_size: int, on_gpu: bool = False) -> dict:
+    """The DeepSpeed JSON for this trainer node, optimiser and batch layout (pinned offload memory on a GPU)."""
     precision = Precision(trainer_cfg.precision)
     zero: dict = {"stage": int(trainer_cfg.zero_stage)}
     if trainer_cfg.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_gpu}
     if trainer_cfg.offload_params:
-        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+        zero["offload_param"] = {"device": "cpu", "pin_memory": on_gpu}
     return {
         "train_batch_size": micro_batch * world_size * trainer_cfg.grad_accum,
         "train_micro_batch_size_per_gpu": micro_batch,
@@ -127,15 +128,20 @@ class PlainEngine(Engine):
 
     dtype = torch.float32
 
-    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg):
-        self.module, self.grad_clip, self.accumulation = model, trainer_cfg.grad_clip, trainer_cfg.grad_accum
+    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, device: torch.device):
+        self.device, self.precision = device, Precision(trainer_cfg.precision)
+        self.module, self.grad_clip, self.accumulation = model.to(device), trainer_cfg.grad_clip, trainer_cfg.grad_accum
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
         self.schedule = lr_schedule(self.optimizer, optim_cfg)
         self._micro_steps = 0
-        self.layout = {"trainer": TrainerName.plain.value, "grad_accum": self.accumulation}
+        self.layout = {"trainer": TrainerName.plain.value, "grad_accum": self.accumulation,
+                       "precision": self.precision.value}
 
     def __call__(self, *args, **kwargs):
-        return self.module(*args, **kwargs)
+        """The module's output in fp32; the forward under bf16 autocast when trainer.precision=bf16."""
+        with autocast(self.device, self.precision):
+            out = self.module(*args, **kwargs)
+        return out.float()
 
     @property
     def lr(self) -> float:
@@ -212,18 +218,20 @@ class WeightsOnlyLoads:
 class DeepSpeedEngine(Engine):
     """A DeepSpeed engine on the current process group (started beforehand by pdiff.distributed.start)."""
 
-    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int):
-        if not torch.cuda.is_available():
+    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int,
+                 device: torch.device):
+        if device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
 
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-        self.config = deepspeed_config(trainer_cfg, optim_cfg, micro_batch, world_size)
+        self.config = deepspeed_config(trainer_cfg, optim_cfg, micro_batch, world_size, on_gpu=device.type == "cuda")
         self.engine, self.optimizer, _, self.schedule = deepspeed.initialize(
             model=model, model_parameters=[p for p in model.parameters() if p.requires_grad], config=self.config,
             lr_scheduler=lambda optimizer: lr_schedule(optimizer, optim_cfg))
         self.engine.checkpoint_engine = WeightsOnlyLoads(self.engine.checkpoint_engine)
         self.module = self.engine.module
+        self.device = self.engine.device  # DeepSpeed moved the module to its rank's accelerator
         self.zero_stage = int(trainer_cfg.zero_stage)
         self.dtype = DTYPES[Precision(trainer_cfg.precision)]
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
@@ -296,7 +304,10 @@ class DeepSpeedEngine(Engine):
         return int(client_state["step"]), extra
 
 
-def build_engine(model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int) -> Engine:
+def build_engine(model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int,
+                 device: torch.device | None = None) -> Engine:
+    """The trainer's engine for `model` on `device` (the CPU when not given)."""
+    device = torch.device("cpu") if device is None else device
     if TrainerName(trainer_cfg.name) is TrainerName.deepspeed:
-        return DeepSpeedEngine(model, optim_cfg, trainer_cfg, micro_batch, world_size)
-    return PlainEngine(model, optim_cfg, trainer_cfg)
+        return DeepSpeedEngine(model, optim_cfg, trainer_cfg, micro_batch, world_size, device)
+    return PlainEngine(model, optim_cfg, trainer_cfg, device)

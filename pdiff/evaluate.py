@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from pdiff.devices import free_memory_bytes
 from pdiff.params import ParamSpec, split_network, tail_parameter_names
 
 MEMORY_BUDGET_BYTES = 2 * 1024**3
@@ -43,22 +44,27 @@ class ParameterEvaluator:
         self.fixed = {name: t.detach() for name, t in self.tail.named_parameters()}
         self.fixed.update({name: t for name, t in self.tail.named_buffers()})
         per_model = self.features.numel() * self.features.element_size() * ACTIVATION_COPIES
-        self.chunk = max(1, min(max_chunk, MEMORY_BUDGET_BYTES // max(per_model, 1)))
+        budget = free_memory_bytes(self.features.device, MEMORY_BUDGET_BYTES)
+        self.chunk = max(1, min(max_chunk, budget // max(per_model, 1)))
 
     def _logits(self, tail_params: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(self.tail, {**self.fixed, **tail_params}, (self.features,))
 
     @torch.no_grad()
     def predictions(self, vectors: torch.Tensor) -> torch.Tensor:
-        """[N, D] vectors -> [N, n_test] predicted classes."""
+        """[N, D] vectors (any device) -> [N, n_test] predicted classes, on the CPU."""
+        return torch.cat([self.predict_chunk(chunk) for chunk in vectors.float().split(self.chunk)]).cpu()
+
+    @torch.no_grad()
+    def predict_chunk(self, chunk: torch.Tensor) -> torch.Tensor:
+        """[M, D] vectors (M <= chunk) -> [M, n_test] predicted classes, on the features' device."""
+        chunk = chunk.to(self.features.device)
+        batched = {self.tail_names[name]: value for name, value in self.spec.unflatten(chunk).items()}
+        if self.batched:
+            return vmap(self._logits)(batched).argmax(-1)
         outputs = []
-        for chunk in vectors.float().split(self.chunk):
-            batched = {self.tail_names[name]: value for name, value in self.spec.unflatten(chunk).items()}
-            if self.batched:
-                outputs.append(vmap(self._logits)(batched).argmax(-1))
-                continue
-            for index in range(len(chunk)):
-                params = {**self.fixed, **{name: value[index] for name, value in batched.items()}}
-                outputs.append(torch.cat([functional_call(self.tail, params, (part,)).argmax(-1)
-                                          for part in self.features.split(self.batch_size)])[None])
-        return torch.cat(outputs)
+        for index in range(len(chunk)):
+            params = {**self.fixed, **{name: value[index] for name, value in batched.items()}}
+            outputs.append(torch.cat([functional_call(self.tail, params, (part,)).argmax(-1)
+                                      for part in self.features.split(self.batch_size)]))
+        return torch.stack(outputs)

@@ -58,6 +58,15 @@ def run_job(cfg: DictConfig, job: Job, shard: int | None = None) -> str:
     return str(run.output_dir)
 
 
+def job_resources(cluster_cfg, job: Job) -> dict[str, int | None]:
+    """What `job` asks SLURM for: only the training job spans `cluster.nodes` nodes with several tasks
+    and all of a node's GPUs; the others run one task with one GPU when listed in `cluster.gpu_jobs`, else none."""
+    gpus = cluster_cfg.gpus_per_node if job.value in cluster_cfg.gpu_jobs else None
+    if job is Job.train:
+        return {"nodes": cluster_cfg.nodes, "tasks_per_node": cluster_cfg.tasks_per_node, "gpus_per_node": gpus}
+    return {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1 if gpus else None}
+
+
 def pending_jobs(cfg: DictConfig) -> list[tuple[Job, int | None]]:
     """The jobs still needed to finish this output folder, in chain order: (job, shard)."""
     out = Path(cfg.paths.output_dir).expanduser().resolve()

@@ -14,20 +14,21 @@ from pdiff.seeds import Purpose, generator_for
 class BatchNoise:
     """Noise for a batch of `global_size` samples at one step, sliced to `rows` (this rank's micro-batch)."""
 
-    def __init__(self, seed: int, step: int, global_size: int, rows: slice, dtype: torch.dtype = torch.float32):
+    def __init__(self, seed: int, step: int, global_size: int, rows: slice, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu"):
         self.generator = generator_for(seed, Purpose.batch_noise, step)
-        self.global_size, self.rows, self.dtype = global_size, rows, dtype
+        self.global_size, self.rows, self.dtype, self.device = global_size, rows, dtype, torch.device(device)
 
     @classmethod
-    def whole(cls, seed: int, step: int, size: int) -> BatchNoise:
+    def whole(cls, seed: int, step: int, size: int, device: torch.device | str = "cpu") -> BatchNoise:
         """Noise for a batch held whole by one process."""
-        return cls(seed, step, size, slice(0, size))
+        return cls(seed, step, size, slice(0, size), device=device)
 
     def randn(self, *shape: int) -> torch.Tensor:
-        """Standard normal [rows, *shape]."""
+        """Standard normal [rows, *shape], drawn on the CPU (the same numbers on every device), then moved."""
         draw = torch.randn(self.global_size, *shape, generator=self.generator)
-        return draw[self.rows].to(self.dtype)
+        return draw[self.rows].to(device=self.device, dtype=self.dtype)
 
     def randint(self, high: int) -> torch.Tensor:
         """Uniform integers in [0, high), one per row."""
-        return torch.randint(0, high, (self.global_size,), generator=self.generator)[self.rows]
+        return torch.randint(0, high, (self.global_size,), generator=self.generator)[self.rows].to(self.device)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from pdiff import atomic, distributed
 from pdiff.config import ConfigError, Stage, TrainerName, to_container, validate
 from pdiff.data import check_data_available, load_dataset
+from pdiff.devices import check_precision, resolve_device
 from pdiff.generators import design_class
 from pdiff.params import select_parameters
 from pdiff.report import summary_line
@@ -37,16 +38,16 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
                           list(cfg.task.param.layers))
 
 
-def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None) -> Run:
+def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None) -> Run:
     """The output folder with the resolved config in it, and a tracker (rank 0's; a silent one elsewhere)."""
-    env = env or distributed.DistEnv()
+    env, device = env or distributed.DistEnv(), device or torch.device("cpu")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     if env.is_main:
         atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
-    return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main), env)
+    return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main), env, device)
 
 
 @contextmanager
@@ -56,9 +57,11 @@ def opened_run(cfg: DictConfig) -> Iterator[Run]:
     if env.distributed and trainer is not TrainerName.deepspeed:
         raise ConfigError(f"this launch has {env.world_size} ranks ({env.launcher}) but trainer={trainer.value}; "
                           "use trainer=deepspeed, or launch one process")
+    device = resolve_device(cfg.device, env.local_rank)  # in the job: a login node may have no GPU
+    check_precision(cfg.trainer, device)
     if env.distributed or trainer is TrainerName.deepspeed:
-        distributed.start(env)
-    run, clean = open_run(cfg, env), False
+        distributed.start(env, device)
+    run, clean = open_run(cfg, env, device), False
     try:
         yield run
         clean = True

@@ -19,8 +19,9 @@ from omegaconf import DictConfig
 
 from pdiff import atomic, distributed
 from pdiff.collect import collect_checkpoints, train_base
-from pdiff.config import SamplerName, Stage, to_container
-from pdiff.data import Dataset, load_dataset
+from pdiff.config import Precision, SamplerName, Stage, to_container
+from pdiff.data import Augmentation, Dataset, load_dataset
+from pdiff.devices import autocast, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
 from pdiff.memorization import evaluate_populations, memorization_normalizer, verdict
@@ -49,14 +50,21 @@ class Run:
     output_dir: Path
     tracker: Tracker
     env: distributed.DistEnv = field(default_factory=distributed.DistEnv)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # resolved once, by pdiff.devices
     timings: dict[str, float] = field(default_factory=dict)
     _data: Dataset | None = None
 
     @property
     def data(self) -> Dataset:
+        """The task's data on the run's device (loaded and moved once)."""
         if self._data is None:
-            self._data = load_dataset(self.cfg.data)
+            data = load_dataset(self.cfg.data)
+            self._data = data.to(self.device, memory_format(self.device, data.x_train))
         return self._data
+
+    def task_autocast(self):
+        """Autocast for the task network's forward-only passes (task.precision) on this run's device."""
+        return autocast(self.device, self.cfg.task.precision)
 
     def dir(self, name: str) -> Path:
         path = self.output_dir / name
@@ -89,7 +97,9 @@ def _zoo_dir(run: Run) -> Path:
 
 
 def _base_model(run: Run) -> tuple[torch.nn.Module, ParamSpec]:
+    """The task network (initialised on the CPU, so its weights do not depend on the device), on the device."""
     model = build_task_net(run.cfg.task.net, run.data.input_shape, run.data.num_classes)
+    model.to(run.device, memory_format=memory_format(run.device, run.data.x_train))
     return model, select_parameters(model, list(run.cfg.task.param.layers))
 
 
@@ -102,7 +112,8 @@ def run_base(run: Run) -> None:
     seed = derive_seed(cfg.seed, Purpose.base)
     torch.manual_seed(seed)
     model, _ = _base_model(run)
-    base_acc = train_base(model, run.data, cfg.task.base, cfg.data.augment, seed, directory / "base_state.pt")
+    base_acc = train_base(model, run.data, cfg.task.base, Augmentation.from_config(cfg.data), seed,
+                          directory / "base_state.pt", Precision(cfg.task.precision))
     save_base_weights(directory, model.state_dict())
     run.tracker.log({"collect/base_acc": base_acc})
     run.record_time("collect_base", time.perf_counter() - started)
@@ -120,8 +131,9 @@ def run_collect_shard(run: Run, shard: int) -> None:
     model, spec = _base_model(run)
     model.load_state_dict(load_base_weights(directory))
     vectors, accuracy = collect_checkpoints(
-        model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard], cfg.data.augment,
-        derive_seed(cfg.seed, Purpose.shard, shard), path.with_suffix(".state.pt"))
+        model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard],
+        Augmentation.from_config(cfg.data), derive_seed(cfg.seed, Purpose.shard, shard),
+        path.with_suffix(".state.pt"), Precision(cfg.task.precision))
     seconds = time.perf_counter() - started
     atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
                              metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json())})
@@ -167,7 +179,7 @@ def run_train(run: Run) -> None:
         log.info("train: generator in %s is complete, skipping", directory)
         return
     zoo = ParamZoo.load(run.output_dir / "zoo")
-    generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer())
+    generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer(), run.device)
     if run.env.is_main:
         generator.save(directory, {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
                                    "ranks": run.env.world_size})
@@ -182,7 +194,7 @@ def run_generate(run: Run) -> None:
         return
     spec = ParamZoo.load(run.output_dir / "zoo").spec
     started = time.perf_counter()
-    generator = design_class(cfg).load(run.output_dir / "generator", spec, cfg)
+    generator = design_class(cfg).load(run.output_dir / "generator", spec, cfg, run.device)
     params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed)
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
     atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": spec.dim,
@@ -202,13 +214,17 @@ def run_evaluate(run: Run) -> dict:
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        data = run.data
-        model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+        model, _ = _base_model(run)
         model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
-        evaluator = ParameterEvaluator(model, zoo.spec, data.x_test, cfg.evaluate.chunk_size, cfg.evaluate.batched,
-                                       cfg.data.eval_batch_size)
-        predictions, table = evaluate_populations(evaluator.predictions, zoo.vectors, generated, normalizer,
-                                                  data.y_test, cfg.seed)
+        with run.task_autocast():
+            evaluator = ParameterEvaluator(model, zoo.spec, run.data.x_test, cfg.evaluate.chunk_size,
+                                           cfg.evaluate.batched, cfg.data.eval_batch_size)
+
+        def predict(vectors: torch.Tensor) -> torch.Tensor:
+            with run.task_autocast():
+                return evaluator.predictions(vectors)
+        predictions, table = evaluate_populations(predict, zoo.vectors, generated, normalizer,
+                                                  run.data.y_test.cpu(), cfg.seed)
         atomic.write_safetensors(results, predictions)
         atomic.write_json(table_path, table)
         run.record_time("evaluate", time.perf_counter() - started)

@@ -67,8 +67,10 @@ class TokenLayout:
 
     def scatter(self, values: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor,
                 normalizer: ParamNormalizer | None = None) -> None:
-        """Write token values [B, S] (token indices [B]) into the flat vector `out` [D], denormalised; no padding."""
-        columns, valid = self.columns(tokens)
+        """Write token values [B, S] (token indices [B]) into the flat vector `out` [D], denormalised; no padding.
+
+        `values`, `out` and the normaliser are on one device; the layout's indices are moved to it."""
+        columns, valid = (index.to(out.device) for index in self.columns(tokens))
         if normalizer is not None:
             values = values * normalizer.std[columns] + normalizer.mean[columns]
         out[columns[valid]] = values[valid].to(out.dtype)
@@ -83,7 +85,8 @@ class ZooTokens:
     def __len__(self) -> int:
         return len(self.source) * self.layout.count
 
-    def take(self, rows: torch.Tensor, dtype: torch.dtype) -> TokenBatch:
+    def take(self, rows: torch.Tensor, dtype: torch.dtype, device: torch.device) -> TokenBatch:
+        """Rows gathered from the (CPU, memory-mapped) zoo, then moved to `device`."""
         batch = self.layout.gather(self.source, rows // self.layout.count, rows % self.layout.count, self.normalizer)
-        batch.values = batch.values.to(dtype)
-        return batch
+        return TokenBatch(batch.values.to(device=device, dtype=dtype), batch.tensor_ids.to(device),
+                          batch.positions.to(device))

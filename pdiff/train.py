@@ -69,18 +69,20 @@ def global_batch_size(requested: int, rows: int, parts: int) -> int:
     return size
 
 
-def take_rows(data, rows: torch.Tensor, dtype: torch.dtype):
-    """Rows of a tensor, or of a row source with `take(rows, dtype)` (zoo tokens read on demand)."""
+def take_rows(data, rows: torch.Tensor, dtype: torch.dtype, device: torch.device):
+    """Rows of a tensor, or of a row source with `take(rows, dtype, device)` (zoo tokens read on demand), on device."""
     if isinstance(data, torch.Tensor):
-        return data[rows].to(dtype)
-    return data.take(rows, dtype)
+        return data[rows].to(device=device, dtype=dtype)
+    return data.take(rows, dtype, device)
 
 
 def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_cfg, trainer_cfg, *, name: str,
-        seed: int, checkpoint_dir: Path, tracker: Tracker, ema_decay: float | None = None) -> Fitted:
-    """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps; resumable.
+        seed: int, checkpoint_dir: Path, tracker: Tracker, ema_decay: float | None = None,
+        device: torch.device | None = None) -> Fitted:
+    """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps on `device`; resumable.
 
-    Logs every cadence_cfg.log_every steps and writes a resume point every cadence_cfg.save_every.
+    Logs every cadence_cfg.log_every steps (the only host syncs) and writes a resume point every
+    cadence_cfg.save_every. The returned weights are on the CPU.
     """
     env = distributed.detect()
     parts = env.world_size * trainer_cfg.grad_accum
@@ -89,7 +91,7 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
     if batch_size != min(optim_cfg.batch_size, len(data)):
         log.info("%s: global batch %d (a multiple of %d ranks x %d micro-batches)", name, batch_size,
                  env.world_size, trainer_cfg.grad_accum)
-    engine = build_engine(model, optim_cfg, trainer_cfg, micro, env.world_size)
+    engine = build_engine(model, optim_cfg, trainer_cfg, micro, env.world_size, device)
     ema = EMA(engine, ema_decay) if ema_decay is not None else None
     step = 0
     resumed = engine.load(checkpoint_dir)
@@ -107,17 +109,18 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
             for part in range(trainer_cfg.grad_accum):
                 first = (env.rank * trainer_cfg.grad_accum + part) * micro
                 rows = slice(first, first + micro)
-                batch = take_rows(data, indices[rows], engine.dtype)
-                loss = loss_of_batch(engine, batch, BatchNoise(seed, step, batch_size, rows, engine.dtype))
+                batch = take_rows(data, indices[rows], engine.dtype, engine.device)
+                noise = BatchNoise(seed, step, batch_size, rows, engine.dtype, engine.device)
+                loss = loss_of_batch(engine, batch, noise)
                 engine.backward(loss)
                 engine.step()
-                losses.append(float(loss.detach()))
+                losses.append(loss.detach())
             if ema is not None:
                 ema.update()
             step += 1
-            loss_value = sum(losses) / len(losses)
             status = None
             if step % cadence_cfg.log_every == 0 or step == optim_cfg.steps:
+                loss_value = sum(float(loss) for loss in losses) / len(losses)
                 loss_value = distributed.mean_across_ranks({"loss": loss_value})["loss"]
                 elapsed = time.perf_counter() - started
                 steps_per_s = (step - window_start) / max(elapsed, 1e-9)
@@ -129,5 +132,9 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
             if step % cadence_cfg.save_every == 0 and step < optim_cfg.steps:
                 engine.save(checkpoint_dir, step, ema.state() if ema is not None else {})
     engine.module.eval()
-    ema_weights = ema.full_state_dict() if ema is not None else None
-    return Fitted(engine.full_state_dict(), ema_weights, loss_value)
+    ema_weights = _on_cpu(ema.full_state_dict()) if ema is not None else None
+    return Fitted(_on_cpu(engine.full_state_dict()), ema_weights, loss_value)
+
+
+def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: tensor.cpu() for name, tensor in state.items()}

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -26,6 +27,16 @@ register_configs()
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
         return compose(config_name="config", overrides=whole_node_overrides(overrides))
+
+
+def pytest_runtest_setup(item) -> None:
+    """A `gpu` test skips without CUDA, naming it; with PDIFF_REQUIRE_GPU=1 (the GPU check) it fails instead."""
+    if item.get_closest_marker("gpu") is None or torch.cuda.is_available():
+        return
+    reason = "CUDA is not available (torch.cuda.is_available() is False): the GPU tier needs a CUDA GPU"
+    if os.environ.get("PDIFF_REQUIRE_GPU") == "1":
+        pytest.fail(f"PDIFF_REQUIRE_GPU=1 but {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture

@@ -45,17 +45,18 @@ class Generator(ABC):
 
     @classmethod
     @abstractmethod
-    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer) -> Generator:
-        """Train on every rank of the launch (checkpoints under `directory`); every rank returns the result."""
+    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
+              device: torch.device) -> Generator:
+        """Train on `device` on every rank of the launch (checkpoints under `directory`); every rank returns it."""
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path, spec: ParamSpec, cfg) -> Generator:
-        """The generator that `save` wrote to `directory`, for vectors laid out as `spec`."""
+    def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> Generator:
+        """The generator that `save` wrote to `directory`, for vectors laid out as `spec`, on `device`."""
 
     @abstractmethod
     def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
-        """n new parameter vectors [n, D] (raw, not normalised), from the run seed `seed`."""
+        """n new parameter vectors [n, D] on the CPU (raw, not normalised), from the run seed `seed`."""
 
     @abstractmethod
     def networks(self) -> dict[str, nn.Module]:
@@ -73,7 +74,7 @@ class Generator(ABC):
     def save(self, directory: Path, run_meta: dict) -> None:
         """Weights first, then generator.json (whose presence marks the generator complete)."""
         for name, tensors in self.files().items():
-            atomic.write_safetensors(directory / name, tensors)
+            atomic.write_safetensors(directory / name, {key: value.cpu() for key, value in tensors.items()})
         atomic.write_json(directory / GENERATOR_META, {**run_meta, **self.meta, "design": self.design})
 
     def parameter_count(self) -> int:

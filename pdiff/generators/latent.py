@@ -90,6 +90,7 @@ class LatentGenerator(Generator):
     diffusion: GaussianDiffusion
     latent_scale: float
     raw_denoiser: LatentDenoiser | None = field(default=None)  # kept after training, to be saved
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -102,9 +103,11 @@ class LatentGenerator(Generator):
             raise ConfigError(f"ae.stride={ae.stride} is invalid: must be >= 2")
 
     @classmethod
-    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer) -> LatentGenerator:
+    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
+              device: torch.device) -> LatentGenerator:
+        """Both networks train on `device`; the zoo's latents (K small vectors) are encoded on the CPU."""
         normalizer, autoencoder = train_autoencoder(
-            zoo, cfg.ae, cfg.trainer, derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker)
+            zoo, cfg.ae, cfg.trainer, derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker, device)
         timer("train_autoencoder")
         latents, scale = encode_latents(normalizer, autoencoder, zoo.vectors)
         seed = derive_seed(cfg.seed, Purpose.denoiser)
@@ -113,19 +116,19 @@ class LatentGenerator(Generator):
         fitted = fit(build_denoiser(cfg.denoiser, latents.shape[1]), diffusion.training_losses, latents,
                      cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name="diffusion", seed=seed,
                      checkpoint_dir=directory / "diffusion_checkpoint", tracker=tracker,
-                     ema_decay=cfg.diffusion.ema_decay)
+                     ema_decay=cfg.diffusion.ema_decay, device=device)
         raw, ema = trained_pair(lambda: build_denoiser(cfg.denoiser, latents.shape[1]), fitted)
         timer("train_diffusion")
         return cls(normalizer, autoencoder, ema, diffusion, scale, raw)
 
     @classmethod
-    def load(cls, directory: Path, spec: ParamSpec, cfg) -> LatentGenerator:
+    def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> LatentGenerator:
         normalizer, autoencoder = ParamNormalizer(spec.dim), build_autoencoder(cfg.ae, spec.dim)
         load_autoencoder_file(directory, normalizer, autoencoder)
         denoiser = build_denoiser(cfg.denoiser, autoencoder.latent_shape[0])
         denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
-        return cls(normalizer, autoencoder.eval(), denoiser.eval(), build_diffusion(cfg.diffusion),
-                   float(read_meta(directory)["latent_scale"]))
+        return cls(normalizer.to(device), autoencoder.to(device).eval(), denoiser.to(device).eval(),
+                   build_diffusion(cfg.diffusion), float(read_meta(directory)["latent_scale"]), device=device)
 
     @torch.no_grad()
     def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
@@ -134,8 +137,9 @@ class LatentGenerator(Generator):
         rng = generator_for(seed, Purpose.sampling)
         steps = self.diffusion.sample_steps(sampler_cfg)
         with stage_progress(f"sample {n} models ({SamplerName(sampler_cfg.name).value})", total=steps) as bar:
-            latents = self.diffusion.sample(self.denoiser, shape, sampler_cfg, generator=rng, progress=bar.advance)
-        return self.decode(latents)
+            latents = self.diffusion.sample(self.denoiser, shape, sampler_cfg, generator=rng, device=self.device,
+                                            progress=bar.advance)
+        return self.decode(latents).cpu()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -158,14 +162,15 @@ class LatentGenerator(Generator):
         return {"latent_scale": self.latent_scale, "latent_shape": list(self.autoencoder.latent_shape)}
 
 
-def train_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker
-                      ) -> tuple[ParamNormalizer, ParamAutoencoder]:
+def train_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker,
+                      device: torch.device) -> tuple[ParamNormalizer, ParamAutoencoder]:
     """Fit the normaliser on the zoo, then the autoencoder on normalised vectors (input + latent noise)."""
     normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(ae_cfg.normalization))
     data = normalizer.normalize(zoo.vectors)
     torch.manual_seed(seed)
     fitted = fit(build_autoencoder(ae_cfg, zoo.spec.dim), reconstruction_loss, data, ae_cfg.optim, ae_cfg.cadence,
-                 trainer_cfg, name="ae", seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker)
+                 trainer_cfg, name="ae", seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker,
+                 device=device)
     autoencoder = build_autoencoder(ae_cfg, zoo.spec.dim)
     autoencoder.load_state_dict(fitted.weights)
     autoencoder.eval()

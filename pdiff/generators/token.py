@@ -73,9 +73,9 @@ class WindowPlaces:
         pad = self.count * self.window - latents.shape[1]
         return F.pad(latents, (0, 0, 0, pad)).reshape(-1, self.window, latents.shape[-1])
 
-    def conditioning(self, slots: torch.Tensor) -> dict[str, torch.Tensor]:
+    def conditioning(self, slots: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
         """The denoiser's model_kwargs for windows at `slots` [B]: each token's tensor and position [B, W]."""
-        return {"tensor_ids": self.tensor_ids[slots], "positions": self.positions[slots]}
+        return {"tensor_ids": self.tensor_ids[slots].to(device), "positions": self.positions[slots].to(device)}
 
 
 class WindowRows:
@@ -87,9 +87,10 @@ class WindowRows:
     def __len__(self) -> int:
         return len(self.windows)
 
-    def take(self, rows: torch.Tensor, dtype: torch.dtype) -> WindowBatch:
+    def take(self, rows: torch.Tensor, dtype: torch.dtype, device: torch.device) -> WindowBatch:
         slots = rows % self.places.count
-        return WindowBatch(self.windows[rows].to(dtype), self.places.tensor_ids[slots], self.places.positions[slots])
+        return WindowBatch(self.windows[rows].to(device=device, dtype=dtype), self.places.tensor_ids[slots].to(device),
+                           self.places.positions[slots].to(device))
 
 
 def build_token_autoencoder(ae_cfg, layout: TokenLayout) -> TokenAutoencoder:
@@ -129,6 +130,7 @@ class TokenGenerator(Generator):
     places: WindowPlaces
     raw_denoiser: WindowDenoiser | None = field(default=None)  # kept after training, to be saved
     recon_mse_normalized: float | None = field(default=None)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -142,13 +144,14 @@ class TokenGenerator(Generator):
                               f"denoiser.heads={cfg.denoiser.heads}")
 
     @classmethod
-    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer) -> TokenGenerator:
-        """Each rank reads only its rows of each batch from the memory-mapped zoo."""
+    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
+              device: torch.device) -> TokenGenerator:
+        """On `device`; each rank reads only its rows of each batch from the memory-mapped zoo."""
         normalizer, layout, autoencoder = train_token_autoencoder(
-            zoo, cfg.ae, cfg.trainer, derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker)
+            zoo, cfg.ae, cfg.trainer, derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker, device)
         timer("train_autoencoder")
         started = time.perf_counter()
-        latents, scale, recon_mse = encode_token_latents(zoo.vectors, normalizer, layout, autoencoder)
+        latents, scale, recon_mse = encode_token_latents(zoo.vectors, normalizer, layout, autoencoder, device)
         tracker.log({"ae/recon_mse_normalized": recon_mse, "ae/encode_s": time.perf_counter() - started})
         places = WindowPlaces(layout, cfg.denoiser.window)
         seed = derive_seed(cfg.seed, Purpose.denoiser)
@@ -158,20 +161,21 @@ class TokenGenerator(Generator):
         fitted = fit(build_window_denoiser(cfg.denoiser, latent_dim, layout), window_diffusion_loss(diffusion),
                      WindowRows(places.split(latents), places), cfg.diffusion.optim, cfg.diffusion.cadence,
                      cfg.trainer, name="diffusion", seed=seed, checkpoint_dir=directory / "diffusion_checkpoint",
-                     tracker=tracker, ema_decay=cfg.diffusion.ema_decay)
+                     tracker=tracker, ema_decay=cfg.diffusion.ema_decay, device=device)
         raw, ema = trained_pair(lambda: build_window_denoiser(cfg.denoiser, latent_dim, layout), fitted)
         timer("train_diffusion")
-        return cls(normalizer, layout, autoencoder, ema, diffusion, scale, places, raw, recon_mse)
+        return cls(normalizer, layout, autoencoder.cpu(), ema, diffusion, scale, places, raw, recon_mse)
 
     @classmethod
-    def load(cls, directory: Path, spec: ParamSpec, cfg) -> TokenGenerator:
+    def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> TokenGenerator:
         layout = TokenLayout(spec, cfg.ae.token_size)
         normalizer, autoencoder = ParamNormalizer(spec.dim), build_token_autoencoder(cfg.ae, layout)
         load_autoencoder_file(directory, normalizer, autoencoder)
         denoiser = build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout)
         denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
-        return cls(normalizer, layout, autoencoder.eval(), denoiser.eval(), build_diffusion(cfg.diffusion),
-                   float(read_meta(directory)["latent_scale"]), WindowPlaces(layout, cfg.denoiser.window))
+        return cls(normalizer.to(device), layout, autoencoder.to(device).eval(), denoiser.to(device).eval(),
+                   build_diffusion(cfg.diffusion), float(read_meta(directory)["latent_scale"]),
+                   WindowPlaces(layout, cfg.denoiser.window), device=device)
 
     @torch.no_grad()
     def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
@@ -185,19 +189,21 @@ class TokenGenerator(Generator):
             for chunk in chunks:
                 shape = (len(chunk), self.places.window, self.autoencoder.latent_dim)
                 windows.append(self.diffusion.sample(self.denoiser, shape, sampler_cfg, generator=rng,
-                                                     model_kwargs=self.places.conditioning(chunk),
+                                                     device=self.device,
+                                                     model_kwargs=self.places.conditioning(chunk, self.device),
                                                      progress=bar.advance))
         latents = torch.cat(windows).view(n, -1, self.autoencoder.latent_dim)[:, :self.layout.count]
-        return self.decode(latents)
+        return self.decode(latents).cpu()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled token latents [N, T, C] -> parameter vectors [N, D]."""
-        out = torch.zeros(len(latents), self.layout.spec.dim)
+        """Scaled token latents [N, T, C] -> parameter vectors [N, D] (on the generator's device)."""
+        out = torch.zeros(len(latents), self.layout.spec.dim, device=self.device)
         for model, model_latents in enumerate(latents):
             for tokens in torch.arange(self.layout.count).split(ENCODE_CHUNK):
-                values = self.autoencoder.decode(model_latents[tokens] * self.latent_scale,
-                                                 self.layout.tensor_ids[tokens], self.layout.positions[tokens])
+                values = self.autoencoder.decode(model_latents[tokens.to(self.device)] * self.latent_scale,
+                                                 self.layout.tensor_ids[tokens].to(self.device),
+                                                 self.layout.positions[tokens].to(self.device))
                 self.layout.scatter(values, tokens, out[model], self.normalizer)
         return out
 
@@ -217,15 +223,15 @@ class TokenGenerator(Generator):
                 "recon_mse_normalized": self.recon_mse_normalized}
 
 
-def train_token_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker
-                            ) -> tuple[ParamNormalizer, TokenLayout, TokenAutoencoder]:
+def train_token_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker,
+                            device: torch.device) -> tuple[ParamNormalizer, TokenLayout, TokenAutoencoder]:
     """Normaliser from the zoo (one tensor at a time), then the shared token autoencoder on random tokens."""
     normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(ae_cfg.normalization))
     layout = TokenLayout(zoo.spec, ae_cfg.token_size)
     torch.manual_seed(seed)
     fitted = fit(build_token_autoencoder(ae_cfg, layout), token_reconstruction_loss,
                  ZooTokens(zoo.vectors, layout, normalizer), ae_cfg.optim, ae_cfg.cadence, trainer_cfg, name="ae",
-                 seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker)
+                 seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker, device=device)
     autoencoder = build_token_autoencoder(ae_cfg, layout)
     autoencoder.load_state_dict(fitted.weights)
     return normalizer, layout, autoencoder.eval()
@@ -233,17 +239,22 @@ def train_token_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, direc
 
 @torch.no_grad()
 def encode_token_latents(vectors: torch.Tensor, normalizer: ParamNormalizer, layout: TokenLayout,
-                         autoencoder: TokenAutoencoder) -> tuple[torch.Tensor, float, float]:
-    """Latents [K, T, C] of every zoo token scaled to unit std, the scale, and the normalised reconstruction MSE."""
+                         autoencoder: TokenAutoencoder, device: torch.device) -> tuple[torch.Tensor, float, float]:
+    """Latents [K, T, C] (CPU) of every zoo token scaled to unit std, the scale, and the normalised reconstruction
+    MSE; the tokens are read from the CPU zoo and encoded on `device`."""
+    autoencoder.to(device)
     latents = torch.empty(len(vectors), layout.count, autoencoder.latent_dim)
-    squared_error, count = 0.0, 0
+    squared_error, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for model in range(len(vectors)):
         for tokens in torch.arange(layout.count).split(ENCODE_CHUNK):
             batch = layout.gather(vectors, torch.full_like(tokens, model), tokens, normalizer)
-            latents[model, tokens] = autoencoder.encode(batch.values, batch.tensor_ids, batch.positions)
-            recon = autoencoder.decode(latents[model, tokens], batch.tensor_ids, batch.positions)
+            values, ids, positions = batch.values.to(device), batch.tensor_ids.to(device), batch.positions.to(device)
+            encoded = autoencoder.encode(values, ids, positions)
+            latents[model, tokens] = encoded.cpu()
+            recon = autoencoder.decode(encoded, ids, positions)
             _, valid = layout.columns(tokens)
-            squared_error += float(((recon - batch.values)[valid] ** 2).sum())
+            squared_error += ((recon - values)[valid.to(device)] ** 2).sum().double()
             count += int(valid.sum())
+    squared_error = float(squared_error)
     scale = float(latents.std().clamp_min(1e-8))
     return latents / scale, scale, squared_error / max(count, 1)

@@ -36,10 +36,10 @@ class ParamAutoencoder(nn.Module):
     def forward(self, x: torch.Tensor, noise: BatchNoise | None = None) -> torch.Tensor:
         """Reconstruction of x; with `noise` (training), noise is added to the input and to the latent."""
         if noise is not None and self.input_noise > 0:
-            x = x + self.input_noise * noise.randn(self.dim).to(x.dtype)
+            x = x + self.input_noise * noise.randn(self.dim).to(x)
         z = self._encode(x)
         if noise is not None and self.latent_noise > 0:
-            z = z + self.latent_noise * noise.randn(*self.latent_shape).to(z.dtype)
+            z = z + self.latent_noise * noise.randn(*self.latent_shape).to(z)
         return self._decode(z)
 
 

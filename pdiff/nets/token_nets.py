@@ -49,10 +49,10 @@ class TokenAutoencoder(nn.Module):
     def forward(self, values: torch.Tensor, tensor_ids: torch.Tensor, positions: torch.Tensor,
                 noise: BatchNoise | None = None) -> torch.Tensor:
         if noise is not None and self.input_noise > 0:
-            values = values + self.input_noise * noise.randn(self.token_size).to(values.dtype)
+            values = values + self.input_noise * noise.randn(self.token_size).to(values)
         latents = self.encode(values, tensor_ids, positions)
         if noise is not None and self.latent_noise > 0:
-            latents = latents + self.latent_noise * noise.randn(self.latent_dim).to(latents.dtype)
+            latents = latents + self.latent_noise * noise.randn(self.latent_dim).to(latents)
         return self.decode(latents, tensor_ids, positions)
 
 

@@ -180,3 +180,21 @@ def test_a_network_the_tests_never_saw_runs_the_whole_pipeline(tmp_path, monkeyp
     result = run_sweep([*common, "task.net={_target_: mymod.NoSuchNet, width: 24}", f"paths.output_dir={missing}"])
     assert result.returncode != 0 and "task.net._target_='mymod.NoSuchNet'" in result.stderr
     assert not (missing / "zoo").exists()
+
+
+def test_device_cuda_without_a_gpu_stops_before_any_work_naming_device(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: device=cuda is valid here")
+    out = tmp_path / "run"
+    result = run_sweep(["experiment=smoke", "device=cuda", f"paths.output_dir={out}"])
+    assert result.returncode != 0 and "device=cuda is invalid: this job sees no CUDA GPU" in result.stderr
+    assert not (out / "zoo").exists() and not (out / "config.yaml").exists()
+
+
+def test_task_network_in_bf16_autocast_runs_the_pipeline(tmp_path):
+    out = tmp_path / "run"
+    ok(run_sweep(["experiment=smoke", "task.precision=bf16", "trainer.precision=bf16", f"paths.output_dir={out}"]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["original"]["mean"] > 80 and report["generated"]["n"] == 20

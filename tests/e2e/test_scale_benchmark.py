@@ -35,3 +35,13 @@ def test_a_run_over_the_memory_limit_is_recorded_as_oom(tmp_path):
     assert rows == [{"design": "pdiff_v1", "D": 3000, "s_per_step": None, "peak_rss_gb": rows[0]["peak_rss_gb"],
                      "status": "oom"}]
     assert rows[0]["peak_rss_gb"] > 0.05
+
+
+def test_gpu_benchmark_runs_on_the_cpu_and_projects_the_reference_job(tmp_path):
+    out = tmp_path / "gpu.json"
+    ok(subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu.py"), "--out", str(out), "--device", "cpu",
+                       "--models", "3", "--images", "64"], capture_output=True, text=True, timeout=900, cwd=REPO))
+    result = json.loads(out.read_text())
+    assert result["evaluation"]["differing_predictions"] == 0 and result["evaluation"]["speedup"] > 1
+    assert result["base_bf16"]["flop_per_image"] > 1e9  # ResNet-18 on 32x32: ~3.3 GFLOP per training image
+    assert result["projected_reference_job"]["total_h"] > 0

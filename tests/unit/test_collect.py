@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pdiff import atomic
-from pdiff.collect import TrainingDiverged, collect_checkpoints, train_base
+from pdiff.collect import TrainingDiverged, base_lr_factor, collect_checkpoints, train_base
 from pdiff.data import load_dataset
 from pdiff.params import read_vector, select_parameters
 from pdiff.tasknets import digits_cnn
@@ -55,3 +55,12 @@ def test_diverging_base_training_stops_naming_the_learning_rate(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"lower task.base.lr=1000000000000.0"):
         base_cfg = OmegaConf.merge(cfg.task.base, {"lr": 1e12, "epochs": 2})
         train_base(model, data, base_cfg, False, 0, tmp_path / "base.pt")
+
+
+def test_base_schedule_is_step_decay_at_milestones_or_cosine(tmp_path):
+    cifar = compose_config(["task=cifar100_resnet18", f"paths.output_dir={tmp_path}"]).task.base
+    assert list(cifar.milestones) == [10, 20, 30] and cifar.epochs == 30
+    factor = base_lr_factor(cifar, steps_per_epoch=4)
+    assert [factor(s) for s in (0, 39, 40, 79, 80, 119)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cosine = base_lr_factor(compose_config([f"paths.output_dir={tmp_path}"]).task.base, steps_per_epoch=4)
+    assert cosine(0) == 1.0 and cosine(60) == pytest.approx(0.5) and cosine(120) == pytest.approx(0.0)

@@ -62,7 +62,8 @@ def test_unknown_key_and_bad_enum_fail_at_compose_time():
     ("task.param.k=1", r"task.param.k=1 is invalid: must be an integer >= 2"),
     ("ae.optim.lr=-1", r"ae.optim.lr=-1.0 is invalid"),
     ("trainer.zero_stage=2", r"trainer.zero_stage=2 is invalid: needs trainer=deepspeed"),
-    ("trainer.precision=bf16", r"trainer.precision=.*bf16.* is invalid: needs trainer=deepspeed"),
+    ("trainer.precision=fp16", r"trainer.precision=.*fp16.* is invalid: needs trainer=deepspeed"),
+    ("task.precision=fp16", r"task.precision='fp16' is invalid: is not offered for the task network"),
     ("cluster.tasks_per_node=2", r"cluster.tasks_per_node=2 is invalid: .*needs trainer=deepspeed"),
 ])
 def test_semantic_validation_names_key_value_and_rule(override, message, tmp_path):

@@ -88,3 +88,15 @@ def test_a_file_that_is_not_an_npz_archive_gives_one_line_naming_data_path(tmp_p
 def test_npz_with_a_single_class_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="single class"):
         load_dataset(_npz(tmp_path / "one.npz", y_train=np.zeros(40, dtype=int), y_test=np.zeros(10, dtype=int)))
+
+
+def test_rotation_augmentation_rotates_with_cpu_drawn_angles():
+    image = torch.zeros(1, 1, 9, 9)
+    image[0, 0, 4, 6:] = 1.0  # a bar right of the centre
+    batch = image.expand(64, 1, 9, 9).contiguous()
+    plain = augment_batch(batch, torch.Generator().manual_seed(0), pad=0)
+    rotated = augment_batch(batch, torch.Generator().manual_seed(0), pad=0, rotate_degrees=90.0)
+    again = augment_batch(batch, torch.Generator().manual_seed(0), pad=0, rotate_degrees=90.0)
+    assert torch.equal(rotated, again) and not torch.allclose(rotated, plain)
+    assert float(rotated.min()) >= 0.0 and float(rotated.max()) <= 1.0 + 1e-6
+    assert float(rotated[:, 0, :4, 4].sum() + rotated[:, 0, 5:, 4].sum()) > 0  # some bars turned to vertical

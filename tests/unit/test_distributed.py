@@ -1,5 +1,8 @@
+import pytest
 import torch
 
+from pdiff.config import ConfigError, validate
+from pdiff.devices import check_precision
 from pdiff.distributed import detect, strip_launcher_args
 from pdiff.engine import deepspeed_config
 from pdiff.noise import BatchNoise
@@ -44,3 +47,41 @@ def test_deepspeed_json_comes_from_the_trainer_node(tmp_path):
     assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
     assert ds["bf16"]["enabled"] and not ds["fp16"]["enabled"]
     assert ds["optimizer"]["params"]["lr"] == cfg.ae.optim.lr and ds["gradient_clipping"] == 1.0
+
+
+def test_each_chain_job_asks_for_what_it_uses(tmp_path):
+    from pdiff.cluster import _executor
+    from pdiff.jobs import Job
+
+    gpu = compose_config(["cluster=gpu", "trainer=deepspeed", "cluster.nodes=2", "cluster.gpus_per_node=4",
+                          "cluster.tasks_per_node=4", f"paths.output_dir={tmp_path}"])
+    validate(gpu)
+    asked = {job: _executor(gpu.cluster, tmp_path, job, [])._executor.parameters for job in Job}
+    assert asked[Job.train]["nodes"] == 2 and asked[Job.train]["ntasks_per_node"] == 4
+    assert asked[Job.train]["gpus_per_node"] == 4
+    assert all(asked[job]["gpus_per_node"] == 1 and asked[job]["nodes"] == 1 for job in (Job.base, Job.shard,
+                                                                                         Job.report))
+    cpu_only = compose_config(["cluster=gpu", "cluster.gpu_jobs=[train]", f"paths.output_dir={tmp_path}"])
+    asked = {job: _executor(cpu_only.cluster, tmp_path, job, [])._executor.parameters for job in Job}
+    assert all("gpus_per_node" not in asked[job] for job in (Job.base, Job.shard, Job.report))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["cluster=gpu", "trainer=deepspeed", "cluster.tasks_per_node=2"],
+     r"cluster.tasks_per_node=2 is invalid: must be <= cluster.gpus_per_node=1: each training rank needs its own"),
+    (["cluster.nodes=2"], r"cluster.nodes=2 is invalid: a training job on several nodes needs trainer=deepspeed"),
+    (["cluster.gpu_jobs=[train]"], r"cluster.gpu_jobs=\['train'\] is invalid: needs cluster.gpus_per_node >= 1"),
+    (["cluster=gpu", "cluster.gpu_jobs=[merge]"], r"cluster.gpu_jobs=\['merge'\] is invalid: may list"),
+])
+def test_cluster_resources_are_checked_before_submission(overrides, message, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_config([*overrides, f"paths.output_dir={tmp_path}"]))
+
+
+def test_the_gpu_preset_asks_for_cuda_and_fp16_is_checked_where_it_runs(tmp_path):
+    cfg = compose_config(["cluster=gpu", "trainer=deepspeed", "trainer.precision=fp16",
+                          f"paths.output_dir={tmp_path}"])
+    assert cfg.device.value == "cuda"
+    validate(cfg)  # a GPU-less login node submits it; the job itself checks
+    with pytest.raises(ConfigError, match=r"trainer.precision=fp16 is invalid on this job's device \(cpu\)"):
+        check_precision(cfg.trainer, torch.device("cpu"))

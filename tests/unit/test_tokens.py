@@ -58,8 +58,8 @@ def test_memory_mapped_zoo_reads_the_same_values_as_the_one_in_memory(tmp_path):
     normalizer = ParamNormalizer.fit(SPEC, zoo.vectors, Normalization.per_tensor)
     layout = TokenLayout(SPEC, 32)
     rows = torch.tensor([0, 7, len(ZooTokens(zoo.vectors, layout, normalizer)) - 1])
-    from_map = ZooTokens(mapped.vectors, layout, normalizer).take(rows, torch.float32)
-    from_memory = ZooTokens(zoo.vectors, layout, normalizer).take(rows, torch.float32)
+    from_map = ZooTokens(mapped.vectors, layout, normalizer).take(rows, torch.float32, torch.device("cpu"))
+    from_memory = ZooTokens(zoo.vectors, layout, normalizer).take(rows, torch.float32, torch.device("cpu"))
     assert torch.equal(from_map.values, from_memory.values)
     assert from_map.tensor_ids.tolist() == [0, 2, 2] and from_map.positions.tolist() == [0, 1, 4]
     # normalised per tensor, padding stays exactly zero
@@ -77,7 +77,7 @@ def test_windows_pad_the_last_window_and_mark_its_slots():
     windows = places.split(latents)
     assert windows.shape == (6, 3, 4)
     assert torch.equal(windows[5, 0], latents[1, 6]) and torch.equal(windows[5, 1:], torch.zeros(2, 4))
-    batch = WindowRows(windows, places).take(torch.tensor([5, 1]), torch.float32)
+    batch = WindowRows(windows, places).take(torch.tensor([5, 1]), torch.float32, torch.device("cpu"))
     assert batch.tensor_ids.tolist() == [[2, 3, 3], [1, 2, 2]]
 
 

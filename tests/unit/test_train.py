@@ -71,3 +71,14 @@ def test_global_batch_is_a_multiple_of_ranks_times_micro_batches():
     assert global_batch_size(8, 30, 4) == 8
     with pytest.raises(ValueError, match="cannot be split"):
         global_batch_size(200, 3, 4)
+
+
+def test_plain_trainer_in_bf16_autocast_trains_like_fp32(tmp_path):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        cfg = compose_config(["experiment=smoke", "ae.optim.steps=30", "ae.optim.batch_size=8",
+                              f"trainer.precision={precision}", f"paths.output_dir={tmp_path}"])
+        runs[precision] = _run(cfg, tmp_path, f"precision_{precision}")
+    assert all(value.dtype == torch.float32 for value in runs["bf16"].weights.values())  # fp32 master weights
+    assert abs(runs["bf16"].last_loss - runs["fp32"].last_loss) < 0.1 * runs["fp32"].last_loss
+    assert any(not torch.equal(runs["bf16"].weights[k], runs["fp32"].weights[k]) for k in runs["fp32"].weights)

@@ -1,0 +1,114 @@
+"""Device placement, checked without a GPU: every hot path runs one step with its models on the `meta` device.
+
+The data and the random draws start on the CPU, as in a real run. A tensor that the code forgot to move
+meets a meta tensor and raises ("... is not on the expected device meta"), as it would on a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pdiff.collect import sgd_step, training_batch
+from pdiff.config import ConfigError
+from pdiff.data import Augmentation
+from pdiff.devices import resolve_device
+from pdiff.diffusion import build_diffusion
+from pdiff.engine import build_engine
+from pdiff.evaluate import ParameterEvaluator
+from pdiff.generators.latent import build_autoencoder, build_denoiser
+from pdiff.generators.token import (
+    WindowPlaces,
+    WindowRows,
+    build_token_autoencoder,
+    build_window_denoiser,
+    token_reconstruction_loss,
+    window_diffusion_loss,
+)
+from pdiff.nets.autoencoder import reconstruction_loss
+from pdiff.noise import BatchNoise
+from pdiff.params import ParamEntry, ParamNormalizer, ParamSpec, select_parameters
+from pdiff.tasknets import digits_cnn, resnet18_cifar
+from pdiff.tokens import TokenLayout, ZooTokens
+from pdiff.train import take_rows
+from tests.conftest import compose_config
+
+META = torch.device("meta")
+SPEC = ParamSpec((ParamEntry("a.weight", (3, 40), 0), ParamEntry("b.bias", (9,), 120)))
+
+
+def _step(model, loss_of_batch, data, cfg, rows=8):
+    """One optimiser step of the plain engine on META, with the batch and its noise made as fit() makes them."""
+    engine = build_engine(model, cfg.optim, compose_config(["paths.output_dir=unused"]).trainer, rows, 1, META)
+    indices = torch.arange(rows)
+    batch = take_rows(data, indices, engine.dtype, engine.device)
+    loss = loss_of_batch(engine, batch, BatchNoise(0, 0, rows, slice(0, rows), engine.dtype, engine.device))
+    engine.backward(loss)
+    engine.step()
+    assert loss.device == META
+
+
+def test_latent_design_trains_one_step_on_the_device(tmp_path):
+    cfg = compose_config([f"paths.output_dir={tmp_path}"])
+    _step(build_autoencoder(cfg.ae, 128), reconstruction_loss, torch.randn(16, 128), cfg.ae)
+    diffusion = build_diffusion(cfg.diffusion)
+    _step(build_denoiser(cfg.denoiser, 4), diffusion.training_losses, torch.randn(16, 4, 16), cfg.diffusion)
+
+
+def test_token_design_trains_one_step_on_the_device(tmp_path):
+    cfg = compose_config(["generator=token", "ae.token_size=16", "denoiser.window=4", f"paths.output_dir={tmp_path}"])
+    layout = TokenLayout(SPEC, cfg.ae.token_size)
+    zoo = torch.randn(4, SPEC.dim)
+    normalizer = ParamNormalizer.fit(SPEC, zoo, cfg.ae.normalization)
+    _step(build_token_autoencoder(cfg.ae, layout), token_reconstruction_loss, ZooTokens(zoo, layout, normalizer),
+          cfg.ae)
+    places = WindowPlaces(layout, cfg.denoiser.window)
+    windows = places.split(torch.randn(4, layout.count, cfg.ae.token_latent_dim))
+    _step(build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout),
+          window_diffusion_loss(build_diffusion(cfg.diffusion)), WindowRows(windows, places), cfg.diffusion, rows=4)
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_sampling_steps_run_on_the_device(sampler, tmp_path):
+    cfg = compose_config([f"sampler={sampler}", "diffusion.timesteps=3", *(["sampler.steps=2", "sampler.eta=1.0"]
+                                                                           if sampler == "ddim" else []),
+                          f"paths.output_dir={tmp_path}"])
+    diffusion = build_diffusion(cfg.diffusion)
+    rng = torch.Generator().manual_seed(0)
+    latent = build_denoiser(cfg.denoiser, 4).to(META)
+    assert diffusion.sample(latent, (2, 4, 8), cfg.sampler, generator=rng, device=META).device == META
+    token_cfg = compose_config(["generator=token", "denoiser.window=4", f"paths.output_dir={tmp_path}"])
+    layout = TokenLayout(SPEC, 16)
+    places = WindowPlaces(layout, token_cfg.denoiser.window)
+    window = build_window_denoiser(token_cfg.denoiser, 8, layout).to(META)
+    out = diffusion.sample(window, (2, 4, 8), cfg.sampler, generator=rng, device=META,
+                           model_kwargs=places.conditioning(torch.tensor([0, 1]), META))
+    assert out.device == META
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_base_training_and_collection_steps_run_on_the_device(augment):
+    model = (resnet18_cifar((3, 8, 8), 10) if augment else digits_cnn((1, 8, 8), 10, 4)).to(META)
+    shape = (3, 8, 8) if augment else (1, 8, 8)
+    x, y = torch.randn(32, *shape).to(META), torch.randint(0, 10, (32,)).to(META)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    augmentation = Augmentation(rotate_degrees=15.0) if augment else None
+    assert sgd_step(model, optimizer, *training_batch(x, y, 0, 8, 0, augmentation)).device == META
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_an_evaluation_chunk_runs_on_the_device(batched):
+    model = digits_cnn((1, 8, 8), 10, 4)
+    spec = select_parameters(model, ["bn3", "bn4"])
+    evaluator = ParameterEvaluator(model.to(META), spec, torch.randn(20, 1, 8, 8).to(META), max_chunk=3,
+                                   batched=batched, batch_size=7)
+    predictions = evaluator.predict_chunk(torch.randn(3, spec.dim))  # generated vectors arrive on the CPU
+    assert predictions.shape == (3, 20) and predictions.device == META
+
+
+def test_device_cuda_without_a_gpu_names_the_setting():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: device=cuda is valid here")
+    with pytest.raises(ConfigError, match=r"device=cuda is invalid: this job sees no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
