@@ -35,6 +35,7 @@ from table_output import emit
 
 from pdiff import atomic
 from pdiff.config import register_configs
+from pdiff.devices import resolve_device
 from pdiff.generators import design_class
 from pdiff.params import ParamEntry, ParamSpec
 from pdiff.zoo import ParamZoo, shard_path
@@ -105,7 +106,7 @@ def worker(design: str, zoo_dir: Path, steps: int) -> dict:
     zoo = ParamZoo.load(zoo_dir)
     clock, started = StepClock(), time.perf_counter()
     generator = design_class(cfg).train(zoo, cfg, Path(tempfile.mkdtemp(prefix="pdiff-scale-")), clock,
-                                        lambda phase: None)
+                                        lambda phase: None, resolve_device(cfg.device))
     peak = peak_rss()
     row = {"first_step_s": round(clock.times["ae"][0] - started, 3),
            "s_per_step": round(per_step(clock.times["ae"]), 4),

@@ -8,6 +8,7 @@ receives the resolved device; random draws stay on seeded CPU generators and are
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -18,8 +19,12 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def resolve_device(name: DeviceName | str, local_rank: int = 0) -> torch.device:
-    """The device of this process; ConfigError naming `device` when device=cuda and no GPU is visible."""
+def resolve_device(name: DeviceName | str, local_rank: int = 0, deterministic: bool = True) -> torch.device:
+    """The device of this process; ConfigError naming `device` when device=cuda and no GPU is visible.
+
+    On a GPU, `deterministic` asks for deterministic kernels (cudnn, cuBLAS), so that a resumed run ends
+    bit-identical to an uninterrupted one; without it cudnn autotunes (faster, run-to-run differences).
+    """
     name = DeviceName(name)
     if name is DeviceName.cpu:
         return torch.device("cpu")
@@ -32,7 +37,11 @@ def resolve_device(name: DeviceName | str, local_rank: int = 0) -> torch.device:
     torch.cuda.set_device(device)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    torch.backends.cudnn.benchmark = True  # fixed-shape convnets: pick the fastest kernels once
+    torch.backends.cudnn.benchmark = not deterministic  # fixed-shape convnets: time the kernels, keep the fastest
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts
+        torch.use_deterministic_algorithms(True, warn_only=True)  # ops without a deterministic kernel warn
     return device
 
 

@@ -57,7 +57,7 @@ def opened_run(cfg: DictConfig) -> Iterator[Run]:
     if env.distributed and trainer is not TrainerName.deepspeed:
         raise ConfigError(f"this launch has {env.world_size} ranks ({env.launcher}) but trainer={trainer.value}; "
                           "use trainer=deepspeed, or launch one process")
-    device = resolve_device(cfg.device, env.local_rank)  # in the job: a login node may have no GPU
+    device = resolve_device(cfg.device, env.local_rank, cfg.deterministic)  # in the job: a login node may have no GPU
     check_precision(cfg.trainer, device)
     if env.distributed or trainer is TrainerName.deepspeed:
         distributed.start(env, device)
