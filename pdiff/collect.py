@@ -13,13 +13,14 @@ from torch import nn
 from pdiff import atomic
 from pdiff.config import ConfigError, Precision
 from pdiff.data import Augmentation, Dataset, batch_indices
-from pdiff.devices import autocast
+from pdiff.devices import Execution, autocast
 from pdiff.evaluate import accuracy, run_in_batches
 from pdiff.params import ParamSpec, read_vector, split_network
 from pdiff.progress import stage_progress
 from pdiff.seeds import Purpose, generator_for
 
 log = logging.getLogger(__name__)
+FP32_EAGER = Execution()  # the task network in fp32, not compiled
 
 
 def sgd_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -57,7 +58,7 @@ def base_lr_factor(base_cfg, steps_per_epoch: int):
 
 
 def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation | None, seed: int,
-               state_path: Path, precision: Precision = Precision.fp32) -> float:
+               state_path: Path, execution: Execution = FP32_EAGER) -> float:
     """SGD with cosine decay on all parameters; saves a resume point each epoch. Returns test accuracy (%)."""
     steps_per_epoch = max(len(data.x_train) // base_cfg.batch_size, 1)
     total = base_cfg.epochs * steps_per_epoch
@@ -73,11 +74,13 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation 
         step = int(state["step"])
         log.info("base training resumes at epoch %d/%d", step // steps_per_epoch, base_cfg.epochs)
     model.train()
+    forward = execution.training_forward(model)
     with stage_progress("base training", total=base_cfg.epochs, completed=step // steps_per_epoch) as bar:
         while step < total:
             for _ in range(steps_per_epoch):
-                loss = sgd_step(model, optimizer, *training_batch(data.x_train, data.y_train, step,
-                                                                  base_cfg.batch_size, seed, augment), precision)
+                loss = sgd_step(forward, optimizer, *training_batch(data.x_train, data.y_train, step,
+                                                                    base_cfg.batch_size, seed, augment),
+                                execution.precision)
                 schedule.step()
                 step += 1
             loss = float(loss)  # once per epoch
@@ -88,13 +91,13 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation 
                                             "schedule": schedule.state_dict(), "step": step})
             bar.advance(status=f"loss {loss:.4f}")
     model.eval()
-    with autocast(data.x_test.device, precision):
+    with execution.autocast(data.x_test.device):
         return accuracy(model, data.x_test, data.y_test)
 
 
 def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int,
                         augment: Augmentation | None, seed: int, state_path: Path,
-                        precision: Precision = Precision.fp32) -> tuple[torch.Tensor, torch.Tensor]:
+                        execution: Execution = FP32_EAGER) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep training only `spec`'s parameters (all norm statistics frozen) and take K snapshots.
 
     Returns vectors [K, D] and their test accuracies [K] (percent). Resumes from `state_path`.
@@ -104,10 +107,11 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     for name, param in named.items():
         param.requires_grad_(name in spec.names)
     head, tail = split_network(model, spec.entries[0].name)
-    with torch.no_grad(), autocast(data.x_test.device, precision):
+    with torch.no_grad(), execution.autocast(data.x_test.device):
         test_features = run_in_batches(head, data.x_test)
         train_features = None if augment else run_in_batches(head, data.x_train)
     trained = tail if train_features is not None else model
+    forward = execution.training_forward(trained)
     train_x = train_features if train_features is not None else data.x_train
     optimizer = torch.optim.SGD([named[name] for name in spec.names], lr=collect_cfg.lr,
                                 momentum=collect_cfg.momentum, weight_decay=collect_cfg.weight_decay)
@@ -125,15 +129,15 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
         while len(vectors) < k:
             start = len(vectors) * steps_per_checkpoint
             for step in range(start, start + steps_per_checkpoint):
-                sgd_step(trained, optimizer, *training_batch(train_x, data.y_train, step, collect_cfg.batch_size,
-                                                             seed, augment), precision)
+                sgd_step(forward, optimizer, *training_batch(train_x, data.y_train, step, collect_cfg.batch_size,
+                                                             seed, augment), execution.precision)
             vector = read_vector(model, spec).clone()
             if not vector.isfinite().all():
                 raise TrainingDiverged(
                     f"collection diverged before checkpoint {len(vectors) + 1}/{k}: the parameters became non-finite; "
                     f"lower task.collect.lr={collect_cfg.lr} (checkpoints so far stay in {state_path.name})")
             vectors.append(vector)
-            with autocast(data.x_test.device, precision):
+            with execution.autocast(data.x_test.device):
                 accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
             if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
                 atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),

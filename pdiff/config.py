@@ -106,6 +106,7 @@ class TaskConfig:
     base: SGDConfig = field(default_factory=SGDConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     precision: Precision = Precision.fp32  # bf16: autocast for base training, collection and evaluation
+    compile: bool = False  # torch.compile the network's training forward (base training and collection)
 
 
 @dataclass
@@ -195,6 +196,7 @@ class ConvDenoiserConfig:
     name: str = "conv1d"
     channels: list[int] = field(default_factory=lambda: [32, 64])
     time_dim: int = 128
+    compile: bool = False  # torch.compile the denoiser for training (trainer=plain) and sampling
 
 
 @dataclass
@@ -207,6 +209,7 @@ class WindowDenoiserConfig:
     depth: int = 2
     heads: int = 4
     time_dim: int = 128
+    compile: bool = False  # torch.compile the denoiser for training (trainer=plain) and sampling
 
 
 @dataclass
@@ -371,6 +374,8 @@ def validate(cfg: DictConfig) -> None:
     _require(diffusion.timesteps >= 2, "diffusion.timesteps", diffusion.timesteps, "must be >= 2")
     _require(0.0 < diffusion.beta_start < diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",
              (diffusion.beta_start, diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
+    _require(not cfg.denoiser.compile or TrainerName(cfg.trainer.name) is TrainerName.plain, "denoiser.compile",
+             True, "needs trainer=plain (DeepSpeed engines are not compiled by pdiff)")
     _require(0.0 <= diffusion.ema_decay < 1.0, "diffusion.ema_decay", diffusion.ema_decay, "must be in [0, 1)")
     if SamplerName(cfg.sampler.name) is SamplerName.ddim:
         _require(1 <= cfg.sampler.steps <= diffusion.timesteps, "sampler.steps", cfg.sampler.steps,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -57,6 +58,21 @@ def autocast(device: torch.device, precision: Precision | str):
     if Precision(precision) is not Precision.bf16:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How the task network runs: autocast precision, and whether its training forward is torch.compile'd."""
+
+    precision: Precision = Precision.fp32
+    compile: bool = False
+
+    def autocast(self, device: torch.device):
+        return autocast(device, self.precision)
+
+    def training_forward(self, module: torch.nn.Module):
+        """The callable that training steps call (the compiled module shares the module's parameters)."""
+        return torch.compile(module) if self.compile else module
 
 
 def memory_format(device: torch.device, x: torch.Tensor) -> torch.memory_format:

@@ -128,9 +128,10 @@ class PlainEngine(Engine):
 
     dtype = torch.float32
 
-    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, device: torch.device):
+    def __init__(self, model: nn.Module, optim_cfg, trainer_cfg, device: torch.device, compile_forward: bool = False):
         self.device, self.precision = device, Precision(trainer_cfg.precision)
         self.module, self.grad_clip, self.accumulation = model.to(device), trainer_cfg.grad_clip, trainer_cfg.grad_accum
+        self.forward = torch.compile(self.module) if compile_forward else self.module  # shares the parameters
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=optim_cfg.lr, weight_decay=optim_cfg.weight_decay)
         self.schedule = lr_schedule(self.optimizer, optim_cfg)
         self._micro_steps = 0
@@ -140,7 +141,7 @@ class PlainEngine(Engine):
     def __call__(self, *args, **kwargs):
         """The module's output in fp32; the forward under bf16 autocast when trainer.precision=bf16."""
         with autocast(self.device, self.precision):
-            out = self.module(*args, **kwargs)
+            out = self.forward(*args, **kwargs)
         return out.float()
 
     @property
@@ -305,9 +306,9 @@ class DeepSpeedEngine(Engine):
 
 
 def build_engine(model: nn.Module, optim_cfg, trainer_cfg, micro_batch: int, world_size: int,
-                 device: torch.device | None = None) -> Engine:
-    """The trainer's engine for `model` on `device` (the CPU when not given)."""
+                 device: torch.device | None = None, compile_forward: bool = False) -> Engine:
+    """The trainer's engine for `model` on `device` (the CPU when not given); the plain one may compile."""
     device = torch.device("cpu") if device is None else device
     if TrainerName(trainer_cfg.name) is TrainerName.deepspeed:
         return DeepSpeedEngine(model, optim_cfg, trainer_cfg, micro_batch, world_size, device)
-    return PlainEngine(model, optim_cfg, trainer_cfg, device)
+    return PlainEngine(model, optim_cfg, trainer_cfg, device, compile_forward)

@@ -21,7 +21,7 @@ from pdiff import atomic, distributed
 from pdiff.collect import collect_checkpoints, train_base
 from pdiff.config import Precision, SamplerName, Stage, to_container
 from pdiff.data import Augmentation, Dataset, load_dataset
-from pdiff.devices import autocast, memory_format
+from pdiff.devices import Execution, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
 from pdiff.memorization import evaluate_populations, memorization_normalizer, verdict
@@ -62,9 +62,14 @@ class Run:
             self._data = data.to(self.device, memory_format(self.device, data.x_train))
         return self._data
 
+    @property
+    def task_execution(self) -> Execution:
+        """How the task network runs: task.precision (autocast) and task.compile."""
+        return Execution(Precision(self.cfg.task.precision), bool(self.cfg.task.compile))
+
     def task_autocast(self):
         """Autocast for the task network's forward-only passes (task.precision) on this run's device."""
-        return autocast(self.device, self.cfg.task.precision)
+        return self.task_execution.autocast(self.device)
 
     def dir(self, name: str) -> Path:
         path = self.output_dir / name
@@ -113,7 +118,7 @@ def run_base(run: Run) -> None:
     torch.manual_seed(seed)
     model, _ = _base_model(run)
     base_acc = train_base(model, run.data, cfg.task.base, Augmentation.from_config(cfg.data), seed,
-                          directory / "base_state.pt", Precision(cfg.task.precision))
+                          directory / "base_state.pt", run.task_execution)
     save_base_weights(directory, model.state_dict())
     run.tracker.log({"collect/base_acc": base_acc})
     run.record_time("collect_base", time.perf_counter() - started)
@@ -133,7 +138,7 @@ def run_collect_shard(run: Run, shard: int) -> None:
     vectors, accuracy = collect_checkpoints(
         model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard],
         Augmentation.from_config(cfg.data), derive_seed(cfg.seed, Purpose.shard, shard),
-        path.with_suffix(".state.pt"), Precision(cfg.task.precision))
+        path.with_suffix(".state.pt"), run.task_execution)
     seconds = time.perf_counter() - started
     atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
                              metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json())})

@@ -78,7 +78,7 @@ def take_rows(data, rows: torch.Tensor, dtype: torch.dtype, device: torch.device
 
 def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_cfg, trainer_cfg, *, name: str,
         seed: int, checkpoint_dir: Path, tracker: Tracker, ema_decay: float | None = None,
-        device: torch.device | None = None) -> Fitted:
+        device: torch.device | None = None, compile_forward: bool = False) -> Fitted:
     """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps on `device`; resumable.
 
     Logs every cadence_cfg.log_every steps (the only host syncs) and writes a resume point every
@@ -91,7 +91,7 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
     if batch_size != min(optim_cfg.batch_size, len(data)):
         log.info("%s: global batch %d (a multiple of %d ranks x %d micro-batches)", name, batch_size,
                  env.world_size, trainer_cfg.grad_accum)
-    engine = build_engine(model, optim_cfg, trainer_cfg, micro, env.world_size, device)
+    engine = build_engine(model, optim_cfg, trainer_cfg, micro, env.world_size, device, compile_forward)
     ema = EMA(engine, ema_decay) if ema_decay is not None else None
     step = 0
     resumed = engine.load(checkpoint_dir)

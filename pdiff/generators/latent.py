@@ -91,6 +91,7 @@ class LatentGenerator(Generator):
     latent_scale: float
     raw_denoiser: LatentDenoiser | None = field(default=None)  # kept after training, to be saved
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    compile_denoiser: bool = False  # sample with torch.compile(denoiser)
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -116,7 +117,8 @@ class LatentGenerator(Generator):
         fitted = fit(build_denoiser(cfg.denoiser, latents.shape[1]), diffusion.training_losses, latents,
                      cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name="diffusion", seed=seed,
                      checkpoint_dir=directory / "diffusion_checkpoint", tracker=tracker,
-                     ema_decay=cfg.diffusion.ema_decay, device=device)
+                     ema_decay=cfg.diffusion.ema_decay, device=device,
+                     compile_forward=cfg.denoiser.compile)
         raw, ema = trained_pair(lambda: build_denoiser(cfg.denoiser, latents.shape[1]), fitted)
         timer("train_diffusion")
         return cls(normalizer, autoencoder, ema, diffusion, scale, raw)
@@ -128,7 +130,8 @@ class LatentGenerator(Generator):
         denoiser = build_denoiser(cfg.denoiser, autoencoder.latent_shape[0])
         denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
         return cls(normalizer.to(device), autoencoder.to(device).eval(), denoiser.to(device).eval(),
-                   build_diffusion(cfg.diffusion), float(read_meta(directory)["latent_scale"]), device=device)
+                   build_diffusion(cfg.diffusion), float(read_meta(directory)["latent_scale"]), device=device,
+                   compile_denoiser=cfg.denoiser.compile)
 
     @torch.no_grad()
     def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
@@ -137,7 +140,8 @@ class LatentGenerator(Generator):
         rng = generator_for(seed, Purpose.sampling)
         steps = self.diffusion.sample_steps(sampler_cfg)
         with stage_progress(f"sample {n} models ({SamplerName(sampler_cfg.name).value})", total=steps) as bar:
-            latents = self.diffusion.sample(self.denoiser, shape, sampler_cfg, generator=rng, device=self.device,
+            denoiser = torch.compile(self.denoiser) if self.compile_denoiser else self.denoiser
+            latents = self.diffusion.sample(denoiser, shape, sampler_cfg, generator=rng, device=self.device,
                                             progress=bar.advance)
         return self.decode(latents).cpu()
 

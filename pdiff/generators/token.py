@@ -131,6 +131,7 @@ class TokenGenerator(Generator):
     raw_denoiser: WindowDenoiser | None = field(default=None)  # kept after training, to be saved
     recon_mse_normalized: float | None = field(default=None)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    compile_denoiser: bool = False  # sample with torch.compile(denoiser)
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -161,7 +162,8 @@ class TokenGenerator(Generator):
         fitted = fit(build_window_denoiser(cfg.denoiser, latent_dim, layout), window_diffusion_loss(diffusion),
                      WindowRows(places.split(latents), places), cfg.diffusion.optim, cfg.diffusion.cadence,
                      cfg.trainer, name="diffusion", seed=seed, checkpoint_dir=directory / "diffusion_checkpoint",
-                     tracker=tracker, ema_decay=cfg.diffusion.ema_decay, device=device)
+                     tracker=tracker, ema_decay=cfg.diffusion.ema_decay, device=device,
+                     compile_forward=cfg.denoiser.compile)
         raw, ema = trained_pair(lambda: build_window_denoiser(cfg.denoiser, latent_dim, layout), fitted)
         timer("train_diffusion")
         return cls(normalizer, layout, autoencoder.cpu(), ema, diffusion, scale, places, raw, recon_mse)
@@ -175,7 +177,7 @@ class TokenGenerator(Generator):
         denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
         return cls(normalizer.to(device), layout, autoencoder.to(device).eval(), denoiser.to(device).eval(),
                    build_diffusion(cfg.diffusion), float(read_meta(directory)["latent_scale"]),
-                   WindowPlaces(layout, cfg.denoiser.window), device=device)
+                   WindowPlaces(layout, cfg.denoiser.window), device=device, compile_denoiser=cfg.denoiser.compile)
 
     @torch.no_grad()
     def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
@@ -184,11 +186,11 @@ class TokenGenerator(Generator):
         slots = torch.arange(n * self.places.count) % self.places.count
         chunks = slots.split(SAMPLE_CHUNK)
         label = f"sample {n} models ({len(slots)} windows, {SamplerName(sampler_cfg.name).value})"
-        windows = []
+        windows, denoiser = [], torch.compile(self.denoiser) if self.compile_denoiser else self.denoiser
         with stage_progress(label, total=self.diffusion.sample_steps(sampler_cfg) * len(chunks)) as bar:
             for chunk in chunks:
                 shape = (len(chunk), self.places.window, self.autoencoder.latent_dim)
-                windows.append(self.diffusion.sample(self.denoiser, shape, sampler_cfg, generator=rng,
+                windows.append(self.diffusion.sample(denoiser, shape, sampler_cfg, generator=rng,
                                                      device=self.device,
                                                      model_kwargs=self.places.conditioning(chunk, self.device),
                                                      progress=bar.advance))

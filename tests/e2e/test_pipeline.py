@@ -198,3 +198,12 @@ def test_task_network_in_bf16_autocast_runs_the_pipeline(tmp_path):
     ok(run_sweep(["experiment=smoke", "task.precision=bf16", "trainer.precision=bf16", f"paths.output_dir={out}"]))
     report = json.loads((out / "report.json").read_text())
     assert report["original"]["mean"] > 80 and report["generated"]["n"] == 20
+
+
+def test_compiled_task_network_and_denoiser_run_the_pipeline(tmp_path):
+    out = tmp_path / "run"
+    ok(run_sweep(["experiment=smoke", "task.compile=true", "denoiser.compile=true", "task.param.k=6",
+                  "ae.optim.steps=20", "diffusion.optim.steps=20", "generate.n=6", f"paths.output_dir={out}"]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["original"]["mean"] > 90 and report["generated"]["n"] == 6
+    assert not any(key.startswith("_orig_mod") for key in load_file(out / "zoo" / "base_model.safetensors"))

@@ -36,6 +36,7 @@ def test_defaults_are_the_reference_choice(tmp_path):
                                                               r"trainer.zero_stage=3 \(it is 2\)"),
     (["trainer.zero_stage=0", "trainer.offload_optimizer=true"], r"trainer.offload_optimizer=True is invalid"),
     (["trainer.grad_accum=0"], r"trainer.grad_accum=0 is invalid"),
+    (["denoiser.compile=true"], r"denoiser.compile=True is invalid: needs trainer=plain"),
 ])
 def test_deepspeed_settings_are_checked_before_any_work(overrides, message, tmp_path):
     cfg = compose_config(["trainer=deepspeed", *overrides, f"paths.output_dir={tmp_path}"])
