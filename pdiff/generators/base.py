@@ -96,6 +96,15 @@ def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: nn.Module) 
     return state
 
 
+def autoencoder_denoiser_files(normalizer: ParamNormalizer, autoencoder: nn.Module, denoiser: nn.Module,
+                               raw_denoiser: nn.Module | None) -> dict[str, dict[str, torch.Tensor]]:
+    """The files of a design made of an autoencoder (+ normaliser) and a denoiser (EMA, and raw after training)."""
+    files = {AE_WEIGHTS: autoencoder_file_state(normalizer, autoencoder), DENOISER_WEIGHTS: denoiser.state_dict()}
+    if raw_denoiser is not None:
+        files[DENOISER_RAW_WEIGHTS] = raw_denoiser.state_dict()
+    return files
+
+
 def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoencoder: nn.Module) -> None:
     """Fill `normalizer` and `autoencoder` in place from DIR/AE_WEIGHTS."""
     state = atomic.read_safetensors(Path(directory) / AE_WEIGHTS)

@@ -16,12 +16,10 @@ from pdiff import atomic
 from pdiff.config import ConfigError, Normalization, SamplerName
 from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
-    AE_WEIGHTS,
-    DENOISER_RAW_WEIGHTS,
     DENOISER_WEIGHTS,
     Generator,
     PhaseTimer,
-    autoencoder_file_state,
+    autoencoder_denoiser_files,
     load_autoencoder_file,
     read_meta,
     trained_pair,
@@ -155,11 +153,7 @@ class LatentGenerator(Generator):
         return {"autoencoder": self.autoencoder, "denoiser": self.denoiser}
 
     def files(self) -> dict[str, dict[str, torch.Tensor]]:
-        files = {AE_WEIGHTS: autoencoder_file_state(self.normalizer, self.autoencoder),
-                 DENOISER_WEIGHTS: self.denoiser.state_dict()}
-        if self.raw_denoiser is not None:
-            files[DENOISER_RAW_WEIGHTS] = self.raw_denoiser.state_dict()
-        return files
+        return autoencoder_denoiser_files(self.normalizer, self.autoencoder, self.denoiser, self.raw_denoiser)
 
     @property
     def meta(self) -> dict:
