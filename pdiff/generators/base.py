@@ -96,13 +96,24 @@ def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: nn.Module) 
     return state
 
 
-def autoencoder_denoiser_files(normalizer: ParamNormalizer, autoencoder: nn.Module, denoiser: nn.Module,
-                               raw_denoiser: nn.Module | None) -> dict[str, dict[str, torch.Tensor]]:
-    """The files of a design made of an autoencoder (+ normaliser) and a denoiser (EMA, and raw after training)."""
-    files = {AE_WEIGHTS: autoencoder_file_state(normalizer, autoencoder), DENOISER_WEIGHTS: denoiser.state_dict()}
-    if raw_denoiser is not None:
-        files[DENOISER_RAW_WEIGHTS] = raw_denoiser.state_dict()
-    return files
+class AutoencoderDenoiserGenerator(Generator):
+    """A design made of a normaliser + autoencoder and a denoiser (the EMA one samples; the raw one is kept
+    after training, to be saved). Subclasses are dataclasses holding these four fields."""
+
+    normalizer: ParamNormalizer
+    autoencoder: nn.Module
+    denoiser: nn.Module
+    raw_denoiser: nn.Module | None
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"autoencoder": self.autoencoder, "denoiser": self.denoiser}
+
+    def files(self) -> dict[str, dict[str, torch.Tensor]]:
+        files = {AE_WEIGHTS: autoencoder_file_state(self.normalizer, self.autoencoder),
+                 DENOISER_WEIGHTS: self.denoiser.state_dict()}
+        if self.raw_denoiser is not None:
+            files[DENOISER_RAW_WEIGHTS] = self.raw_denoiser.state_dict()
+        return files
 
 
 def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoencoder: nn.Module) -> None:

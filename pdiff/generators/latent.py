@@ -10,16 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from pdiff import atomic
 from pdiff.config import ConfigError, Normalization, SamplerName
 from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
     DENOISER_WEIGHTS,
-    Generator,
+    AutoencoderDenoiserGenerator,
     PhaseTimer,
-    autoencoder_denoiser_files,
     load_autoencoder_file,
     read_meta,
     trained_pair,
@@ -78,7 +76,7 @@ def encode_latents(normalizer: ParamNormalizer, autoencoder: ParamAutoencoder, v
 
 @register
 @dataclass
-class LatentGenerator(Generator):
+class LatentGenerator(AutoencoderDenoiserGenerator):
     design = "latent"
     uses = {"ae": tuple(AUTOENCODERS), "denoiser": ("conv1d",)}
 
@@ -148,12 +146,6 @@ class LatentGenerator(Generator):
         """Scaled latents [N, C, L] -> parameter vectors [N, D] (autoencoder in eval mode)."""
         self.autoencoder.eval()
         return self.normalizer.denormalize(self.autoencoder.decode(latents * self.latent_scale))
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"autoencoder": self.autoencoder, "denoiser": self.denoiser}
-
-    def files(self) -> dict[str, dict[str, torch.Tensor]]:
-        return autoencoder_denoiser_files(self.normalizer, self.autoencoder, self.denoiser, self.raw_denoiser)
 
     @property
     def meta(self) -> dict:

@@ -17,16 +17,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pdiff import atomic
 from pdiff.config import ConfigError, Normalization, SamplerName
 from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
     DENOISER_WEIGHTS,
-    Generator,
+    AutoencoderDenoiserGenerator,
     PhaseTimer,
-    autoencoder_denoiser_files,
     load_autoencoder_file,
     read_meta,
     trained_pair,
@@ -115,7 +113,7 @@ def window_diffusion_loss(diffusion: GaussianDiffusion):
 
 @register
 @dataclass
-class TokenGenerator(Generator):
+class TokenGenerator(AutoencoderDenoiserGenerator):
     design = "token"
     uses = {"ae": ("token",), "denoiser": ("window",)}
 
@@ -206,12 +204,6 @@ class TokenGenerator(Generator):
                                                  self.layout.positions[tokens].to(self.device))
                 self.layout.scatter(values, tokens, out[model], self.normalizer)
         return out
-
-    def networks(self) -> dict[str, nn.Module]:
-        return {"autoencoder": self.autoencoder, "denoiser": self.denoiser}
-
-    def files(self) -> dict[str, dict[str, torch.Tensor]]:
-        return autoencoder_denoiser_files(self.normalizer, self.autoencoder, self.denoiser, self.raw_denoiser)
 
     @property
     def meta(self) -> dict:
