@@ -10,6 +10,7 @@ from omegaconf import DictConfig, open_dict
 from pdiff.config import ConfigError, register_configs, whole_node_overrides
 from pdiff.distributed import strip_launcher_args
 from pdiff.pipeline import run_pipeline
+from pdiff.seed_table import sweep_group
 from pdiff.zoo import ZooError
 
 register_configs()
@@ -21,6 +22,8 @@ def main(cfg: DictConfig) -> None:
     if hydra_cfg.mode is RunMode.MULTIRUN:  # each sweep point gets its own folder under paths.output_dir
         with open_dict(cfg):
             cfg.paths.output_dir = hydra_cfg.runtime.output_dir
+            cfg.logger.group = cfg.logger.group or sweep_group(hydra_cfg.sweep.dir)
+            cfg.logger.name = cfg.logger.name or hydra_cfg.job.override_dirname or None
     try:
         run_pipeline(cfg)
     except (ConfigError, ZooError) as error:

@@ -1,6 +1,6 @@
 """SLURM through submitit: the pipeline as a chain of jobs, and a fresh submitit folder per Hydra sweep.
 
-The chain: base training -> collection array (one task per shard) -> merge + train (on
+The chain: base training -> collection array (one task per collection run) -> merge + train (on
 cluster.tasks_per_node DeepSpeed ranks) -> generate + evaluate, each `afterok` on the one before. Only
 the jobs an output folder still needs are submitted. Every job resumes from its own files, so a requeue
 (preemption, time limit, `scontrol requeue`) loses nothing.
@@ -32,10 +32,10 @@ log = logging.getLogger(__name__)
 class StageJob(submitit.helpers.Checkpointable):
     """A pipeline job on a node. On SLURM's pre-timeout signal submitit requeues it with the same arguments."""
 
-    def __call__(self, config: dict, job: Job, shard: int | None = None) -> str:
+    def __call__(self, config: dict, job: Job, index: int | None = None) -> str:
         cfg = OmegaConf.merge(OmegaConf.structured(Config), config)
         cfg.threads = cfg.threads or cfg.cluster.cpus_per_task  # the job's CPUs, whatever the node has
-        return run_job(cfg, job, shard)
+        return run_job(cfg, job, index)
 
 
 @dataclass
@@ -83,7 +83,7 @@ def check_cluster(cluster_cfg) -> None:
                           f"{partition or '(default)'}: at most {cpus} CPUs")
 
 
-SLURM_NAMES = {Job.base: "base", Job.shard: "collect", Job.train: "train", Job.report: "report"}  # pdiff-<name>
+SLURM_NAMES = {Job.base: "base", Job.collect: "collect", Job.train: "train", Job.report: "report"}  # pdiff-<name>
 
 
 def _executor(cluster_cfg, folder: Path, job: Job, after: list[str]) -> submitit.AutoExecutor:
@@ -115,7 +115,7 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     pending = pending_jobs(cfg)
     folder = output_dir / ".submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     config = to_container(cfg)
-    shards = [shard for job, shard in pending if job is Job.shard]
+    runs = [index for job, index in pending if job is Job.collect]
     chunk = max_array_size(cfg.cluster)
     submitted: list[SubmittedJob] = []
     after: list[str] = []
@@ -124,11 +124,11 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
         submitted.append(SubmittedJob("base", base))
         after = [str(base.job_id)]
     array_ids = []
-    for start in range(0, len(shards), chunk):  # arrays above MaxArraySize are split
-        part = shards[start:start + chunk]
-        jobs = _executor(cfg.cluster, folder, Job.shard, after).map_array(
-            StageJob(), [config] * len(part), [Job.shard] * len(part), part)
-        submitted += [SubmittedJob(f"collect shard {shard}", job) for shard, job in zip(part, jobs)]
+    for start in range(0, len(runs), chunk):  # arrays above MaxArraySize are split
+        part = runs[start:start + chunk]
+        jobs = _executor(cfg.cluster, folder, Job.collect, after).map_array(
+            StageJob(), [config] * len(part), [Job.collect] * len(part), part)
+        submitted += [SubmittedJob(f"collect run {index}", job) for index, job in zip(part, jobs)]
         array_ids.append(_array_id(jobs[0]))
     after = array_ids or after
     for job in (Job.train, Job.report):

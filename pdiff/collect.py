@@ -15,8 +15,9 @@ from pdiff.config import ConfigError, Precision
 from pdiff.data import Augmentation, Dataset, batch_indices
 from pdiff.devices import Execution, autocast
 from pdiff.evaluate import accuracy, run_in_batches
-from pdiff.params import ParamSpec, read_vector, split_network
+from pdiff.params import ParamSpec, is_whole_model, read_vector, running_statistics, split_network
 from pdiff.progress import stage_progress
+from pdiff.rebasin import permutation_groups
 from pdiff.seeds import Purpose, generator_for
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,27 @@ def training_batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int,
     if augment:
         xb = augment(xb, generator_for(seed, Purpose.augment, step))
     return xb, y[idx]
+
+
+def check_runs(collect_cfg, model: nn.Module, spec: ParamSpec) -> None:
+    """What task.collect.runs and task.collect.align need of the network, checked before any work."""
+    runs, whole = collect_cfg.runs, is_whole_model(model, spec)
+    statistics = running_statistics(model)
+    if runs > 1 and whole and statistics:
+        raise ConfigError(f"task.collect.runs={runs} trains every run of a whole-model zoo from scratch, but task.net "
+                          f"has normalisation running statistics ({', '.join(statistics[:3])}, ...) that a parameter "
+                          "vector does not carry, so the runs cannot share them: use a network without BatchNorm "
+                          "(e.g. task.net.batch_norm=false) or task.collect.runs=1")
+    if not collect_cfg.align:
+        return
+    if not whole or runs < 2:
+        raise ConfigError(f"task.collect.align=true needs a whole-model zoo (task.param.layers=['*']) from "
+                          f"task.collect.runs >= 2 (runs={runs}, whole model: {whole}): runs that share a base "
+                          "model are already aligned")
+    try:
+        permutation_groups(model)
+    except ValueError as error:
+        raise ConfigError(f"task.collect.align=true cannot align task.net: {error}") from error
 
 
 class TrainingDiverged(ConfigError):
@@ -95,6 +117,11 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation 
         return accuracy(model, data.x_test, data.y_test)
 
 
+def checkpoint_interval(collect_cfg, n_train: int) -> int:
+    """SGD steps between two checkpoints: task.collect.steps_per_checkpoint, or one epoch when it is 0."""
+    return collect_cfg.steps_per_checkpoint or max(n_train // collect_cfg.batch_size, 1)
+
+
 def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int,
                         augment: Augmentation | None, seed: int, state_path: Path,
                         execution: Execution = FP32_EAGER) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +142,7 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     train_x = train_features if train_features is not None else data.x_train
     optimizer = torch.optim.SGD([named[name] for name in spec.names], lr=collect_cfg.lr,
                                 momentum=collect_cfg.momentum, weight_decay=collect_cfg.weight_decay)
-    steps_per_checkpoint = collect_cfg.steps_per_checkpoint or max(len(data.x_train) // collect_cfg.batch_size, 1)
+    steps_per_checkpoint = checkpoint_interval(collect_cfg, len(data.x_train))
     vectors, accuracies = [], []
     if state_path.is_file():
         state = atomic.read_torch(state_path)

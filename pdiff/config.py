@@ -29,6 +29,7 @@ class DataName(Enum):
     mnist = "mnist"
     cifar10 = "cifar10"
     cifar100 = "cifar100"
+    mnist1d = "mnist1d"
 
 
 class DeviceName(Enum):
@@ -94,7 +95,10 @@ class CollectConfig:
     batch_size: int = 64
     steps_per_checkpoint: int = 0  # 0: one epoch per checkpoint, as in p-diff
     save_state_every: int = 10  # checkpoints between resume points
-    shards: int = 1  # independent collection runs from the base model (one SLURM array task each)
+    # independent collection runs (K/R checkpoints each; one SLURM array task each): for a layer subset they
+    # share the base model and differ in data order; for whole models each run also trains its own from scratch
+    runs: int = 1
+    align: bool = False  # whole models from several runs: permute each run's hidden units onto run 0 (Git Re-Basin)
 
 
 @dataclass
@@ -110,13 +114,23 @@ class TaskConfig:
 
 
 @dataclass
+class Mnist1dConfig:
+    """MNIST-1D's generation arguments (the rest are the package's defaults); seed 42 is the published set."""
+
+    num_samples: int = 5000
+    train_split: float = 0.8
+    seed: int = 42
+
+
+@dataclass
 class DataConfig:
     name: DataName = DataName.digits
-    root: str | None = None
+    root: str | None = None  # torchvision data; MNIST-1D's cache (unset: ~/.cache/pdiff)
     path: str | None = None
     augment: bool = False  # random crop (zero padding 4) and horizontal flip of training images
     rotate_degrees: float = 0.0  # with augment: also a random rotation in [-d, d] degrees (p-diff's CIFAR-100)
     eval_batch_size: int = 1000
+    mnist1d: Mnist1dConfig = field(default_factory=Mnist1dConfig)
 
 
 @dataclass
@@ -256,7 +270,20 @@ class GenerateConfig:
 
 
 @dataclass
+class BaselinesConfig:
+    """The memorisation baselines of Zeng et al. (2025), drawn in the zoo's per-tensor z-scores."""
+
+    # originals + N(0, s^2): the noise frontier of accuracy vs. similarity (p-diff's published 0.001, 0.05, 0.15
+    # included); plus the scale matching the generated models' distance
+    noise_scales: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.15, 0.3,
+                                                                0.6, 1.0])
+    models_per_scale: int = 50  # models per frontier scale (the other baselines have generate.n)
+    average_of: int = 16  # originals per model of the average16 baseline
+
+
+@dataclass
 class EvaluateConfig:
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     chunk_size: int = 100
     batched: bool = False  # vmap the tail over chunks of models (GPU); per model is faster on CPU (measured)
 
@@ -268,6 +295,9 @@ class LoggerConfig:
     entity: str | None = None
     mode: WandbMode = WandbMode.offline
     init_timeout_s: int = 30
+    group: str | None = None  # W&B group; a multirun sets it to its sweep folder, so its runs show together
+    name: str | None = None  # W&B run name; a multirun sets it to the point's overrides (e.g. seed=1), else the folder
+    tags: list[str] = field(default_factory=list)  # added to the task's name and the generator design
 
 
 @dataclass
@@ -280,7 +310,7 @@ class ClusterConfig:
     timeout_min: int = 60
     cpus_per_task: int = 2
     gpus_per_node: int | None = None  # GPUs of the training job's node; every other GPU job asks for one
-    gpu_jobs: list[str] = field(default_factory=list)  # jobs of the chain that ask for GPUs: base, shard, train, report
+    gpu_jobs: list[str] = field(default_factory=list)  # chain jobs that ask for GPUs: base, collect, train, report
     mem_gb: int = 4
     array_parallelism: int = 8
     tasks_per_node: int = 1  # ranks of the training job (trainer=deepspeed); other jobs run one task
@@ -363,11 +393,21 @@ def validate(cfg: DictConfig) -> None:
              "nearest other original)")
     _require(len(cfg.task.param.layers) > 0, "task.param.layers", list(cfg.task.param.layers),
              "must list at least one layer name or pattern ('*' selects all parameters)")
-    _require(1 <= cfg.task.collect.shards <= k, "task.collect.shards", cfg.task.collect.shards,
+    _require(1 <= cfg.task.collect.runs <= k, "task.collect.runs", cfg.task.collect.runs,
              f"must be in [1, task.param.k={k}]")
     _require(cfg.generate.n >= 1, "generate.n", cfg.generate.n, "must be >= 1")
     _require(cfg.evaluate.chunk_size >= 1, "evaluate.chunk_size", cfg.evaluate.chunk_size,
              "must be >= 1 (models per evaluation chunk)")
+    mnist1d = cfg.data.mnist1d
+    _require(mnist1d.num_samples >= 20, "data.mnist1d.num_samples", mnist1d.num_samples, "must be >= 20")
+    _require(0.0 < mnist1d.train_split < 1.0, "data.mnist1d.train_split", mnist1d.train_split, "must be in (0, 1)")
+    baselines = cfg.evaluate.baselines
+    scales = list(baselines.noise_scales)
+    _require(len(scales) >= 2 and all(s > 0 for s in scales), "evaluate.baselines.noise_scales", scales,
+             "needs at least 2 scales, each > 0 (the noise frontier is a curve)")
+    _require(baselines.models_per_scale >= 1, "evaluate.baselines.models_per_scale", baselines.models_per_scale,
+             "must be >= 1")
+    _require(baselines.average_of >= 2, "evaluate.baselines.average_of", baselines.average_of, "must be >= 2")
     _require(cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1")
     _require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: torch's default)")
     diffusion = cfg.diffusion
@@ -434,7 +474,7 @@ def validate_trainer(cfg: DictConfig) -> None:
     _require(cluster.nodes >= 1, "cluster.nodes", cluster.nodes, "must be >= 1")
     _require(cluster.nodes == 1 or deepspeed, "cluster.nodes", cluster.nodes,
              "a training job on several nodes needs trainer=deepspeed")
-    jobs = ("base", "shard", "train", "report")
+    jobs = ("base", "collect", "train", "report")
     _require(set(cluster.gpu_jobs) <= set(jobs), "cluster.gpu_jobs", list(cluster.gpu_jobs), f"may list {jobs}")
     gpus = cluster.gpus_per_node
     _require(gpus is None or gpus >= 0, "cluster.gpus_per_node", gpus, "must be >= 0 (or null)")

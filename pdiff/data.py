@@ -1,4 +1,4 @@
-"""Datasets as in-memory tensors: embedded digits, your own npz, torchvision (CIFAR, MNIST) from data.root."""
+"""Datasets as in-memory tensors: embedded digits, MNIST-1D (built offline), your npz, torchvision from data.root."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from pdiff.config import ConfigError, DataName
+from pdiff.mnist1d import ARRAYS as MNIST1D_ARRAYS
+from pdiff.mnist1d import load_mnist1d
 from pdiff.seeds import Purpose, generator_for
 
 DIGITS_SPLIT_FILE = "digits_split.json"
@@ -53,6 +55,9 @@ def load_dataset(data_cfg) -> Dataset:
         return _load_digits()
     if name is DataName.npz:
         return _load_npz(data_cfg.path)
+    if name is DataName.mnist1d:
+        arrays = load_mnist1d(data_cfg.mnist1d, data_cfg.root)
+        return Dataset(*(arrays[key] for key in MNIST1D_ARRAYS), num_classes=10)
     return _load_torchvision(name, data_cfg.root)
 
 

@@ -1,7 +1,7 @@
 """The pipeline as cluster jobs: what each job runs, and which jobs an output folder still needs.
 
     base   -> collect stage: the base model
-    shard  -> collect stage: one collection shard (an array task)
+    collect -> collect stage: one collection run (an array task)
     train  -> collect stage's merge, then the train stage (on all the job's tasks)
     report -> generate and evaluate stages
 """
@@ -22,35 +22,35 @@ from pdiff.stages import (
     EVAL_MEMORIZATION,
     Run,
     run_base,
-    run_collect_shard,
+    run_collection,
     run_evaluate,
     run_generate,
     run_merge,
     run_train,
 )
-from pdiff.zoo import BASE_WEIGHTS, ParamZoo, shard_path
+from pdiff.zoo import BASE_WEIGHTS, ParamZoo, run_path
 
 
 class Job(Enum):
     base = "base"
-    shard = "shard"
+    collect = "collect"
     train = "train"
     report = "report"
 
 
-def job_steps(job: Job, shard: int | None = None) -> list[Callable[[Run], object]]:
+def job_steps(job: Job, index: int | None = None) -> list[Callable[[Run], object]]:
     """What `job` runs, in order: stage runners from pdiff.stages (the docstring above maps them to stages)."""
-    return {Job.base: [run_base], Job.shard: [lambda run: run_collect_shard(run, shard)],
+    return {Job.base: [run_base], Job.collect: [lambda run: run_collection(run, index)],
             Job.train: [run_merge, run_train], Job.report: [run_generate, run_evaluate]}[job]
 
 
 ON_ALL_RANKS = (run_train,)  # the other steps run on rank 0 while the other ranks wait
 
 
-def run_job(cfg: DictConfig, job: Job, shard: int | None = None) -> str:
+def run_job(cfg: DictConfig, job: Job, index: int | None = None) -> str:
     """One job of the chain as a cluster node runs it (the train job on all its tasks); returns the folder."""
     with opened_run(cfg) as run:
-        for step in job_steps(job, shard):
+        for step in job_steps(job, index):
             if step in ON_ALL_RANKS:
                 step(run)
             else:
@@ -68,7 +68,7 @@ def job_resources(cluster_cfg, job: Job) -> dict[str, int | None]:
 
 
 def pending_jobs(cfg: DictConfig) -> list[tuple[Job, int | None]]:
-    """The jobs still needed to finish this output folder, in chain order: (job, shard)."""
+    """The jobs still needed to finish this output folder, in chain order: (job, collection run)."""
     out = Path(cfg.paths.output_dir).expanduser().resolve()
     zoo_dir, generator_dir = out / "zoo", out / "generator"
     refuse_changed(zoo_dir, stage_inputs(cfg, Stage.collect))
@@ -77,8 +77,8 @@ def pending_jobs(cfg: DictConfig) -> list[tuple[Job, int | None]]:
     if not ParamZoo.exists(zoo_dir):
         if not (zoo_dir / BASE_WEIGHTS).is_file():
             jobs.append((Job.base, None))
-        shards = cfg.task.collect.shards
-        jobs += [(Job.shard, s) for s in range(shards) if not shard_path(zoo_dir, s, shards).is_file()]
+        runs = cfg.task.collect.runs
+        jobs += [(Job.collect, r) for r in range(runs) if not run_path(zoo_dir, r, runs).is_file()]
     if jobs or not generator_exists(generator_dir):
         jobs.append((Job.train, None))
     report_current = ((out / "report.json").is_file() and (out / "eval" / EVAL_MEMORIZATION).is_file()

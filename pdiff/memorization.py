@@ -3,7 +3,7 @@
 Measures of Zeng et al. (arXiv 2506.07998): in the normalised parameter space (per-tensor z-scores of
 the zoo, as published), the L2 and cosine distance of each model to its nearest original; the IoU of
 its set of misclassified test samples with the originals' (max over originals); and the same for
-simple baselines: originals plus Gaussian noise, the average of the originals, interpolations.
+the critique's baselines (see baseline_populations). The computed verdict is in pdiff/verdict.py.
 """
 
 from __future__ import annotations
@@ -17,8 +17,6 @@ import torch
 from pdiff.config import Normalization
 from pdiff.params import ParamNormalizer, ParamSpec
 from pdiff.seeds import Purpose, generator_for
-
-PUBLISHED_NOISE_SCALES = (0.001, 0.05, 0.15)
 
 
 @dataclass
@@ -59,22 +57,37 @@ def mean_pairwise_iou(errors: torch.Tensor) -> float | None:
     return round(float((iou.sum() - iou.diagonal().sum()) / (len(errors) * (len(errors) - 1))), 4)
 
 
-def baseline_populations(originals: torch.Tensor, normalizer: ParamNormalizer, matched_scale: float, n: int,
-                         seed: int) -> list[Population]:
-    """Originals + noise (published scales and the scale matching the generated models), average, interpolation.
+NOISE_PREFIX = "noise_"  # the noise family: every population named noise_* lies on the frontier
+POINT_BASELINES = ("gaussian", "average16", "average", "interpolation")
 
-    `seed` is the run's seed; the draws come from its baselines stream.
+
+def baseline_populations(originals: torch.Tensor, normalizer: ParamNormalizer, matched_scale: float, n: int,
+                         seed: int, baselines_cfg) -> list[Population]:
+    """The critique's baselines (boyazeng/weight_memorization): originals + noise at every frontier scale and at
+    the scale matching the generated models, a per-coordinate Gaussian fitted to the zoo, averages of 16 random
+    originals, the average of all originals, and random interpolations of two originals.
+
+    Noise is added in the zoo's per-tensor z-scores; `seed` is the run's seed (its baselines stream).
     """
     rng = generator_for(seed, Purpose.baselines)
     z = normalizer.normalize(originals)
-    pick = torch.randint(0, len(z), (n,), generator=rng)
-    populations = []
-    for scale in (*PUBLISHED_NOISE_SCALES, matched_scale):
-        noisy = z[pick] + scale * torch.randn(n, z.shape[1], generator=rng)
-        label = f"noise_{scale:g}" if scale in PUBLISHED_NOISE_SCALES else f"noise_matched_{scale:.3g}"
-        populations.append(Population(label, normalizer.denormalize(noisy)))
+    k, dim = z.shape
+
+    def noisy(scale: float, count: int) -> torch.Tensor:
+        pick = torch.randint(0, k, (count,), generator=rng)
+        return normalizer.denormalize(z[pick] + scale * torch.randn(count, dim, generator=rng))
+
+    populations = [Population(f"{NOISE_PREFIX}{scale:g}", noisy(scale, baselines_cfg.models_per_scale))
+                   for scale in baselines_cfg.noise_scales]
+    populations.append(Population(f"{NOISE_PREFIX}matched_{matched_scale:.3g}", noisy(matched_scale, n)))
+    mean, std = z.mean(0), z.std(0) if k > 1 else torch.zeros(dim)
+    populations.append(Population("gaussian", normalizer.denormalize(mean + std * torch.randn(n, dim, generator=rng))))
+    members = min(baselines_cfg.average_of, k)
+    picks = torch.rand(n, k, generator=rng).argsort(1)[:, :members]
+    weights = torch.zeros(n, k, dtype=originals.dtype).scatter_(1, picks, 1.0 / members)
+    populations.append(Population("average16", weights @ originals))
     populations.append(Population("average", originals.mean(0, keepdim=True)))
-    pairs = torch.randint(0, len(z), (n, 2), generator=rng)
+    pairs = torch.randint(0, k, (n, 2), generator=rng)
     alpha = torch.rand(n, 1, generator=rng)
     mixed = alpha * originals[pairs[:, 0]] + (1 - alpha) * originals[pairs[:, 1]]
     populations.append(Population("interpolation", mixed))
@@ -107,7 +120,9 @@ def describe(population: Population, originals: Population, normalizer: ParamNor
             "acc_min": round(float(accuracy.min()), 4),
             "nn_l2_mean": round(float(l2.mean()), 6), "nn_l2_median": round(float(l2.median()), 6),
             "nn_cos_mean": round(float(cosine.mean()), 8),
+            "acc_std": round(float(accuracy.std()) if len(accuracy) > 1 else 0.0, 4),
             "max_iou_mean": round(float(max_iou.mean()), 4),
+            "max_iou_std": round(float(max_iou.std()) if len(max_iou) > 1 else 0.0, 4),
             "pairwise_iou_within": mean_pairwise_iou(errors),
             "iou_with_originals_mean": round(float(iou.clamp_min(0).mean()), 4),
             "novel_fraction": round(float((l2 > novelty_threshold).double().mean()), 4)}
@@ -115,14 +130,14 @@ def describe(population: Population, originals: Population, normalizer: ParamNor
 
 
 def evaluate_populations(predict: Callable[[torch.Tensor], torch.Tensor], originals: torch.Tensor,
-                         generated: torch.Tensor, normalizer: ParamNormalizer, y_test: torch.Tensor, seed: int
-                         ) -> tuple[dict[str, torch.Tensor], dict]:
+                         generated: torch.Tensor, normalizer: ParamNormalizer, y_test: torch.Tensor, seed: int,
+                         baselines_cfg) -> tuple[dict[str, torch.Tensor], dict]:
     """Test predictions of originals, generated models and every baseline (`predict`: [M, D] -> [M, N]),
     with the per-model figures, and the memorisation table."""
     populations = [Population("originals", originals), Population("generated", generated)]
     generated_l2 = nearest_original(normalizer.normalize(generated), normalizer.normalize(originals))[0]
     scale = matched_noise_scale(float(generated_l2.mean()), originals.shape[1])
-    populations += baseline_populations(originals, normalizer, scale, n=len(generated), seed=seed)
+    populations += baseline_populations(originals, normalizer, scale, len(generated), seed, baselines_cfg)
     for population in populations:
         population.predictions = predict(population.vectors)
     table, per_model = memorization_table(populations[0], populations[1], populations[2:], normalizer, y_test)
@@ -143,27 +158,3 @@ def memorization_table(originals: Population, generated: Population, baselines: 
         table[population.name], values = describe(population, originals, normalizer, y_test, threshold)
         per_model.update({f"{key}:{population.name}": value for key, value in values.items()})
     return table, per_model
-
-
-def verdict(table: dict) -> str:
-    """One plain sentence on novelty and accuracy of the generated models."""
-    g, o = table["generated"], table["originals"]
-    novel = round(g["novel_fraction"] * g["n"])
-    kind = ("near-copies of training checkpoints" if g["novel_fraction"] < 0.1 else
-            "partly new" if g["novel_fraction"] < 0.5 else "mostly new models")
-    return (f"{novel} of {g['n']} generated models ({100 * g['novel_fraction']:.0f}%) are further from every original "
-            f"than the originals' median nearest-neighbour distance ({table['originals_nn_l2_median']:.3g}): they are "
-            f"{kind}. Mean accuracy {g['acc_mean']:.2f}% vs {o['acc_mean']:.2f}% for the originals; their errors "
-            f"overlap the nearest original's with IoU {g['max_iou_mean']:.2f} (originals among themselves: "
-            f"{o['max_iou_mean']:.2f}). {_matched_noise_comparison(table)}")
-
-
-def _matched_noise_comparison(table: dict) -> str:
-    """How the generated models compare with originals plus noise at the same distance (the critique's test)."""
-    name = next((key for key in table if key.startswith("noise_matched_")), None)
-    if name is None:
-        return ""
-    g, n = table["generated"], table[name]
-    better = g["acc_mean"] > n["acc_mean"] + 0.05
-    return (f"Originals plus Gaussian noise at the same distance ({name}) reach {n['acc_mean']:.2f}% with IoU "
-            f"{n['max_iou_mean']:.2f}: the generator {'beats' if better else 'does not beat'} this baseline.")

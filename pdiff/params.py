@@ -84,6 +84,16 @@ def select_parameters(model: nn.Module, patterns: list[str], key: str = "task.pa
     return ParamSpec(tuple(entries))
 
 
+def is_whole_model(model: nn.Module, spec: ParamSpec) -> bool:
+    """Whether `spec` selects every parameter of `model` (nothing but buffers stays frozen)."""
+    return spec.dim == sum(param.numel() for param in model.parameters())
+
+
+def running_statistics(model: nn.Module) -> list[str]:
+    """Names of the buffers that hold normalisation running statistics (a parameter vector does not carry them)."""
+    return [name for name, buffer in model.named_buffers() if buffer.is_floating_point()]
+
+
 def read_vector(model: nn.Module, spec: ParamSpec) -> torch.Tensor:
     return spec.flatten(dict(model.named_parameters()))
 

@@ -15,6 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pdiff import atomic, distributed
+from pdiff.collect import check_runs
 from pdiff.config import ConfigError, Stage, TrainerName, to_container, validate
 from pdiff.data import check_data_available, load_dataset
 from pdiff.devices import check_precision, resolve_device
@@ -34,8 +35,8 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
         check_data_available(cfg.data)
     if Stage.collect in stages:
         data = load_dataset(cfg.data)
-        select_parameters(build_task_net(cfg.task.net, data.input_shape, data.num_classes),
-                          list(cfg.task.param.layers))
+        model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+        check_runs(cfg.task.collect, model, select_parameters(model, list(cfg.task.param.layers)))
 
 
 def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None) -> Run:

@@ -11,15 +11,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
+from pdiff.config import LoggerName  # noqa: E402
+from pdiff.memorization import NOISE_PREFIX, POINT_BASELINES  # noqa: E402
+from pdiff.seed_table import SWEEP_TABLE, render_table, sweep_group, write_sweep_summary  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
+from pdiff.verdict import frontier_envelope, noise_frontier  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
 MEMORIZATION_PLOT = "memorization.png"
 PROJECTION_PLOT = "projection.png"
 CURVES_PLOT = "training_curves.png"
+FRONTIER_PLOT = "frontier.png"
 
 
 def summarize(accuracy: torch.Tensor) -> dict:
@@ -134,7 +139,37 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def render_markdown(report: dict, verdict_line: str) -> str:
+def plot_frontier(path: Path, table: dict, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor]
+                  ) -> None:
+    """The critique's figure for this run: the noise frontier (accuracy vs. similarity to the nearest original)
+    as a curve, every other population as its mean with one-std bars, and each generated model as a dot."""
+    frontier = noise_frontier(table)
+    fig, axis = plt.subplots(figsize=(12, 5.5))
+    if "max_iou:generated" in per_model:
+        axis.scatter(per_model["max_iou:generated"].tolist(), accuracies["generated"].tolist(), s=8, alpha=0.3,
+                     color="tab:orange", label="generated (each model)")
+    envelope = frontier_envelope(frontier)
+    axis.plot([s for s, _, _ in frontier], [a for _, a, _ in frontier], "o", color="grey", markersize=4,
+              label="originals + noise, one point per scale")
+    axis.plot([s for s, _ in envelope], [a for _, a in envelope], "-", color="grey",
+              label="noise frontier (best accuracy at this similarity or below)")
+    for similarity, acc, name in frontier:
+        axis.annotate(name.removeprefix(NOISE_PREFIX), (similarity, acc), fontsize=7, xytext=(3, -9),
+                      textcoords="offset points", color="grey")
+    colours = dict(zip(("originals", "generated", *POINT_BASELINES), plt.get_cmap("tab10").colors))
+    for name, colour in colours.items():
+        row = table[name]
+        axis.errorbar(row["max_iou_mean"], row["acc_mean"], xerr=row["max_iou_std"], yerr=row["acc_std"],
+                      fmt="*" if name == "generated" else "o", markersize=12 if name == "generated" else 7,
+                      color=colour, capsize=3, label=f"{name} (mean +- std)", zorder=3)
+    axis.set_xlabel("similarity: max IoU of misclassified test samples with any original")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title("Accuracy vs. similarity to the zoo: generated models against the critique's baselines")
+    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, path)
+
+
+def render_markdown(report: dict, verdict_lines: list[str]) -> str:
     rows = ["| models | n | best | mean | median | min | std |", "|---|---|---|---|---|---|---|"]
     for key in ("original", "generated"):
         s = report[key]
@@ -156,12 +191,14 @@ def render_markdown(report: dict, verdict_line: str) -> str:
             + f"\n\nGenerated minus original: best {delta['best']:+.2f}, mean {delta['mean']:+.2f}, "
               f"min {delta['min']:+.2f} points.\n\n"
             f"![accuracy distributions]({ACCURACY_PLOT})\n\n"
-            f"## New models or copies?\n\n**{verdict_line}**\n\n"
+            "## New models or copies?\n\n" + "".join(f"- {line}\n" for line in verdict_lines) + "\n"
+            f"![frontier]({FRONTIER_PLOT})\n\n"
             "Distances are in per-tensor z-scores of the zoo; NN = nearest original (for originals: nearest other "
             "original); IoU compares the sets of misclassified test images; 'novel' = further from every original "
             "than the originals' median nearest-neighbour distance. Baselines as in Zeng et al. (2025): originals "
-            "plus Gaussian noise (published scales, and the scale matching the generated models' distance), the "
-            "average of the originals, random interpolations of two originals.\n\n"
+            "plus Gaussian noise (the frontier's scales, and the scale matching the generated models' distance), a "
+            "per-coordinate Gaussian fitted to the zoo, averages of 16 random originals, the average of all "
+            "originals, random interpolations of two originals.\n\n"
             + "\n".join(memo_rows)
             + f"\n\n![memorization]({MEMORIZATION_PLOT})\n\n![projection]({PROJECTION_PLOT})\n\n"
             f"## Training\n\n![training curves]({CURVES_PLOT})\n\n"
@@ -169,13 +206,14 @@ def render_markdown(report: dict, verdict_line: str) -> str:
 
 
 def write_report(directory: Path, report: dict, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor],
-                 n_test: int, normalized_vectors: dict[str, torch.Tensor], verdict_line: str) -> None:
+                 n_test: int, normalized_vectors: dict[str, torch.Tensor], verdict_lines: list[str]) -> None:
     plot_accuracies(directory / ACCURACY_PLOT, accuracies["originals"], accuracies["generated"], n_test)
     plot_memorization(directory / MEMORIZATION_PLOT, accuracies, per_model)
+    plot_frontier(directory / FRONTIER_PLOT, report["memorization"], accuracies, per_model)
     plot_projection(directory / PROJECTION_PLOT, normalized_vectors)
     plot_training_curves(directory / CURVES_PLOT, directory / "metrics.jsonl")
     atomic.write_json(directory / "report.json", report)
-    atomic.write_text(directory / "report.md", render_markdown(report, verdict_line))
+    atomic.write_text(directory / "report.md", render_markdown(report, verdict_lines))
 
 
 def log_report(tracker: Tracker, report: dict, accuracies: dict[str, torch.Tensor], images: list[Path]) -> None:
@@ -203,7 +241,8 @@ def summary_line(stage: str, output_dir: Path, report: dict | None, seconds: flo
 
 
 class ReportIndex(Callback):
-    """Hydra callback: after a multirun, print where each sweep point's report is, with its numbers."""
+    """Hydra callback: after a multirun, print where each sweep point's report is, then the mean and std of
+    every figure over the points (sweep.md), logged to the sweep's W&B group when logger=wandb."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -214,3 +253,14 @@ class ReportIndex(Callback):
             print(f"  {path.parent / 'report.md'}: generated best/mean {report['generated']['best']:.2f}/"
                   f"{report['generated']['mean']:.2f}, original best/mean {report['original']['best']:.2f}/"
                   f"{report['original']['mean']:.2f}")
+        if not reports:
+            return
+        points, rows = write_sweep_summary(sweep_dir)
+        print(render_table(points, rows) + f"pdiff: sweep table of {len(points)} runs -> {sweep_dir / SWEEP_TABLE}")
+        if LoggerName(config.logger.name) is LoggerName.wandb:
+            logger = OmegaConf.merge(config.logger, {"group": config.logger.group or sweep_group(sweep_dir),
+                                                     "name": "sweep-summary"})
+            tracker = Tracker(sweep_dir, logger, {"task": {"name": str(config.task.name)},
+                                                  "generator": {"design": str(config.generator.design)}})
+            tracker.log_artifacts({}, {"sweep/table": [["figure", "mean", "std", *points], *rows]})
+            tracker.close()

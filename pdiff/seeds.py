@@ -1,6 +1,6 @@
 """Every random seed pdiff uses, derived from the run's `seed` and what it is for.
 
-The streams stay apart (a shard's data order never equals the base model's), and the values are those
+The streams stay apart (a collection run's data order never equals the base model's), and the values are those
 pdiff has always used, so a run's results do not change with this module.
 """
 
@@ -12,8 +12,8 @@ import torch
 
 
 class Purpose(Enum):
-    base = "base"  # base model initialisation and data order
-    shard = "shard"  # collection shard `index`: its data order
+    base = "base"  # base model initialisation and data order (of collection run `index`, for whole models)
+    collect_run = "collect_run"  # collection run `index`: its data order
     autoencoder = "autoencoder"
     denoiser = "denoiser"
     sampling = "sampling"  # the starting noise and every sampling step
@@ -24,8 +24,8 @@ class Purpose(Enum):
 
 
 _DERIVE = {
-    Purpose.base: lambda seed, index: seed,
-    Purpose.shard: lambda seed, index: seed + 10_007 * (index + 1),
+    Purpose.base: lambda seed, index: seed + 40_009 * index,
+    Purpose.collect_run: lambda seed, index: seed + 10_007 * (index + 1),
     Purpose.autoencoder: lambda seed, index: seed,
     Purpose.denoiser: lambda seed, index: seed + 1,
     Purpose.sampling: lambda seed, index: seed + 20_011,
@@ -37,7 +37,7 @@ _DERIVE = {
 
 
 def derive_seed(seed: int, purpose: Purpose, index: int = 0) -> int:
-    """The seed for `purpose` (with `index`: a shard, a step or an epoch) of a run seeded `seed`."""
+    """The seed for `purpose` (with `index`: a collection run, a step or an epoch) of a run seeded `seed`."""
     return _DERIVE[purpose](seed, index)
 
 

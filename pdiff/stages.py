@@ -1,6 +1,6 @@
 """The four stages, each reading the previous stage's files and writing its own (resumable, skip-if-done).
 
-DIR/zoo        collect:  base_model.safetensors, shards/, zoo.safetensors + zoo.json (resume: *_state.pt)
+DIR/zoo        collect:  base_model.safetensors, runs/, zoo.safetensors + zoo.json (resume: *_state.pt)
 DIR/generator  train:    the design's weights + generator.json
 DIR/generated  generate: params.safetensors + generated.json
 DIR/eval       evaluate: predictions.safetensors, memorization.json; then DIR/report.json, report.md, plots
@@ -18,20 +18,22 @@ import torch
 from omegaconf import DictConfig
 
 from pdiff import atomic, distributed
-from pdiff.collect import collect_checkpoints, train_base
+from pdiff.align import align_runs
+from pdiff.collect import checkpoint_interval, collect_checkpoints, train_base
 from pdiff.config import Precision, SamplerName, Stage, to_container
 from pdiff.data import Augmentation, Dataset, load_dataset
 from pdiff.devices import Execution, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
-from pdiff.memorization import evaluate_populations, memorization_normalizer, verdict
-from pdiff.params import ParamSpec, select_parameters
+from pdiff.memorization import evaluate_populations, memorization_normalizer
+from pdiff.params import ParamSpec, is_whole_model, select_parameters
 from pdiff.report import build_report, log_report, write_report
 from pdiff.seeds import Purpose, derive_seed
 from pdiff.stage_dirs import claim_stage_dir, stage_inputs
 from pdiff.tasknets import build_task_net
 from pdiff.tracking import Tracker
-from pdiff.zoo import BASE_WEIGHTS, ParamZoo, ZooError, load_base_weights, save_base_weights, shard_path, shard_sizes
+from pdiff.verdict import compute_verdict, verdict_sentences
+from pdiff.zoo import BASE_WEIGHTS, ParamZoo, ZooError, load_base_weights, run_path, run_sizes, save_base_weights
 
 log = logging.getLogger(__name__)
 STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
@@ -108,70 +110,91 @@ def _base_model(run: Run) -> tuple[torch.nn.Module, ParamSpec]:
     return model, select_parameters(model, list(run.cfg.task.param.layers))
 
 
+def _train_base(run: Run, seed: int, state_path: Path) -> tuple[torch.nn.Module, float]:
+    """A base model trained from scratch: initialisation and data order from `seed` (resumable per epoch)."""
+    torch.manual_seed(seed)
+    model, _ = _base_model(run)
+    accuracy = train_base(model, run.data, run.cfg.task.base, Augmentation.from_config(run.cfg.data), seed,
+                          state_path, run.task_execution)
+    return model, accuracy
+
+
 def run_base(run: Run) -> None:
-    """Train the base model once (resumable per epoch); every shard continues from it."""
+    """Train the base model once: every layer-subset run continues from it (and whole-model run 0 does)."""
     cfg, directory = run.cfg, _zoo_dir(run)
     if (directory / BASE_WEIGHTS).is_file():
         return
     started = time.perf_counter()
-    seed = derive_seed(cfg.seed, Purpose.base)
-    torch.manual_seed(seed)
-    model, _ = _base_model(run)
-    base_acc = train_base(model, run.data, cfg.task.base, Augmentation.from_config(cfg.data), seed,
-                          directory / "base_state.pt", run.task_execution)
+    model, base_acc = _train_base(run, derive_seed(cfg.seed, Purpose.base), directory / "base_state.pt")
     save_base_weights(directory, model.state_dict())
     run.tracker.log({"collect/base_acc": base_acc})
     run.record_time("collect_base", time.perf_counter() - started)
     log.info("collect: base model trained to %.2f%% test accuracy in %.1f s", base_acc, time.perf_counter() - started)
 
 
-def run_collect_shard(run: Run, shard: int) -> None:
-    """Collect shard `shard` of task.collect.shards: its own seed and data order, from the shared base model."""
+def run_collection(run: Run, index: int) -> None:
+    """Collection run `index` of task.collect.runs: its own data order; for whole models run r > 0 also trains
+    its own base model from scratch (its own initialisation), while a layer subset keeps the shared base."""
     cfg, directory = run.cfg, _zoo_dir(run)
-    shards = cfg.task.collect.shards
-    path = shard_path(directory, shard, shards)
+    runs = cfg.task.collect.runs
+    path = run_path(directory, index, runs)
     if path.is_file():
         return
     started = time.perf_counter()
     model, spec = _base_model(run)
     model.load_state_dict(load_base_weights(directory))
+    init_seed, base_acc = derive_seed(cfg.seed, Purpose.base), None
+    if is_whole_model(model, spec) and index > 0:
+        init_seed = derive_seed(cfg.seed, Purpose.base, index)
+        model, base_acc = _train_base(run, init_seed, path.with_suffix(".base_state.pt"))
+        log.info("collect: run %d/%d: own base model at %.2f%%", index + 1, runs, base_acc)
+    collect_seed = derive_seed(cfg.seed, Purpose.collect_run, index)
     vectors, accuracy = collect_checkpoints(
-        model, spec, run.data, cfg.task.collect, shard_sizes(cfg.task.param.k, shards)[shard],
-        Augmentation.from_config(cfg.data), derive_seed(cfg.seed, Purpose.shard, shard),
-        path.with_suffix(".state.pt"), run.task_execution)
+        model, spec, run.data, cfg.task.collect, run_sizes(cfg.task.param.k, runs)[index],
+        Augmentation.from_config(cfg.data), collect_seed, path.with_suffix(".state.pt"), run.task_execution)
+    interval = checkpoint_interval(cfg.task.collect, len(run.data.x_train))
     seconds = time.perf_counter() - started
+    record = {"init_seed": init_seed, "collect_seed": collect_seed, "base_acc": base_acc,
+              "steps": [interval * (i + 1) for i in range(len(vectors))]}
     atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
-                             metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json())})
-    log.info("collect: shard %d/%d: %d checkpoints in %.1f s", shard + 1, shards, len(vectors), seconds)
+                             metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json()),
+                                       "run": json.dumps(record)})
+    log.info("collect: run %d/%d: %d checkpoints in %.1f s", index + 1, runs, len(vectors), seconds)
 
 
 def run_merge(run: Run) -> None:
-    """Join the shards, in shard order, into the one zoo that training reads."""
+    """Join the collection runs, in run order (each aligned onto run 0 with task.collect.align), into the zoo."""
     cfg, directory = run.cfg, _zoo_dir(run)
     if ParamZoo.exists(directory):
         return
-    shards = cfg.task.collect.shards
-    paths = [shard_path(directory, shard, shards) for shard in range(shards)]
+    runs = cfg.task.collect.runs
+    paths = [run_path(directory, index, runs) for index in range(runs)]
     missing = [path.name for path in paths if not path.is_file()]
     if missing:
-        raise ZooError(f"cannot merge the zoo in {directory}: shards {missing} are not collected yet")
+        raise ZooError(f"cannot merge the zoo in {directory}: runs {missing} are not collected yet")
     spec = ParamSpec.from_json(json.loads(atomic.read_safetensors_metadata(paths[0])["spec"]))
-    zoo = ParamZoo.merge(directory, paths, spec,
-                         {"task": cfg.task.name, "seed": cfg.seed, "shards": shards,
-                          "shard_sizes": shard_sizes(cfg.task.param.k, shards), "config": to_container(cfg)})
-    log.info("collect: %d checkpoints of %d parameters, accuracy %.2f-%.2f%%", zoo.k, spec.dim,
+    records = [json.loads(atomic.read_safetensors_metadata(path)["run"]) for path in paths]
+    meta = {"task": cfg.task.name, "seed": cfg.seed, "runs": runs, "run_sizes": run_sizes(cfg.task.param.k, runs),
+            "checkpoint_run": [index for index, record in enumerate(records) for _ in record["steps"]],
+            "checkpoint_step": [step for record in records for step in record["steps"]],
+            "run_records": records, "aligned": bool(cfg.task.collect.align), "config": to_container(cfg)}
+    if cfg.task.collect.align:
+        model, _ = _base_model(run)
+        paths, meta["alignment"] = align_runs(model.cpu(), spec, paths, directory / "runs" / "aligned")
+    zoo = ParamZoo.merge(directory, paths, spec, meta)
+    log.info("collect: %d checkpoints of %d parameters from %d runs, accuracy %.2f-%.2f%%", zoo.k, spec.dim, runs,
              float(zoo.accuracy.min()), float(zoo.accuracy.max()))
 
 
 def run_collect(run: Run) -> None:
-    """The whole collection in this process: base model, every shard in turn, merge."""
+    """The whole collection in this process: base model, every collection run in turn, merge."""
     if ParamZoo.exists(_zoo_dir(run)):
         log.info("collect: zoo in %s is complete, skipping", run.output_dir / "zoo")
         return
     started = time.perf_counter()
     run_base(run)
-    for shard in range(run.cfg.task.collect.shards):
-        run_collect_shard(run, shard)
+    for index in range(run.cfg.task.collect.runs):
+        run_collection(run, index)
     run_merge(run)
     run.record_time("collect", time.perf_counter() - started)
 
@@ -229,7 +252,7 @@ def run_evaluate(run: Run) -> dict:
             with run.task_autocast():
                 return evaluator.predictions(vectors)
         predictions, table = evaluate_populations(predict, zoo.vectors, generated, normalizer,
-                                                  run.data.y_test.cpu(), cfg.seed)
+                                                  run.data.y_test.cpu(), cfg.seed, cfg.evaluate.baselines)
         atomic.write_safetensors(results, predictions)
         atomic.write_json(table_path, table)
         run.record_time("evaluate", time.perf_counter() - started)
@@ -239,9 +262,10 @@ def run_evaluate(run: Run) -> dict:
     saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
     report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
     report["memorization"] = table
+    report["verdict"] = compute_verdict(table)
     write_report(run.output_dir, report, accuracies, per_model, len(y_test),
                  {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
-                 verdict(table))
+                 verdict_sentences(report["verdict"], table))
     log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
     return report
 

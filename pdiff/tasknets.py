@@ -63,15 +63,33 @@ def digits_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 32) 
     return nn.Sequential(OrderedDict(layers))
 
 
-def mlp_bn(input_shape: tuple[int, ...], num_classes: int, hidden: list[int]) -> nn.Sequential:
-    """Flatten, then Linear-BN-ReLU per hidden width, then a linear head; fits any input shape."""
+def mlp_bn(input_shape: tuple[int, ...], num_classes: int, hidden: list[int], batch_norm: bool = True
+           ) -> nn.Sequential:
+    """Flatten, then Linear-BN-ReLU per hidden width (Linear-ReLU without batch_norm), then a linear head."""
     layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
     width = int(torch.tensor(input_shape).prod())
     for index, out in enumerate(hidden, start=1):
-        layers += [(f"fc{index}", nn.Linear(width, out, bias=False)), (f"bn{index}", nn.BatchNorm1d(out)),
-                   (f"relu{index}", nn.ReLU())]
+        layers.append((f"fc{index}", nn.Linear(width, out, bias=not batch_norm)))
+        if batch_norm:
+            layers.append((f"bn{index}", nn.BatchNorm1d(out)))
+        layers.append((f"relu{index}", nn.ReLU()))
         width = out
     layers.append(("head", nn.Linear(width, num_classes)))
+    return nn.Sequential(OrderedDict(layers))
+
+
+def conv1d_bn(input_shape: tuple[int, ...], num_classes: int, channels: list[int], kernel_size: int = 5
+              ) -> nn.Sequential:
+    """For 1-D signals [C, L] (or [L]): Conv1d-BN-ReLU per width, each halving the length, then a linear head."""
+    length = input_shape[-1]
+    in_channels = input_shape[0] if len(input_shape) == 2 else 1
+    layers: list[tuple[str, nn.Module]] = [] if len(input_shape) == 2 else [("unflatten", nn.Unflatten(1, (1, length)))]
+    for index, out in enumerate(channels, start=1):
+        layers += [(f"conv{index}", nn.Conv1d(in_channels, out, kernel_size, stride=2, padding=kernel_size // 2,
+                                              bias=False)),
+                   (f"bn{index}", nn.BatchNorm1d(out)), (f"relu{index}", nn.ReLU())]
+        in_channels, length = out, (length + 2 * (kernel_size // 2) - kernel_size) // 2 + 1
+    layers += [("flatten", nn.Flatten()), ("head", nn.Linear(in_channels * length, num_classes))]
     return nn.Sequential(OrderedDict(layers))
 
 

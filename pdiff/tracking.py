@@ -68,6 +68,12 @@ class Tracker:
             self.run = None
 
 
+def run_tags(logger_cfg, config: dict) -> list[str]:
+    """The task, the generator design and logger.tags (W&B tags are at most 64 characters)."""
+    tags = [config.get("task", {}).get("name"), config.get("generator", {}).get("design"), *logger_cfg.tags]
+    return list(dict.fromkeys(str(tag)[:64] for tag in tags if tag))
+
+
 def _start_wandb(output_dir: Path, logger_cfg, config: dict):
     """Start or continue this output folder's W&B run; online failures fall back to offline in bounded time."""
     import wandb
@@ -77,7 +83,8 @@ def _start_wandb(output_dir: Path, logger_cfg, config: dict):
     atomic.write_text(id_file, run_id + "\n")
     mode = WandbMode(logger_cfg.mode).value
     kwargs = dict(project=logger_cfg.project, entity=logger_cfg.entity, dir=str(output_dir), config=config,
-                  id=run_id, resume="allow", settings=wandb.Settings(init_timeout=logger_cfg.init_timeout_s,
+                  id=run_id, resume="allow", group=logger_cfg.group, name=logger_cfg.name or output_dir.name,
+                  tags=run_tags(logger_cfg, config), settings=wandb.Settings(init_timeout=logger_cfg.init_timeout_s,
                                                                      silent=True))
     try:
         return wandb.init(mode=mode, **kwargs)

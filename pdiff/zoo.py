@@ -35,11 +35,11 @@ class ParamZoo:
         return int(self.vectors.shape[0])
 
     @classmethod
-    def merge(cls, directory: Path, shards: list[Path], spec: ParamSpec, meta: dict) -> ParamZoo:
-        """Join collected shards row-wise into the zoo, streamed: the K x D matrix is never in memory at once."""
+    def merge(cls, directory: Path, runs: list[Path], spec: ParamSpec, meta: dict) -> ParamZoo:
+        """Join collection runs row-wise into the zoo, streamed: the K x D matrix is never in memory at once."""
         directory = Path(directory)
         tensors_path = directory / ZOO_TENSORS
-        atomic.concat_safetensors(tensors_path, shards, ["params", "accuracy"], {})
+        atomic.concat_safetensors(tensors_path, runs, ["params", "accuracy"], {})
         accuracy = atomic.map_tensor(tensors_path, "accuracy").clone()
         meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
                     accuracy=[round(float(a), 4) for a in accuracy], sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
@@ -75,13 +75,14 @@ class ParamZoo:
         return cls(vectors, accuracy, spec, meta)
 
 
-def shard_sizes(k: int, shards: int) -> list[int]:
-    """How many of the K checkpoints each collection shard takes (the first K mod S take one more)."""
-    return [k // shards + (shard < k % shards) for shard in range(shards)]
+def run_sizes(k: int, runs: int) -> list[int]:
+    """How many of the K checkpoints each collection run takes (the first K mod R take one more)."""
+    return [k // runs + (index < k % runs) for index in range(runs)]
 
 
-def shard_path(directory: Path, shard: int, shards: int) -> Path:
-    return Path(directory) / "shards" / f"shard-{shard:04d}-of-{shards:04d}.safetensors"
+def run_path(directory: Path, index: int, runs: int) -> Path:
+    """Collection run `index` of `runs`: its checkpoints, accuracies and steps (safetensors)."""
+    return Path(directory) / "runs" / f"run-{index:04d}-of-{runs:04d}.safetensors"
 
 
 def save_base_weights(directory: Path, state_dict: dict[str, torch.Tensor]) -> None:

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import register_configs, whole_node_overrides
-from pdiff.zoo import ParamZoo, shard_path
+from pdiff.zoo import ParamZoo, run_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -45,17 +45,17 @@ def smoke_cfg(tmp_path) -> DictConfig:
 
 
 def write_zoo(directory: Path, zoo: ParamZoo) -> ParamZoo:
-    """Write an in-memory zoo to `directory` the way collection does (one shard, merged); returns it loaded."""
-    shard = shard_path(directory, 0, 1)
-    atomic.write_safetensors(shard, {"params": zoo.vectors.float(), "accuracy": zoo.accuracy.double()})
-    return ParamZoo.merge(directory, [shard], zoo.spec, zoo.meta)
+    """Write an in-memory zoo to `directory` the way collection does (one collection run, merged); returns it loaded."""
+    collected = run_path(directory, 0, 1)
+    atomic.write_safetensors(collected, {"params": zoo.vectors.float(), "accuracy": zoo.accuracy.double()})
+    return ParamZoo.merge(directory, [collected], zoo.spec, zoo.meta)
 
 
-def run_sweep(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run launch/sweep.py as a user would; returns the finished process (stdout+stderr captured)."""
+def run_sweep(args: list[str], timeout: int = 600, prefix: list[str] = ()) -> subprocess.CompletedProcess:
+    """Run launch/sweep.py as a user would (after a command `prefix`, e.g. unshare); returns the finished process."""
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
-    return subprocess.run([sys.executable, str(REPO / "launch" / "sweep.py"), *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO)
+    return subprocess.run([*prefix, sys.executable, str(REPO / "launch" / "sweep.py"), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=REPO)
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

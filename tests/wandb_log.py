@@ -58,3 +58,9 @@ def config(path: Path) -> dict:
         for item in updates:
             values[item.key] = json.loads(item.value_json)
     return values
+
+
+def run_info(path: Path) -> dict:
+    """The run's group, display name and tags as W&B stored them."""
+    run = next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")
+    return {"group": run.run_group, "name": run.display_name, "tags": list(run.tags)}

@@ -35,48 +35,50 @@ def submitted_ids(stdout: str) -> dict[str, str]:
             for line in stdout.splitlines() if line.startswith("submitted ")}
 
 
-def test_chain_with_a_split_collection_array_then_resubmit_does_nothing(tmp_path):
+def test_whole_model_runs_as_a_split_collection_array_then_resubmit_does_nothing(tmp_path):
     out = tmp_path / "run"
     since = time.strftime("%Y-%m-%dT%H:%M:%S")
-    result = ok(submit([*SMALL, "task.collect.shards=4", "cluster.max_array_size=3", f"paths.output_dir={out}",
-                        "--wait"]))
+    args = [*SMALL, "experiment=[mnist1d_full,smoke]", "task.collect.runs=4", f"paths.output_dir={out}"]
+    result = ok(submit([*args, "cluster.max_array_size=3", "--wait"]))
     ids = submitted_ids(result.stdout)
-    assert list(ids) == ["base", *[f"collect shard {s}" for s in range(4)], "train", "report"]
-    arrays = {ids[f"collect shard {s}"].split("_")[0] for s in range(4)}
+    assert list(ids) == ["base", *[f"collect run {r}" for r in range(4)], "train", "report"]
+    arrays = {ids[f"collect run {r}"].split("_")[0] for r in range(4)}
     assert len(arrays) == 2  # 4 tasks over MaxArraySize=3: two arrays
     assert "generated best/mean/min" in result.stdout
     zoo = ParamZoo.load(out / "zoo")
-    assert zoo.k == 20 and zoo.meta["shard_sizes"] == [5, 5, 5, 5]
+    assert zoo.k == 20 and zoo.meta["run_sizes"] == [5, 5, 5, 5] and zoo.meta["runs"] == 4
+    assert len({record["init_seed"] for record in zoo.meta["run_records"]}) == 4  # 4 initialisations
+    assert zoo.meta["checkpoint_run"] == [r for r in range(4) for _ in range(5)]
     assert len({tuple(v.tolist()) for v in zoo.vectors}) == 20  # no checkpoint twice
     time.sleep(1)
     for job_id in ids.values():
         assert set(sacct_states(job_id.split("_")[0], since).values()) == {"COMPLETED"}, job_id
 
-    again = ok(submit([*SMALL, "task.collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    again = ok(submit([*args, "--wait"]))
     assert "nothing to do" in again.stdout and "submitted" not in again.stdout
 
     (out / "report.json").unlink()
-    half = ok(submit([*SMALL, "task.collect.shards=4", f"paths.output_dir={out}", "--wait"]))
+    half = ok(submit([*args, "--wait"]))
     assert list(submitted_ids(half.stdout)) == ["report"]
     assert (out / "report.json").is_file()
 
 
 def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
-    args = [*SMALL, "task.param.k=400", "task.collect.shards=2", "task.collect.steps_per_checkpoint=0",
+    args = [*SMALL, "task.param.k=400", "task.collect.runs=2", "task.collect.steps_per_checkpoint=0",
             "task.collect.save_state_every=5"]
     reference = tmp_path / "in_process"
     ok(run_sweep([*args, "stage=collect", f"paths.output_dir={reference}"]))
     out = tmp_path / "cluster"
     first = ok(submit([*args, f"paths.output_dir={out}"]))
-    shard0 = submitted_ids(first.stdout)["collect shard 0"]
-    state = out / "zoo" / "shards" / "shard-0000-of-0002.state.pt"
+    run0 = submitted_ids(first.stdout)["collect run 0"]
+    state = out / "zoo" / "runs" / "run-0000-of-0002.state.pt"
     deadline = time.time() + 300
     while not state.is_file() and time.time() < deadline:
         time.sleep(0.2)
-    assert state.is_file(), "shard 0 never saved a resume point"
-    subprocess.run(["scancel", "--signal=KILL", "--full", shard0], check=True)  # dies mid-way, like a node
+    assert state.is_file(), "run 0 never saved a resume point"
+    subprocess.run(["scancel", "--signal=KILL", "--full", run0], check=True)  # dies mid-way, like a node
     time.sleep(3)
-    assert not (out / "zoo" / "shards" / "shard-0000-of-0002.safetensors").exists()
+    assert not (out / "zoo" / "runs" / "run-0000-of-0002.safetensors").exists()
     for name in ("pdiff-collect", "pdiff-train", "pdiff-report"):
         subprocess.run(["scancel", f"--name={name}"])
     time.sleep(2)
@@ -92,9 +94,9 @@ def test_a_failing_task_stops_the_chain_and_is_reported(tmp_path):
     out = tmp_path / "run"
     (out / "zoo").mkdir(parents=True)
     (out / "zoo" / "base_model.safetensors").write_bytes(b"not a safetensors file")
-    result = submit([*SMALL, "task.collect.shards=2", f"paths.output_dir={out}", "--wait"])
+    result = submit([*SMALL, "task.collect.runs=2", f"paths.output_dir={out}", "--wait"])
     assert result.returncode != 0
-    assert "FAILED: job 'collect shard 0'" in result.stderr and "ended FAILED" in result.stderr
+    assert "FAILED: job 'collect run 0'" in result.stderr and "ended FAILED" in result.stderr
     assert "_log.err" in result.stderr
     assert not (out / "report.json").exists()
     assert "generated best" not in result.stdout
@@ -133,8 +135,8 @@ def test_time_limit_checkpoints_requeues_and_finishes(tmp_path):
     args = [*SMALL, "task.param.k=2500", "task.collect.steps_per_checkpoint=0", "task.collect.save_state_every=20",
             "cluster.timeout_min=2", "cluster.signal_delay_s=60", "cluster.max_requeues=5", f"paths.output_dir={out}"]
     result = ok(submit([*args, "--wait"], timeout=900))
-    shard = submitted_ids(result.stdout)["collect shard 0"]
-    log = next((out / ".submitit").glob(f"*/{shard}/{shard}_0_log.err")).read_text()
+    run0 = submitted_ids(result.stdout)["collect run 0"]
+    log = next((out / ".submitit").glob(f"*/{run0}/{run0}_0_log.err")).read_text()
     assert "Caught signal SIGUSR2" in log and "DUE TO JOB REQUEUE" in log, log[-2000:]
     zoo = ParamZoo.load(out / "zoo")
     assert zoo.k == 2500 and len({tuple(v.tolist()) for v in zoo.vectors}) == 2500

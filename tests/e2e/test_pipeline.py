@@ -7,12 +7,15 @@ import pytest
 from safetensors.torch import load_file
 
 from pdiff.jobs import pending_jobs
+from tests import wandb_log
 from tests.conftest import CONFIGS, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow
-REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization"}
+REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization", "verdict"}
 MEMORIZATION_KEYS = {"nn_l2_mean", "max_iou_mean", "acc_mean", "novel_fraction"}
-POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.15", "average", "interpolation"}
+POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.15", "gaussian", "average16", "average",
+               "interpolation"}
+FAMILIES = ("noise", "gaussian", "average16", "average", "interpolation")
 STAT_KEYS = {"n", "best", "mean", "median", "min", "std"}
 
 
@@ -30,8 +33,13 @@ def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
     assert set(memo) >= POPULATIONS and any(name.startswith("noise_matched_") for name in memo)
     assert all(set(memo[name]) >= MEMORIZATION_KEYS for name in POPULATIONS)
     assert memo["noise_0.001"]["max_iou_mean"] > 0.99 and memo["noise_0.001"]["novel_fraction"] == 0.0
-    assert "generated models" in (out / "report.md").read_text()
-    for plot in ("accuracy", "memorization", "projection", "training_curves"):
+    verdict = report["verdict"]
+    assert all(isinstance(verdict[f]["beats"], bool) and isinstance(verdict[f]["acc_margin"], float) for f in FAMILIES)
+    assert verdict["novel_fraction"] == memo["generated"]["novel_fraction"]
+    markdown = (out / "report.md").read_text()
+    assert "generated models" in markdown and sum(f" {name} (" in markdown for name in FAMILIES[1:]) == 4
+    assert "the noise frontier" in markdown
+    for plot in ("accuracy", "memorization", "projection", "training_curves", "frontier"):
         assert (out / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert "| generated | 20 |" in (out / "report.md").read_text()
     assert len((out / "metrics.jsonl").read_text().splitlines()) > 5
@@ -122,21 +130,35 @@ def test_token_design_generates_whole_models_from_the_memory_mapped_zoo(tmp_path
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
 def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
-    tiny = ["task.param.k=6", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "ae.optim.steps=5",
+    tiny = ["task.param.k=10", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "ae.optim.steps=5",
             "diffusion.optim.steps=5", "diffusion.timesteps=20", "sampler=ddim", "sampler.steps=5", "generate.n=4"]
     ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
     assert json.loads((tmp_path / "run" / "report.json").read_text())["generated"]["n"] == 4
 
 
-def test_multirun_writes_one_report_per_seed(tmp_path):
+def test_multirun_writes_one_report_per_seed_a_table_and_one_wandb_group(tmp_path):
     out = tmp_path / "sweep"
-    result = ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "sampler=ddim", f"paths.output_dir={out}",
-                            "seed=0,1"]))
+    result = ok(run_sweep(["-m", "experiment=smoke", "task.param.k=8", "sampler=ddim", "logger=wandb",
+                           "logger.tags=[bench]", f"paths.output_dir={out}", "seed=0,1"]))
     reports = sorted(out.glob("*/report.json"))
     assert f"pdiff: 2 reports under {out}" in result.stdout
     assert all(str(p.parent / "report.md") in result.stdout for p in reports)
-    assert [p.parent.name for p in reports] == ["experiment=smoke,sampler=ddim,seed=0,task.param.k=8",
-                                                "experiment=smoke,sampler=ddim,seed=1,task.param.k=8"]
+    names = ["experiment=smoke,logger.tags=[bench],logger=wandb,sampler=ddim,seed=0,task.param.k=8",
+             "experiment=smoke,logger.tags=[bench],logger=wandb,sampler=ddim,seed=1,task.param.k=8"]
+    assert [p.parent.name for p in reports] == names
+    means = [json.loads(p.read_text())["generated"]["mean"] for p in reports]
+    table = json.loads((out / "sweep.json").read_text())
+    row = next(r for r in table["rows"] if r[0] == "generated mean")
+    assert row[1] == pytest.approx(np.mean(means), abs=1e-3) and row[2] == pytest.approx(np.std(means, ddof=1),
+                                                                                         abs=1e-3)
+    assert "| generated mean |" in result.stdout and (out / "sweep.md").is_file()
+    group = "/".join(out.resolve().parts[-2:])
+    for report, name in zip(reports, names):
+        run_file = next((report.parent / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert wandb_log.run_info(run_file) == {"group": group, "name": name, "tags": ["digits_cnn", "latent", "bench"]}
+    summary = next((out / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert wandb_log.run_info(summary)["group"] == group and wandb_log.run_info(summary)["name"] == "sweep-summary"
+    assert any("sweep/table" in row for row in wandb_log.history(summary))
 
 
 USER_NETWORK = '''

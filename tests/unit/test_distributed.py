@@ -59,11 +59,11 @@ def test_each_chain_job_asks_for_what_it_uses(tmp_path):
     asked = {job: _executor(gpu.cluster, tmp_path, job, [])._executor.parameters for job in Job}
     assert asked[Job.train]["nodes"] == 2 and asked[Job.train]["ntasks_per_node"] == 4
     assert asked[Job.train]["gpus_per_node"] == 4
-    assert all(asked[job]["gpus_per_node"] == 1 and asked[job]["nodes"] == 1 for job in (Job.base, Job.shard,
+    assert all(asked[job]["gpus_per_node"] == 1 and asked[job]["nodes"] == 1 for job in (Job.base, Job.collect,
                                                                                          Job.report))
     cpu_only = compose_config(["cluster=gpu", "cluster.gpu_jobs=[train]", f"paths.output_dir={tmp_path}"])
     asked = {job: _executor(cpu_only.cluster, tmp_path, job, [])._executor.parameters for job in Job}
-    assert all("gpus_per_node" not in asked[job] for job in (Job.base, Job.shard, Job.report))
+    assert all("gpus_per_node" not in asked[job] for job in (Job.base, Job.collect, Job.report))
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -1,5 +1,6 @@
 import torch
 
+from pdiff.config import BaselinesConfig
 from pdiff.memorization import (
     Population,
     baseline_populations,
@@ -49,7 +50,7 @@ def test_table_copies_are_not_novel_and_noise_is():
 
     originals = Population("originals", zoo, predictions(zoo))
     copies = Population("generated", zoo[:10].clone(), predictions(zoo[:10]))
-    baselines = baseline_populations(zoo, normalizer, matched_scale=2.0, n=10, seed=0)
+    baselines = baseline_populations(zoo, normalizer, 2.0, 10, 0, BaselinesConfig(models_per_scale=7))
     for baseline in baselines:
         baseline.predictions = predictions(baseline.vectors)
     table, per_model = memorization_table(originals, copies, baselines, normalizer, y)
@@ -57,5 +58,24 @@ def test_table_copies_are_not_novel_and_noise_is():
     assert table["generated"]["max_iou_mean"] == 1.0
     assert table["noise_0.001"]["novel_fraction"] == 0.0
     assert table["noise_matched_2"]["novel_fraction"] == 1.0
-    assert table["average"]["n"] == 1
+    assert table["average"]["n"] == 1 and table["noise_0.3"]["n"] == 7
+    assert {"gaussian", "average16", "interpolation"} <= set(table) and table["gaussian"]["n"] == 10
     assert per_model["max_iou:generated"].shape == (10,)
+
+
+def test_gaussian_and_average16_baselines_are_what_they_say():
+    torch.manual_seed(1)
+    spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"])
+    zoo = torch.randn(40, spec.dim) * torch.linspace(0.1, 3.0, spec.dim) + torch.linspace(-5, 5, spec.dim)
+    normalizer = memorization_normalizer(spec, zoo)
+    cfg = BaselinesConfig(noise_scales=[0.01, 0.1], models_per_scale=3, average_of=16)
+    populations = {p.name: p.vectors for p in baseline_populations(zoo, normalizer, 0.5, 4000, 0, cfg)}
+    gaussian = populations["gaussian"]  # per coordinate: the zoo's mean and std
+    assert torch.allclose(gaussian.mean(0), zoo.mean(0), atol=0.15) and torch.allclose(gaussian.std(0), zoo.std(0),
+                                                                                        rtol=0.08)
+    # each average16 model is the mean of 16 distinct originals: solve for its weights over the zoo
+    weights = torch.linalg.lstsq(zoo.double().T, populations["average16"][:5].double().T).solution.T
+    assert torch.allclose(weights.sort(1, descending=True).values[:, :16], torch.full((5, 16), 1 / 16.0,
+                                                                                      dtype=torch.float64), atol=1e-6)
+    assert weights.sort(1, descending=True).values[:, 16:].abs().max() < 1e-6
+    assert set(populations) >= {"noise_0.01", "noise_0.1", "noise_matched_0.5", "average", "interpolation"}

@@ -49,18 +49,18 @@ def test_base_weights_round_trip(tmp_path):
     assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
 
 
-def test_shards_merge_streamed_into_a_valid_safetensors_zoo(tmp_path, zoo, monkeypatch):
+def test_runs_merge_streamed_into_a_valid_safetensors_zoo(tmp_path, zoo, monkeypatch):
     from safetensors.torch import load_file
 
     from pdiff import atomic
 
     monkeypatch.setattr(atomic, "STREAM_BYTES", 3 * zoo.spec.dim * 4)  # a few rows per block: several blocks
-    shards = []
+    runs = []
     for index, rows in enumerate((slice(0, 4), slice(4, 5), slice(5, None))):
-        path = tmp_path / f"shard{index}.safetensors"
+        path = tmp_path / f"run{index}.safetensors"
         atomic.write_safetensors(path, {"params": zoo.vectors[rows], "accuracy": zoo.accuracy[rows].double()})
-        shards.append(path)
-    merged = ParamZoo.merge(tmp_path / "zoo", shards, zoo.spec, {"task": "t"})
+        runs.append(path)
+    merged = ParamZoo.merge(tmp_path / "zoo", runs, zoo.spec, {"task": "t"})
     assert torch.equal(merged.vectors, zoo.vectors)
     stored = load_file(str(tmp_path / "zoo" / ZOO_TENSORS))  # the safetensors library reads it back
     assert torch.equal(stored["params"], zoo.vectors) and torch.equal(stored["accuracy"], zoo.accuracy.double())

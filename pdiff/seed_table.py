@@ -1,0 +1,69 @@
+"""A sweep's reports side by side: the mean and std of each figure over its points (e.g. 3 seeds)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pdiff import atomic
+
+SWEEP_TABLE = "sweep.md"
+SWEEP_JSON = "sweep.json"
+STAGES = ("collect", "train", "generate", "evaluate")
+
+
+def sweep_group(sweep_dir: str | Path) -> str:
+    """The W&B group of a sweep: its folder's last two parts (e.g. mnist1d_mlp/k200_seed0)."""
+    parts = Path(str(sweep_dir)).expanduser().resolve().parts
+    return "/".join(parts[-2:])[:128]
+
+
+def report_figures(report: dict) -> dict[str, float]:
+    """The figures of one report that a sweep compares, by name."""
+    memo, verdict = report["memorization"], report.get("verdict", {})
+    original, generated = report["original"], report["generated"]
+    figures = {"original mean": original["mean"], "original best": original["best"],
+               "original spread (best - min)": original["best"] - original["min"],
+               "original pairwise error IoU": memo["originals"]["pairwise_iou_within"],
+               "generated mean": generated["mean"], "generated best": generated["best"],
+               "generated min": generated["min"],
+               "generated similarity (max IoU)": memo["generated"]["max_iou_mean"],
+               "generated novel fraction": memo["generated"]["novel_fraction"]}
+    for family, entry in verdict.items():
+        if isinstance(entry, dict):
+            figures[f"margin vs {family} (points)"] = entry["acc_margin"]
+            figures[f"beats {family}"] = float(entry["beats"])
+    figures["stage time (s)"] = sum(report["timings_s"].get(stage, 0.0) for stage in STAGES)
+    return {name: float(value) for name, value in figures.items() if value is not None}
+
+
+def sweep_table(sweep_dir: Path) -> tuple[list[str], list[list]]:
+    """(point names, rows [figure, mean, std, value per point]) over every DIR/*/report.json."""
+    paths = sorted(Path(sweep_dir).glob("*/report.json"))
+    points = [path.parent.name for path in paths]
+    per_point = [report_figures(json.loads(path.read_text())) for path in paths]
+    rows = []
+    for name in per_point[0] if per_point else []:
+        values = [figures.get(name, math.nan) for figures in per_point]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        rows.append([name, round(mean, 4), round(std, 4), *[round(v, 4) for v in values]])
+    return points, rows
+
+
+def render_table(points: list[str], rows: list[list]) -> str:
+    header = ["figure", "mean", "std", *points]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_summary(sweep_dir: Path) -> tuple[list[str], list[list]]:
+    """sweep.md and sweep.json in the sweep folder; returns the table."""
+    points, rows = sweep_table(sweep_dir)
+    atomic.write_text(Path(sweep_dir) / SWEEP_TABLE, f"# pdiff sweep: {len(points)} runs in {sweep_dir}\n\n"
+                      + render_table(points, rows))
+    atomic.write_json(Path(sweep_dir) / SWEEP_JSON, {"points": points, "columns": ["figure", "mean", "std", *points],
+                                                     "rows": rows})
+    return points, rows

@@ -1,0 +1,80 @@
+"""MNIST-1D end to end (offline, with networking absent) and whole-model zoos from several aligned runs."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+from pdiff import atomic
+from pdiff.data import load_dataset
+from pdiff.params import select_parameters
+from pdiff.tasknets import build_task_net
+from pdiff.zoo import ParamZoo, run_path
+from tests.conftest import compose_config, ok, run_sweep
+
+pytestmark = pytest.mark.slow
+FULL_SMOKE = "experiment=[mnist1d_full,smoke]"
+
+
+def _without_network() -> list[str]:
+    """A command prefix that runs the child in a new network namespace (only loopback, and that down)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "--net", "true"]).returncode != 0:
+        pytest.skip("`unshare --net` is missing or not permitted here (needs root or user namespaces)")
+    return ["unshare", "--net"]
+
+
+@pytest.mark.parametrize("task", ["mnist1d_mlp", "mnist1d_cnn"])
+def test_mnist1d_tasks_run_end_to_end_with_networking_absent(task, tmp_path):
+    prefix = _without_network()
+    probe = subprocess.run([*prefix, "python3", "-c", "import socket; socket.create_connection(('1.1.1.1', 80), 2)"],
+                           capture_output=True, text=True)
+    assert probe.returncode != 0 and "unreachable" in probe.stderr.lower()  # really no network in there
+    out, root = tmp_path / "run", tmp_path / "data"
+    ok(run_sweep(["experiment=smoke", f"task={task}", f"data.root={root}", f"paths.output_dir={out}"], prefix=prefix))
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == task and report["original"]["n"] == 20
+    assert report["memorization"]["originals"]["n"] == 20 and len(json.loads((out / "zoo" / "zoo.json").read_text())
+                                                                    ["checkpoint_run"]) == 20
+    record = json.loads(next((root / "mnist1d").glob("*.json")).read_text())
+    assert record["args"]["seed"] == 42 and record["sizes"]["x_test"] == [1000, 40]
+
+
+def test_whole_model_zoo_from_four_aligned_runs_computes_what_the_runs_computed(tmp_path):
+    out = tmp_path / "run"
+    args = [FULL_SMOKE, "task.collect.runs=4", f"paths.output_dir={out}"]
+    ok(run_sweep([*args, "stage=collect"]))
+    zoo = ParamZoo.load(out / "zoo")
+    meta = zoo.meta
+    assert meta["runs"] == 4 and meta["run_sizes"] == [5, 5, 5, 5] and meta["aligned"]
+    assert meta["checkpoint_run"] == [r for r in range(4) for _ in range(5)] and len(meta["checkpoint_step"]) == 20
+    records = meta["run_records"]
+    assert len({r["init_seed"] for r in records}) == 4 and len({r["collect_seed"] for r in records}) == 4
+    assert all(r["base_acc"] is not None for r in records[1:])  # runs 1-3 trained their own base models
+    assert all(a["l2_after"] < a["l2_before"] for a in meta["alignment"][1:])
+    cfg = compose_config(args)
+    data = load_dataset(cfg.data)
+    model = build_task_net(cfg.task.net, data.input_shape, data.num_classes).eval()
+    spec = select_parameters(model, ["*"])
+    for index in range(1, 4):
+        unaligned = atomic.read_safetensors(run_path(out / "zoo", index, 4))["params"]
+        aligned = zoo.vectors[5 * index:5 * index + 5]
+        assert not torch.equal(unaligned, aligned)
+        for before, after in zip(unaligned, aligned):
+            logits = []
+            for vector in (before, after):
+                state = {name: value[0] for name, value in spec.unflatten(vector[None]).items()}
+                logits.append(torch.func.functional_call(model, state, (data.x_test,)))
+            assert torch.allclose(logits[0], logits[1], atol=1e-4)
+
+
+def test_runs_of_a_whole_batchnorm_network_and_align_of_a_subset_are_refused(tmp_path):
+    out = tmp_path / "run"
+    whole_bn = run_sweep(["experiment=smoke", "task=mnist1d_mlp", "task.param.layers=[*]", "task.collect.runs=2",
+                          f"paths.output_dir={out}"])
+    assert whole_bn.returncode == 1 and "task.collect.runs=2" in whole_bn.stderr and "running statistics" in \
+        whole_bn.stderr
+    subset = run_sweep(["experiment=smoke", "task=mnist1d_mlp", "task.collect.align=true", f"paths.output_dir={out}"])
+    assert subset.returncode == 1 and "task.collect.align=true needs a whole-model zoo" in subset.stderr
+    assert not (out / "zoo").exists()

@@ -1,0 +1,49 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pdiff.config import ConfigError, DataConfig, Mnist1dConfig
+from pdiff.data import load_dataset
+from pdiff.mnist1d import cache_paths, generation_args, load_mnist1d
+
+
+def _data_cfg(root, **mnist1d):
+    return OmegaConf.structured(DataConfig(name="mnist1d", root=str(root), mnist1d=Mnist1dConfig(**mnist1d)))
+
+
+def test_built_offline_cached_with_its_arguments_and_read_back(tmp_path, monkeypatch):
+    np.random.seed(123)
+    expected_draw = np.random.rand()
+    np.random.seed(123)
+    data = load_dataset(_data_cfg(tmp_path))
+    assert np.random.rand() == expected_draw  # the package's global seeding is undone
+    assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40) and data.num_classes == 10
+    assert data.x_train.dtype == torch.float32 and set(data.y_test.tolist()) == set(range(10))
+    tensors, record = cache_paths(tmp_path, generation_args(Mnist1dConfig()))
+    saved = json.loads(record.read_text())
+    assert saved["args"]["seed"] == 42 and "url" not in saved["args"] and saved["mnist1d_version"]
+
+    import mnist1d.data
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", lambda *a, **k: pytest.fail("the cache was not used"))
+    again = load_dataset(_data_cfg(tmp_path))
+    assert torch.equal(again.x_test, data.x_test) and torch.equal(again.y_train, data.y_train)
+
+
+def test_other_generation_arguments_are_another_dataset(tmp_path):
+    small = load_mnist1d(Mnist1dConfig(num_samples=200, seed=7), str(tmp_path))
+    assert small["x_train"].shape == (160, 40) and small["x_test"].shape == (40, 40)
+    assert len(list((tmp_path / "mnist1d").glob("*.safetensors"))) == 1
+
+
+def test_a_changed_cache_file_is_refused_naming_it(tmp_path):
+    load_mnist1d(Mnist1dConfig(num_samples=100), str(tmp_path))
+    tensors, _ = cache_paths(tmp_path, generation_args(Mnist1dConfig(num_samples=100)))
+    raw = bytearray(tensors.read_bytes())
+    raw[-1] ^= 0xFF
+    tensors.write_bytes(bytes(raw))
+    with pytest.raises(ConfigError, match=r"MNIST-1D cache .*mnist1d-.*safetensors does not match"):
+        load_mnist1d(Mnist1dConfig(num_samples=100), str(tmp_path))
