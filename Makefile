@@ -5,10 +5,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: run test test-fast setup lint bench
+.PHONY: run test test-fast setup lint bench benchmark
 
 run: setup
 	$(BIN)/python launch/sweep.py $(ARGS)
+
+# The MNIST-1D benchmark over 3 seeds (a Hydra multirun); prints the table of means and stds.
+benchmark: setup
+	$(BIN)/python launch/sweep.py -m task=mnist1d_mlp seed=0,1,2 paths.output_dir=outputs/mnist1d_bench $(ARGS)
 
 # The local SLURM cluster is started first (idempotent); with PDIFF_REQUIRE_CLUSTER=1 a cluster test
 # that cannot reach it fails instead of skipping.

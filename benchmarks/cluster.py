@@ -4,7 +4,7 @@
 
 1. The default main job in-process vs. the same job as a SLURM job chain (submit -> report).
 2. Collection of --collect-k checkpoints with 1 vs 2 array tasks (1 CPU, 1 thread each): wall time
-   from the base model being written to the last shard being written.
+   from the base model being written to the last collection run being written.
 Run it on an otherwise idle machine: other load distorts both comparisons.
 """
 
@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 from table_output import emit
+
+from pdiff.zoo import run_path
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
@@ -38,20 +40,20 @@ def _queue_empty() -> None:
         time.sleep(0.5)
 
 
-def _collection_wall(root: Path, shards: int, k: int, overrides: list[str]) -> float:
-    out = root / f"collect_{shards}"
-    args = [*overrides, f"task.param.k={k}", f"task.collect.shards={shards}", "threads=1", "cluster.cpus_per_task=1",
+def _collection_wall(root: Path, runs: int, k: int, overrides: list[str]) -> float:
+    out = root / f"collect_{runs}"
+    args = [*overrides, f"task.param.k={k}", f"task.collect.runs={runs}", "threads=1", "cluster.cpus_per_task=1",
             f"paths.output_dir={out}"]
     _queue_empty()
     _run("submit.py", args)
     # Only the collection is timed: the rest of the chain is cancelled while it waits on its dependency.
     for name in ("pdiff-train", "pdiff-report"):
         subprocess.run(["scancel", f"--name={name}"], check=False)
-    shard_files = [out / "zoo" / "shards" / f"shard-{s:04d}-of-{shards:04d}.safetensors" for s in range(shards)]
-    while not all(path.is_file() for path in shard_files):
+    run_files = [run_path(out / "zoo", index, runs) for index in range(runs)]
+    while not all(path.is_file() for path in run_files):
         time.sleep(0.5)
     base = (out / "zoo" / "base_model.safetensors").stat().st_mtime
-    return max(path.stat().st_mtime for path in shard_files) - base
+    return max(path.stat().st_mtime for path in run_files) - base
 
 
 def main() -> None:
@@ -64,7 +66,7 @@ def main() -> None:
     in_process = _run("sweep.py", [*args.overrides, f"paths.output_dir={root / 'in_process'}"])
     chain = _run("submit.py", [*args.overrides, "cluster.cpus_per_task=2", f"paths.output_dir={root / 'chain'}",
                                "--wait"])
-    one, two = (_collection_wall(root, shards, args.collect_k, args.overrides) for shards in (1, 2))
+    one, two = (_collection_wall(root, runs, args.collect_k, args.overrides) for runs in (1, 2))
     result = {"in_process_s": round(in_process, 2), "slurm_chain_s": round(chain, 2),
               "cluster_overhead_s": round(chain - in_process, 2), "chain_over_in_process": round(chain / in_process, 3),
               "collect_1_task_s": round(one, 2), "collect_2_tasks_s": round(two, 2),

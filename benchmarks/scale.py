@@ -38,7 +38,7 @@ from pdiff.config import register_configs
 from pdiff.devices import resolve_device
 from pdiff.generators import design_class
 from pdiff.params import ParamEntry, ParamSpec
-from pdiff.zoo import ParamZoo, shard_path
+from pdiff.zoo import ParamZoo, run_path
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN_OVERRIDES = {  # each measured design as the config a user selects
@@ -69,9 +69,9 @@ def write_synthetic_zoo(directory: Path, dim: int, seed: int = 0) -> None:
     generator = torch.Generator().manual_seed(seed)
     centre = torch.randn(dim, generator=generator) * 0.05
     vectors = centre + 0.01 * torch.randn(K, dim, generator=generator)
-    shard = shard_path(directory, 0, 1)
-    atomic.write_safetensors(shard, {"params": vectors, "accuracy": torch.full((K,), 50.0, dtype=torch.float64)})
-    ParamZoo.merge(directory, [shard], spec, {"synthetic": True})
+    collected = run_path(directory, 0, 1)
+    atomic.write_safetensors(collected, {"params": vectors, "accuracy": torch.full((K,), 50.0, dtype=torch.float64)})
+    ParamZoo.merge(directory, [collected], spec, {"synthetic": True})
 
 
 class StepClock:

@@ -23,7 +23,7 @@ def main(cfg: DictConfig) -> None:
         with open_dict(cfg):
             cfg.paths.output_dir = hydra_cfg.runtime.output_dir
             cfg.logger.group = cfg.logger.group or sweep_group(hydra_cfg.sweep.dir)
-            cfg.logger.name = cfg.logger.name or hydra_cfg.job.override_dirname or None
+            cfg.logger.run_name = cfg.logger.run_name or hydra_cfg.job.override_dirname or None
     try:
         run_pipeline(cfg)
     except (ConfigError, ZooError) as error:

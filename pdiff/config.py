@@ -46,6 +46,8 @@ class Normalization(Enum):
 class SamplerName(Enum):
     ddpm = "ddpm"
     ddim = "ddim"
+    euler = "euler"  # flow matching
+    heun = "heun"
 
 
 class LoggerName(Enum):
@@ -156,6 +158,20 @@ class GeneratorConfig:
 
 
 @dataclass
+class FlowGeneratorConfig(GeneratorConfig):
+    """Weight-space flow matching: no autoencoder; the flow runs on the normalised vectors or their PCA basis."""
+
+    design: str = "flow"
+    normalization: Normalization = Normalization.per_coordinate
+    pca_components: int = 0  # 0: the flow sees the normalised vectors; k: their top-k PCA coefficients, whitened
+    condition: bool = False  # condition on each checkpoint's accuracy (classifier-free guidance; generate.target_acc)
+    condition_dropout: float = 0.1  # fraction of training rows that see the null condition
+    ema_decay: float = 0.999
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cadence: CadenceConfig = field(default_factory=CadenceConfig)
+
+
+@dataclass
 class AutoencoderConfig:
     """What every parameter autoencoder has: normalisation, p-diff's two noises, its optimisation."""
 
@@ -227,6 +243,17 @@ class WindowDenoiserConfig:
 
 
 @dataclass
+class VelocityConfig:
+    """The flow design's velocity network: a residual MLP with time (and condition) embedded in every block."""
+
+    name: str = "velocity"
+    width: int = 512
+    depth: int = 4
+    time_dim: int = 128
+    compile: bool = False  # torch.compile the network for training (trainer=plain) and sampling
+
+
+@dataclass
 class DiffusionConfig:
     """The DDPM schedule, the EMA of the denoiser and how the denoiser is optimised."""
 
@@ -251,6 +278,12 @@ class DDIMSamplerConfig:
 
 
 @dataclass
+class FlowSamplerConfig:
+    name: SamplerName = SamplerName.euler  # euler, or heun (two velocity calls a step)
+    steps: int = 50
+
+
+@dataclass
 class TrainerConfig:
     """How the autoencoder and the denoiser are optimised: one plain process, or DeepSpeed on N ranks."""
 
@@ -267,6 +300,8 @@ class TrainerConfig:
 @dataclass
 class GenerateConfig:
     n: int = 200
+    target_acc: float | None = None  # a design that conditions on accuracy (generator.condition=true) aims here
+    guidance: float = 1.0  # classifier-free guidance scale: 1 is the conditional model, > 1 pushes further
 
 
 @dataclass
@@ -284,6 +319,9 @@ class BaselinesConfig:
 @dataclass
 class EvaluateConfig:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    # > 0: before testing, every model's (every population's) BatchNorm running statistics are re-estimated
+    # on this many batches of training data (data.eval_batch_size rows each, a fixed seeded choice)
+    recalibrate_batches: int = 0
     chunk_size: int = 100
     batched: bool = False  # vmap the tail over chunks of models (GPU); per model is faster on CPU (measured)
 
@@ -296,7 +334,7 @@ class LoggerConfig:
     mode: WandbMode = WandbMode.offline
     init_timeout_s: int = 30
     group: str | None = None  # W&B group; a multirun sets it to its sweep folder, so its runs show together
-    name: str | None = None  # W&B run name; a multirun sets it to the point's overrides (e.g. seed=1), else the folder
+    run_name: str | None = None  # W&B run name; a multirun: the point's overrides (e.g. seed=1); else the folder
     tags: list[str] = field(default_factory=list)  # added to the task's name and the generator design
 
 
@@ -330,9 +368,9 @@ class PathsConfig:
 class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    generator: Any = MISSING  # GeneratorConfig or a design's own schema (config group generator)
     ae: Any = MISSING  # one of the AutoencoderConfig schemas (config group ae)
-    denoiser: Any = MISSING  # ConvDenoiserConfig or WindowDenoiserConfig (config group denoiser)
+    denoiser: Any = MISSING  # ConvDenoiserConfig, WindowDenoiserConfig or VelocityConfig (config group denoiser)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     sampler: Any = MISSING  # DDPMSamplerConfig or DDIMSamplerConfig (config group sampler)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -351,8 +389,11 @@ class Config:
 GROUP_SCHEMAS = {
     "ae": {"mlp_schema": MLPAutoencoderConfig, "pdiff_v1_schema": ConvV1AutoencoderConfig,
            "pdiff_v2_schema": ConvV2AutoencoderConfig, "token_schema": TokenAutoencoderConfig},
-    "denoiser": {"conv1d_schema": ConvDenoiserConfig, "window_schema": WindowDenoiserConfig},
-    "sampler": {"ddpm_schema": DDPMSamplerConfig, "ddim_schema": DDIMSamplerConfig},
+    "denoiser": {"conv1d_schema": ConvDenoiserConfig, "window_schema": WindowDenoiserConfig,
+                 "velocity_schema": VelocityConfig},
+    "sampler": {"ddpm_schema": DDPMSamplerConfig, "ddim_schema": DDIMSamplerConfig,
+                "euler_schema": FlowSamplerConfig, "heun_schema": FlowSamplerConfig},
+    "generator": {"generator_schema": GeneratorConfig, "flow_schema": FlowGeneratorConfig},
 }
 WHOLE_NODE_KEYS = ("task.net",)  # a dict given for these on the command line replaces the node
 
@@ -362,8 +403,8 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     for group, schemas in GROUP_SCHEMAS.items():
-        for name, schema in schemas.items():
-            store.store(group=group, name=name, node=schema)
+        for name, schema in schemas.items():  # generator configs are @package _global_: their schema is not
+            store.store(group=group, name=name, node=schema, package=group)
 
 
 def whole_node_overrides(overrides: list[str]) -> list[str]:
@@ -407,6 +448,8 @@ def validate(cfg: DictConfig) -> None:
              "needs at least 2 scales, each > 0 (the noise frontier is a curve)")
     _require(baselines.models_per_scale >= 1, "evaluate.baselines.models_per_scale", baselines.models_per_scale,
              "must be >= 1")
+    _require(cfg.evaluate.recalibrate_batches >= 0, "evaluate.recalibrate_batches", cfg.evaluate.recalibrate_batches,
+             "must be >= 0 (0: no BatchNorm recalibration)")
     _require(baselines.average_of >= 2, "evaluate.baselines.average_of", baselines.average_of, "must be >= 2")
     _require(cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1")
     _require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: torch's default)")
@@ -421,6 +464,9 @@ def validate(cfg: DictConfig) -> None:
         _require(1 <= cfg.sampler.steps <= diffusion.timesteps, "sampler.steps", cfg.sampler.steps,
                  f"must be in [1, diffusion.timesteps={diffusion.timesteps}]")
         _require(cfg.sampler.eta >= 0.0, "sampler.eta", cfg.sampler.eta, "must be >= 0")
+    if SamplerName(cfg.sampler.name) in (SamplerName.euler, SamplerName.heun):
+        _require(cfg.sampler.steps >= 1, "sampler.steps", cfg.sampler.steps, "must be >= 1")
+    _require(cfg.generate.guidance >= 0.0, "generate.guidance", cfg.generate.guidance, "must be >= 0")
     _require(cfg.ae.input_noise >= 0.0 and cfg.ae.latent_noise >= 0.0, "ae.input_noise/latent_noise",
              (cfg.ae.input_noise, cfg.ae.latent_noise), "must be >= 0")
     for group in ("ae", "diffusion"):

@@ -32,14 +32,23 @@ def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
 
 
 class ParameterEvaluator:
-    """Predicts the test set for [N, D] subset vectors written into one base network (in eval mode)."""
+    """Predicts the test set for [N, D] subset vectors written into one base network (in eval mode).
+
+    With `recalibration` (batches of training inputs), each model's BatchNorm running statistics from the
+    first generated layer on are first re-estimated on them (train-mode forwards, a cumulative average,
+    nothing else changes), as generated whole models need; every model evaluated with it is treated alike.
+    Norm layers of the frozen head keep the base model's statistics (their inputs never change).
+    """
 
     def __init__(self, model: nn.Module, spec: ParamSpec, x_test: torch.Tensor, max_chunk: int = 100,
-                 batched: bool = False, batch_size: int = 1000):
+                 batched: bool = False, batch_size: int = 1000, recalibration: list[torch.Tensor] | None = None):
         model.eval()
-        self.spec, self.batched, self.batch_size = spec, batched, batch_size
+        self.spec, self.batched, self.batch_size = spec, batched and recalibration is None, batch_size
         head, self.tail = split_network(model, spec.entries[0].name)
         self.features = run_in_batches(head, x_test)
+        self.recalibration = [run_in_batches(head, batch) for batch in recalibration] if recalibration else None
+        self.norms = [m for m in self.tail.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                      and m.track_running_stats]
         self.tail_names = tail_parameter_names(model, self.tail)
         self.fixed = {name: t.detach() for name, t in self.tail.named_parameters()}
         self.fixed.update({name: t for name, t in self.tail.named_buffers()})
@@ -56,6 +65,29 @@ class ParameterEvaluator:
         return torch.cat([self.predict_chunk(chunk) for chunk in vectors.float().split(self.chunk)]).cpu()
 
     @torch.no_grad()
+    def _recalibrated_statistics(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Fresh running statistics of every BatchNorm in the tail for the model `params` describes."""
+        names = {id(m): name for name, m in self.tail.named_modules()}
+        statistics = {}
+        for norm in self.norms:
+            prefix = f"{names[id(norm)]}." if names[id(norm)] else ""
+            statistics.update({f"{prefix}running_mean": torch.zeros_like(norm.running_mean),
+                               f"{prefix}running_var": torch.ones_like(norm.running_var),
+                               f"{prefix}num_batches_tracked": torch.zeros_like(norm.num_batches_tracked)})
+        momenta = [norm.momentum for norm in self.norms]
+        try:
+            for norm in self.norms:
+                norm.momentum = None  # a cumulative average over the recalibration batches
+                norm.train()
+            for batch in self.recalibration:
+                functional_call(self.tail, {**params, **statistics}, (batch,))  # updates `statistics` in place
+        finally:
+            for norm, momentum in zip(self.norms, momenta):
+                norm.momentum = momentum
+                norm.eval()
+        return statistics
+
+    @torch.no_grad()
     def predict_chunk(self, chunk: torch.Tensor) -> torch.Tensor:
         """[M, D] vectors (M <= chunk) -> [M, n_test] predicted classes, on the features' device."""
         chunk = chunk.to(self.features.device)
@@ -65,6 +97,8 @@ class ParameterEvaluator:
         outputs = []
         for index in range(len(chunk)):
             params = {**self.fixed, **{name: value[index] for name, value in batched.items()}}
+            if self.recalibration is not None:
+                params.update(self._recalibrated_statistics(params))
             outputs.append(torch.cat([functional_call(self.tail, params, (part,)).argmax(-1)
                                       for part in self.features.split(self.batch_size)]))
         return torch.stack(outputs)

@@ -29,6 +29,11 @@ class BatchNoise:
         draw = torch.randn(self.global_size, *shape, generator=self.generator)
         return draw[self.rows].to(device=self.device, dtype=self.dtype)
 
+    def rand(self) -> torch.Tensor:
+        """Uniform in [0, 1), one per row."""
+        return torch.rand(self.global_size, generator=self.generator)[self.rows].to(device=self.device,
+                                                                                    dtype=self.dtype)
+
     def randint(self, high: int) -> torch.Tensor:
         """Uniform integers in [0, high), one per row."""
         return torch.randint(0, high, (self.global_size,), generator=self.generator)[self.rows].to(self.device)

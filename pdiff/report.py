@@ -259,7 +259,7 @@ class ReportIndex(Callback):
         print(render_table(points, rows) + f"pdiff: sweep table of {len(points)} runs -> {sweep_dir / SWEEP_TABLE}")
         if LoggerName(config.logger.name) is LoggerName.wandb:
             logger = OmegaConf.merge(config.logger, {"group": config.logger.group or sweep_group(sweep_dir),
-                                                     "name": "sweep-summary"})
+                                                     "run_name": "sweep-summary"})
             tracker = Tracker(sweep_dir, logger, {"task": {"name": str(config.task.name)},
                                                   "generator": {"design": str(config.generator.design)}})
             tracker.log_artifacts({}, {"sweep/table": [["figure", "mean", "std", *points], *rows]})

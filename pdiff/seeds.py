@@ -18,6 +18,7 @@ class Purpose(Enum):
     denoiser = "denoiser"
     sampling = "sampling"  # the starting noise and every sampling step
     baselines = "baselines"  # the memorisation baselines' draws
+    recalibration = "recalibration"  # which training rows re-estimate BatchNorm statistics at evaluation
     batch_noise = "batch_noise"  # generator training noise at step `index` (from a training seed)
     epoch_order = "epoch_order"  # the permutation of epoch `index` (from a training seed)
     augment = "augment"  # image augmentation at step `index` (from a training seed)
@@ -30,6 +31,7 @@ _DERIVE = {
     Purpose.denoiser: lambda seed, index: seed + 1,
     Purpose.sampling: lambda seed, index: seed + 20_011,
     Purpose.baselines: lambda seed, index: seed + 30_011,
+    Purpose.recalibration: lambda seed, index: seed + 50_021,
     Purpose.batch_noise: lambda seed, index: seed * 1_000_003 + index + 17,
     Purpose.epoch_order: lambda seed, index: seed * 1_000_003 + index,
     Purpose.augment: lambda seed, index: seed * 7_919 + index,

@@ -18,13 +18,14 @@ from pdiff.config import ConfigError, Stage, to_container
 INPUTS_FILE = "inputs.json"
 _GROUPS = {Stage.collect: ("task", "data", "seed"),
            Stage.train: ("generator", "ae", "denoiser", "diffusion"),
-           Stage.generate: ("generate", "sampler")}
+           Stage.generate: ("generate", "sampler"),
+           Stage.evaluate: ("evaluate",)}
 
 
 def stage_inputs(cfg: DictConfig, stage: Stage) -> dict:
     """The config that a stage's outputs depend on (each stage includes its predecessors')."""
     full = to_container(cfg)
-    upto = {Stage.collect: 1, Stage.train: 2, Stage.generate: 3, Stage.evaluate: 3}[stage]
+    upto = {Stage.collect: 1, Stage.train: 2, Stage.generate: 3, Stage.evaluate: 4}[stage]
     return {key: full[key] for groups in list(_GROUPS.values())[:upto] for key in groups}
 
 

@@ -25,10 +25,11 @@ from pdiff.data import Augmentation, Dataset, load_dataset
 from pdiff.devices import Execution, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
+from pdiff.generators.base import Conditioning
 from pdiff.memorization import evaluate_populations, memorization_normalizer
 from pdiff.params import ParamSpec, is_whole_model, select_parameters
 from pdiff.report import build_report, log_report, write_report
-from pdiff.seeds import Purpose, derive_seed
+from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.stage_dirs import claim_stage_dir, stage_inputs
 from pdiff.tasknets import build_task_net
 from pdiff.tracking import Tracker
@@ -223,7 +224,7 @@ def run_generate(run: Run) -> None:
     spec = ParamZoo.load(run.output_dir / "zoo").spec
     started = time.perf_counter()
     generator = design_class(cfg).load(run.output_dir / "generator", spec, cfg, run.device)
-    params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed)
+    params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, Conditioning.from_config(cfg.generate))
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
     atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": spec.dim,
                                                    "sampler": SamplerName(cfg.sampler.name).value})
@@ -246,7 +247,7 @@ def run_evaluate(run: Run) -> dict:
         model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
         with run.task_autocast():
             evaluator = ParameterEvaluator(model, zoo.spec, run.data.x_test, cfg.evaluate.chunk_size,
-                                           cfg.evaluate.batched, cfg.data.eval_batch_size)
+                                           cfg.evaluate.batched, cfg.data.eval_batch_size, _recalibration(run))
 
         def predict(vectors: torch.Tensor) -> torch.Tensor:
             with run.task_autocast():
@@ -268,6 +269,16 @@ def run_evaluate(run: Run) -> dict:
                  verdict_sentences(report["verdict"], table))
     log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
     return report
+
+
+def _recalibration(run: Run) -> list[torch.Tensor] | None:
+    """The training batches every model's BatchNorm statistics are re-estimated on (evaluate.recalibrate_batches)."""
+    batches, size = run.cfg.evaluate.recalibrate_batches, run.cfg.data.eval_batch_size
+    if not batches:
+        return None
+    order = torch.randperm(len(run.data.x_train), generator=generator_for(run.cfg.seed, Purpose.recalibration))
+    return [run.data.x_train[order[i * size:(i + 1) * size].to(run.device)] for i in range(batches)
+            if i * size < len(order)]
 
 
 STAGE_RUNNERS = {Stage.collect: run_collect, Stage.train: run_train, Stage.generate: run_generate,

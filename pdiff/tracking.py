@@ -83,7 +83,8 @@ def _start_wandb(output_dir: Path, logger_cfg, config: dict):
     atomic.write_text(id_file, run_id + "\n")
     mode = WandbMode(logger_cfg.mode).value
     kwargs = dict(project=logger_cfg.project, entity=logger_cfg.entity, dir=str(output_dir), config=config,
-                  id=run_id, resume="allow", group=logger_cfg.group, name=logger_cfg.name or output_dir.name,
+                  id=run_id, resume="allow", group=logger_cfg.group,
+                  name=logger_cfg.run_name or output_dir.name,
                   tags=run_tags(logger_cfg, config), settings=wandb.Settings(init_timeout=logger_cfg.init_timeout_s,
                                                                      silent=True))
     try:

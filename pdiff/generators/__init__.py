@@ -2,11 +2,12 @@
 
     latent  p-diff: a parameter autoencoder (ae=mlp|pdiff_v1|pdiff_v2) + a DDPM on its latents
     token   pdiff's large-D design: a shared token autoencoder + a DDPM on windows of token latents
+    flow    weight-space flow matching (optionally on a PCA basis, optionally accuracy-conditioned)
 
 A new design is one module that subclasses Generator and registers itself, plus configs/generator/NAME.yaml.
 """
 
-from pdiff.generators import latent, token  # noqa: F401  (each registers its design)
+from pdiff.generators import flow, latent, token  # noqa: F401  (each registers its design)
 from pdiff.generators.base import Generator, generator_exists
 from pdiff.generators.registry import DESIGNS, design_class
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,11 +25,26 @@ DENOISER_RAW_WEIGHTS = "denoiser.safetensors"
 PhaseTimer = Callable[[str], None]  # called with a phase name ("train_autoencoder", ...) when it ends
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What generation aims at (generate.target_acc, percent) and how hard (generate.guidance)."""
+
+    target_acc: float
+    guidance: float = 1.0
+
+    @classmethod
+    def from_config(cls, generate_cfg) -> Conditioning | None:
+        if generate_cfg.target_acc is None:
+            return None
+        return cls(float(generate_cfg.target_acc), float(generate_cfg.guidance))
+
+
 class Generator(ABC):
     """A trained parameter generator. Subclasses are the designs; the pipeline sees only this interface."""
 
     design: ClassVar[str]  # the name users select: generator=<design>
     uses: ClassVar[dict[str, tuple[str, ...]]]  # config group -> the options of it this design takes
+    conditions: ClassVar[bool] = False  # whether it can aim at generate.target_acc (with generator.condition)
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -36,12 +52,16 @@ class Generator(ABC):
         from pdiff.generators.registry import DESIGNS
 
         for group, allowed in cls.uses.items():
-            name = cfg[group].name
+            name = getattr(cfg[group].name, "value", cfg[group].name)
             if name not in allowed:
                 owners = [other for other, design in DESIGNS.items() if name in design.uses.get(group, ())]
                 hint = f" ({group}={name} belongs to generator={owners[0]})" if owners else ""
                 raise ConfigError(f"{group}={name} does not fit generator={cls.design}; allowed: "
                                   f"{', '.join(f'{group}={option}' for option in allowed)}{hint}")
+        if cfg.generate.target_acc is not None and not (cls.conditions and cfg.generator.get("condition")):
+            raise ConfigError(f"generate.target_acc={cfg.generate.target_acc} needs a generator trained on the "
+                              "checkpoints' accuracies: generator=flow generator.condition=true (generator="
+                              f"{cls.design} does not condition)")
 
     @classmethod
     @abstractmethod
@@ -55,8 +75,9 @@ class Generator(ABC):
         """The generator that `save` wrote to `directory`, for vectors laid out as `spec`, on `device`."""
 
     @abstractmethod
-    def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
-        """n new parameter vectors [n, D] on the CPU (raw, not normalised), from the run seed `seed`."""
+    def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
+        """n new parameter vectors [n, D] on the CPU (raw, not normalised), from the run seed `seed`; aimed at
+        `conditioning` by a design that `conditions` (check_config refuses it for the others)."""
 
     @abstractmethod
     def networks(self) -> dict[str, nn.Module]:

@@ -17,6 +17,7 @@ from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
     DENOISER_WEIGHTS,
     AutoencoderDenoiserGenerator,
+    Conditioning,
     PhaseTimer,
     load_autoencoder_file,
     read_meta,
@@ -78,7 +79,7 @@ def encode_latents(normalizer: ParamNormalizer, autoencoder: ParamAutoencoder, v
 @dataclass
 class LatentGenerator(AutoencoderDenoiserGenerator):
     design = "latent"
-    uses = {"ae": tuple(AUTOENCODERS), "denoiser": ("conv1d",)}
+    uses = {"ae": tuple(AUTOENCODERS), "denoiser": ("conv1d",), "sampler": ("ddpm", "ddim")}
 
     normalizer: ParamNormalizer
     autoencoder: ParamAutoencoder
@@ -130,7 +131,7 @@ class LatentGenerator(AutoencoderDenoiserGenerator):
                    compile_denoiser=cfg.denoiser.compile)
 
     @torch.no_grad()
-    def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
+    def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
         """n vectors [n, D], all sampled as one batch from the EMA denoiser, then decoded."""
         shape = (n, *self.autoencoder.latent_shape)
         rng = generator_for(seed, Purpose.sampling)

@@ -24,6 +24,7 @@ from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
     DENOISER_WEIGHTS,
     AutoencoderDenoiserGenerator,
+    Conditioning,
     PhaseTimer,
     load_autoencoder_file,
     read_meta,
@@ -115,7 +116,7 @@ def window_diffusion_loss(diffusion: GaussianDiffusion):
 @dataclass
 class TokenGenerator(AutoencoderDenoiserGenerator):
     design = "token"
-    uses = {"ae": ("token",), "denoiser": ("window",)}
+    uses = {"ae": ("token",), "denoiser": ("window",), "sampler": ("ddpm", "ddim")}
 
     normalizer: ParamNormalizer
     layout: TokenLayout
@@ -176,7 +177,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
                    WindowPlaces(layout, cfg.denoiser.window), device=device, compile_denoiser=cfg.denoiser.compile)
 
     @torch.no_grad()
-    def sample(self, n: int, sampler_cfg, seed: int) -> torch.Tensor:
+    def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
         """n vectors [n, D]: every window of every model sampled from the EMA denoiser, then decoded."""
         rng = generator_for(seed, Purpose.sampling)
         slots = torch.arange(n * self.places.count) % self.places.count

@@ -158,7 +158,8 @@ def test_multirun_writes_one_report_per_seed_a_table_and_one_wandb_group(tmp_pat
         assert wandb_log.run_info(run_file) == {"group": group, "name": name, "tags": ["digits_cnn", "latent", "bench"]}
     summary = next((out / "wandb").glob("offline-run-*/run-*.wandb"))
     assert wandb_log.run_info(summary)["group"] == group and wandb_log.run_info(summary)["name"] == "sweep-summary"
-    assert any("sweep/table" in row for row in wandb_log.history(summary))
+    logged = next(row for row in wandb_log.history(summary) if "sweep/table._type" in row)
+    assert logged["sweep/table._type"] == "table-file" and logged["sweep/table.nrows"] == len(table["rows"])
 
 
 USER_NETWORK = '''

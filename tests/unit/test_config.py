@@ -9,7 +9,8 @@ from pdiff.pipeline import preflight, run_pipeline
 from tests.conftest import CONFIGS, compose_config
 
 GROUPS = ["task", "generator", "ae", "denoiser", "diffusion", "sampler", "trainer", "logger", "experiment"]
-DESIGN_OF = {"ae=token": "generator=token", "denoiser=window": "generator=token"}
+DESIGN_OF = {"ae=token": "generator=token", "denoiser=window": "generator=token", "denoiser=velocity": "generator=flow",
+             "sampler=euler": "generator=flow", "sampler=heun": "generator=flow"}
 
 
 @pytest.mark.parametrize("group, option", [(g, p.stem) for g in GROUPS for p in sorted((CONFIGS / g).glob("*.yaml"))])

@@ -60,3 +60,37 @@ def test_batched_evaluation_matches_naive(build, layers, shape, batched):
     batched = evaluator.predictions(vectors)
     assert torch.equal(batched, _naive_predictions(model, spec, vectors, x))
     assert torch.equal(read_vector(model, spec), base)  # the base network is left untouched
+
+
+@pytest.mark.parametrize("build, layers, shape, recalibrated", [
+    (lambda: digits_cnn((1, 8, 8), 10, 4), ["*"], (1, 8, 8), {"bn1", "bn2", "bn3", "bn4"}),
+    (lambda: mlp_bn((6,), 4, [16, 16]), ["bn2"], (6,), {"bn2"}),  # bn1 is in the frozen head: its own statistics
+])
+def test_recalibrated_statistics_are_those_of_a_fresh_cumulative_pass(build, layers, shape, recalibrated):
+    torch.manual_seed(0)
+    model = build().eval()
+    spec = select_parameters(model, layers)
+    base = read_vector(model, spec)
+    vectors = base + 0.3 * torch.randn(4, spec.dim)
+    x, train = torch.randn(30, *shape), [torch.randn(16, *shape), torch.randn(16, *shape), torch.randn(5, *shape)]
+    predicted = ParameterEvaluator(model, spec, x, max_chunk=3, recalibration=train).predictions(vectors)
+    expected = []
+    for vector in vectors:
+        candidate = copy.deepcopy(model)
+        params = dict(candidate.named_parameters())
+        with torch.no_grad():
+            for name, value in spec.unflatten(vector[None]).items():
+                params[name].copy_(value[0])
+            for name, module in candidate.named_modules():
+                if name in recalibrated:
+                    module.reset_running_stats()
+                    module.momentum = None
+                    module.train()
+            for batch in train:
+                candidate(batch)
+            expected.append(candidate.eval()(x).argmax(-1))
+    assert torch.equal(predicted, torch.stack(expected))
+    plain = ParameterEvaluator(model, spec, x, max_chunk=3).predictions(vectors)
+    assert not torch.equal(plain, predicted)  # recalibration changed something
+    assert all(m.momentum == 0.1 and not m.training for m in model.modules()
+               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))

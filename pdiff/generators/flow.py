@@ -1,0 +1,195 @@
+"""Weight-space flow matching (generator=flow): no autoencoder, a rectified flow on the weights themselves.
+
+    zoo [K, D] --normaliser--> [K, D] --(optional) top-k PCA coefficients, whitened--> x_1 [K, d]
+        --flow matching (velocity MLP, EMA; optionally conditioned on each checkpoint's accuracy)-->
+        Euler / Heun from N(0, I) --> [N, d] --back through the basis and the normaliser--> [N, D]
+
+DeepWeightFlow (arXiv 2601.05052) flows on PCA coefficients of an aligned zoo; with
+generator.condition=true the velocity sees the checkpoint's test accuracy (normalised over the zoo), dropped
+for generator.condition_dropout of the rows, so that sampling can aim at generate.target_acc with
+classifier-free guidance (G.pt conditions on a target loss in the same way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pdiff import atomic
+from pdiff.config import ConfigError, Normalization, SamplerName
+from pdiff.flow_matching import flow_matching_loss, sample_flow
+from pdiff.generators.base import Conditioning, Generator, PhaseTimer, read_meta, trained_pair
+from pdiff.generators.registry import register
+from pdiff.nets.velocity import VelocityMLP
+from pdiff.noise import BatchNoise
+from pdiff.params import ParamNormalizer, ParamSpec
+from pdiff.progress import stage_progress
+from pdiff.seeds import Purpose, derive_seed, generator_for
+from pdiff.tracking import Tracker
+from pdiff.train import fit
+from pdiff.zoo import ParamZoo
+
+BASIS_FILE = "basis.safetensors"
+VELOCITY_WEIGHTS = "velocity_ema.safetensors"
+VELOCITY_RAW_WEIGHTS = "velocity.safetensors"
+
+
+class PCABasis(nn.Module):
+    """x = (z - mean) @ components.T / scale (whitened top-k coefficients) and back; identity when k = 0."""
+
+    def __init__(self, dim: int, k: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("components", torch.zeros(k, dim))
+        self.register_buffer("scale", torch.ones(k))
+
+    @property
+    def k(self) -> int:
+        return int(self.components.shape[0])
+
+    @classmethod
+    def fit(cls, z: torch.Tensor, k: int) -> PCABasis:
+        """The top min(k, K - 1, D) principal directions of the normalised zoo z [K, D] (k = 0: none)."""
+        k = min(k, len(z) - 1, z.shape[1])
+        basis = cls(z.shape[1], max(k, 0))
+        if k > 0:
+            mean = z.double().mean(0)
+            _, singular, vh = torch.linalg.svd(z.double() - mean, full_matrices=False)
+            basis.mean.copy_(mean)
+            basis.components.copy_(vh[:k])
+            basis.scale.copy_((singular[:k] / (len(z) - 1) ** 0.5).clamp_min(1e-8))
+        return basis
+
+    def encode(self, z: torch.Tensor) -> torch.Tensor:
+        return z if self.k == 0 else (z - self.mean) @ self.components.T / self.scale
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.k == 0 else self.mean + (x * self.scale) @ self.components
+
+
+def build_velocity(denoiser_cfg, dim: int, conditional: bool) -> VelocityMLP:
+    return VelocityMLP(dim, denoiser_cfg.width, denoiser_cfg.depth, denoiser_cfg.time_dim, conditional)
+
+
+def conditioned_loss(dropout: float):
+    """Flow matching on rows [x_1 | normalised accuracy]: each row sees its accuracy, or the null condition
+    with probability `dropout` (drawn from the batch's noise, so ranks and resumes agree)."""
+    def loss(model, rows: torch.Tensor, noise: BatchNoise) -> torch.Tensor:
+        kept = noise.rand() >= dropout
+        return flow_matching_loss(model, rows[:, :-1], noise, {"condition": rows[:, -1], "conditioned": kept})
+    return loss
+
+
+@register
+@dataclass
+class FlowGenerator(Generator):
+    design = "flow"
+    uses = {"denoiser": ("velocity",), "sampler": ("euler", "heun")}
+    conditions = True
+
+    normalizer: ParamNormalizer
+    basis: PCABasis
+    velocity: VelocityMLP  # the EMA weights: the ones that sample
+    accuracy_stats: tuple[float, float] | None  # (mean, std) of the zoo's accuracies when conditioned
+    raw_velocity: VelocityMLP | None = field(default=None)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        super().check_config(cfg)
+        generator = cfg.generator
+        if generator.pca_components < 0:
+            raise ConfigError(f"generator.pca_components={generator.pca_components} is invalid: must be >= 0 "
+                              "(0: no PCA)")
+        if not 0.0 <= generator.condition_dropout < 1.0:
+            raise ConfigError(f"generator.condition_dropout={generator.condition_dropout} is invalid: "
+                              "must be in [0, 1)")
+        for key in ("steps", "batch_size", "lr"):
+            if generator.optim[key] <= 0:
+                raise ConfigError(f"generator.optim.{key}={generator.optim[key]} is invalid: must be > 0")
+        if not 0.0 <= generator.ema_decay < 1.0:
+            raise ConfigError(f"generator.ema_decay={generator.ema_decay} is invalid: must be in [0, 1)")
+
+    @classmethod
+    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
+              device: torch.device) -> FlowGenerator:
+        generator_cfg = cfg.generator
+        normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(generator_cfg.normalization))
+        z = normalizer.normalize(zoo.vectors.float())
+        basis = PCABasis.fit(z, generator_cfg.pca_components)
+        x1 = basis.encode(z).float()
+        stats, rows = None, x1
+        if generator_cfg.condition:
+            accuracy = zoo.accuracy.double()
+            stats = (float(accuracy.mean()), float(accuracy.std().clamp_min(1e-6)))
+            rows = torch.cat([x1, ((accuracy - stats[0]) / stats[1]).float()[:, None]], 1)
+        seed = derive_seed(cfg.seed, Purpose.denoiser)
+        torch.manual_seed(seed)
+        conditional = bool(generator_cfg.condition)
+        loss = conditioned_loss(generator_cfg.condition_dropout) if conditional else flow_matching_loss
+        fitted = fit(build_velocity(cfg.denoiser, x1.shape[1], conditional), loss, rows, generator_cfg.optim,
+                     generator_cfg.cadence, cfg.trainer, name="flow", seed=seed,
+                     checkpoint_dir=directory / "flow_checkpoint", tracker=tracker,
+                     ema_decay=generator_cfg.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
+        raw, ema = trained_pair(lambda: build_velocity(cfg.denoiser, x1.shape[1], conditional), fitted)
+        timer("train_flow")
+        return cls(normalizer, basis, ema, stats, raw)
+
+    @classmethod
+    def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> FlowGenerator:
+        meta = read_meta(directory)
+        state = atomic.read_safetensors(Path(directory) / BASIS_FILE)
+        normalizer, basis = ParamNormalizer(spec.dim), PCABasis(spec.dim, int(meta["pca_components"]))
+        for prefix, module in (("normalizer.", normalizer), ("basis.", basis)):
+            module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+        stats = tuple(meta["accuracy_stats"]) if meta["accuracy_stats"] else None
+        velocity = build_velocity(cfg.denoiser, int(meta["flow_dim"]), stats is not None)
+        velocity.load_state_dict(atomic.read_safetensors(Path(directory) / VELOCITY_WEIGHTS))
+        return cls(normalizer.to(device), basis.to(device), velocity.to(device).eval(), stats, device=device)
+
+    @torch.no_grad()
+    def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
+        """n vectors [n, D], integrated as one batch; with `conditioning`, guided toward its target accuracy."""
+        dim = self.basis.k or self.normalizer.mean.numel()
+        velocity = self._guided(n, conditioning)
+        name = SamplerName(sampler_cfg.name).value
+        with stage_progress(f"sample {n} models ({name})", total=sampler_cfg.steps) as bar:
+            x = sample_flow(velocity, (n, dim), sampler_cfg, generator_for(seed, Purpose.sampling), self.device,
+                            progress=bar.advance)
+        return self.normalizer.denormalize(self.basis.decode(x)).cpu()
+
+    def _guided(self, n: int, conditioning: Conditioning | None):
+        """v(x, t): unconditional, or v_null + w (v_target - v_null) toward the normalised target accuracy."""
+        if conditioning is None or self.accuracy_stats is None:
+            return lambda x, t: self.velocity(x, t)
+        target = (conditioning.target_acc - self.accuracy_stats[0]) / self.accuracy_stats[1]
+        condition = torch.full((n,), target, device=self.device)
+        keep, drop = torch.ones(n, dtype=torch.bool, device=self.device), torch.zeros(n, dtype=torch.bool,
+                                                                                          device=self.device)
+
+        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            v_target = self.velocity(x, t, condition, keep)
+            if conditioning.guidance == 1.0:
+                return v_target
+            v_null = self.velocity(x, t, condition, drop)
+            return v_null + conditioning.guidance * (v_target - v_null)
+        return guided
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"velocity": self.velocity}
+
+    def files(self) -> dict[str, dict[str, torch.Tensor]]:
+        basis = {f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()}
+        basis.update({f"basis.{k}": v for k, v in self.basis.state_dict().items()})
+        files = {BASIS_FILE: basis, VELOCITY_WEIGHTS: self.velocity.state_dict()}
+        if self.raw_velocity is not None:
+            files[VELOCITY_RAW_WEIGHTS] = self.raw_velocity.state_dict()
+        return files
+
+    @property
+    def meta(self) -> dict:
+        return {"pca_components": self.basis.k, "flow_dim": self.basis.k or int(self.normalizer.mean.numel()),
+                "accuracy_stats": list(self.accuracy_stats) if self.accuracy_stats else None}

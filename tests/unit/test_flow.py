@@ -1,0 +1,75 @@
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from pdiff.config import ConfigError, FlowSamplerConfig, SamplerName
+from pdiff.flow_matching import flow_matching_loss, sample_flow
+from pdiff.generators import design_class
+from pdiff.generators.base import Conditioning
+from pdiff.generators.flow import FlowGenerator, PCABasis
+from pdiff.noise import BatchNoise
+from pdiff.params import select_parameters
+from pdiff.tasknets import mlp_bn
+from pdiff.tracking import Tracker
+from pdiff.zoo import ParamZoo
+from tests.conftest import compose_config
+
+
+def test_the_straight_line_velocity_has_zero_loss():
+    target = torch.tensor([[1.0, -2.0, 0.5]]).repeat(8, 1)
+
+    def oracle(x_t, t):  # the velocity toward the one data point, v = (x_1 - x_t) / (1 - t)
+        return (target - x_t) / (1 - t)[:, None]
+    assert float(flow_matching_loss(oracle, target, BatchNoise.whole(0, 3, 8))) < 1e-10
+    assert float(flow_matching_loss(lambda x_t, t: torch.zeros_like(x_t), target, BatchNoise.whole(0, 3, 8))) > 0.1
+
+
+@pytest.mark.parametrize("name, expected", [(SamplerName.euler, 0.5 * (4 - 1) / 4), (SamplerName.heun, 0.5)])
+def test_euler_and_heun_integrate_a_time_dependent_field(name, expected):
+    cfg = OmegaConf.structured(FlowSamplerConfig(name=name, steps=4))
+    start = torch.randn(3, 2, generator=torch.Generator().manual_seed(5))
+    end = sample_flow(lambda x, t: t[:, None].expand_as(x), (3, 2), cfg, torch.Generator().manual_seed(5),
+                      torch.device("cpu"))
+    assert torch.allclose(end - start, torch.full((3, 2), expected))  # dx/dt = t: x(1) = x(0) + 1/2
+
+
+def test_pca_basis_whitens_the_zoo_and_decodes_its_span_exactly():
+    torch.manual_seed(0)
+    z = torch.randn(30, 4) @ torch.randn(4, 12) + 3.0  # rank 4
+    basis = PCABasis.fit(z, 6)
+    assert basis.k == 6 and torch.allclose(basis.decode(basis.encode(z)), z, atol=1e-4)
+    assert torch.allclose(basis.encode(z)[:, :4].std(0), torch.ones(4), atol=1e-4)
+    assert PCABasis.fit(z, 100).k == 12 and PCABasis.fit(z, 0).encode(z) is z
+
+
+def _zoo(k: int = 24) -> ParamZoo:
+    torch.manual_seed(0)
+    spec = select_parameters(mlp_bn((6,), 4, [8, 8]), ["bn2"])
+    vectors = torch.randn(k, spec.dim) * 0.1 + torch.linspace(-1, 1, spec.dim)
+    return ParamZoo(vectors, torch.linspace(60, 70, k, dtype=torch.float64), spec, {})
+
+
+@pytest.mark.parametrize("pca, condition", [(0, False), (5, True)])
+def test_flow_design_trains_saves_loads_and_samples_the_same(pca, condition, tmp_path):
+    cfg = compose_config(["generator=flow", f"generator.pca_components={pca}", f"generator.condition={condition}",
+                          "generator.optim.steps=30", "generator.optim.warmup_steps=5", "denoiser.width=32",
+                          "denoiser.depth=2", "sampler.steps=5", f"paths.output_dir={tmp_path}"])
+    zoo, tracker = _zoo(), Tracker(tmp_path, cfg.logger, {}, enabled=False)
+    trained = FlowGenerator.train(zoo, cfg, tmp_path, tracker, lambda phase: None, torch.device("cpu"))
+    trained.save(tmp_path, {})
+    loaded = FlowGenerator.load(tmp_path, zoo.spec, cfg, torch.device("cpu"))
+    aim = Conditioning(70.0, 2.0) if condition else None
+    first, again = trained.sample(6, cfg.sampler, 1, aim), loaded.sample(6, cfg.sampler, 1, aim)
+    assert first.shape == (6, zoo.spec.dim) and first.isfinite().all() and torch.allclose(first, again, atol=1e-6)
+    if condition:
+        assert not torch.allclose(loaded.sample(6, cfg.sampler, 1, Conditioning(60.0, 2.0)), again)
+
+
+def test_a_target_accuracy_needs_a_conditioned_flow(tmp_path):
+    for overrides in (["generate.target_acc=75"], ["generator=flow", "generate.target_acc=75"]):
+        with pytest.raises(ConfigError, match="generate.target_acc=75.0 needs a generator trained on"):
+            design_class(compose_config([*overrides, f"paths.output_dir={tmp_path}"]))
+    design_class(compose_config(["generator=flow", "generator.condition=true", "generate.target_acc=75",
+                                 f"paths.output_dir={tmp_path}"]))
+    with pytest.raises(ConfigError, match="sampler=ddim does not fit generator=flow"):
+        design_class(compose_config(["generator=flow", "sampler=ddim", f"paths.output_dir={tmp_path}"]))
