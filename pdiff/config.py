@@ -247,8 +247,8 @@ class VelocityConfig:
     """The flow design's velocity network: a residual MLP with time (and condition) embedded in every block."""
 
     name: str = "velocity"
-    width: int = 512
-    depth: int = 4
+    width: int = 256
+    depth: int = 3
     time_dim: int = 128
     compile: bool = False  # torch.compile the network for training (trainer=plain) and sampling
 
@@ -301,6 +301,7 @@ class TrainerConfig:
 class GenerateConfig:
     n: int = 200
     target_acc: float | None = None  # a design that conditions on accuracy (generator.condition=true) aims here
+    target_quantile: float | None = None  # or at this quantile of the zoo's accuracies (1.0: its best checkpoint)
     guidance: float = 1.0  # classifier-free guidance scale: 1 is the conditional model, > 1 pushes further
 
 
@@ -467,6 +468,10 @@ def validate(cfg: DictConfig) -> None:
     if SamplerName(cfg.sampler.name) in (SamplerName.euler, SamplerName.heun):
         _require(cfg.sampler.steps >= 1, "sampler.steps", cfg.sampler.steps, "must be >= 1")
     _require(cfg.generate.guidance >= 0.0, "generate.guidance", cfg.generate.guidance, "must be >= 0")
+    quantile = cfg.generate.target_quantile
+    _require(quantile is None or 0.0 <= quantile <= 1.0, "generate.target_quantile", quantile, "must be in [0, 1]")
+    _require(quantile is None or cfg.generate.target_acc is None, "generate.target_quantile", quantile,
+             f"cannot be combined with generate.target_acc={cfg.generate.target_acc}: give one of them")
     _require(cfg.ae.input_noise >= 0.0 and cfg.ae.latent_noise >= 0.0, "ae.input_noise/latent_noise",
              (cfg.ae.input_noise, cfg.ae.latent_noise), "must be >= 0")
     for group in ("ae", "diffusion"):

@@ -221,13 +221,16 @@ def run_generate(run: Run) -> None:
     if (directory / GENERATED_META).is_file():
         log.info("generate: %s is complete, skipping", directory)
         return
-    spec = ParamZoo.load(run.output_dir / "zoo").spec
+    zoo = ParamZoo.load(run.output_dir / "zoo")
     started = time.perf_counter()
-    generator = design_class(cfg).load(run.output_dir / "generator", spec, cfg, run.device)
-    params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, Conditioning.from_config(cfg.generate))
+    generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
+    conditioning = Conditioning.from_config(cfg.generate, zoo.accuracy)
+    params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, conditioning)
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
-    atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": spec.dim,
-                                                   "sampler": SamplerName(cfg.sampler.name).value})
+    atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": zoo.spec.dim,
+                                                   "sampler": SamplerName(cfg.sampler.name).value,
+                                                   "target_acc": conditioning.target_acc if conditioning else None,
+                                                   "guidance": conditioning.guidance if conditioning else None})
     run.record_time("generate", time.perf_counter() - started)
 
 

@@ -33,10 +33,15 @@ class Conditioning:
     guidance: float = 1.0
 
     @classmethod
-    def from_config(cls, generate_cfg) -> Conditioning | None:
-        if generate_cfg.target_acc is None:
+    def from_config(cls, generate_cfg, zoo_accuracy: torch.Tensor) -> Conditioning | None:
+        """generate.target_acc, or generate.target_quantile of the zoo's accuracies; None when neither is set."""
+        if generate_cfg.target_quantile is not None:
+            target = float(torch.quantile(zoo_accuracy.double(), float(generate_cfg.target_quantile)))
+        elif generate_cfg.target_acc is not None:
+            target = float(generate_cfg.target_acc)
+        else:
             return None
-        return cls(float(generate_cfg.target_acc), float(generate_cfg.guidance))
+        return cls(target, float(generate_cfg.guidance))
 
 
 class Generator(ABC):
@@ -58,10 +63,11 @@ class Generator(ABC):
                 hint = f" ({group}={name} belongs to generator={owners[0]})" if owners else ""
                 raise ConfigError(f"{group}={name} does not fit generator={cls.design}; allowed: "
                                   f"{', '.join(f'{group}={option}' for option in allowed)}{hint}")
-        if cfg.generate.target_acc is not None and not (cls.conditions and cfg.generator.get("condition")):
-            raise ConfigError(f"generate.target_acc={cfg.generate.target_acc} needs a generator trained on the "
-                              "checkpoints' accuracies: generator=flow generator.condition=true (generator="
-                              f"{cls.design} does not condition)")
+        for key in ("target_acc", "target_quantile"):
+            if cfg.generate[key] is not None and not (cls.conditions and cfg.generator.get("condition")):
+                raise ConfigError(f"generate.{key}={cfg.generate[key]} needs a generator trained on the "
+                                  "checkpoints' accuracies: generator=flow generator.condition=true (generator="
+                                  f"{cls.design}{' does not condition' if not cls.conditions else ' without it'})")
 
     @classmethod
     @abstractmethod

@@ -73,3 +73,16 @@ def test_a_target_accuracy_needs_a_conditioned_flow(tmp_path):
                                  f"paths.output_dir={tmp_path}"]))
     with pytest.raises(ConfigError, match="sampler=ddim does not fit generator=flow"):
         design_class(compose_config(["generator=flow", "sampler=ddim", f"paths.output_dir={tmp_path}"]))
+
+
+def test_target_quantile_aims_at_the_zoos_accuracies(tmp_path):
+    accuracy = torch.tensor([60.0, 70.0, 65.0, 72.5], dtype=torch.float64)
+    best = compose_config(["generator=flow_conditioned", f"paths.output_dir={tmp_path}"])
+    assert Conditioning.from_config(best.generate, accuracy) == Conditioning(72.5, 2.0)
+    median = compose_config(["generator=flow_conditioned", "generate.target_quantile=0.5",
+                             f"paths.output_dir={tmp_path}"])
+    assert Conditioning.from_config(median.generate, accuracy).target_acc == pytest.approx(67.5)
+    plain = compose_config(["generator=flow", f"paths.output_dir={tmp_path}"])
+    assert Conditioning.from_config(plain.generate, accuracy) is None
+    with pytest.raises(ConfigError, match="generate.target_quantile=0.5 needs a generator trained on"):
+        design_class(compose_config(["generate.target_quantile=0.5", f"paths.output_dir={tmp_path}"]))
