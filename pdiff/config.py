@@ -166,9 +166,7 @@ class FlowGeneratorConfig(GeneratorConfig):
     pca_components: int = 0  # 0: the flow sees the normalised vectors; k: their top-k PCA coefficients, whitened
     condition: bool = False  # condition on each checkpoint's accuracy (classifier-free guidance; generate.target_acc)
     condition_dropout: float = 0.1  # fraction of training rows that see the null condition
-    ema_decay: float = 0.999
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    cadence: CadenceConfig = field(default_factory=CadenceConfig)
+    # the velocity network trains with diffusion.optim, diffusion.cadence and diffusion.ema_decay
 
 
 @dataclass
@@ -255,7 +253,7 @@ class VelocityConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The DDPM schedule, the EMA of the denoiser and how the denoiser is optimised."""
+    """The DDPM schedule, the EMA of the denoiser and how the denoiser (or the flow's velocity) is optimised."""
 
     timesteps: int = 1000
     beta_start: float = 1e-4

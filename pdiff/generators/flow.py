@@ -107,11 +107,6 @@ class FlowGenerator(Generator):
         if not 0.0 <= generator.condition_dropout < 1.0:
             raise ConfigError(f"generator.condition_dropout={generator.condition_dropout} is invalid: "
                               "must be in [0, 1)")
-        for key in ("steps", "batch_size", "lr"):
-            if generator.optim[key] <= 0:
-                raise ConfigError(f"generator.optim.{key}={generator.optim[key]} is invalid: must be > 0")
-        if not 0.0 <= generator.ema_decay < 1.0:
-            raise ConfigError(f"generator.ema_decay={generator.ema_decay} is invalid: must be in [0, 1)")
 
     @classmethod
     def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
@@ -130,10 +125,10 @@ class FlowGenerator(Generator):
         torch.manual_seed(seed)
         conditional = bool(generator_cfg.condition)
         loss = conditioned_loss(generator_cfg.condition_dropout) if conditional else flow_matching_loss
-        fitted = fit(build_velocity(cfg.denoiser, x1.shape[1], conditional), loss, rows, generator_cfg.optim,
-                     generator_cfg.cadence, cfg.trainer, name="flow", seed=seed,
+        fitted = fit(build_velocity(cfg.denoiser, x1.shape[1], conditional), loss, rows, cfg.diffusion.optim,
+                     cfg.diffusion.cadence, cfg.trainer, name="flow", seed=seed,
                      checkpoint_dir=directory / "flow_checkpoint", tracker=tracker,
-                     ema_decay=generator_cfg.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
+                     ema_decay=cfg.diffusion.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
         raw, ema = trained_pair(lambda: build_velocity(cfg.denoiser, x1.shape[1], conditional), fitted)
         timer("train_flow")
         return cls(normalizer, basis, ema, stats, raw)

@@ -130,8 +130,10 @@ def test_token_design_generates_whole_models_from_the_memory_mapped_zoo(tmp_path
 
 @pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
 def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
-    tiny = ["task.param.k=10", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "ae.optim.steps=5",
-            "diffusion.optim.steps=5", "diffusion.timesteps=20", "sampler=ddim", "sampler.steps=5", "generate.n=4"]
+    tiny = ["task.param.k=10", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "diffusion.optim.steps=5",
+            "diffusion.timesteps=20", "generate.n=4", "sampler.steps=5"]
+    design = compose_config([f"experiment={experiment}", f"paths.output_dir={tmp_path}"]).generator.design
+    tiny += [] if design == "flow" else ["ae.optim.steps=5", "sampler=ddim"]
     ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
     assert json.loads((tmp_path / "run" / "report.json").read_text())["generated"]["n"] == 4
 
@@ -230,3 +232,16 @@ def test_compiled_task_network_and_denoiser_run_the_pipeline(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["original"]["mean"] > 90 and report["generated"]["n"] == 6
     assert not any(key.startswith("_orig_mod") for key in load_file(out / "zoo" / "base_model.safetensors"))
+
+
+def test_accuracy_conditioned_flow_with_batchnorm_recalibration_runs_the_pipeline(tmp_path):
+    out = tmp_path / "run"
+    ok(run_sweep(["experiment=smoke", "generator=flow_conditioned", "task.param.layers=[*]", "task.collect.lr=0.01",
+                  "evaluate.recalibrate_batches=2", f"paths.output_dir={out}"]))
+    report = json.loads((out / "report.json").read_text())
+    zoo = json.loads((out / "zoo" / "zoo.json").read_text())
+    generated = json.loads((out / "generated" / "generated.json").read_text())
+    assert generated["target_acc"] == pytest.approx(max(zoo["accuracy"]), abs=1e-3) and generated["guidance"] == 2.0
+    assert generated["sampler"] == "euler" and report["generated"]["n"] == 20
+    assert json.loads((out / "generator" / "generator.json").read_text())["accuracy_stats"] is not None
+    assert set(report["verdict"]) >= set(FAMILIES)

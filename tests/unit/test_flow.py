@@ -52,7 +52,7 @@ def _zoo(k: int = 24) -> ParamZoo:
 @pytest.mark.parametrize("pca, condition", [(0, False), (5, True)])
 def test_flow_design_trains_saves_loads_and_samples_the_same(pca, condition, tmp_path):
     cfg = compose_config(["generator=flow", f"generator.pca_components={pca}", f"generator.condition={condition}",
-                          "generator.optim.steps=30", "generator.optim.warmup_steps=5", "denoiser.width=32",
+                          "diffusion.optim.steps=30", "diffusion.optim.warmup_steps=5", "denoiser.width=32",
                           "denoiser.depth=2", "sampler.steps=5", f"paths.output_dir={tmp_path}"])
     zoo, tracker = _zoo(), Tracker(tmp_path, cfg.logger, {}, enabled=False)
     trained = FlowGenerator.train(zoo, cfg, tmp_path, tracker, lambda phase: None, torch.device("cpu"))
