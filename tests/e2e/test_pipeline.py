@@ -241,7 +241,7 @@ def test_accuracy_conditioned_flow_with_batchnorm_recalibration_runs_the_pipelin
     report = json.loads((out / "report.json").read_text())
     zoo = json.loads((out / "zoo" / "zoo.json").read_text())
     generated = json.loads((out / "generated" / "generated.json").read_text())
-    assert generated["target_acc"] == pytest.approx(max(zoo["accuracy"]), abs=1e-3) and generated["guidance"] == 2.0
+    assert generated["target_acc"] == pytest.approx(max(zoo["accuracy"]), abs=1e-3) and generated["guidance"] == 3.0
     assert generated["sampler"] == "euler" and report["generated"]["n"] == 20
     assert json.loads((out / "generator" / "generator.json").read_text())["accuracy_stats"] is not None
     assert set(report["verdict"]) >= set(FAMILIES)
