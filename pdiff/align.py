@@ -22,7 +22,8 @@ def align_runs(model: nn.Sequential, spec: ParamSpec, paths: list[Path], directo
     """Aligned copies of runs 1.. (run 0 is the reference, kept as it is) in `directory`; returns the paths to
     merge, in run order, and per run the L2 distance of its last checkpoint to run 0's before and after."""
     groups = permutation_groups(model)
-    reference = _state(spec, atomic.read_safetensors(paths[0])["params"][-1:])
+    reference_vector = atomic.read_safetensors(paths[0])["params"][-1]
+    reference = _state(spec, reference_vector[None])
     aligned, record = [paths[0]], [{"run": 0, "l2_before": 0.0, "l2_after": 0.0}]
     for index, path in enumerate(paths[1:], start=1):
         target = directory / path.name
@@ -31,7 +32,6 @@ def align_runs(model: nn.Sequential, spec: ParamSpec, paths: list[Path], directo
         perms = weight_matching(groups, reference, _state(spec, last), seed=index)
         params = torch.cat([spec.flatten(apply_permutations(groups, _state(spec, row[None]), perms))[None]
                             for row in tensors["params"]])
-        reference_vector = spec.flatten(reference)
         record.append({"run": index, "l2_before": round(float((last[0] - reference_vector).norm()), 6),
                        "l2_after": round(float((params[-1] - reference_vector).norm()), 6)})
         if not target.is_file():
@@ -46,6 +46,3 @@ def align_runs(model: nn.Sequential, spec: ParamSpec, paths: list[Path], directo
 def _state(spec: ParamSpec, row: torch.Tensor) -> dict[str, torch.Tensor]:
     """One [1, D] vector as a state dict of the spec's parameters (model shapes)."""
     return {name: value[0] for name, value in spec.unflatten(row).items()}
-
-
-

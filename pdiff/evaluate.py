@@ -47,8 +47,8 @@ class ParameterEvaluator:
         head, self.tail = split_network(model, spec.entries[0].name)
         self.features = run_in_batches(head, x_test)
         self.recalibration = [run_in_batches(head, batch) for batch in recalibration] if recalibration else None
-        self.norms = [m for m in self.tail.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-                      and m.track_running_stats]
+        self.norms = [(f"{name}." if name else "", m) for name, m in self.tail.named_modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
         self.tail_names = tail_parameter_names(model, self.tail)
         self.fixed = {name: t.detach() for name, t in self.tail.named_parameters()}
         self.fixed.update({name: t for name, t in self.tail.named_buffers()})
@@ -67,22 +67,21 @@ class ParameterEvaluator:
     @torch.no_grad()
     def _recalibrated_statistics(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Fresh running statistics of every BatchNorm in the tail for the model `params` describes."""
-        names = {id(m): name for name, m in self.tail.named_modules()}
         statistics = {}
-        for norm in self.norms:
-            prefix = f"{names[id(norm)]}." if names[id(norm)] else ""
+        for prefix, norm in self.norms:
             statistics.update({f"{prefix}running_mean": torch.zeros_like(norm.running_mean),
                                f"{prefix}running_var": torch.ones_like(norm.running_var),
                                f"{prefix}num_batches_tracked": torch.zeros_like(norm.num_batches_tracked)})
-        momenta = [norm.momentum for norm in self.norms]
+        norms = [norm for _, norm in self.norms]
+        momenta = [norm.momentum for norm in norms]
         try:
-            for norm in self.norms:
+            for norm in norms:
                 norm.momentum = None  # a cumulative average over the recalibration batches
                 norm.train()
             for batch in self.recalibration:
                 functional_call(self.tail, {**params, **statistics}, (batch,))  # updates `statistics` in place
         finally:
-            for norm, momentum in zip(self.norms, momenta):
+            for norm, momentum in zip(norms, momenta):
                 norm.momentum = momentum
                 norm.eval()
         return statistics

@@ -143,12 +143,13 @@ def run_collection(run: Run, index: int) -> None:
         return
     started = time.perf_counter()
     model, spec = _base_model(run)
-    model.load_state_dict(load_base_weights(directory))
     init_seed, base_acc = derive_seed(cfg.seed, Purpose.base), None
-    if is_whole_model(model, spec) and index > 0:
+    if is_whole_model(model, spec) and index > 0:  # its own base model, from scratch
         init_seed = derive_seed(cfg.seed, Purpose.base, index)
         model, base_acc = _train_base(run, init_seed, path.with_suffix(".base_state.pt"))
         log.info("collect: run %d/%d: own base model at %.2f%%", index + 1, runs, base_acc)
+    else:
+        model.load_state_dict(load_base_weights(directory))
     collect_seed = derive_seed(cfg.seed, Purpose.collect_run, index)
     vectors, accuracy = collect_checkpoints(
         model, spec, run.data, cfg.task.collect, run_sizes(cfg.task.param.k, runs)[index],
