@@ -70,7 +70,8 @@ def write_synthetic_zoo(directory: Path, dim: int, seed: int = 0) -> None:
     centre = torch.randn(dim, generator=generator) * 0.05
     vectors = centre + 0.01 * torch.randn(K, dim, generator=generator)
     collected = run_path(directory, 0, 1)
-    atomic.write_safetensors(collected, {"params": vectors, "accuracy": torch.full((K,), 50.0, dtype=torch.float64)})
+    accuracy = torch.full((K,), 50.0, dtype=torch.float64)
+    atomic.write_safetensors(collected, {"params": vectors, "val_accuracy": accuracy})
     ParamZoo.merge(directory, [collected], spec, {"synthetic": True})
 
 

@@ -35,7 +35,7 @@ def align_runs(model: nn.Sequential, spec: ParamSpec, paths: list[Path], directo
         record.append({"run": index, "l2_before": round(float((last[0] - reference_vector).norm()), 6),
                        "l2_after": round(float((params[-1] - reference_vector).norm()), 6)})
         if not target.is_file():
-            atomic.write_safetensors(target, {"params": params, "accuracy": tensors["accuracy"]},
+            atomic.write_safetensors(target, {"params": params, "val_accuracy": tensors["val_accuracy"]},
                                      metadata={**atomic.read_safetensors_metadata(path), "aligned_to": "run 0"})
         aligned.append(target)
         log.info("collect: run %d aligned onto run 0: L2 %.3f -> %.3f", index, record[-1]["l2_before"],

@@ -46,9 +46,14 @@ def write_text(path: Path, text: str) -> None:
     _write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
+METADATA_KEY = "pdiff"  # safetensors writes a metadata map in random key order: one key keeps the bytes fixed
+
+
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """Tensors (and string metadata) to a safetensors file; equal inputs give equal bytes."""
     contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
-    _write_atomic(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))
+    header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None
+    _write_atomic(path, lambda tmp: save_file(contiguous, tmp, metadata=header))
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -57,7 +62,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def read_safetensors_metadata(path: Path) -> dict[str, str]:
     with safe_open(str(path), framework="pt") as handle:
-        return handle.metadata() or {}
+        metadata = handle.metadata() or {}
+    return json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else metadata
 
 
 MAPPABLE_DTYPES = {"F32": np.float32, "F64": np.float64}
@@ -119,8 +125,13 @@ def concat_safetensors(path: Path, sources: list[Path], names: list[str], metada
 
 
 def write_torch(path: Path, state: dict) -> None:
-    """Training state (tensors, numbers, strings only), loadable with weights_only=True."""
-    _write_atomic(path, lambda tmp: torch.save(state, tmp))
+    """Training state (tensors, numbers, strings only), loadable with weights_only=True. Saved through a file
+    handle, so the archive's inner folder is not named after the random temp file: equal states, equal bytes."""
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            torch.save(state, handle)
+    _write_atomic(path, save)
 
 
 def read_torch(path: Path) -> dict:

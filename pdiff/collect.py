@@ -81,7 +81,7 @@ def base_lr_factor(base_cfg, steps_per_epoch: int):
 
 def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation | None, seed: int,
                state_path: Path, execution: Execution = FP32_EAGER) -> float:
-    """SGD with cosine decay on all parameters; saves a resume point each epoch. Returns test accuracy (%)."""
+    """SGD with cosine decay on all parameters; saves a resume point each epoch. Returns validation accuracy (%)."""
     steps_per_epoch = max(len(data.x_train) // base_cfg.batch_size, 1)
     total = base_cfg.epochs * steps_per_epoch
     optimizer = torch.optim.SGD(model.parameters(), lr=base_cfg.lr, momentum=base_cfg.momentum,
@@ -113,8 +113,8 @@ def train_base(model: nn.Module, data: Dataset, base_cfg, augment: Augmentation 
                                             "schedule": schedule.state_dict(), "step": step})
             bar.advance(status=f"loss {loss:.4f}")
     model.eval()
-    with execution.autocast(data.x_test.device):
-        return accuracy(model, data.x_test, data.y_test)
+    with execution.autocast(data.x_val.device):
+        return accuracy(model, data.x_val, data.y_val)
 
 
 def checkpoint_interval(collect_cfg, n_train: int) -> int:
@@ -127,15 +127,16 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
                         execution: Execution = FP32_EAGER) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep training only `spec`'s parameters (all norm statistics frozen) and take K snapshots.
 
-    Returns vectors [K, D] and their test accuracies [K] (percent). Resumes from `state_path`.
+    Returns vectors [K, D] and their validation accuracies [K] (percent; test labels are never read here).
+    Resumes from `state_path`.
     """
     model.eval()
     named = dict(model.named_parameters())
     for name, param in named.items():
         param.requires_grad_(name in spec.names)
     head, tail = split_network(model, spec.entries[0].name)
-    with torch.no_grad(), execution.autocast(data.x_test.device):
-        test_features = run_in_batches(head, data.x_test)
+    with torch.no_grad(), execution.autocast(data.x_val.device):
+        val_features = run_in_batches(head, data.x_val)
         train_features = None if augment else run_in_batches(head, data.x_train)
     trained = tail if train_features is not None else model
     forward = execution.training_forward(trained)
@@ -164,8 +165,8 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
                     f"collection diverged before checkpoint {len(vectors) + 1}/{k}: the parameters became non-finite; "
                     f"lower task.collect.lr={collect_cfg.lr} (checkpoints so far stay in {state_path.name})")
             vectors.append(vector)
-            with execution.autocast(data.x_test.device):
-                accuracies.append(torch.tensor(accuracy(tail, test_features, data.y_test), dtype=torch.float64))
+            with execution.autocast(data.x_val.device):
+                accuracies.append(torch.tensor(accuracy(tail, val_features, data.y_val), dtype=torch.float64))
             if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
                 atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),
                                                 "optimizer": optimizer.state_dict()})

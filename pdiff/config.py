@@ -119,9 +119,14 @@ class TaskConfig:
 class Mnist1dConfig:
     """MNIST-1D's generation arguments (the rest are the package's defaults); seed 42 is the published set."""
 
-    num_samples: int = 5000
+    num_samples: int = 5000  # the published set (seed 42): its 4,000 training signals are the training set
     train_split: float = 0.8
     seed: int = 42
+    # validation and test are generated apart from the training data (same generator of signals, other seeds)
+    val_samples: int = 4000
+    val_seed: int = 1042
+    test_samples: int = 16000
+    test_seed: int = 2042
 
 
 @dataclass
@@ -132,6 +137,10 @@ class DataConfig:
     augment: bool = False  # random crop (zero padding 4) and horizontal flip of training images
     rotate_degrees: float = 0.0  # with augment: also a random rotation in [-d, d] degrees (p-diff's CIFAR-100)
     eval_batch_size: int = 1000
+    # validation carved from the training arrays (digits, npz, torchvision): stratified per class, drawn with
+    # split_seed (fixed, not the run's seed, so every run and every design sees the same split)
+    val_fraction: float = 0.15
+    split_seed: int = 0
     mnist1d: Mnist1dConfig = field(default_factory=Mnist1dConfig)
 
 
@@ -311,13 +320,26 @@ class BaselinesConfig:
     # included); plus the scale matching the generated models' distance
     noise_scales: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.15, 0.3,
                                                                 0.6, 1.0])
-    models_per_scale: int = 50  # models per frontier scale (the other baselines have generate.n)
-    average_of: int = 16  # originals per model of the average16 baseline
+    models_per_scale: int = 20  # models per frontier scale, the matched one included (the others: generate.n)
+    average_of: int = 16  # originals per model of the average16 baseline (and of selected_average16: the best)
+    # selection controls: the top 1 and the top q of the originals by validation accuracy, exact copies
+    selected_fractions: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25])
+    selected_noise_fraction: float = 0.1  # the second noise frontier perturbs the top 10% by validation
+
+
+@dataclass
+class BootstrapConfig:
+    """95% intervals of every accuracy margin: a paired bootstrap over test samples and the models of each
+    population (the same resampled test samples for every population)."""
+
+    resamples: int = 1000
+    confidence: float = 0.95
 
 
 @dataclass
 class EvaluateConfig:
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
+    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     # > 0: before testing, every model's (every population's) BatchNorm running statistics are re-estimated
     # on this many batches of training data (data.eval_batch_size rows each, a fixed seeded choice)
     recalibrate_batches: int = 0
@@ -441,6 +463,13 @@ def validate(cfg: DictConfig) -> None:
     mnist1d = cfg.data.mnist1d
     _require(mnist1d.num_samples >= 20, "data.mnist1d.num_samples", mnist1d.num_samples, "must be >= 20")
     _require(0.0 < mnist1d.train_split < 1.0, "data.mnist1d.train_split", mnist1d.train_split, "must be in (0, 1)")
+    for key in ("val_samples", "test_samples"):
+        _require(mnist1d[key] >= 10, f"data.mnist1d.{key}", mnist1d[key], "must be >= 10")
+    _require(len({mnist1d.seed, mnist1d.val_seed, mnist1d.test_seed}) == 3, "data.mnist1d.val_seed/test_seed",
+             (mnist1d.val_seed, mnist1d.test_seed), f"must differ from each other and from data.mnist1d.seed="
+             f"{mnist1d.seed}: the same seed would repeat the training signals")
+    _require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
+             "must be in (0, 1): the share of each class's training samples held out for validation")
     baselines = cfg.evaluate.baselines
     scales = list(baselines.noise_scales)
     _require(len(scales) >= 2 and all(s > 0 for s in scales), "evaluate.baselines.noise_scales", scales,
@@ -450,6 +479,16 @@ def validate(cfg: DictConfig) -> None:
     _require(cfg.evaluate.recalibrate_batches >= 0, "evaluate.recalibrate_batches", cfg.evaluate.recalibrate_batches,
              "must be >= 0 (0: no BatchNorm recalibration)")
     _require(baselines.average_of >= 2, "evaluate.baselines.average_of", baselines.average_of, "must be >= 2")
+    fractions = list(baselines.selected_fractions)
+    _require(all(0.0 < q <= 1.0 for q in fractions) and len(set(fractions)) == len(fractions),
+             "evaluate.baselines.selected_fractions", fractions, "must be distinct fractions in (0, 1]")
+    _require(0.0 < baselines.selected_noise_fraction <= 1.0, "evaluate.baselines.selected_noise_fraction",
+             baselines.selected_noise_fraction, "must be in (0, 1]")
+    bootstrap = cfg.evaluate.bootstrap
+    _require(bootstrap.resamples >= 100, "evaluate.bootstrap.resamples", bootstrap.resamples,
+             "must be >= 100 (the interval's ends are percentiles of the resamples)")
+    _require(0.5 <= bootstrap.confidence < 1.0, "evaluate.bootstrap.confidence", bootstrap.confidence,
+             "must be in [0.5, 1)")
     _require(cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1")
     _require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: torch's default)")
     diffusion = cfg.diffusion

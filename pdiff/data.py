@@ -1,4 +1,8 @@
-"""Datasets as in-memory tensors: embedded digits, MNIST-1D (built offline), your npz, torchvision from data.root."""
+"""Datasets as in-memory tensors: embedded digits, MNIST-1D (built offline), your npz, torchvision from data.root.
+
+Every task has three splits. Validation is never trained on: it is carved from the training arrays (stratified,
+seeded by data.split_seed) or, for MNIST-1D, generated apart. Test labels are read only by the evaluate stage.
+"""
 
 from __future__ import annotations
 
@@ -30,10 +34,12 @@ _TORCHVISION = {
 
 @dataclass
 class Dataset:
-    """Normalised train and test tensors; x is [N, *input_shape] float32, y is [N] int64."""
+    """Normalised train, validation and test tensors; x is [N, *input_shape] float32, y is [N] int64."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
@@ -44,21 +50,50 @@ class Dataset:
 
     def to(self, device: torch.device, memory_format: torch.memory_format = torch.preserve_format) -> Dataset:
         """The same data on `device` (moved once, at the start of a stage), images in `memory_format`."""
-        return Dataset(self.x_train.to(device, memory_format=memory_format), self.y_train.to(device),
-                       self.x_test.to(device, memory_format=memory_format), self.y_test.to(device), self.num_classes)
+        move = {"x": lambda t: t.to(device, memory_format=memory_format), "y": lambda t: t.to(device)}
+        return Dataset(*(move[key[0]](getattr(self, key)) for key in SPLIT_ARRAYS), num_classes=self.num_classes)
+
+
+SPLIT_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
 
 
 def load_dataset(data_cfg) -> Dataset:
     """Load the dataset named by `data.name`; raise ConfigError when its files are absent or malformed."""
     name = DataName(data_cfg.name) if not isinstance(data_cfg.name, DataName) else data_cfg.name
-    if name is DataName.digits:
-        return _load_digits()
-    if name is DataName.npz:
-        return _load_npz(data_cfg.path)
     if name is DataName.mnist1d:
         arrays = load_mnist1d(data_cfg.mnist1d, data_cfg.root)
         return Dataset(*(arrays[key] for key in MNIST1D_ARRAYS), num_classes=10)
-    return _load_torchvision(name, data_cfg.root)
+    if name is DataName.digits:
+        x, y, test = _digits()
+    elif name is DataName.npz:
+        x, y, test = _npz(data_cfg.path)
+    else:
+        x, y, test = _torchvision(name, data_cfg.root)
+    train, val = validation_split(y, data_cfg.val_fraction, data_cfg.split_seed)
+    x_test, y_test, num_classes = test
+    if name not in _TORCHVISION:  # scalar z-scores from the training part (torchvision: per-channel, applied)
+        mean, std = x[train].mean(), x[train].std().clamp_min(1e-8)
+        x, x_test = (x - mean) / std, (x_test - mean) / std
+    return Dataset(x[train], y[train], x[val], y[val], x_test, y_test, num_classes)
+
+
+def validation_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) indices of training labels `y`: round(fraction x count) of each class held out, drawn
+    by a permutation seeded `seed`; both in increasing order. ConfigError when either part would be empty."""
+    generator = torch.Generator().manual_seed(int(seed))
+    held = []
+    for label in torch.unique(y).tolist():
+        members = torch.nonzero(y == label).flatten()
+        count = int(round(fraction * len(members)))
+        held.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    val = torch.cat(held).sort().values
+    is_train = torch.ones(len(y), dtype=torch.bool)
+    is_train[val] = False
+    if not len(val) or not is_train.any():
+        raise ConfigError(f"data.val_fraction={fraction} holds out {len(val)} of {len(y)} training samples for "
+                          "validation: both validation and training need at least one; choose a value in (0, 1) "
+                          "that leaves some of each class on both sides")
+    return torch.nonzero(is_train).flatten(), val
 
 
 def check_data_available(data_cfg) -> None:
@@ -76,7 +111,10 @@ def digits_test_indices() -> list[int]:
     return json.loads(text)["test_indices"]
 
 
-def _load_digits() -> Dataset:
+TestPart = tuple[torch.Tensor, torch.Tensor, int]  # x_test, y_test, number of classes
+
+
+def _digits() -> tuple[torch.Tensor, torch.Tensor, TestPart]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -85,9 +123,7 @@ def _load_digits() -> Dataset:
     test = torch.tensor(digits_test_indices())
     is_train = torch.ones(len(y), dtype=torch.bool)
     is_train[test] = False
-    mean, std = x[is_train].mean(), x[is_train].std()
-    x = (x - mean) / std
-    return Dataset(x[is_train], y[is_train], x[test], y[test], num_classes=10)
+    return x[is_train], y[is_train], (x[test], y[test], 10)
 
 
 def _npz_path(path) -> Path:
@@ -130,7 +166,7 @@ def _npz_arrays(path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _load_npz(path) -> Dataset:
+def _npz(path) -> tuple[torch.Tensor, torch.Tensor, TestPart]:
     arrays = _npz_arrays(path)
     x_train, x_test = (torch.from_numpy(arrays[k].astype(np.float32)) for k in ("x_train", "x_test"))
     y_train, y_test = (torch.from_numpy(arrays[k].astype(np.int64)).reshape(-1) for k in ("y_train", "y_test"))
@@ -142,11 +178,10 @@ def _load_npz(path) -> Dataset:
                           "both need at least one")
     if min(y_train.min(), y_test.min()) < 0:
         raise ConfigError(f"data.path={str(path)!r}: labels must be integers >= 0")
-    mean, std = x_train.mean(), x_train.std().clamp_min(1e-8)
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if num_classes < 2:
         raise ConfigError(f"data.path={str(path)!r}: the labels hold a single class; at least 2 are needed")
-    return Dataset((x_train - mean) / std, y_train, (x_test - mean) / std, y_test, num_classes)
+    return x_train, y_train, (x_test, y_test, num_classes)
 
 
 def _torchvision_root(name: DataName, root) -> Path:
@@ -161,7 +196,7 @@ def _torchvision_root(name: DataName, root) -> Path:
     return Path(root).expanduser()
 
 
-def _load_torchvision(name: DataName, root) -> Dataset:
+def _torchvision(name: DataName, root) -> tuple[torch.Tensor, torch.Tensor, TestPart]:
     import torchvision
 
     cls_name, _, mean, std = _TORCHVISION[name]
@@ -174,8 +209,8 @@ def _load_torchvision(name: DataName, root) -> Dataset:
         x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
         x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
         tensors += [x.contiguous(), torch.as_tensor(np.asarray(split.targets), dtype=torch.int64)]
-    num_classes = len(splits[0].classes)
-    return Dataset(*tensors, num_classes=num_classes)
+    x_train, y_train, x_test, y_test = tensors
+    return x_train, y_train, (x_test, y_test, len(splits[0].classes))
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
 from pdiff.config import LoggerName  # noqa: E402
-from pdiff.memorization import NOISE_PREFIX, POINT_BASELINES  # noqa: E402
-from pdiff.seed_table import SWEEP_TABLE, render_table, sweep_group, write_sweep_summary  # noqa: E402
+from pdiff.memorization import FRONTIERS  # noqa: E402
+from pdiff.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
-from pdiff.verdict import frontier_envelope, noise_frontier  # noqa: E402
+from pdiff.verdict import family_entries, frontier_envelope, noise_frontier, verdict_line  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
 MEMORIZATION_PLOT = "memorization.png"
@@ -139,33 +139,38 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def plot_frontier(path: Path, table: dict, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor]
+def plot_frontier(path: Path, report: dict, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor]
                   ) -> None:
-    """The critique's figure for this run: the noise frontier (accuracy vs. similarity to the nearest original)
-    as a curve, every other population as its mean with one-std bars, and each generated model as a dot."""
-    frontier = noise_frontier(table)
+    """The critique's figure for this run: both noise frontiers (accuracy vs. similarity to the nearest original:
+    noise around all originals, and around the best by validation) as curves, every point baseline as its mean
+    with one-std bars, and each generated model as a dot."""
+    table, verdict = report["memorization"], report["verdict"]
     fig, axis = plt.subplots(figsize=(12, 5.5))
     if "max_iou:generated" in per_model:
         axis.scatter(per_model["max_iou:generated"].tolist(), accuracies["generated"].tolist(), s=8, alpha=0.3,
                      color="tab:orange", label="generated (each model)")
-    envelope = frontier_envelope(frontier)
-    axis.plot([s for s, _, _ in frontier], [a for _, a, _ in frontier], "o", color="grey", markersize=4,
-              label="originals + noise, one point per scale")
-    axis.plot([s for s, _ in envelope], [a for _, a in envelope], "-", color="grey",
-              label="noise frontier (best accuracy at this similarity or below)")
-    for similarity, acc, name in frontier:
-        axis.annotate(name.removeprefix(NOISE_PREFIX), (similarity, acc), fontsize=7, xytext=(3, -9),
-                      textcoords="offset points", color="grey")
-    colours = dict(zip(("originals", "generated", *POINT_BASELINES), plt.get_cmap("tab10").colors))
-    for name, colour in colours.items():
+    for (family, prefix), colour in zip(FRONTIERS.items(), ("grey", "black")):
+        frontier = noise_frontier(table, prefix)
+        envelope = frontier_envelope(frontier)
+        axis.plot([s for s, _, _ in frontier], [a for _, a, _ in frontier], "o", color=colour, markersize=4,
+                  alpha=0.6, label=f"{family}: one point per scale")
+        axis.plot([s for s, _ in envelope], [a for _, a in envelope], "-", color=colour,
+                  label=f"{family} frontier (best accuracy at this similarity or below)")
+        for similarity, acc, name in frontier:
+            axis.annotate(name.removeprefix(prefix), (similarity, acc), fontsize=6, xytext=(3, -9),
+                          textcoords="offset points", color=colour)
+    points = ("originals", "generated", *(family for family, _ in family_entries(verdict) if family not in FRONTIERS))
+    colours = plt.get_cmap("tab20").colors
+    for index, name in enumerate(points):
         row = table[name]
         axis.errorbar(row["max_iou_mean"], row["acc_mean"], xerr=row["max_iou_std"], yerr=row["acc_std"],
-                      fmt="*" if name == "generated" else "o", markersize=12 if name == "generated" else 7,
-                      color=colour, capsize=3, label=f"{name} (mean +- std)", zorder=3)
+                      fmt="*" if name == "generated" else "o", markersize=12 if name == "generated" else 6,
+                      color="tab:orange" if name == "generated" else colours[index % len(colours)], capsize=3,
+                      label=f"{name} (mean +- std)", zorder=3)
     axis.set_xlabel("similarity: max IoU of misclassified test samples with any original")
     axis.set_ylabel("test accuracy (%)")
-    axis.set_title("Accuracy vs. similarity to the zoo: generated models against the critique's baselines")
-    axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axis.set_title("Accuracy vs. similarity to the zoo: generated models against the baselines")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
 
 
@@ -176,29 +181,51 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
         rows.append(f"| {key} | {s['n']} | {s['best']:.2f} | {s['mean']:.2f} | {s['median']:.2f} | {s['min']:.2f} "
                     f"| {s['std']:.3f} |")
     delta = {m: report["generated"][m] - report["original"][m] for m in ("best", "mean", "min")}
+    validation = report["validation"]
+    verdict = report["verdict"]
+    percent = f"{100 * verdict['confidence']:g}%"
+    verdict_rows = [f"| family | status | accuracy margin (points) | {percent} interval | baseline similarity |",
+                    "|---|---|---|---|---|"]
+    for family, entry in family_entries(verdict):
+        similarity = entry.get("similarity") if "similarity_margin" in entry else None
+        verdict_rows.append(f"| {family} | **{entry['status']}** | {entry['acc_margin']:+.2f} | [{entry['low']:+.2f}, "
+                            f"{entry['high']:+.2f}] | {_number(similarity)} |")
     memo = report["memorization"]
-    memo_rows = ["| models | n | acc mean | acc best | NN L2 mean | NN cos mean | max IoU mean | IoU within | novel |",
-                 "|---|---|---|---|---|---|---|---|---|"]
+    memo_rows = [f"| models | n | acc mean | {percent} interval | acc best | NN L2 mean | NN cos mean | max IoU mean "
+                 "| IoU within | novel |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, f in memo.items():
         if isinstance(f, dict):
-            memo_rows.append(f"| {name} | {f['n']} | {f['acc_mean']:.2f} | {f['acc_best']:.2f} "
+            low, high = f["acc_interval"]
+            memo_rows.append(f"| {name} | {f['n']} | {f['acc_mean']:.2f} | [{low:.2f}, {high:.2f}] "
+                             f"| {f['acc_best']:.2f} "
                              f"| {f['nn_l2_mean']:.4g} | {f['nn_cos_mean']:.3g} | {f['max_iou_mean']:.3f} "
                              f"| {_number(f['pairwise_iou_within'])} | {100 * f['novel_fraction']:.0f}% |")
     timing_rows = "\n".join(f"| {stage} | {seconds:.1f} |" for stage, seconds in report["timings_s"].items())
     return (f"# pdiff report: {report['task']}\n\n"
-            f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; test accuracy in percent.\n\n"
+            f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; accuracy in percent on "
+            f"{report['n_test']:,} test samples (read only by this stage).\n\n"
             + "\n".join(rows)
             + f"\n\nGenerated minus original: best {delta['best']:+.2f}, mean {delta['mean']:+.2f}, "
-              f"min {delta['min']:+.2f} points.\n\n"
+              f"min {delta['min']:+.2f} points. On validation (what the zoo records and designs may use): original "
+              f"mean {validation['original']['mean']:.2f}, generated mean {validation['generated']['mean']:.2f}.\n\n"
             f"![accuracy distributions]({ACCURACY_PLOT})\n\n"
-            "## New models or copies?\n\n" + "".join(f"- {line}\n" for line in verdict_lines) + "\n"
+            "## New models or copies?\n\n"
+            f"Beats every family: **{'yes' if verdict['beats_all'] else 'no'}**. A family is beaten only when the "
+            f"{percent} interval of the margin (a paired bootstrap over test samples and over each population's "
+            "models) lies above 0, and lost to when it lies below 0; otherwise it is a tie.\n\n"
+            + "\n".join(verdict_rows) + "\n\n"
+            + "".join(f"- {line}\n" for line in verdict_lines) + "\n"
             f"![frontier]({FRONTIER_PLOT})\n\n"
             "Distances are in per-tensor z-scores of the zoo; NN = nearest original (for originals: nearest other "
             "original); IoU compares the sets of misclassified test images; 'novel' = further from every original "
             "than the originals' median nearest-neighbour distance. Baselines as in Zeng et al. (2025): originals "
             "plus Gaussian noise (the frontier's scales, and the scale matching the generated models' distance), a "
             "per-coordinate Gaussian fitted to the zoo, averages of 16 random originals, the average of all "
-            "originals, random interpolations of two originals.\n\n"
+            "originals, random interpolations of two originals. Selection controls: `selected_top1` / "
+            "`selected_<q>pct`, the best originals by validation accuracy (exact copies; their similarity leaves "
+            "out their own original), "
+            "`selected_average16` (the average of the 16 best) and `selected_noise_<s>` (noise around the best "
+            "10%: a second frontier).\n\n"
             + "\n".join(memo_rows)
             + f"\n\n![memorization]({MEMORIZATION_PLOT})\n\n![projection]({PROJECTION_PLOT})\n\n"
             f"## Training\n\n![training curves]({CURVES_PLOT})\n\n"
@@ -209,7 +236,7 @@ def write_report(directory: Path, report: dict, accuracies: dict[str, torch.Tens
                  n_test: int, normalized_vectors: dict[str, torch.Tensor], verdict_lines: list[str]) -> None:
     plot_accuracies(directory / ACCURACY_PLOT, accuracies["originals"], accuracies["generated"], n_test)
     plot_memorization(directory / MEMORIZATION_PLOT, accuracies, per_model)
-    plot_frontier(directory / FRONTIER_PLOT, report["memorization"], accuracies, per_model)
+    plot_frontier(directory / FRONTIER_PLOT, report, accuracies, per_model)
     plot_projection(directory / PROJECTION_PLOT, normalized_vectors)
     plot_training_curves(directory / CURVES_PLOT, directory / "metrics.jsonl")
     atomic.write_json(directory / "report.json", report)
@@ -234,10 +261,11 @@ def summary_line(stage: str, output_dir: Path, report: dict | None, seconds: flo
     """The one line a run ends with: the report's accuracies, or the stage that ran."""
     if report is None:
         return f"pdiff: stage={stage} done in {seconds:.1f} s -> {output_dir}"
-    o, g = report["original"], report["generated"]
+    o, g, verdict = report["original"], report["generated"], report["verdict"]
     return (f"pdiff: {report['task']} K={report['k']} D={report['param_count']} | original best/mean/min "
             f"{o['best']:.2f}/{o['mean']:.2f}/{o['min']:.2f} | generated best/mean/min {g['best']:.2f}/{g['mean']:.2f}/"
-            f"{g['min']:.2f} (n={g['n']}) | {seconds:.1f} s | {output_dir / 'report.md'}")
+            f"{g['min']:.2f} (n={g['n']}) | verdict, margin [{100 * verdict['confidence']:g}% interval]: "
+            f"{verdict_line(verdict)} | {seconds:.1f} s | {output_dir / 'report.md'}")
 
 
 class ReportIndex(Callback):
@@ -255,8 +283,9 @@ class ReportIndex(Callback):
                   f"{report['original']['mean']:.2f}")
         if not reports:
             return
-        points, rows = write_sweep_summary(sweep_dir)
-        print(render_table(points, rows) + f"pdiff: sweep table of {len(points)} runs -> {sweep_dir / SWEEP_TABLE}")
+        markdown = write_sweep_summary(sweep_dir)
+        points, rows = sweep_table(sweep_dir)
+        print(markdown + f"pdiff: sweep table of {len(points)} runs -> {sweep_dir / SWEEP_TABLE}")
         if LoggerName(config.logger.name) is LoggerName.wandb:
             logger = OmegaConf.merge(config.logger, {"group": config.logger.group or sweep_group(sweep_dir),
                                                      "run_name": "sweep-summary"})

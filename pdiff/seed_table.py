@@ -23,17 +23,18 @@ def report_figures(report: dict) -> dict[str, float]:
     """The figures of one report that a sweep compares, by name."""
     memo, verdict = report["memorization"], report.get("verdict", {})
     original, generated = report["original"], report["generated"]
+    validation = report.get("validation", {})
     figures = {"original mean": original["mean"], "original best": original["best"],
                "original spread (best - min)": original["best"] - original["min"],
                "original pairwise error IoU": memo["originals"]["pairwise_iou_within"],
                "generated mean": generated["mean"], "generated best": generated["best"],
                "generated min": generated["min"],
                "generated similarity (max IoU)": memo["generated"]["max_iou_mean"],
-               "generated novel fraction": memo["generated"]["novel_fraction"]}
-    for family, entry in verdict.items():
-        if isinstance(entry, dict):
-            figures[f"margin vs {family} (points)"] = entry["acc_margin"]
-            figures[f"beats {family}"] = float(entry["beats"])
+               "generated novel fraction": memo["generated"]["novel_fraction"],
+               "original validation mean": validation.get("original", {}).get("mean"),
+               "generated validation mean": validation.get("generated", {}).get("mean")}
+    for family in verdict.get("families", []):
+        figures[f"margin vs {family} (points)"] = verdict[family]["acc_margin"]
     figures["stage time (s)"] = sum(seconds for phase, seconds in report["timings_s"].items()
                                     if phase.split("_")[0] in STAGES and phase != "collect_base")  # inside collect
     return {name: float(value) for name, value in figures.items() if value is not None}
@@ -53,18 +54,39 @@ def sweep_table(sweep_dir: Path) -> tuple[list[str], list[list]]:
     return points, rows
 
 
+def family_table(sweep_dir: Path) -> tuple[list[str], list[list]]:
+    """(point names, rows [family, beaten on, tied on, lost on, then 'status margin [low, high]' per point])."""
+    paths = sorted(Path(sweep_dir).glob("*/report.json"))
+    points = [path.parent.name for path in paths]
+    verdicts = [json.loads(path.read_text())["verdict"] for path in paths]
+    rows = []
+    for family in verdicts[0]["families"] if verdicts else []:
+        entries = [verdict[family] for verdict in verdicts]
+        counts = [f"{sum(e['status'] == status for e in entries)}/{len(entries)}" for status in ("beats", "ties",
+                                                                                                   "loses")]
+        rows.append([family, *counts, *(f"{e['status']} {e['acc_margin']:+.2f} [{e['low']:+.2f}, {e['high']:+.2f}]"
+                                        for e in entries)])
+    return points, rows
+
+
 def render_table(points: list[str], rows: list[list]) -> str:
-    header = ["figure", "mean", "std", *points]
+    return render_rows(["figure", "mean", "std", *points], rows)
+
+
+def render_rows(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
 def write_sweep_summary(sweep_dir: Path) -> tuple[list[str], list[list]]:
-    """sweep.md and sweep.json in the sweep folder; returns the table."""
+    """sweep.md and sweep.json in the sweep folder; returns the markdown."""
     points, rows = sweep_table(sweep_dir)
-    atomic.write_text(Path(sweep_dir) / SWEEP_TABLE, f"# pdiff sweep: {len(points)} runs in {sweep_dir}\n\n"
-                      + render_table(points, rows))
+    _, families = family_table(sweep_dir)
+    markdown = (f"# pdiff sweep: {len(points)} runs in {sweep_dir}\n\n" + render_table(points, rows)
+                + "\n## Verdict per family (status, margin in points, 95% interval)\n\n"
+                + render_rows(["family", "beaten on", "tied on", "lost on", *points], families))
+    atomic.write_text(Path(sweep_dir) / SWEEP_TABLE, markdown)
     atomic.write_json(Path(sweep_dir) / SWEEP_JSON, {"points": points, "columns": ["figure", "mean", "std", *points],
-                                                     "rows": rows})
-    return points, rows
+                                                     "rows": rows, "families": families})
+    return markdown

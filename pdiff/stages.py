@@ -26,9 +26,10 @@ from pdiff.devices import Execution, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import Conditioning
-from pdiff.memorization import evaluate_populations, memorization_normalizer
+from pdiff.intervals import bootstrap_accuracies, percentile_interval
+from pdiff.memorization import evaluate_populations, memorization_normalizer, point_baselines
 from pdiff.params import ParamSpec, is_whole_model, select_parameters
-from pdiff.report import build_report, log_report, write_report
+from pdiff.report import build_report, log_report, summarize, write_report
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.stage_dirs import claim_stage_dir, stage_inputs
 from pdiff.tasknets import build_task_net
@@ -128,9 +129,10 @@ def run_base(run: Run) -> None:
     started = time.perf_counter()
     model, base_acc = _train_base(run, derive_seed(cfg.seed, Purpose.base), directory / "base_state.pt")
     save_base_weights(directory, model.state_dict())
-    run.tracker.log({"collect/base_acc": base_acc})
+    run.tracker.log({"collect/base_val_acc": base_acc})
     run.record_time("collect_base", time.perf_counter() - started)
-    log.info("collect: base model trained to %.2f%% test accuracy in %.1f s", base_acc, time.perf_counter() - started)
+    log.info("collect: base model trained to %.2f%% validation accuracy in %.1f s", base_acc,
+             time.perf_counter() - started)
 
 
 def run_collection(run: Run, index: int) -> None:
@@ -156,10 +158,10 @@ def run_collection(run: Run, index: int) -> None:
         Augmentation.from_config(cfg.data), collect_seed, path.with_suffix(".state.pt"), run.task_execution)
     interval = checkpoint_interval(cfg.task.collect, len(run.data.x_train))
     seconds = time.perf_counter() - started
-    record = {"init_seed": init_seed, "collect_seed": collect_seed, "base_acc": base_acc,
+    record = {"init_seed": init_seed, "collect_seed": collect_seed, "base_val_acc": base_acc,
               "steps": [interval * (i + 1) for i in range(len(vectors))]}
-    atomic.write_safetensors(path, {"params": vectors, "accuracy": accuracy},
-                             metadata={"seconds": f"{seconds:.3f}", "spec": json.dumps(spec.to_json()),
+    atomic.write_safetensors(path, {"params": vectors, "val_accuracy": accuracy},
+                             metadata={"spec": json.dumps(spec.to_json()),
                                        "run": json.dumps(record)})
     log.info("collect: run %d/%d: %d checkpoints in %.1f s", index + 1, runs, len(vectors), seconds)
 
@@ -184,8 +186,8 @@ def run_merge(run: Run) -> None:
         model, _ = _base_model(run)
         paths, meta["alignment"] = align_runs(model.cpu(), spec, paths, directory / "runs" / "aligned")
     zoo = ParamZoo.merge(directory, paths, spec, meta)
-    log.info("collect: %d checkpoints of %d parameters from %d runs, accuracy %.2f-%.2f%%", zoo.k, spec.dim, runs,
-             float(zoo.accuracy.min()), float(zoo.accuracy.max()))
+    log.info("collect: %d checkpoints of %d parameters from %d runs, validation accuracy %.2f-%.2f%%", zoo.k,
+             spec.dim, runs, float(zoo.val_accuracy.min()), float(zoo.val_accuracy.max()))
 
 
 def run_collect(run: Run) -> None:
@@ -225,7 +227,7 @@ def run_generate(run: Run) -> None:
     zoo = ParamZoo.load(run.output_dir / "zoo")
     started = time.perf_counter()
     generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
-    conditioning = Conditioning.from_config(cfg.generate, zoo.accuracy)
+    conditioning = Conditioning.from_config(cfg.generate, zoo.val_accuracy)
     params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, conditioning)
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
     atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": zoo.spec.dim,
@@ -236,7 +238,8 @@ def run_generate(run: Run) -> None:
 
 
 def run_evaluate(run: Run) -> dict:
-    """Predictions of every population, the memorisation table, the report and its plots."""
+    """Predictions of every population on the test set (its labels are read here and nowhere before), the
+    memorisation table, the verdict with its intervals, the report and its plots."""
     cfg, directory = run.cfg, run.dir("eval")
     claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
     zoo = ParamZoo.load(run.output_dir / "zoo")
@@ -247,32 +250,57 @@ def run_evaluate(run: Run) -> dict:
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        model, _ = _base_model(run)
-        model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
-        with run.task_autocast():
-            evaluator = ParameterEvaluator(model, zoo.spec, run.data.x_test, cfg.evaluate.chunk_size,
-                                           cfg.evaluate.batched, cfg.data.eval_batch_size, _recalibration(run))
-
-        def predict(vectors: torch.Tensor) -> torch.Tensor:
-            with run.task_autocast():
-                return evaluator.predictions(vectors)
-        predictions, table = evaluate_populations(predict, zoo.vectors, generated, normalizer,
+        predict_test, predict_val = _predictors(run, zoo)
+        predictions, table = evaluate_populations(predict_test, zoo.vectors, zoo.val_accuracy, generated, normalizer,
                                                   run.data.y_test.cpu(), cfg.seed, cfg.evaluate.baselines)
+        y_val = run.data.y_val.cpu()
+        predictions.update({"val:originals": predict_val(zoo.vectors).to(torch.int16),
+                            "val:generated": predict_val(generated).to(torch.int16), "y_val": y_val})
         atomic.write_safetensors(results, predictions)
         atomic.write_json(table_path, table)
         run.record_time("evaluate", time.perf_counter() - started)
-    y_test = predictions.pop("y_test")
+    y_test, y_val = predictions.pop("y_test"), predictions.pop("y_val")
     per_model = {name: predictions.pop(name) for name in list(predictions) if ":" in name}
-    accuracies = {name: (p == y_test).double().mean(1) * 100 for name, p in predictions.items()}
+    correct = {name: p == y_test for name, p in predictions.items()}
+    accuracies = {name: c.double().mean(1) * 100 for name, c in correct.items()}
     saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
     report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
+    report["validation"] = {name: summarize((per_model.pop(f"val:{key}") == y_val).double().mean(1) * 100)
+                            for name, key in (("original", "originals"), ("generated", "generated"))}
+    bootstrap = cfg.evaluate.bootstrap
+    resampled = bootstrap_accuracies(correct, bootstrap.resamples, cfg.seed)
+    for name, row in table.items():
+        if isinstance(row, dict):
+            row["acc_interval"] = [round(v, 4) for v in percentile_interval(resampled[name], bootstrap.confidence)]
     report["memorization"] = table
-    report["verdict"] = compute_verdict(table)
+    report["n_test"] = len(y_test)
+    report["verdict"] = compute_verdict(table, resampled, point_baselines(cfg.evaluate.baselines),
+                                        bootstrap.confidence)
     write_report(run.output_dir, report, accuracies, per_model, len(y_test),
                  {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
                  verdict_sentences(report["verdict"], table))
     log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
     return report
+
+
+def _predictors(run: Run, zoo: ParamZoo):
+    """Functions [M, D] vectors -> [M, N] predicted classes of the base network with those vectors written in: on
+    the test inputs, and on the validation inputs."""
+    cfg = run.cfg
+    model, _ = _base_model(run)
+    model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
+    recalibration = _recalibration(run)
+    predictors = []
+    for inputs in (run.data.x_test, run.data.x_val):
+        with run.task_autocast():
+            evaluator = ParameterEvaluator(model, zoo.spec, inputs, cfg.evaluate.chunk_size, cfg.evaluate.batched,
+                                           cfg.data.eval_batch_size, recalibration)
+
+        def predict(vectors: torch.Tensor, evaluator: ParameterEvaluator = evaluator) -> torch.Tensor:
+            with run.task_autocast():
+                return evaluator.predictions(vectors)
+        predictors.append(predict)
+    return predictors
 
 
 def _recalibration(run: Run) -> list[torch.Tensor] | None:

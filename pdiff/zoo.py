@@ -14,7 +14,7 @@ from pdiff.params import ParamSpec
 ZOO_TENSORS = "zoo.safetensors"
 ZOO_META = "zoo.json"
 BASE_WEIGHTS = "base_model.safetensors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-checkpoint accuracy is validation accuracy (1 recorded test accuracy)
 
 
 class ZooError(RuntimeError):
@@ -23,10 +23,10 @@ class ZooError(RuntimeError):
 
 @dataclass
 class ParamZoo:
-    """K checkpoints of a parameter subset, each with its test accuracy (percent)."""
+    """K checkpoints of a parameter subset, each with its validation accuracy (percent)."""
 
     vectors: torch.Tensor  # [K, D] float32, memory-mapped from zoo.safetensors: rows are read when used
-    accuracy: torch.Tensor  # [K] float64, percent
+    val_accuracy: torch.Tensor  # [K] float64, percent, on the validation split (never test)
     spec: ParamSpec
     meta: dict
 
@@ -39,10 +39,11 @@ class ParamZoo:
         """Join collection runs row-wise into the zoo, streamed: the K x D matrix is never in memory at once."""
         directory = Path(directory)
         tensors_path = directory / ZOO_TENSORS
-        atomic.concat_safetensors(tensors_path, runs, ["params", "accuracy"], {})
-        accuracy = atomic.map_tensor(tensors_path, "accuracy").clone()
+        atomic.concat_safetensors(tensors_path, runs, ["params", "val_accuracy"], {})
+        accuracy = atomic.map_tensor(tensors_path, "val_accuracy").clone()
         meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
-                    accuracy=[round(float(a), 4) for a in accuracy], sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
+                    val_accuracy=[round(float(a), 4) for a in accuracy],
+                    sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
         atomic.write_json(directory / ZOO_META, meta)
         return cls(atomic.map_tensor(tensors_path, "params"), accuracy, spec, meta)
 
@@ -62,15 +63,19 @@ class ParamZoo:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as error:
             raise ZooError(f"{meta_path} is not valid JSON: {error}") from error
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ZooError(f"{meta_path} has format_version {meta.get('format_version')}, this pdiff reads "
+                           f"{FORMAT_VERSION} (its checkpoints carry validation, not test, accuracies); re-run "
+                           "stage=collect into a new paths.output_dir")
         digest = atomic.sha256(tensors_path)
         if meta.get("sha256", {}).get(ZOO_TENSORS) != digest:
             raise ZooError(f"{tensors_path} does not match the checksum recorded in {meta_path}: the file is corrupted "
                            "or was changed; re-run stage=collect into a new paths.output_dir")
         spec = ParamSpec.from_json(meta["spec"])
         vectors = atomic.map_tensor(tensors_path, "params")
-        accuracy = atomic.map_tensor(tensors_path, "accuracy").clone()
+        accuracy = atomic.map_tensor(tensors_path, "val_accuracy").clone()
         if tuple(vectors.shape) != (meta["k"], spec.dim) or accuracy.shape[0] != meta["k"]:
-            raise ZooError(f"{tensors_path}: params {tuple(vectors.shape)} and accuracy {tuple(accuracy.shape)} "
+            raise ZooError(f"{tensors_path}: params {tuple(vectors.shape)} and val_accuracy {tuple(accuracy.shape)} "
                            f"do not match k={meta['k']}, dim={spec.dim} in {meta_path}")
         return cls(vectors, accuracy, spec, meta)
 
@@ -81,7 +86,7 @@ def run_sizes(k: int, runs: int) -> list[int]:
 
 
 def run_path(directory: Path, index: int, runs: int) -> Path:
-    """Collection run `index` of `runs`: its checkpoints, accuracies and steps (safetensors)."""
+    """Collection run `index` of `runs`: its checkpoints, validation accuracies and steps (safetensors)."""
     return Path(directory) / "runs" / f"run-{index:04d}-of-{runs:04d}.safetensors"
 
 

@@ -47,7 +47,7 @@ def smoke_cfg(tmp_path) -> DictConfig:
 def write_zoo(directory: Path, zoo: ParamZoo) -> ParamZoo:
     """Write an in-memory zoo to `directory` the way collection does (one collection run, merged); returns it loaded."""
     collected = run_path(directory, 0, 1)
-    atomic.write_safetensors(collected, {"params": zoo.vectors.float(), "accuracy": zoo.accuracy.double()})
+    atomic.write_safetensors(collected, {"params": zoo.vectors.float(), "val_accuracy": zoo.val_accuracy.double()})
     return ParamZoo.merge(directory, [collected], zoo.spec, zoo.meta)
 
 

@@ -5,7 +5,7 @@
         Euler / Heun from N(0, I) --> [N, d] --back through the basis and the normaliser--> [N, D]
 
 DeepWeightFlow (arXiv 2601.05052) flows on PCA coefficients of an aligned zoo; with
-generator.condition=true the velocity sees the checkpoint's test accuracy (normalised over the zoo), dropped
+generator.condition=true the velocity sees the checkpoint's validation accuracy (normalised over the zoo), dropped
 for generator.condition_dropout of the rows, so that sampling can aim at generate.target_acc with
 classifier-free guidance (G.pt conditions on a target loss in the same way).
 """
@@ -118,7 +118,7 @@ class FlowGenerator(Generator):
         x1 = basis.encode(z).float()
         stats, rows = None, x1
         if generator_cfg.condition:
-            accuracy = zoo.accuracy.double()
+            accuracy = zoo.val_accuracy.double()
             stats = (float(accuracy.mean()), float(accuracy.std().clamp_min(1e-6)))
             rows = torch.cat([x1, ((accuracy - stats[0]) / stats[1]).float()[:, None]], 1)
         seed = derive_seed(cfg.seed, Purpose.denoiser)

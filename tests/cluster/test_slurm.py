@@ -87,7 +87,7 @@ def test_killed_collection_task_resumes_with_exactly_its_checkpoints(tmp_path):
     cluster_zoo, local_zoo = ParamZoo.load(out / "zoo"), ParamZoo.load(reference / "zoo")
     assert cluster_zoo.k == 400
     assert torch.equal(cluster_zoo.vectors, local_zoo.vectors)
-    assert torch.equal(cluster_zoo.accuracy, local_zoo.accuracy)
+    assert torch.equal(cluster_zoo.val_accuracy, local_zoo.val_accuracy)
 
 
 def test_a_failing_task_stops_the_chain_and_is_reported(tmp_path):

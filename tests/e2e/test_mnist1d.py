@@ -32,13 +32,17 @@ def test_mnist1d_tasks_run_end_to_end_with_networking_absent(task, tmp_path):
                            capture_output=True, text=True)
     assert probe.returncode != 0 and "unreachable" in probe.stderr.lower()  # really no network in there
     out, root = tmp_path / "run", tmp_path / "data"
-    ok(run_sweep(["experiment=smoke", f"task={task}", f"data.root={root}", f"paths.output_dir={out}"], prefix=prefix))
+    ok(run_sweep(["experiment=smoke", f"task={task}", f"data.root={root}", "data.mnist1d.val_samples=500",
+                  "data.mnist1d.test_samples=2000", f"paths.output_dir={out}"], prefix=prefix))
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == task and report["original"]["n"] == 20
     assert report["memorization"]["originals"]["n"] == 20 and len(json.loads((out / "zoo" / "zoo.json").read_text())
                                                                     ["checkpoint_run"]) == 20
-    record = json.loads(next((root / "mnist1d").glob("*.json")).read_text())
-    assert record["args"]["seed"] == 42 and record["sizes"]["x_test"] == [1000, 40]
+    records = {record["split"]: record for record in (json.loads(path.read_text())
+                                                      for path in (root / "mnist1d").glob("*.json"))}
+    assert records["train"]["args"]["seed"] == 42 and records["train"]["sizes"]["x"] == [4000, 40]
+    assert records["val"]["sizes"]["x"] == [500, 40] and records["test"]["sizes"]["x"] == [2000, 40]
+    assert report["n_test"] == 2000
 
 
 def test_whole_model_zoo_from_four_aligned_runs_computes_what_the_runs_computed(tmp_path):
@@ -51,7 +55,7 @@ def test_whole_model_zoo_from_four_aligned_runs_computes_what_the_runs_computed(
     assert meta["checkpoint_run"] == [r for r in range(4) for _ in range(5)] and len(meta["checkpoint_step"]) == 20
     records = meta["run_records"]
     assert len({r["init_seed"] for r in records}) == 4 and len({r["collect_seed"] for r in records}) == 4
-    assert all(r["base_acc"] is not None for r in records[1:])  # runs 1-3 trained their own base models
+    assert all(r["base_val_acc"] is not None for r in records[1:])  # runs 1-3 trained their own base models
     assert all(a["l2_after"] < a["l2_before"] for a in meta["alignment"][1:])
     cfg = compose_config(args)
     data = load_dataset(cfg.data)

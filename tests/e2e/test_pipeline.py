@@ -11,11 +11,14 @@ from tests import wandb_log
 from tests.conftest import CONFIGS, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow
-REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization", "verdict"}
+REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization", "verdict",
+               "validation", "n_test"}
 MEMORIZATION_KEYS = {"nn_l2_mean", "max_iou_mean", "acc_mean", "novel_fraction"}
 POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.15", "gaussian", "average16", "average",
-               "interpolation"}
-FAMILIES = ("noise", "gaussian", "average16", "average", "interpolation")
+               "interpolation", "selected_top1", "selected_5pct", "selected_10pct", "selected_25pct",
+               "selected_average16", "selected_noise_0.001", "selected_noise_0.15"}
+FAMILIES = ("noise", "selected_noise", "gaussian", "average16", "average", "interpolation", "selected_top1",
+            "selected_5pct", "selected_10pct", "selected_25pct", "selected_average16")
 STAT_KEYS = {"n", "best", "mean", "median", "min", "std"}
 
 
@@ -34,11 +37,19 @@ def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
     assert all(set(memo[name]) >= MEMORIZATION_KEYS for name in POPULATIONS)
     assert memo["noise_0.001"]["max_iou_mean"] > 0.99 and memo["noise_0.001"]["novel_fraction"] == 0.0
     verdict = report["verdict"]
-    assert all(isinstance(verdict[f]["beats"], bool) and isinstance(verdict[f]["acc_margin"], float) for f in FAMILIES)
+    assert tuple(verdict["families"]) == FAMILIES
+    for family in FAMILIES:
+        entry = verdict[family]
+        assert entry["status"] in ("beats", "ties", "loses") and entry["low"] <= entry["high"]
+        assert isinstance(entry["acc_margin"], float) and entry["beats"] == (entry["status"] == "beats")
     assert verdict["novel_fraction"] == memo["generated"]["novel_fraction"]
+    assert verdict["beats_all"] == all(verdict[f]["status"] == "beats" for f in FAMILIES)
+    assert report["n_test"] == 539 and report["validation"]["original"]["n"] == 20
+    assert all(len(memo[name]["acc_interval"]) == 2 for name in POPULATIONS)
     markdown = (out / "report.md").read_text()
-    assert "generated models" in markdown and sum(f" {name} (" in markdown for name in FAMILIES[1:]) == 4
-    assert "the noise frontier" in markdown
+    assert "generated models" in markdown and sum(f" {name} (" in markdown for name in FAMILIES[2:]) == 9
+    assert "the noise frontier" in markdown and "95% interval" in markdown
+    assert "verdict, margin [95% interval]: noise " in first.stdout
     for plot in ("accuracy", "memorization", "projection", "training_curves", "frontier"):
         assert (out / f"{plot}.png").read_bytes()[:4] == b"\x89PNG"
     assert "| generated | 20 |" in (out / "report.md").read_text()
@@ -154,6 +165,11 @@ def test_multirun_writes_one_report_per_seed_a_table_and_one_wandb_group(tmp_pat
     assert row[1] == pytest.approx(np.mean(means), abs=1e-3) and row[2] == pytest.approx(np.std(means, ddof=1),
                                                                                          abs=1e-3)
     assert "| generated mean |" in result.stdout and (out / "sweep.md").is_file()
+    families = {row[0]: row for row in table["families"]}  # how many seeds beat, tie and lose to each family
+    assert set(families) >= set(FAMILIES)
+    for row in families.values():
+        assert sum(int(count.split("/")[0]) for count in row[1:4]) == 2 and all(c.endswith("/2") for c in row[1:4])
+    assert "| selected_10pct |" in result.stdout and "beaten on" in (out / "sweep.md").read_text()
     group = "/".join(out.resolve().parts[-2:])
     for report, name in zip(reports, names):
         run_file = next((report.parent / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -241,7 +257,7 @@ def test_accuracy_conditioned_flow_with_batchnorm_recalibration_runs_the_pipelin
     report = json.loads((out / "report.json").read_text())
     zoo = json.loads((out / "zoo" / "zoo.json").read_text())
     generated = json.loads((out / "generated" / "generated.json").read_text())
-    assert generated["target_acc"] == pytest.approx(max(zoo["accuracy"]), abs=1e-3) and generated["guidance"] == 3.0
+    assert generated["target_acc"] == pytest.approx(max(zoo["val_accuracy"]), abs=1e-3) and generated["guidance"] == 3.0
     assert generated["sampler"] == "euler" and report["generated"]["n"] == 20
     assert json.loads((out / "generator" / "generator.json").read_text())["accuracy_stats"] is not None
     assert set(report["verdict"]) >= set(FAMILIES)

@@ -3,14 +3,15 @@ import pytest
 import torch
 
 from pdiff.config import ConfigError
-from pdiff.data import _epoch_order, augment_batch, batch_indices, digits_test_indices, load_dataset
+from pdiff.data import _epoch_order, augment_batch, batch_indices, digits_test_indices, load_dataset, validation_split
 from pdiff.seeds import Purpose, generator_for
 from tests.conftest import compose_config
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint(tmp_path):
     data = load_dataset(compose_config([f"paths.output_dir={tmp_path}"]).data)
-    assert data.x_train.shape == (1258, 1, 8, 8) and data.x_test.shape == (539, 1, 8, 8)
+    assert data.x_train.shape == (1069, 1, 8, 8) and data.x_val.shape == (189, 1, 8, 8)
+    assert data.x_test.shape == (539, 1, 8, 8)
     assert data.num_classes == 10
     test = digits_test_indices()
     assert len(set(test)) == 539 and test == sorted(test)
@@ -25,7 +26,8 @@ def test_npz_any_input_shape(tmp_path):
     np.savez(path, x_train=rng.normal(size=(40, 3, 5, 2)), y_train=rng.integers(0, 4, 40),
              x_test=rng.normal(size=(10, 3, 5, 2)), y_test=rng.integers(0, 4, 10))
     data = load_dataset(compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path}"]).data)
-    assert data.input_shape == (3, 5, 2) and data.x_test.dtype == torch.float32 and len(data.y_train) == 40
+    assert data.input_shape == (3, 5, 2) and data.x_test.dtype == torch.float32
+    assert len(data.y_train) + len(data.y_val) == 40 and len(data.y_val) >= 4
 
 
 def test_npz_missing_arrays_are_named(tmp_path):
@@ -34,6 +36,17 @@ def test_npz_missing_arrays_are_named(tmp_path):
     cfg = compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"lacks arrays \['x_test', 'y_test'\]"):
         load_dataset(cfg.data)
+
+
+def test_validation_is_carved_per_class_fixed_by_its_seed_and_apart_from_training():
+    y = torch.arange(10).repeat_interleave(torch.tensor([30, 40, 50, 60, 70, 80, 90, 100, 110, 120]))
+    train, val = validation_split(y, 0.2, seed=0)
+    assert torch.equal(torch.bincount(y[val]), torch.tensor([6, 8, 10, 12, 14, 16, 18, 20, 22, 24]))
+    assert not set(train.tolist()) & set(val.tolist()) and len(train) + len(val) == len(y)
+    again, other = validation_split(y, 0.2, seed=0), validation_split(y, 0.2, seed=1)
+    assert torch.equal(again[1], val) and not torch.equal(other[1], val)
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.01 holds out 0 of 10"):
+        validation_split(torch.arange(10), 0.01, seed=0)
 
 
 def test_batches_cover_each_epoch_once_and_depend_only_on_step():

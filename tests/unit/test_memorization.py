@@ -3,13 +3,14 @@ import torch
 from pdiff.config import BaselinesConfig
 from pdiff.memorization import (
     Population,
-    baseline_populations,
     error_iou,
     matched_noise_scale,
     mean_pairwise_iou,
     memorization_normalizer,
     memorization_table,
     nearest_original,
+    noise_population,
+    point_populations,
 )
 from pdiff.params import select_parameters
 from pdiff.tasknets import digits_cnn
@@ -31,7 +32,7 @@ def test_error_iou_matches_a_loop():
 
 def test_nearest_original_excludes_self_for_originals():
     originals = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
-    l2, cosine, index = nearest_original(originals, originals, exclude_self=True)
+    l2, cosine, index = nearest_original(originals, originals, exclude=torch.arange(3))
     assert index.tolist() == [2, 2, 0] and torch.allclose(l2, torch.tensor([1.0, 18 ** 0.5, 1.0], dtype=torch.float64))
     l2, _, index = nearest_original(torch.tensor([[3.0, 4.1]]), originals)
     assert index.tolist() == [1] and abs(float(l2[0]) - 0.1) < 1e-6
@@ -48,9 +49,12 @@ def test_table_copies_are_not_novel_and_noise_is():
     def predictions(vectors):  # a stand-in network: predicted class from the vector's sign pattern
         return ((vectors[:, :50] > 0).long() * 3 + y) % 10
 
-    originals = Population("originals", zoo, predictions(zoo))
+    originals = Population("originals", zoo, predictions(zoo), copy_of=torch.arange(30))
     copies = Population("generated", zoo[:10].clone(), predictions(zoo[:10]))
-    baselines = baseline_populations(zoo, normalizer, 2.0, 10, 0, BaselinesConfig(models_per_scale=7))
+    rng = torch.Generator().manual_seed(0)
+    baselines = [noise_population("noise_0.001", zoo, normalizer, 0.001, 7, rng),
+                 noise_population("noise_matched_2", zoo, normalizer, 2.0, 10, rng),
+                 *point_populations(zoo, torch.linspace(60, 70, 30), normalizer, 10, rng, BaselinesConfig())]
     for baseline in baselines:
         baseline.predictions = predictions(baseline.vectors)
     table, per_model = memorization_table(originals, copies, baselines, normalizer, y)
@@ -58,8 +62,11 @@ def test_table_copies_are_not_novel_and_noise_is():
     assert table["generated"]["max_iou_mean"] == 1.0
     assert table["noise_0.001"]["novel_fraction"] == 0.0
     assert table["noise_matched_2"]["novel_fraction"] == 1.0
-    assert table["average"]["n"] == 1 and table["noise_0.3"]["n"] == 7
+    assert table["average"]["n"] == 1 and table["noise_0.001"]["n"] == 7
     assert {"gaussian", "average16", "interpolation"} <= set(table) and table["gaussian"]["n"] == 10
+    # the best originals by validation (the last ones here), exact copies that leave out their own original
+    assert table["selected_top1"]["n"] == 1 and table["selected_10pct"]["n"] == 3 and table["selected_25pct"]["n"] == 8
+    assert table["selected_top1"]["nn_l2_mean"] > 0 and table["selected_10pct"]["novel_fraction"] >= 0
     assert per_model["max_iou:generated"].shape == (10,)
 
 
@@ -69,7 +76,9 @@ def test_gaussian_and_average16_baselines_are_what_they_say():
     zoo = torch.randn(40, spec.dim) * torch.linspace(0.1, 3.0, spec.dim) + torch.linspace(-5, 5, spec.dim)
     normalizer = memorization_normalizer(spec, zoo)
     cfg = BaselinesConfig(noise_scales=[0.01, 0.1], models_per_scale=3, average_of=16)
-    populations = {p.name: p.vectors for p in baseline_populations(zoo, normalizer, 0.5, 4000, 0, cfg)}
+    val_accuracy = torch.arange(40.0)
+    populations = {p.name: p.vectors for p in point_populations(zoo, val_accuracy, normalizer, 4000,
+                                                                torch.Generator().manual_seed(0), cfg)}
     gaussian = populations["gaussian"]  # per coordinate: the zoo's mean and std
     assert torch.allclose(gaussian.mean(0), zoo.mean(0), atol=0.15) and torch.allclose(gaussian.std(0), zoo.std(0),
                                                                                         rtol=0.08)
@@ -78,4 +87,7 @@ def test_gaussian_and_average16_baselines_are_what_they_say():
     assert torch.allclose(weights.sort(1, descending=True).values[:, :16], torch.full((5, 16), 1 / 16.0,
                                                                                       dtype=torch.float64), atol=1e-6)
     assert weights.sort(1, descending=True).values[:, 16:].abs().max() < 1e-6
-    assert set(populations) >= {"noise_0.01", "noise_0.1", "noise_matched_0.5", "average", "interpolation"}
+    assert set(populations) >= {"average", "interpolation", "selected_top1", "selected_5pct"}
+    assert torch.equal(populations["selected_top1"], zoo[39:])
+    assert torch.equal(populations["selected_5pct"], zoo[[39, 38]])
+    assert torch.allclose(populations["selected_average16"], zoo[24:].mean(0, keepdim=True))

@@ -11,6 +11,7 @@ from pdiff.mnist1d import cache_paths, generation_args, load_mnist1d
 
 
 def _data_cfg(root, **mnist1d):
+    mnist1d = {"val_samples": 300, "test_samples": 500, **mnist1d}
     return OmegaConf.structured(DataConfig(name="mnist1d", root=str(root), mnist1d=Mnist1dConfig(**mnist1d)))
 
 
@@ -20,11 +21,16 @@ def test_built_offline_cached_with_its_arguments_and_read_back(tmp_path, monkeyp
     np.random.seed(123)
     data = load_dataset(_data_cfg(tmp_path))
     assert np.random.rand() == expected_draw  # the package's global seeding is undone
-    assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40) and data.num_classes == 10
+    assert data.x_train.shape == (4000, 40) and data.x_val.shape == (300, 40) and data.x_test.shape == (500, 40)
+    assert data.num_classes == 10
     assert data.x_train.dtype == torch.float32 and set(data.y_test.tolist()) == set(range(10))
     tensors, record = cache_paths(tmp_path, generation_args(Mnist1dConfig()))
     saved = json.loads(record.read_text())
     assert saved["args"]["seed"] == 42 and "url" not in saved["args"] and saved["mnist1d_version"]
+    # validation and test are generated apart: other seeds, no training signal among them
+    assert generation_args(Mnist1dConfig(), "test")["seed"] == 2042 and saved["split"] == "train"
+    train_rows = {tuple(row.tolist()) for row in data.x_train}
+    assert not any(tuple(row.tolist()) in train_rows for row in torch.cat([data.x_val, data.x_test]))
 
     import mnist1d.data
 
@@ -34,16 +40,18 @@ def test_built_offline_cached_with_its_arguments_and_read_back(tmp_path, monkeyp
 
 
 def test_other_generation_arguments_are_another_dataset(tmp_path):
-    small = load_mnist1d(Mnist1dConfig(num_samples=200, seed=7), str(tmp_path))
-    assert small["x_train"].shape == (160, 40) and small["x_test"].shape == (40, 40)
-    assert len(list((tmp_path / "mnist1d").glob("*.safetensors"))) == 1
+    small = load_mnist1d(Mnist1dConfig(num_samples=200, seed=7, val_samples=30, test_samples=50), str(tmp_path))
+    assert small["x_train"].shape == (160, 40) and small["x_val"].shape == (30, 40)
+    assert small["x_test"].shape == (50, 40)
+    assert len(list((tmp_path / "mnist1d").glob("*.safetensors"))) == 3  # one file per split
 
 
 def test_a_changed_cache_file_is_refused_naming_it(tmp_path):
-    load_mnist1d(Mnist1dConfig(num_samples=100), str(tmp_path))
-    tensors, _ = cache_paths(tmp_path, generation_args(Mnist1dConfig(num_samples=100)))
+    small = Mnist1dConfig(num_samples=100, val_samples=20, test_samples=20)
+    load_mnist1d(small, str(tmp_path))
+    tensors, _ = cache_paths(tmp_path, generation_args(small))
     raw = bytearray(tensors.read_bytes())
     raw[-1] ^= 0xFF
     tensors.write_bytes(bytes(raw))
     with pytest.raises(ConfigError, match=r"MNIST-1D cache .*mnist1d-.*safetensors does not match"):
-        load_mnist1d(Mnist1dConfig(num_samples=100), str(tmp_path))
+        load_mnist1d(small, str(tmp_path))

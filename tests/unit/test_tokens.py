@@ -51,7 +51,7 @@ def test_memory_mapped_zoo_reads_the_same_values_as_the_one_in_memory(tmp_path):
     written = ParamZoo.load(tmp_path)
     written.vectors[0, 0] = 123.0  # copy-on-write: the file on disk never changes
     assert torch.equal(ParamZoo.load(tmp_path).vectors, zoo.vectors)
-    assert torch.equal(mapped.accuracy, zoo.accuracy)
+    assert torch.equal(mapped.val_accuracy, zoo.val_accuracy)
     for mode in Normalization:
         assert torch.equal(ParamNormalizer.fit(SPEC, mapped.vectors, mode).std, ParamNormalizer.fit(SPEC, zoo.vectors,
                                                                                                     mode).std)
