@@ -164,3 +164,21 @@ def test_equal_similarities_count_with_the_best_of_them():
     at, _ = envelope_at([0.4, 0.5, 0.5, 0.6], accuracies, 0.45)  # halfway to the best point at 0.5
     assert float(at) == pytest.approx(72.0)
     assert envelope_at([0.4, 0.6], accuracies[:2], 0.7)[1] and envelope_at([0.4, 0.6], accuracies[:2], 0.3)[1]
+
+
+def test_a_similarity_beyond_the_frontier_is_a_tie_however_accurate():
+    def row(acc: float, similarity: float) -> dict:
+        return {"n": 10, "acc_mean": acc, "max_iou_mean": similarity, "novel_fraction": 0.0}
+
+    table = {"generated": row(90.0, 0.99), "originals_nn_l2_median": 1.0, "originals": row(80.0, 0.9)}
+    resampled = {"generated": torch.full((200,), 90.0, dtype=torch.float64)}
+    for prefix in ("noise_", "selected_noise_"):
+        for similarity, acc in ((0.5, 60.0), (0.7, 75.0), (0.9, 80.0)):
+            name = f"{prefix}{similarity}"
+            table[name], resampled[name] = row(acc, similarity), torch.full((200,), acc, dtype=torch.float64)
+    verdict = compute_verdict(table, resampled, (), 0.95)
+    for family in ("noise", "selected_noise"):
+        assert verdict[family]["outside_frontier"] and verdict[family]["low"] == pytest.approx(10.0)
+        assert verdict[family]["status"] == TIES  # 10 points above the frontier's end, but beyond its reach
+    inside = compute_verdict({**table, "generated": row(90.0, 0.8)}, resampled, (), 0.95)
+    assert inside["noise"]["status"] == BEATS and inside["noise"]["frontier_acc"] == pytest.approx(77.5)
