@@ -15,7 +15,15 @@ from pdiff.config import ConfigError, Precision
 from pdiff.data import Augmentation, Dataset, batch_indices
 from pdiff.devices import Execution, autocast
 from pdiff.evaluate import accuracy, run_in_batches
-from pdiff.params import ParamSpec, is_whole_model, read_vector, running_statistics, split_network
+from pdiff.params import (
+    STATISTIC_NAMES,
+    ParamSpec,
+    is_whole_model,
+    read_vector,
+    running_statistics,
+    split_network,
+    write_vector,
+)
 from pdiff.progress import stage_progress
 from pdiff.rebasin import permutation_groups
 from pdiff.seeds import Purpose, generator_for
@@ -45,15 +53,17 @@ def training_batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int,
     return xb, y[idx]
 
 
-def check_runs(collect_cfg, model: nn.Module, spec: ParamSpec) -> None:
+def check_runs(collect_cfg, model: nn.Module, spec: ParamSpec, recalibrate_batches: int = 0) -> None:
     """What task.collect.runs and task.collect.align need of the network, checked before any work."""
     runs, whole = collect_cfg.runs, is_whole_model(model, spec)
-    statistics = running_statistics(model)
-    if runs > 1 and whole and statistics:
+    uncarried = [name for name in running_statistics(model) if name.rsplit(".", 1)[-1] in STATISTIC_NAMES
+                 and name not in spec.names]
+    if runs > 1 and whole and uncarried and not recalibrate_batches:
         raise ConfigError(f"task.collect.runs={runs} trains every run of a whole-model zoo from scratch, but task.net "
-                          f"has normalisation running statistics ({', '.join(statistics[:3])}, ...) that a parameter "
-                          "vector does not carry, so the runs cannot share them: use a network without BatchNorm "
-                          "(e.g. task.net.batch_norm=false) or task.collect.runs=1")
+                          f"has BatchNorm running statistics ({', '.join(uncarried[:3])}, ...) that the vectors do not "
+                          "carry, so the runs would share run 0's: set task.param.statistics=true (each checkpoint "
+                          "keeps its own, generators generate them) or evaluate.recalibrate_batches > 0 (every model "
+                          "re-estimates them on training data), or use task.collect.runs=1")
     if not collect_cfg.align:
         return
     if not whole or runs < 2:
@@ -133,7 +143,7 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     model.eval()
     named = dict(model.named_parameters())
     for name, param in named.items():
-        param.requires_grad_(name in spec.names)
+        param.requires_grad_(name in spec.parameter_names)
     head, tail = split_network(model, spec.entries[0].name)
     with torch.no_grad(), execution.autocast(data.x_val.device):
         val_features = run_in_batches(head, data.x_val)
@@ -141,16 +151,14 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     trained = tail if train_features is not None else model
     forward = execution.training_forward(trained)
     train_x = train_features if train_features is not None else data.x_train
-    optimizer = torch.optim.SGD([named[name] for name in spec.names], lr=collect_cfg.lr,
+    optimizer = torch.optim.SGD([named[name] for name in spec.parameter_names], lr=collect_cfg.lr,
                                 momentum=collect_cfg.momentum, weight_decay=collect_cfg.weight_decay)
     steps_per_checkpoint = checkpoint_interval(collect_cfg, len(data.x_train))
     vectors, accuracies = [], []
     if state_path.is_file():
         state = atomic.read_torch(state_path)
         vectors, accuracies = list(state["vectors"].to(data.x_train.device)), list(state["accuracy"])
-        with torch.no_grad():
-            for name, value in spec.unflatten(state["vectors"][-1:]).items():
-                named[name].copy_(value[0])
+        write_vector(model, spec, state["vectors"][-1])
         optimizer.load_state_dict(state["optimizer"])
         log.info("collection resumes at checkpoint %d/%d", len(vectors), k)
     with stage_progress("collect checkpoints", total=k, completed=len(vectors)) as bar:

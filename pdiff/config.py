@@ -76,6 +76,9 @@ class WandbMode(Enum):
 class ParamConfig:
     layers: list[str] = field(default_factory=lambda: ["bn3", "bn4"])
     k: int = 200
+    # true: each vector also carries the running mean and variance of every selected BatchNorm layer (as its
+    # checkpoint had them), so runs trained from scratch keep their own statistics and generators generate them
+    statistics: bool = False
 
 
 @dataclass
@@ -164,6 +167,7 @@ class CadenceConfig:
 @dataclass
 class GeneratorConfig:
     design: str = "latent"  # a name in pdiff.generators.DESIGNS
+    train_fraction: float = 1.0  # train on this best fraction of the zoo by validation accuracy (1.0: every checkpoint)
 
 
 @dataclass
@@ -288,6 +292,7 @@ class DDIMSamplerConfig:
 class FlowSamplerConfig:
     name: SamplerName = SamplerName.euler  # euler, or heun (two velocity calls a step)
     steps: int = 50
+    temperature: float = 1.0  # the starting noise's standard deviation (< 1: samples nearer the flow's modes)
 
 
 @dataclass
@@ -504,6 +509,10 @@ def validate(cfg: DictConfig) -> None:
         _require(cfg.sampler.eta >= 0.0, "sampler.eta", cfg.sampler.eta, "must be >= 0")
     if SamplerName(cfg.sampler.name) in (SamplerName.euler, SamplerName.heun):
         _require(cfg.sampler.steps >= 1, "sampler.steps", cfg.sampler.steps, "must be >= 1")
+        _require(cfg.sampler.temperature > 0, "sampler.temperature", cfg.sampler.temperature,
+                 "must be > 0 (1: the noise the flow was trained from)")
+    _require(0.0 < cfg.generator.train_fraction <= 1.0, "generator.train_fraction", cfg.generator.train_fraction,
+             "must be in (0, 1] (1: train on every checkpoint)")
     _require(cfg.generate.guidance >= 0.0, "generate.guidance", cfg.generate.guidance, "must be >= 0")
     quantile = cfg.generate.target_quantile
     _require(quantile is None or 0.0 <= quantile <= 1.0, "generate.target_quantile", quantile, "must be in [0, 1]")

@@ -8,12 +8,14 @@ convolutions); batching is meant for GPUs.
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
 from pdiff.devices import free_memory_bytes
-from pdiff.params import ParamSpec, split_network, tail_parameter_names
+from pdiff.params import ParamSpec, clamp_statistics, split_network, tail_tensor_names
 
 MEMORY_BUDGET_BYTES = 2 * 1024**3
 ACTIVATION_COPIES = 8  # rough count of feature-sized tensors alive per model inside the tail
@@ -37,7 +39,8 @@ class ParameterEvaluator:
     With `recalibration` (batches of training inputs), each model's BatchNorm running statistics from the
     first generated layer on are first re-estimated on them (train-mode forwards, a cumulative average,
     nothing else changes), as generated whole models need; every model evaluated with it is treated alike.
-    Norm layers of the frozen head keep the base model's statistics (their inputs never change).
+    Norm layers of the frozen head keep the base model's statistics (their inputs never change). Without it, a
+    vector that carries running statistics (task.param.statistics) is evaluated with its own.
     """
 
     def __init__(self, model: nn.Module, spec: ParamSpec, x_test: torch.Tensor, max_chunk: int = 100,
@@ -49,12 +52,17 @@ class ParameterEvaluator:
         self.recalibration = [run_in_batches(head, batch) for batch in recalibration] if recalibration else None
         self.norms = [(f"{name}." if name else "", m) for name, m in self.tail.named_modules()
                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-        self.tail_names = tail_parameter_names(model, self.tail)
+        self.tail_names = tail_tensor_names(model, self.tail)
         self.fixed = {name: t.detach() for name, t in self.tail.named_parameters()}
         self.fixed.update({name: t for name, t in self.tail.named_buffers()})
         per_model = self.features.numel() * self.features.element_size() * ACTIVATION_COPIES
         budget = free_memory_bytes(self.features.device, MEMORY_BUDGET_BYTES)
         self.chunk = max(1, min(max_chunk, budget // max(per_model, 1)))
+        self.recalibration_seconds, self.recalibrated = 0.0, 0  # time spent re-estimating statistics, for how many
+
+    @property
+    def recalibration_seconds_per_model(self) -> float:
+        return self.recalibration_seconds / max(self.recalibrated, 1)
 
     def _logits(self, tail_params: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(self.tail, {**self.fixed, **tail_params}, (self.features,))
@@ -90,14 +98,20 @@ class ParameterEvaluator:
     def predict_chunk(self, chunk: torch.Tensor) -> torch.Tensor:
         """[M, D] vectors (M <= chunk) -> [M, n_test] predicted classes, on the features' device."""
         chunk = chunk.to(self.features.device)
-        batched = {self.tail_names[name]: value for name, value in self.spec.unflatten(chunk).items()}
+        written = clamp_statistics(self.spec, self.spec.unflatten(chunk))
+        batched = {self.tail_names[name]: value for name, value in written.items()}
         if self.batched:
             return vmap(self._logits)(batched).argmax(-1)
         outputs = []
         for index in range(len(chunk)):
             params = {**self.fixed, **{name: value[index] for name, value in batched.items()}}
             if self.recalibration is not None:
+                started = time.perf_counter()
                 params.update(self._recalibrated_statistics(params))
+                if chunk.device.type == "cuda":  # the statistics are ready only after their kernels ran
+                    torch.cuda.synchronize(chunk.device)
+                self.recalibration_seconds += time.perf_counter() - started
+                self.recalibrated += 1
             outputs.append(torch.cat([functional_call(self.tail, params, (part,)).argmax(-1)
                                       for part in self.features.split(self.batch_size)]))
         return torch.stack(outputs)

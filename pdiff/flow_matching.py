@@ -35,9 +35,10 @@ def flow_matching_loss(model: Callable[..., torch.Tensor], x1: torch.Tensor, noi
 @torch.no_grad()
 def sample_flow(velocity: Velocity, shape: tuple[int, ...], sampler_cfg, generator: torch.Generator,
                 device: torch.device, progress: Callable[[], None] | None = None) -> torch.Tensor:
-    """x_1 of `shape` on `device`: x_0 drawn on the CPU by `generator` (the same on every device), then
-    sampler_cfg.steps Euler (sampler=euler) or Heun (sampler=heun: 2 velocity calls a step) steps."""
-    x = torch.randn(shape, generator=generator).to(device)
+    """x_1 of `shape` on `device`: x_0 drawn on the CPU by `generator` (the same on every device; standard
+    deviation sampler_cfg.temperature), then sampler_cfg.steps Euler (sampler=euler) or Heun (sampler=heun: 2
+    velocity calls a step) steps."""
+    x = (torch.randn(shape, generator=generator) * sampler_cfg.temperature).to(device)
     grid = torch.linspace(0.0, 1.0, sampler_cfg.steps + 1)
     heun = SamplerName(sampler_cfg.name) is SamplerName.heun
     for t0, t1 in zip(grid[:-1].tolist(), grid[1:].tolist()):

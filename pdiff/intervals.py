@@ -23,15 +23,15 @@ def bootstrap_accuracies(correct: dict[str, torch.Tensor], resamples: int, seed:
     out = {name: [] for name in correct}
     for start in range(0, resamples, RESAMPLES_PER_CHUNK):
         size = min(RESAMPLES_PER_CHUNK, resamples - start)
-        counts = _counts(n, size, generator)  # [size, N]: how often each test sample is drawn
+        counts = draw_counts(n, size, generator)  # [size, N]: how often each test sample is drawn
         for name, c in scored.items():
             per_model = c @ counts.T / n  # [M, size]: each model's accuracy on each resampled test set
-            weights = _counts(len(c), size, generator) / len(c)  # [size, M]
+            weights = draw_counts(len(c), size, generator) / len(c)  # [size, M]
             out[name].append((weights * per_model.T).sum(1).double() * 100)
     return {name: torch.cat(values) for name, values in out.items()}
 
 
-def _counts(n: int, resamples: int, generator: torch.Generator) -> torch.Tensor:
+def draw_counts(n: int, resamples: int, generator: torch.Generator) -> torch.Tensor:
     """[resamples, n] draw counts of n items drawn n times with replacement, per resample."""
     draws = torch.randint(0, n, (resamples, n), generator=generator)
     return torch.zeros(resamples, n).scatter_add_(1, draws, torch.ones(resamples, n))

@@ -11,6 +11,7 @@ from torch import nn
 from pdiff.config import ConfigError, Normalization
 
 ALL_PARAMETERS = ("*", "all")
+STATISTIC_NAMES = ("running_mean", "running_var")
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class ParamEntry:
     name: str
     shape: tuple[int, ...]
     offset: int
+    statistic: bool = False  # a BatchNorm running statistic (a buffer) carried in the vector, not trained
 
     @property
     def numel(self) -> int:
@@ -38,6 +40,15 @@ class ParamSpec:
     def names(self) -> list[str]:
         return [entry.name for entry in self.entries]
 
+    @property
+    def parameter_names(self) -> list[str]:
+        """The trained entries (without the carried running statistics)."""
+        return [entry.name for entry in self.entries if not entry.statistic]
+
+    @property
+    def variance_names(self) -> frozenset[str]:
+        return frozenset(e.name for e in self.entries if e.statistic and e.name.endswith("running_var"))
+
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """dict name -> tensor (model shapes) to a [D] vector."""
         return torch.cat([tensors[entry.name].detach().reshape(-1) for entry in self.entries])
@@ -50,11 +61,13 @@ class ParamSpec:
                 for entry in self.entries}
 
     def to_json(self) -> list[dict]:
-        return [{"name": e.name, "shape": list(e.shape), "offset": e.offset, "numel": e.numel} for e in self.entries]
+        return [{"name": e.name, "shape": list(e.shape), "offset": e.offset, "numel": e.numel}
+                | ({"statistic": True} if e.statistic else {}) for e in self.entries]
 
     @classmethod
     def from_json(cls, items: list[dict]) -> ParamSpec:
-        spec = cls(tuple(ParamEntry(item["name"], tuple(item["shape"]), item["offset"]) for item in items))
+        spec = cls(tuple(ParamEntry(item["name"], tuple(item["shape"]), item["offset"], bool(item.get("statistic")))
+                         for item in items))
         offset = 0
         for entry in spec.entries:
             if entry.offset != offset:
@@ -68,34 +81,53 @@ def _matches(name: str, pattern: str) -> bool:
     return pattern in ALL_PARAMETERS or fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + ".")
 
 
-def select_parameters(model: nn.Module, patterns: list[str], key: str = "task.param.layers") -> ParamSpec:
-    """Parameters whose name equals, is under (module prefix), or glob-matches one of `patterns`."""
+def select_parameters(model: nn.Module, patterns: list[str], key: str = "task.param.layers",
+                      statistics: bool = False) -> ParamSpec:
+    """Parameters whose name equals, is under (module prefix), or glob-matches one of `patterns`, in state_dict
+    order; with `statistics`, also the running mean and variance of every norm layer whose weight is selected."""
     named = list(model.named_parameters())
     for pattern in patterns:
         if not any(_matches(name, pattern) for name, _ in named):
             examples = sorted({name.rsplit(".", 1)[0] for name, _ in named})
             raise ConfigError(f"{key} pattern {pattern!r} matches no parameter; allowed: module names or globs "
                               f"over {examples[:12]}{' ...' if len(examples) > 12 else ''}, or '*' for all")
+    selected = {name for name, _ in named if any(_matches(name, pattern) for pattern in patterns)}
+    carried = {name for name in running_statistics(model) if statistics
+               and name.rsplit(".", 1)[-1] in STATISTIC_NAMES and f"{name.rsplit('.', 1)[0]}.weight" in selected}
     entries, offset = [], 0
-    for name, param in named:
-        if any(_matches(name, pattern) for pattern in patterns):
-            entries.append(ParamEntry(name, tuple(param.shape), offset))
-            offset += param.numel()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if name in selected or name in carried:
+            entries.append(ParamEntry(name, tuple(tensor.shape), offset, statistic=name in carried))
+            offset += tensor.numel()
     return ParamSpec(tuple(entries))
 
 
 def is_whole_model(model: nn.Module, spec: ParamSpec) -> bool:
     """Whether `spec` selects every parameter of `model` (nothing but buffers stays frozen)."""
-    return spec.dim == sum(param.numel() for param in model.parameters())
+    return len(spec.parameter_names) == sum(1 for _ in model.parameters())
 
 
 def running_statistics(model: nn.Module) -> list[str]:
-    """Names of the buffers that hold normalisation running statistics (a parameter vector does not carry them)."""
+    """Names of the floating-point buffers: normalisation running statistics (task.param.statistics carries them)."""
     return [name for name, buffer in model.named_buffers() if buffer.is_floating_point()]
 
 
 def read_vector(model: nn.Module, spec: ParamSpec) -> torch.Tensor:
-    return spec.flatten(dict(model.named_parameters()))
+    return spec.flatten(model.state_dict(keep_vars=True))
+
+
+def write_vector(model: nn.Module, spec: ParamSpec, vector: torch.Tensor) -> None:
+    """Copy a [D] vector into `model`'s selected parameters (and carried statistics), in place."""
+    state = model.state_dict(keep_vars=True)
+    with torch.no_grad():
+        for name, value in spec.unflatten(vector[None]).items():
+            state[name].copy_(value[0])
+
+
+def clamp_statistics(spec: ParamSpec, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` with every carried running variance clamped at 0 (a generated or noised variance may be negative;
+    BatchNorm adds its eps)."""
+    return {name: value.clamp_min(0) if name in spec.variance_names else value for name, value in tensors.items()}
 
 
 def split_network(model: nn.Module, first_name: str) -> tuple[nn.Sequential, nn.Module]:
@@ -119,10 +151,10 @@ def split_network(model: nn.Module, first_name: str) -> tuple[nn.Sequential, nn.
     raise ValueError(f"{first_name!r} is not a parameter path of this network")
 
 
-def tail_parameter_names(model: nn.Module, tail: nn.Module) -> dict[str, str]:
-    """Map the model's parameter names to the tail's own names for the same tensors."""
-    by_id = {id(param): name for name, param in model.named_parameters()}
-    return {by_id[id(param)]: name for name, param in tail.named_parameters()}
+def tail_tensor_names(model: nn.Module, tail: nn.Module) -> dict[str, str]:
+    """Map the model's parameter and buffer names to the tail's own names for the same tensors."""
+    by_id = {id(tensor): name for name, tensor in model.state_dict(keep_vars=True).items()}
+    return {by_id[id(tensor)]: name for name, tensor in tail.state_dict(keep_vars=True).items()}
 
 
 class ParamNormalizer(nn.Module):

@@ -36,7 +36,12 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     if Stage.collect in stages:
         data = load_dataset(cfg.data)
         model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
-        check_runs(cfg.task.collect, model, select_parameters(model, list(cfg.task.param.layers)))
+        spec = select_parameters(model, list(cfg.task.param.layers), statistics=cfg.task.param.statistics)
+        if cfg.task.param.statistics and not spec.variance_names:
+            raise ConfigError(f"task.param.statistics=true carries BatchNorm running statistics, but no layer of "
+                              f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
+                              "BatchNorm layers")
+        check_runs(cfg.task.collect, model, spec, cfg.evaluate.recalibrate_batches)
 
 
 def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None) -> Run:

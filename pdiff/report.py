@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
 from pdiff.config import LoggerName  # noqa: E402
+from pdiff.costs import RECALIBRATION_KEY  # noqa: E402
 from pdiff.memorization import FRONTIERS  # noqa: E402
 from pdiff.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
@@ -200,7 +201,7 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
                              f"| {f['acc_best']:.2f} "
                              f"| {f['nn_l2_mean']:.4g} | {f['nn_cos_mean']:.3g} | {f['max_iou_mean']:.3f} "
                              f"| {_number(f['pairwise_iou_within'])} | {100 * f['novel_fraction']:.0f}% |")
-    timing_rows = "\n".join(f"| {stage} | {seconds:.1f} |" for stage, seconds in report["timings_s"].items())
+    timing_rows = "\n".join(f"| {stage} | {seconds:.1f} |" for stage, seconds in _stage_times(report["timings_s"]))
     return (f"# pdiff report: {report['task']}\n\n"
             f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; accuracy in percent on "
             f"{report['n_test']:,} test samples (read only by this stage).\n\n"
@@ -228,8 +229,51 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
             "10%: a second frontier).\n\n"
             + "\n".join(memo_rows)
             + f"\n\n![memorization]({MEMORIZATION_PLOT})\n\n![projection]({PROJECTION_PLOT})\n\n"
-            f"## Training\n\n![training curves]({CURVES_PLOT})\n\n"
+            + _keep_best_section(report["keep_best"]) + _cost_section(report["cost"])
+            + f"## Training\n\n![training curves]({CURVES_PLOT})\n\n"
             f"## Time per stage\n\n| stage | seconds |\n|---|---|\n{timing_rows}\n")
+
+
+def _stage_times(timings: dict[str, float]) -> list[tuple[str, float]]:
+    """Stage and phase times, the collection runs summed into one row."""
+    runs = [seconds for key, seconds in timings.items() if key.startswith("collect_run_")]
+    rows = [(key, seconds) for key, seconds in timings.items()
+            if not key.startswith("collect_run_") and key != RECALIBRATION_KEY]
+    return rows + ([(f"collect runs ({len(runs)}, summed)", sum(runs))] if runs else [])
+
+
+def _interval(values: list[float]) -> str:
+    return f"[{values[0]:.2f}, {values[1]:.2f}]"
+
+
+def _keep_best_section(picked: dict) -> str:
+    """Generate N and keep the best by validation, against train N and keep the best by validation."""
+    percent = f"{100 * picked['confidence']:g}%"
+    rows = [f"| pool | N | mean test | {percent} interval | kept: validation | kept: test | {percent} interval |",
+            "|---|---|---|---|---|---|---|"]
+    for pool, label in (("trained", "train N (each run's last checkpoint)"), ("generated", "generate N")):
+        p = picked[pool]
+        rows.append(f"| {label} | {picked['n']} | {p['mean']:.2f} | {_interval(p['mean_interval'])} | "
+                    f"{p['kept_val']:.2f} | {p['kept_test']:.2f} | {_interval(p['kept_test_interval'])} |")
+    return ("## Picking a model as a user would\n\n"
+            f"Keep the best of N = {picked['n']} by validation accuracy, then read its test accuracy (intervals: "
+            "a paired bootstrap over test samples and over the N models drawn).\n\n" + "\n".join(rows)
+            + f"\n\nKept generated minus kept trained: {picked['margin']:+.2f} points, {percent} interval "
+              f"[{picked['margin_interval'][0]:+.2f}, {picked['margin_interval'][1]:+.2f}].\n\n")
+
+
+def _cost_section(cost: dict) -> str:
+    """Seconds per SGD-trained model against seconds per generated model."""
+    def seconds(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
+    return ("## What a model costs (seconds, this machine)\n\n| model | seconds each |\n|---|---|\n"
+            f"| SGD: one independent run (its base training and its checkpoints) | {seconds(cost['sgd_per_run_s'])} |\n"
+            f"| SGD: one checkpoint of the zoo | {seconds(cost['sgd_per_checkpoint_s'])} |\n"
+            f"| generated, amortised (generator training {cost['generator_train_s']:.1f} s + sampling "
+            f"{cost['generate_s']:.1f} s, over the models, + recalibration) | "
+            f"{seconds(cost['generated_amortised_s'])} |\n"
+            f"| generated, marginal (sampling + recalibration {seconds(cost['recalibrate_per_model_s'])} s) | "
+            f"{seconds(cost['generated_marginal_s'])} |\n\n")
 
 
 def write_report(directory: Path, report: dict, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor],

@@ -33,10 +33,17 @@ def report_figures(report: dict) -> dict[str, float]:
                "generated novel fraction": memo["generated"]["novel_fraction"],
                "original validation mean": validation.get("original", {}).get("mean"),
                "generated validation mean": validation.get("generated", {}).get("mean")}
+    picked, cost = report.get("keep_best"), report.get("cost", {})
+    if picked:
+        figures.update({"kept generated: test": picked["generated"]["kept_test"],
+                        "kept trained: test": picked["trained"]["kept_test"],
+                        "kept generated - kept trained (points)": picked["margin"]})
+    figures.update({"seconds per SGD run": cost.get("sgd_per_run_s"),
+                    "seconds per generated model (amortised)": cost.get("generated_amortised_s")})
     for family in verdict.get("families", []):
         figures[f"margin vs {family} (points)"] = verdict[family]["acc_margin"]
-    figures["stage time (s)"] = sum(seconds for phase, seconds in report["timings_s"].items()
-                                    if phase.split("_")[0] in STAGES and phase != "collect_base")  # inside collect
+    figures["stage time (s)"] = sum(seconds for phase, seconds in report["timings_s"].items()  # collect_*: inside
+                                    if phase.split("_")[0] in STAGES and not phase.startswith("collect_"))
     return {name: float(value) for name, value in figures.items() if value is not None}
 
 

@@ -20,6 +20,7 @@ class Purpose(Enum):
     baselines = "baselines"  # the memorisation baselines' draws
     recalibration = "recalibration"  # which training rows re-estimate BatchNorm statistics at evaluation
     bootstrap = "bootstrap"  # the resampled test samples and models of the evaluation's intervals
+    keep_best = "keep_best"  # the resampled test samples and models of "keep the best of N by validation"
     batch_noise = "batch_noise"  # generator training noise at step `index` (from a training seed)
     epoch_order = "epoch_order"  # the permutation of epoch `index` (from a training seed)
     augment = "augment"  # image augmentation at step `index` (from a training seed)
@@ -34,6 +35,7 @@ _DERIVE = {
     Purpose.baselines: lambda seed, index: seed + 30_011,
     Purpose.recalibration: lambda seed, index: seed + 50_021,
     Purpose.bootstrap: lambda seed, index: seed + 60_013,
+    Purpose.keep_best: lambda seed, index: seed + 70_001,
     Purpose.batch_noise: lambda seed, index: seed * 1_000_003 + index + 17,
     Purpose.epoch_order: lambda seed, index: seed * 1_000_003 + index,
     Purpose.augment: lambda seed, index: seed * 7_919 + index,

@@ -8,6 +8,7 @@ DIR/eval       evaluate: predictions.safetensors, memorization.json; then DIR/re
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import time
@@ -21,12 +22,14 @@ from pdiff import atomic, distributed
 from pdiff.align import align_runs
 from pdiff.collect import checkpoint_interval, collect_checkpoints, train_base
 from pdiff.config import Precision, SamplerName, Stage, to_container
+from pdiff.costs import RECALIBRATION_KEY, cost_per_model
 from pdiff.data import Augmentation, Dataset, load_dataset
 from pdiff.devices import Execution, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import Conditioning
 from pdiff.intervals import bootstrap_accuracies, percentile_interval
+from pdiff.keep_best import keep_best, trained_pool
 from pdiff.memorization import evaluate_populations, memorization_normalizer, point_baselines
 from pdiff.params import ParamSpec, is_whole_model, select_parameters
 from pdiff.report import build_report, log_report, summarize, write_report
@@ -81,12 +84,15 @@ class Run:
         return path
 
     def record_time(self, key: str, seconds: float) -> None:
+        """Add `key` to timings.json (under a lock: collection runs of one zoo may finish at once, as array tasks)."""
         self.timings[key] = seconds
         if not self.env.is_main:
             return
         path = self.output_dir / TIMINGS_FILE
-        saved = json.loads(path.read_text()) if path.is_file() else {}
-        atomic.write_json(path, {**saved, key: round(seconds, 3)})
+        with open(path.with_name(f".{TIMINGS_FILE}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            atomic.write_json(path, {**saved, key: round(seconds, 6)})
 
     def phase_timer(self):
         """A callback that records the time since the previous call (or since now) under each phase name."""
@@ -109,7 +115,8 @@ def _base_model(run: Run) -> tuple[torch.nn.Module, ParamSpec]:
     """The task network (initialised on the CPU, so its weights do not depend on the device), on the device."""
     model = build_task_net(run.cfg.task.net, run.data.input_shape, run.data.num_classes)
     model.to(run.device, memory_format=memory_format(run.device, run.data.x_train))
-    return model, select_parameters(model, list(run.cfg.task.param.layers))
+    return model, select_parameters(model, list(run.cfg.task.param.layers),
+                                    statistics=run.cfg.task.param.statistics)
 
 
 def _train_base(run: Run, seed: int, state_path: Path) -> tuple[torch.nn.Module, float]:
@@ -158,6 +165,7 @@ def run_collection(run: Run, index: int) -> None:
         Augmentation.from_config(cfg.data), collect_seed, path.with_suffix(".state.pt"), run.task_execution)
     interval = checkpoint_interval(cfg.task.collect, len(run.data.x_train))
     seconds = time.perf_counter() - started
+    run.record_time(f"collect_run_{index}", seconds)
     record = {"init_seed": init_seed, "collect_seed": collect_seed, "base_val_acc": base_acc,
               "steps": [interval * (i + 1) for i in range(len(vectors))]}
     atomic.write_safetensors(path, {"params": vectors, "val_accuracy": accuracy},
@@ -210,7 +218,7 @@ def run_train(run: Run) -> None:
     if generator_exists(directory):
         log.info("train: generator in %s is complete, skipping", directory)
         return
-    zoo = ParamZoo.load(run.output_dir / "zoo")
+    zoo = ParamZoo.load(run.output_dir / "zoo").best_by_validation(cfg.generator.train_fraction)
     generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer(), run.device)
     if run.env.is_main:
         generator.save(directory, {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
@@ -250,7 +258,7 @@ def run_evaluate(run: Run) -> dict:
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        predict_test, predict_val = _predictors(run, zoo)
+        (predict_test, predict_val), test_evaluator = _predictors(run, zoo)
         predictions, table = evaluate_populations(predict_test, zoo.vectors, zoo.val_accuracy, generated, normalizer,
                                                   run.data.y_test.cpu(), cfg.seed, cfg.evaluate.baselines)
         y_val = run.data.y_val.cpu()
@@ -258,6 +266,8 @@ def run_evaluate(run: Run) -> dict:
                             "val:generated": predict_val(generated).to(torch.int16), "y_val": y_val})
         atomic.write_safetensors(results, predictions)
         atomic.write_json(table_path, table)
+        if test_evaluator.recalibrated:
+            run.record_time(RECALIBRATION_KEY, test_evaluator.recalibration_seconds_per_model)
         run.record_time("evaluate", time.perf_counter() - started)
     y_test, y_val = predictions.pop("y_test"), predictions.pop("y_val")
     per_model = {name: predictions.pop(name) for name in list(predictions) if ":" in name}
@@ -265,9 +275,17 @@ def run_evaluate(run: Run) -> dict:
     accuracies = {name: c.double().mean(1) * 100 for name, c in correct.items()}
     saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
     report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
-    report["validation"] = {name: summarize((per_model.pop(f"val:{key}") == y_val).double().mean(1) * 100)
+    val_accuracy = {key: (per_model.pop(f"val:{key}") == y_val).double().mean(1) * 100
+                    for key in ("originals", "generated")}
+    report["validation"] = {name: summarize(val_accuracy[key])
                             for name, key in (("original", "originals"), ("generated", "generated"))}
     bootstrap = cfg.evaluate.bootstrap
+    pool = trained_pool(zoo.meta["checkpoint_run"])
+    report["keep_best"] = keep_best(
+        {"trained": correct["originals"][pool], "generated": correct["generated"]},
+        {"trained": val_accuracy["originals"][pool], "generated": val_accuracy["generated"]},
+        bootstrap.resamples, cfg.seed, bootstrap.confidence)
+    report["cost"] = cost_per_model(saved, zoo.meta["runs"], zoo.k, len(generated))
     resampled = bootstrap_accuracies(correct, bootstrap.resamples, cfg.seed)
     for name, row in table.items():
         if isinstance(row, dict):
@@ -283,14 +301,14 @@ def run_evaluate(run: Run) -> dict:
     return report
 
 
-def _predictors(run: Run, zoo: ParamZoo):
+def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator]:
     """Functions [M, D] vectors -> [M, N] predicted classes of the base network with those vectors written in: on
-    the test inputs, and on the validation inputs."""
+    the test inputs, and on the validation inputs; and the test inputs' evaluator (it times recalibration)."""
     cfg = run.cfg
     model, _ = _base_model(run)
     model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
     recalibration = _recalibration(run)
-    predictors = []
+    predictors, evaluators = [], []
     for inputs in (run.data.x_test, run.data.x_val):
         with run.task_autocast():
             evaluator = ParameterEvaluator(model, zoo.spec, inputs, cfg.evaluate.chunk_size, cfg.evaluate.batched,
@@ -300,7 +318,8 @@ def _predictors(run: Run, zoo: ParamZoo):
             with run.task_autocast():
                 return evaluator.predictions(vectors)
         predictors.append(predict)
-    return predictors
+        evaluators.append(evaluator)
+    return predictors, evaluators[0]
 
 
 def _recalibration(run: Run) -> list[torch.Tensor] | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,15 @@ class ParamZoo:
     @property
     def k(self) -> int:
         return int(self.vectors.shape[0])
+
+    def best_by_validation(self, fraction: float) -> ParamZoo:
+        """The best `fraction` of the checkpoints by validation accuracy (at least 2), in zoo order."""
+        if fraction >= 1.0:
+            return self
+        keep = max(2, math.ceil(fraction * self.k))
+        rows = self.val_accuracy.argsort(descending=True, stable=True)[:keep].sort().values
+        return ParamZoo(self.vectors[rows], self.val_accuracy[rows], self.spec,
+                        dict(self.meta, k=keep, trained_on=rows.tolist()))
 
     @classmethod
     def merge(cls, directory: Path, runs: list[Path], spec: ParamSpec, meta: dict) -> ParamZoo:

@@ -12,7 +12,7 @@ from tests.conftest import CONFIGS, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization", "verdict",
-               "validation", "n_test"}
+               "validation", "n_test", "keep_best", "cost"}
 MEMORIZATION_KEYS = {"nn_l2_mean", "max_iou_mean", "acc_mean", "novel_fraction"}
 POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.15", "gaussian", "average16", "average",
                "interpolation", "selected_top1", "selected_5pct", "selected_10pct", "selected_25pct",
@@ -32,6 +32,14 @@ def test_smoke_pipeline_end_to_end_then_skips_done_work(tmp_path):
     assert report["original"]["n"] == 20 and report["generated"]["n"] == 20 and report["param_count"] == 128
     assert report["generated"]["mean"] > 90.0  # generated BatchNorm layers give working networks
     assert {"collect", "train_autoencoder", "train_diffusion", "generate", "evaluate"} <= set(report["timings_s"])
+    timings = report["timings_s"]
+    cost = report["cost"]  # one shared base model and one collection run: the run's SGD time over its 20 checkpoints
+    assert cost["sgd_per_checkpoint_s"] == pytest.approx((timings["collect_base"] + timings["collect_run_0"]) / 20,
+                                                         abs=1e-3)
+    picked = report["keep_best"]  # one run: the trained pool is its 20 checkpoints
+    zoo_val = json.loads((out / "zoo" / "zoo.json").read_text())["val_accuracy"]
+    assert picked["n"] == 20 and picked["trained"]["kept_val"] == pytest.approx(max(zoo_val), abs=1e-3)
+    assert "## Picking a model as a user would" in (out / "report.md").read_text()
     memo = report["memorization"]
     assert set(memo) >= POPULATIONS and any(name.startswith("noise_matched_") for name in memo)
     assert all(set(memo[name]) >= MEMORIZATION_KEYS for name in POPULATIONS)
@@ -143,7 +151,9 @@ def test_token_design_generates_whole_models_from_the_memory_mapped_zoo(tmp_path
 def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
     tiny = ["task.param.k=10", "task.base.epochs=1", "task.collect.steps_per_checkpoint=1", "diffusion.optim.steps=5",
             "diffusion.timesteps=20", "generate.n=4", "sampler.steps=5"]
-    design = compose_config([f"experiment={experiment}", f"paths.output_dir={tmp_path}"]).generator.design
+    cfg = compose_config([f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    tiny.append(f"task.collect.runs={min(cfg.task.collect.runs, 2)}")  # whole models from runs: 2 of them
+    design = cfg.generator.design
     tiny += [] if design == "flow" else ["ae.optim.steps=5", "sampler=ddim"]
     ok(run_sweep([f"experiment={experiment}", *tiny, f"paths.output_dir={tmp_path / 'run'}"]))
     assert json.loads((tmp_path / "run" / "report.json").read_text())["generated"]["n"] == 4

@@ -2,7 +2,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pdiff.config import ConfigError, FlowSamplerConfig, SamplerName
+from pdiff.config import ConfigError, FlowSamplerConfig, SamplerName, validate
 from pdiff.flow_matching import flow_matching_loss, sample_flow
 from pdiff.generators import design_class
 from pdiff.generators.base import Conditioning
@@ -31,6 +31,16 @@ def test_euler_and_heun_integrate_a_time_dependent_field(name, expected):
     end = sample_flow(lambda x, t: t[:, None].expand_as(x), (3, 2), cfg, torch.Generator().manual_seed(5),
                       torch.device("cpu"))
     assert torch.allclose(end - start, torch.full((3, 2), expected))  # dx/dt = t: x(1) = x(0) + 1/2
+
+
+def test_temperature_scales_the_starting_noise():
+    cold = OmegaConf.structured(FlowSamplerConfig(steps=3, temperature=0.25))
+    start = torch.randn(3, 2, generator=torch.Generator().manual_seed(5))
+    end = sample_flow(lambda x, t: torch.zeros_like(x), (3, 2), cold, torch.Generator().manual_seed(5),
+                      torch.device("cpu"))
+    assert torch.allclose(end, 0.25 * start)
+    with pytest.raises(ConfigError, match=r"sampler.temperature=0.0 is invalid"):
+        validate(compose_config(["generator=flow", "sampler.temperature=0"]))
 
 
 def test_pca_basis_whitens_the_zoo_and_decodes_its_span_exactly():

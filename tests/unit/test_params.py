@@ -8,7 +8,7 @@ from pdiff.params import (
     read_vector,
     select_parameters,
     split_network,
-    tail_parameter_names,
+    tail_tensor_names,
 )
 from pdiff.tasknets import digits_cnn, mlp_bn, resnet18_cifar
 
@@ -66,7 +66,7 @@ def test_split_network_is_exact(build, layers, shape):
     x = torch.randn(shape)
     with torch.no_grad():
         assert torch.allclose(tail(head(x)), model(x), atol=1e-6)
-    names = tail_parameter_names(model, tail)
+    names = tail_tensor_names(model, tail)
     assert set(spec.names) <= set(names)
 
 
