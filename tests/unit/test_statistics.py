@@ -73,13 +73,14 @@ def test_whole_model_collection_keeps_the_runs_statistics_in_every_checkpoint(tm
     assert not torch.equal(vectors[0], vectors[-1])  # the weights moved, the statistics did not
 
 
-def test_evaluation_uses_each_vectors_own_statistics():
+@pytest.mark.parametrize("batched", [False, True])
+def test_evaluation_uses_each_vectors_own_statistics(batched):
     shape = (1, 40)
     models = [_trained_statistics(conv1d_bn(shape, 10, [6, 6]), shape, seed) for seed in range(3)]
     spec = select_parameters(models[0], ["*"], statistics=True)
     vectors = torch.stack([read_vector(model, spec) for model in models])
     x = torch.randn(50, *shape)
-    evaluator = ParameterEvaluator(copy.deepcopy(models[0]), spec, x)
+    evaluator = ParameterEvaluator(copy.deepcopy(models[0]), spec, x, batched=batched)
     with torch.no_grad():
         expected = torch.stack([model(x).argmax(-1) for model in models])
     assert torch.equal(evaluator.predictions(vectors), expected)
