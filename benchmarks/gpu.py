@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from pdiff.collect import sgd_step, training_batch
 from pdiff.config import register_configs
 from pdiff.data import Augmentation
-from pdiff.devices import autocast, memory_format, resolve_device
+from pdiff.devices import autocast, memory_format, resolve_device, synchronize
 from pdiff.diffusion import build_diffusion
 from pdiff.engine import build_engine
 from pdiff.evaluate import ParameterEvaluator
@@ -44,11 +44,6 @@ from pdiff.tasknets import resnet18_cifar
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_IMAGES, TEST_IMAGES, BASE_EPOCHS, COLLECT_EPOCHS, K = 50_000, 10_000, 30, 200, 200
 LAYERS = ["layer4.1.bn1", "layer4.1.bn2"]
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(device: torch.device, work, repeats: int) -> float:

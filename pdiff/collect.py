@@ -15,15 +15,7 @@ from pdiff.config import ConfigError, Precision
 from pdiff.data import Augmentation, Dataset, batch_indices
 from pdiff.devices import Execution, autocast
 from pdiff.evaluate import accuracy, run_in_batches
-from pdiff.params import (
-    STATISTIC_NAMES,
-    ParamSpec,
-    is_whole_model,
-    read_vector,
-    running_statistics,
-    split_network,
-    write_vector,
-)
+from pdiff.params import ParamSpec, is_whole_model, read_vector, running_statistics, split_network, write_vector
 from pdiff.progress import stage_progress
 from pdiff.rebasin import permutation_groups
 from pdiff.seeds import Purpose, generator_for
@@ -56,8 +48,7 @@ def training_batch(x: torch.Tensor, y: torch.Tensor, step: int, batch_size: int,
 def check_runs(collect_cfg, model: nn.Module, spec: ParamSpec, recalibrate_batches: int = 0) -> None:
     """What task.collect.runs and task.collect.align need of the network, checked before any work."""
     runs, whole = collect_cfg.runs, is_whole_model(model, spec)
-    uncarried = [name for name in running_statistics(model) if name.rsplit(".", 1)[-1] in STATISTIC_NAMES
-                 and name not in spec.names]
+    uncarried = [name for name in running_statistics(model) if name not in spec.names]
     if runs > 1 and whole and uncarried and not recalibrate_batches:
         raise ConfigError(f"task.collect.runs={runs} trains every run of a whole-model zoo from scratch, but task.net "
                           f"has BatchNorm running statistics ({', '.join(uncarried[:3])}, ...) that the vectors do not "

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 RECALIBRATION_KEY = "recalibrate_per_model"  # timings.json: seconds to re-estimate one model's BatchNorm statistics
+RUN_KEY_PREFIX = "collect_run_"  # timings.json: collect_run_<index>, the seconds of one collection run
+
+
+def run_key(index: int) -> str:
+    return f"{RUN_KEY_PREFIX}{index}"
 
 
 def collection_seconds(timings: dict[str, float], runs: int) -> float | None:
     """The zoo's SGD time: the shared base model plus every collection run (None if a run's time is missing)."""
-    parts = [timings.get(f"collect_run_{index}") for index in range(runs)]
+    parts = [timings.get(run_key(index)) for index in range(runs)]
     if any(part is None for part in parts):
         return None
     return timings.get("collect_base", 0.0) + sum(parts)

@@ -80,6 +80,12 @@ def memory_format(device: torch.device, x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" and x.ndim == 4 else torch.preserve_format
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for `device`'s queued kernels (a no-op on the CPU), so that a timer reads finished work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def free_memory_bytes(device: torch.device, cpu_budget: int) -> int:
     """Bytes a batch of work may use on `device`: most of the free GPU memory, or `cpu_budget` on a CPU."""
     if device.type != "cuda":

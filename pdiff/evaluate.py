@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from pdiff.devices import free_memory_bytes
+from pdiff.devices import free_memory_bytes, synchronize
 from pdiff.params import ParamSpec, clamp_statistics, split_network, tail_tensor_names
 
 MEMORY_BUDGET_BYTES = 2 * 1024**3
@@ -108,8 +108,7 @@ class ParameterEvaluator:
             if self.recalibration is not None:
                 started = time.perf_counter()
                 params.update(self._recalibrated_statistics(params))
-                if chunk.device.type == "cuda":  # the statistics are ready only after their kernels ran
-                    torch.cuda.synchronize(chunk.device)
+                synchronize(chunk.device)  # the statistics are ready only after their kernels ran
                 self.recalibration_seconds += time.perf_counter() - started
                 self.recalibrated += 1
             outputs.append(torch.cat([functional_call(self.tail, params, (part,)).argmax(-1)

@@ -40,23 +40,23 @@ def keep_best(correct: dict[str, torch.Tensor], val_accuracy: dict[str, torch.Te
     for start in range(0, resamples, RESAMPLES_PER_CHUNK):
         size = min(RESAMPLES_PER_CHUNK, resamples - start)
         counts = draw_counts(n_test, size, generator)  # [size, N_test]
+        columns = torch.arange(size)
         for pool in POOLS:
             per_model = correct[pool].float() @ counts.T / n_test * 100  # [M, size]
             drawn = torch.randint(0, len(per_model), (size, n), generator=generator)  # [size, n]
             kept = drawn.gather(1, val_accuracy[pool][drawn].argmax(1, keepdim=True))[:, 0]
-            columns = torch.arange(size)
             draws[pool]["mean"].append(per_model[drawn, columns[:, None]].mean(1).double())
             draws[pool]["best"].append(per_model[kept, columns].double())
     result: dict = {"n": n, "confidence": confidence}
+    best = {pool: torch.cat(draws[pool]["best"]) for pool in POOLS}
     for pool in POOLS:
         acc = correct[pool].double().mean(1) * 100
         kept = int(val_accuracy[pool].argmax())
-        mean, best = (torch.cat(draws[pool][key]) for key in ("mean", "best"))
-        result[pool] = {"mean": round(float(acc.mean()), 4), "mean_interval": _rounded(mean, confidence),
+        result[pool] = {"mean": round(float(acc.mean()), 4),
+                        "mean_interval": _rounded(torch.cat(draws[pool]["mean"]), confidence),
                         "kept_index": kept, "kept_val": round(float(val_accuracy[pool][kept]), 4),
-                        "kept_test": round(float(acc[kept]), 4), "kept_test_interval": _rounded(best, confidence),
-                        "_best": best}
-    margin = result["generated"].pop("_best") - result["trained"].pop("_best")
+                        "kept_test": round(float(acc[kept]), 4), "kept_test_interval": _rounded(best[pool], confidence)}
+    margin = best["generated"] - best["trained"]
     result["margin"] = round(result["generated"]["kept_test"] - result["trained"]["kept_test"], 4)
     result["margin_interval"] = _rounded(margin, confidence)
     return result

@@ -93,7 +93,7 @@ def select_parameters(model: nn.Module, patterns: list[str], key: str = "task.pa
                               f"over {examples[:12]}{' ...' if len(examples) > 12 else ''}, or '*' for all")
     selected = {name for name, _ in named if any(_matches(name, pattern) for pattern in patterns)}
     carried = {name for name in running_statistics(model) if statistics
-               and name.rsplit(".", 1)[-1] in STATISTIC_NAMES and f"{name.rsplit('.', 1)[0]}.weight" in selected}
+               and f"{name.rsplit('.', 1)[0]}.weight" in selected}
     entries, offset = [], 0
     for name, tensor in model.state_dict(keep_vars=True).items():
         if name in selected or name in carried:
@@ -108,8 +108,8 @@ def is_whole_model(model: nn.Module, spec: ParamSpec) -> bool:
 
 
 def running_statistics(model: nn.Module) -> list[str]:
-    """Names of the floating-point buffers: normalisation running statistics (task.param.statistics carries them)."""
-    return [name for name, buffer in model.named_buffers() if buffer.is_floating_point()]
+    """Names of the norm layers' running means and variances (task.param.statistics carries them)."""
+    return [name for name, _ in model.named_buffers() if name.rsplit(".", 1)[-1] in STATISTIC_NAMES]
 
 
 def read_vector(model: nn.Module, spec: ParamSpec) -> torch.Tensor:
@@ -127,7 +127,8 @@ def write_vector(model: nn.Module, spec: ParamSpec, vector: torch.Tensor) -> Non
 def clamp_statistics(spec: ParamSpec, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`tensors` with every carried running variance clamped at 0 (a generated or noised variance may be negative;
     BatchNorm adds its eps)."""
-    return {name: value.clamp_min(0) if name in spec.variance_names else value for name, value in tensors.items()}
+    variances = spec.variance_names
+    return {name: value.clamp_min(0) if name in variances else value for name, value in tensors.items()}
 
 
 def split_network(model: nn.Module, first_name: str) -> tuple[nn.Sequential, nn.Module]:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
 from pdiff.config import LoggerName  # noqa: E402
-from pdiff.costs import RECALIBRATION_KEY  # noqa: E402
+from pdiff.costs import RECALIBRATION_KEY, RUN_KEY_PREFIX  # noqa: E402
 from pdiff.memorization import FRONTIERS  # noqa: E402
 from pdiff.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
@@ -236,9 +236,9 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
 
 def _stage_times(timings: dict[str, float]) -> list[tuple[str, float]]:
     """Stage and phase times, the collection runs summed into one row."""
-    runs = [seconds for key, seconds in timings.items() if key.startswith("collect_run_")]
+    runs = [seconds for key, seconds in timings.items() if key.startswith(RUN_KEY_PREFIX)]
     rows = [(key, seconds) for key, seconds in timings.items()
-            if not key.startswith("collect_run_") and key != RECALIBRATION_KEY]
+            if not key.startswith(RUN_KEY_PREFIX) and key != RECALIBRATION_KEY]
     return rows + ([(f"collect runs ({len(runs)}, summed)", sum(runs))] if runs else [])
 
 

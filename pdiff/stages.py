@@ -22,7 +22,7 @@ from pdiff import atomic, distributed
 from pdiff.align import align_runs
 from pdiff.collect import checkpoint_interval, collect_checkpoints, train_base
 from pdiff.config import Precision, SamplerName, Stage, to_container
-from pdiff.costs import RECALIBRATION_KEY, cost_per_model
+from pdiff.costs import RECALIBRATION_KEY, cost_per_model, run_key
 from pdiff.data import Augmentation, Dataset, load_dataset
 from pdiff.devices import Execution, memory_format
 from pdiff.evaluate import ParameterEvaluator
@@ -165,7 +165,7 @@ def run_collection(run: Run, index: int) -> None:
         Augmentation.from_config(cfg.data), collect_seed, path.with_suffix(".state.pt"), run.task_execution)
     interval = checkpoint_interval(cfg.task.collect, len(run.data.x_train))
     seconds = time.perf_counter() - started
-    run.record_time(f"collect_run_{index}", seconds)
+    run.record_time(run_key(index), seconds)
     record = {"init_seed": init_seed, "collect_seed": collect_seed, "base_val_acc": base_acc,
               "steps": [interval * (i + 1) for i in range(len(vectors))]}
     atomic.write_safetensors(path, {"params": vectors, "val_accuracy": accuracy},
