@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import ConfigError, Precision
+from pdiff.config import ConfigError, Precision, TrainingDiverged
 from pdiff.data import Augmentation, Dataset, batch_indices
 from pdiff.devices import Execution, autocast
 from pdiff.evaluate import accuracy, run_in_batches
@@ -67,10 +67,6 @@ def check_runs(collect_cfg, model: nn.Module, spec: ParamSpec, recalibrate_batch
         raise ConfigError(f"task.collect.align=true cannot align task.net: {error}") from error
 
 
-class TrainingDiverged(ConfigError):
-    """SGD produced non-finite values: the learning rate named in the message is too large."""
-
-
 def base_lr_factor(base_cfg, steps_per_epoch: int):
     """The lr multiplier at each step: p-diff's step decay at `milestones` (epochs), or cosine decay without them."""
     total = base_cfg.epochs * steps_per_epoch
@@ -123,13 +119,18 @@ def checkpoint_interval(collect_cfg, n_train: int) -> int:
     return collect_cfg.steps_per_checkpoint or max(n_train // collect_cfg.batch_size, 1)
 
 
+def _state_part(state_path: Path, part: int) -> Path:
+    """The checkpoints taken between two resume points (each resume point writes only its own new ones)."""
+    return state_path.with_name(f"{state_path.stem}.part{part}.safetensors")
+
+
 def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int,
                         augment: Augmentation | None, seed: int, state_path: Path,
                         execution: Execution = FP32_EAGER) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep training only `spec`'s parameters (all norm statistics frozen) and take K snapshots.
 
     Returns vectors [K, D] and their validation accuracies [K] (percent; test labels are never read here).
-    Resumes from `state_path`.
+    Resumes from `state_path` (the optimiser) and its parts (the checkpoints, written once each).
     """
     model.eval()
     named = dict(model.named_parameters())
@@ -145,11 +146,15 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
     optimizer = torch.optim.SGD([named[name] for name in spec.parameter_names], lr=collect_cfg.lr,
                                 momentum=collect_cfg.momentum, weight_decay=collect_cfg.weight_decay)
     steps_per_checkpoint = checkpoint_interval(collect_cfg, len(data.x_train))
-    vectors, accuracies = [], []
+    vectors, accuracies, parts, saved = [], [], 0, 0
     if state_path.is_file():
         state = atomic.read_torch(state_path)
-        vectors, accuracies = list(state["vectors"].to(data.x_train.device)), list(state["accuracy"])
-        write_vector(model, spec, state["vectors"][-1])
+        parts = int(state.get("parts", 0))  # a resume point from before parts holds its checkpoints itself
+        for chunk in [atomic.read_safetensors(_state_part(state_path, part)) for part in range(parts)] or [state]:
+            vectors += list(chunk["vectors"].to(data.x_train.device))
+            accuracies += list(chunk["accuracy"])
+        saved = len(vectors) if parts else 0
+        write_vector(model, spec, vectors[-1].cpu())
         optimizer.load_state_dict(state["optimizer"])
         log.info("collection resumes at checkpoint %d/%d", len(vectors), k)
     with stage_progress("collect checkpoints", total=k, completed=len(vectors)) as bar:
@@ -167,7 +172,10 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
             with execution.autocast(data.x_val.device):
                 accuracies.append(torch.tensor(accuracy(tail, val_features, data.y_val), dtype=torch.float64))
             if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
-                atomic.write_torch(state_path, {"vectors": torch.stack(vectors), "accuracy": torch.stack(accuracies),
-                                                "optimizer": optimizer.state_dict()})
+                atomic.write_safetensors(_state_part(state_path, parts),
+                                         {"vectors": torch.stack(vectors[saved:]).cpu(),
+                                          "accuracy": torch.stack(accuracies[saved:])})
+                parts, saved = parts + 1, len(vectors)
+                atomic.write_torch(state_path, {"parts": parts, "optimizer": optimizer.state_dict()})
             bar.advance(status=f"acc {float(accuracies[-1]):.2f}%")
     return torch.stack(vectors).cpu(), torch.stack(accuracies)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,10 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 class ConfigError(ValueError):
     """A config value that cannot work; the message names the key, the value and what is allowed."""
+
+
+class TrainingDiverged(ConfigError):
+    """Training produced non-finite values: the message names the knob to change (a learning rate, usually)."""
 
 
 class Stage(Enum):
@@ -179,7 +184,10 @@ class FlowGeneratorConfig(GeneratorConfig):
     pca_components: int = 0  # 0: the flow sees the normalised vectors; k: their top-k PCA coefficients, whitened
     condition: bool = False  # condition on each checkpoint's accuracy (classifier-free guidance; generate.target_acc)
     condition_dropout: float = 0.1  # fraction of training rows that see the null condition
-    # the velocity network trains with diffusion.optim, diffusion.cadence and diffusion.ema_decay
+    # how the velocity network (denoiser=velocity) trains: its own budget, cadence and EMA
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cadence: CadenceConfig = field(default_factory=CadenceConfig)
+    ema_decay: float = 0.999
 
 
 @dataclass
@@ -261,12 +269,12 @@ class VelocityConfig:
     width: int = 256
     depth: int = 3
     time_dim: int = 128
-    compile: bool = False  # torch.compile the network for training (trainer=plain) and sampling
+    compile: bool = False  # torch.compile the network's training forward (trainer=plain); sampling runs it eagerly
 
 
 @dataclass
 class DiffusionConfig:
-    """The DDPM schedule, the EMA of the denoiser and how the denoiser (or the flow's velocity) is optimised."""
+    """The DDPM schedule, the EMA of the denoiser and how the denoiser is optimised (generator=latent|token)."""
 
     timesteps: int = 1000
     beta_start: float = 1e-4
@@ -412,25 +420,15 @@ class Config:
     threads: int = 0  # 0: leave torch's default
 
 
-GROUP_SCHEMAS = {
-    "ae": {"mlp_schema": MLPAutoencoderConfig, "pdiff_v1_schema": ConvV1AutoencoderConfig,
-           "pdiff_v2_schema": ConvV2AutoencoderConfig, "token_schema": TokenAutoencoderConfig},
-    "denoiser": {"conv1d_schema": ConvDenoiserConfig, "window_schema": WindowDenoiserConfig,
-                 "velocity_schema": VelocityConfig},
-    "sampler": {"ddpm_schema": DDPMSamplerConfig, "ddim_schema": DDIMSamplerConfig,
-                "euler_schema": FlowSamplerConfig, "heun_schema": FlowSamplerConfig},
-    "generator": {"generator_schema": GeneratorConfig, "flow_schema": FlowGeneratorConfig},
-}
 WHOLE_NODE_KEYS = ("task.net",)  # a dict given for these on the command line replaces the node
 
 
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore so every YAML file is type-checked against its own."""
-    store = ConfigStore.instance()
-    store.store(name="base_config", node=Config)
-    for group, schemas in GROUP_SCHEMAS.items():
-        for name, schema in schemas.items():  # generator configs are @package _global_: their schema is not
-            store.store(group=group, name=name, node=schema, package=group)
+    """Put the root schema in Hydra's ConfigStore, and every design's schemas (each design stores its own when it
+    registers, pdiff.generators.registry), so every YAML file is type-checked against its own."""
+    import pdiff.generators  # noqa: F401  (the designs register their schemas on import)
+
+    ConfigStore.instance().store(name="base_config", node=Config)
 
 
 def whole_node_overrides(overrides: list[str]) -> list[str]:
@@ -448,104 +446,116 @@ def whole_node_overrides(overrides: list[str]) -> list[str]:
     return out
 
 
-def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """ConfigError naming `key`, its `value` and the rule, unless `ok`."""
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: {allowed}")
 
 
 def validate(cfg: DictConfig) -> None:
     """Check the values a schema cannot express; raise ConfigError naming the key."""
+    refuse_unknown_keys(cfg)
     k = cfg.task.param.k
-    _require(k >= 2, "task.param.k", k, "must be an integer >= 2 (the report compares each original with its "
-             "nearest other original)")
-    _require(len(cfg.task.param.layers) > 0, "task.param.layers", list(cfg.task.param.layers),
-             "must list at least one layer name or pattern ('*' selects all parameters)")
-    _require(1 <= cfg.task.collect.runs <= k, "task.collect.runs", cfg.task.collect.runs,
-             f"must be in [1, task.param.k={k}]")
-    _require(cfg.generate.n >= 1, "generate.n", cfg.generate.n, "must be >= 1")
-    _require(cfg.evaluate.chunk_size >= 1, "evaluate.chunk_size", cfg.evaluate.chunk_size,
-             "must be >= 1 (models per evaluation chunk)")
+    require(k >= 2, "task.param.k", k, "must be an integer >= 2 (the report compares each original with its "
+            "nearest other original)")
+    require(len(cfg.task.param.layers) > 0, "task.param.layers", list(cfg.task.param.layers),
+            "must list at least one layer name or pattern ('*' selects all parameters)")
+    require(1 <= cfg.task.collect.runs <= k, "task.collect.runs", cfg.task.collect.runs,
+            f"must be in [1, task.param.k={k}]")
+    require(cfg.generate.n >= 1, "generate.n", cfg.generate.n, "must be >= 1")
+    require(cfg.evaluate.chunk_size >= 1, "evaluate.chunk_size", cfg.evaluate.chunk_size,
+            "must be >= 1 (models per evaluation chunk)")
     mnist1d = cfg.data.mnist1d
-    _require(mnist1d.num_samples >= 20, "data.mnist1d.num_samples", mnist1d.num_samples, "must be >= 20")
-    _require(0.0 < mnist1d.train_split < 1.0, "data.mnist1d.train_split", mnist1d.train_split, "must be in (0, 1)")
+    require(mnist1d.num_samples >= 20, "data.mnist1d.num_samples", mnist1d.num_samples, "must be >= 20")
+    require(0.0 < mnist1d.train_split < 1.0, "data.mnist1d.train_split", mnist1d.train_split, "must be in (0, 1)")
     for key in ("val_samples", "test_samples"):
-        _require(mnist1d[key] >= 10, f"data.mnist1d.{key}", mnist1d[key], "must be >= 10")
-    _require(len({mnist1d.seed, mnist1d.val_seed, mnist1d.test_seed}) == 3, "data.mnist1d.val_seed/test_seed",
-             (mnist1d.val_seed, mnist1d.test_seed), f"must differ from each other and from data.mnist1d.seed="
-             f"{mnist1d.seed}: the same seed would repeat the training signals")
-    _require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
-             "must be in (0, 1): the share of each class's training samples held out for validation")
+        require(mnist1d[key] >= 10, f"data.mnist1d.{key}", mnist1d[key], "must be >= 10")
+    require(len({mnist1d.seed, mnist1d.val_seed, mnist1d.test_seed}) == 3, "data.mnist1d.val_seed/test_seed",
+            (mnist1d.val_seed, mnist1d.test_seed), f"must differ from each other and from data.mnist1d.seed="
+            f"{mnist1d.seed}: the same seed would repeat the training signals")
+    require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
+            "must be in (0, 1): the share of each class's training samples held out for validation")
     baselines = cfg.evaluate.baselines
     scales = list(baselines.noise_scales)
-    _require(len(scales) >= 2 and all(s > 0 for s in scales), "evaluate.baselines.noise_scales", scales,
-             "needs at least 2 scales, each > 0 (the noise frontier is a curve)")
-    _require(baselines.models_per_scale >= 1, "evaluate.baselines.models_per_scale", baselines.models_per_scale,
-             "must be >= 1")
-    _require(cfg.evaluate.recalibrate_batches >= 0, "evaluate.recalibrate_batches", cfg.evaluate.recalibrate_batches,
-             "must be >= 0 (0: no BatchNorm recalibration)")
-    _require(baselines.average_of >= 2, "evaluate.baselines.average_of", baselines.average_of, "must be >= 2")
+    require(len(set(scales)) >= 2 and len(set(scales)) == len(scales) and all(s > 0 for s in scales),
+            "evaluate.baselines.noise_scales", scales, "needs at least 2 distinct scales, each > 0 (the noise "
+            "frontier is a curve)")
+    require(baselines.models_per_scale >= 1, "evaluate.baselines.models_per_scale", baselines.models_per_scale,
+            "must be >= 1")
+    require(cfg.evaluate.recalibrate_batches >= 0, "evaluate.recalibrate_batches", cfg.evaluate.recalibrate_batches,
+            "must be >= 0 (0: no BatchNorm recalibration)")
+    require(2 <= baselines.average_of <= k, "evaluate.baselines.average_of", baselines.average_of,
+            f"must be in [2, task.param.k={k}] (originals averaged per model)")
     fractions = list(baselines.selected_fractions)
-    _require(all(0.0 < q <= 1.0 for q in fractions) and len(set(fractions)) == len(fractions),
-             "evaluate.baselines.selected_fractions", fractions, "must be distinct fractions in (0, 1]")
-    _require(0.0 < baselines.selected_noise_fraction <= 1.0, "evaluate.baselines.selected_noise_fraction",
-             baselines.selected_noise_fraction, "must be in (0, 1]")
+    require(all(0.0 < q <= 1.0 for q in fractions) and len(set(fractions)) == len(fractions),
+            "evaluate.baselines.selected_fractions", fractions, "must be distinct fractions in (0, 1]")
+    require(0.0 < baselines.selected_noise_fraction <= 1.0, "evaluate.baselines.selected_noise_fraction",
+            baselines.selected_noise_fraction, "must be in (0, 1]")
     bootstrap = cfg.evaluate.bootstrap
-    _require(bootstrap.resamples >= 100, "evaluate.bootstrap.resamples", bootstrap.resamples,
-             "must be >= 100 (the interval's ends are percentiles of the resamples)")
-    _require(0.5 <= bootstrap.confidence < 1.0, "evaluate.bootstrap.confidence", bootstrap.confidence,
-             "must be in [0.5, 1)")
-    _require(cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1")
-    _require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: torch's default)")
-    diffusion = cfg.diffusion
-    _require(diffusion.timesteps >= 2, "diffusion.timesteps", diffusion.timesteps, "must be >= 2")
-    _require(0.0 < diffusion.beta_start < diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",
-             (diffusion.beta_start, diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
-    _require(not cfg.denoiser.compile or TrainerName(cfg.trainer.name) is TrainerName.plain, "denoiser.compile",
-             True, "needs trainer=plain (DeepSpeed engines are not compiled by pdiff)")
-    _require(0.0 <= diffusion.ema_decay < 1.0, "diffusion.ema_decay", diffusion.ema_decay, "must be in [0, 1)")
-    if SamplerName(cfg.sampler.name) is SamplerName.ddim:
-        _require(1 <= cfg.sampler.steps <= diffusion.timesteps, "sampler.steps", cfg.sampler.steps,
-                 f"must be in [1, diffusion.timesteps={diffusion.timesteps}]")
-        _require(cfg.sampler.eta >= 0.0, "sampler.eta", cfg.sampler.eta, "must be >= 0")
+    require(bootstrap.resamples >= 100, "evaluate.bootstrap.resamples", bootstrap.resamples,
+            "must be >= 100 (the interval's ends are percentiles of the resamples)")
+    require(0.5 <= bootstrap.confidence < 1.0, "evaluate.bootstrap.confidence", bootstrap.confidence,
+            "must be in [0.5, 1)")
+    require(cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1")
+    require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: torch's default)")
+    require(not cfg.denoiser.get("compile") or TrainerName(cfg.trainer.name) is TrainerName.plain, "denoiser.compile",
+           True, "needs trainer=plain (DeepSpeed engines are not compiled by pdiff)")
     if SamplerName(cfg.sampler.name) in (SamplerName.euler, SamplerName.heun):
-        _require(cfg.sampler.steps >= 1, "sampler.steps", cfg.sampler.steps, "must be >= 1")
-        _require(cfg.sampler.temperature > 0, "sampler.temperature", cfg.sampler.temperature,
-                 "must be > 0 (1: the noise the flow was trained from)")
-    _require(0.0 < cfg.generator.train_fraction <= 1.0, "generator.train_fraction", cfg.generator.train_fraction,
-             "must be in (0, 1] (1: train on every checkpoint)")
-    _require(cfg.generate.guidance >= 0.0, "generate.guidance", cfg.generate.guidance, "must be >= 0")
-    quantile = cfg.generate.target_quantile
-    _require(quantile is None or 0.0 <= quantile <= 1.0, "generate.target_quantile", quantile, "must be in [0, 1]")
-    _require(quantile is None or cfg.generate.target_acc is None, "generate.target_quantile", quantile,
-             f"cannot be combined with generate.target_acc={cfg.generate.target_acc}: give one of them")
-    _require(cfg.ae.input_noise >= 0.0 and cfg.ae.latent_noise >= 0.0, "ae.input_noise/latent_noise",
-             (cfg.ae.input_noise, cfg.ae.latent_noise), "must be >= 0")
-    for group in ("ae", "diffusion"):
-        optim, cadence = cfg[group].optim, cfg[group].cadence
-        for key, value in (("optim.steps", optim.steps), ("optim.batch_size", optim.batch_size),
-                           ("cadence.log_every", cadence.log_every), ("cadence.save_every", cadence.save_every)):
-            _require(value >= 1, f"{group}.{key}", value, "must be >= 1")
-        _require(optim.lr > 0, f"{group}.optim.lr", optim.lr, "must be > 0")
-    _require(Precision(cfg.task.precision) is not Precision.fp16, "task.precision", "fp16",
-             "is not offered for the task network (no loss scaling): use bf16 or fp32")
-    _require(cfg.task.base.epochs >= 0, "task.base.epochs", cfg.task.base.epochs, "must be >= 0")
+        require(cfg.sampler.steps >= 1, "sampler.steps", cfg.sampler.steps, "must be >= 1")
+        require(cfg.sampler.temperature > 0, "sampler.temperature", cfg.sampler.temperature,
+               "must be > 0 (1: the noise the flow was trained from)")
+    require(0.0 < cfg.generator.train_fraction <= 1.0, "generator.train_fraction", cfg.generator.train_fraction,
+           "must be in (0, 1] (1: train on every checkpoint)")
+    validate_generate(cfg.generate)
+    require(Precision(cfg.task.precision) is not Precision.fp16, "task.precision", "fp16",
+            "is not offered for the task network (no loss scaling): use bf16 or fp32")
+    require(cfg.task.base.epochs >= 0, "task.base.epochs", cfg.task.base.epochs, "must be >= 0")
     milestones = list(cfg.task.base.milestones)
-    _require(milestones == sorted(set(milestones)) and all(0 < m <= cfg.task.base.epochs for m in milestones),
-             "task.base.milestones", milestones,
-             f"must be increasing epochs in [1, task.base.epochs={cfg.task.base.epochs}]")
-    _require(0.0 <= cfg.data.rotate_degrees <= 180.0, "data.rotate_degrees", cfg.data.rotate_degrees,
-             "must be in [0, 180]")
+    require(milestones == sorted(set(milestones)) and all(0 < m <= cfg.task.base.epochs for m in milestones),
+            "task.base.milestones", milestones,
+            f"must be increasing epochs in [1, task.base.epochs={cfg.task.base.epochs}]")
+    require(0.0 <= cfg.data.rotate_degrees <= 180.0, "data.rotate_degrees", cfg.data.rotate_degrees,
+            "must be in [0, 180]")
     for key, value in (("task.base.batch_size", cfg.task.base.batch_size),
                        ("task.collect.batch_size", cfg.task.collect.batch_size)):
-        _require(value >= 1, key, value, "must be >= 1")
-    _require(cfg.task.collect.steps_per_checkpoint >= 0, "task.collect.steps_per_checkpoint",
-             cfg.task.collect.steps_per_checkpoint, "must be >= 0 (0 means one epoch)")
-    _require(cfg.task.collect.save_state_every >= 1, "task.collect.save_state_every",
-             cfg.task.collect.save_state_every, "must be >= 1")
+        require(value >= 1, key, value, "must be >= 1")
+    require(cfg.task.collect.steps_per_checkpoint >= 0, "task.collect.steps_per_checkpoint",
+            cfg.task.collect.steps_per_checkpoint, "must be >= 0 (0 means one epoch)")
+    require(cfg.task.collect.save_state_every >= 1, "task.collect.save_state_every",
+            cfg.task.collect.save_state_every, "must be >= 1")
+    require(str(cfg.paths.output_dir).strip() != "", "paths.output_dir", str(cfg.paths.output_dir),
+            "must name a folder (empty would write the pipeline into the current folder)")
     output_dir = Path(str(cfg.paths.output_dir)).expanduser()
-    _require(not output_dir.exists() or output_dir.is_dir(), "paths.output_dir", str(cfg.paths.output_dir),
-             "is an existing file; give a folder (new or made by pdiff)")
+    require(not output_dir.exists() or output_dir.is_dir(), "paths.output_dir", str(cfg.paths.output_dir),
+            "is an existing file; give a folder (new or made by pdiff)")
     validate_trainer(cfg)
+
+
+def refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
+    """ConfigError for a key that no schema declares (Hydra's `+key=value` adds one, which pdiff would ignore)."""
+    schema = OmegaConf.get_type(node)
+    declared = {f.name for f in fields(schema)} if is_dataclass(schema) else None
+    for key in node:
+        path = f"{prefix}{key}"
+        if declared is not None and key not in declared:
+            close = difflib.get_close_matches(str(key), sorted(declared), n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"allowed: {', '.join(sorted(declared))}"
+            raise ConfigError(f"{path} is not a pdiff setting (added with +{path}=..., it would be ignored); {hint}")
+        value = node._get_node(key)
+        if isinstance(value, DictConfig) and not value._is_missing() and not value._is_none():
+            refuse_unknown_keys(value, f"{path}.")
+
+
+def validate_generate(generate) -> None:
+    """What generation aims at: one of target_acc (a percent) and target_quantile, and a guidance scale >= 0."""
+    require(generate.guidance >= 0.0, "generate.guidance", generate.guidance, "must be >= 0")
+    target, quantile = generate.target_acc, generate.target_quantile
+    require(target is None or 0.0 <= target <= 100.0, "generate.target_acc", target,
+           "must be an accuracy in [0, 100] (percent)")
+    require(quantile is None or 0.0 <= quantile <= 1.0, "generate.target_quantile", quantile, "must be in [0, 1]")
+    require(quantile is None or target is None, "generate.target_acc", target,
+           f"cannot be combined with generate.target_quantile={quantile} (set by the command line or by the "
+           "generator preset): give one of them, e.g. generate.target_quantile=null")
 
 
 def validate_trainer(cfg: DictConfig) -> None:
@@ -553,33 +563,33 @@ def validate_trainer(cfg: DictConfig) -> None:
     trainer = cfg.trainer
     deepspeed = TrainerName(trainer.name) is TrainerName.deepspeed
     precision = Precision(trainer.precision)
-    _require(trainer.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", trainer.zero_stage, "must be 0, 1, 2 or 3")
-    _require(trainer.grad_accum >= 1, "trainer.grad_accum", trainer.grad_accum, "must be >= 1")
-    _require(trainer.grad_clip >= 0, "trainer.grad_clip", trainer.grad_clip, "must be >= 0 (0: no clipping)")
-    _require(trainer.keep_checkpoints >= 1, "trainer.keep_checkpoints", trainer.keep_checkpoints, "must be >= 1")
+    require(trainer.zero_stage in (0, 1, 2, 3), "trainer.zero_stage", trainer.zero_stage, "must be 0, 1, 2 or 3")
+    require(trainer.grad_accum >= 1, "trainer.grad_accum", trainer.grad_accum, "must be >= 1")
+    require(trainer.grad_clip >= 0, "trainer.grad_clip", trainer.grad_clip, "must be >= 0 (0: no clipping)")
+    require(trainer.keep_checkpoints >= 1, "trainer.keep_checkpoints", trainer.keep_checkpoints, "must be >= 1")
     for key, needs in (("zero_stage", trainer.zero_stage > 0), ("precision", precision is Precision.fp16),
                        ("offload_optimizer", trainer.offload_optimizer), ("offload_params", trainer.offload_params)):
-        _require(deepspeed or not needs, f"trainer.{key}", trainer[key], "needs trainer=deepspeed")
-    _require(not trainer.offload_params or trainer.zero_stage == 3, "trainer.offload_params", trainer.offload_params,
-             f"needs trainer.zero_stage=3 (it is {trainer.zero_stage})")
-    _require(not trainer.offload_optimizer or trainer.zero_stage >= 1, "trainer.offload_optimizer",
-             trainer.offload_optimizer, f"needs trainer.zero_stage >= 1 (it is {trainer.zero_stage})")
+        require(deepspeed or not needs, f"trainer.{key}", trainer[key], "needs trainer=deepspeed")
+    require(not trainer.offload_params or trainer.zero_stage == 3, "trainer.offload_params", trainer.offload_params,
+            f"needs trainer.zero_stage=3 (it is {trainer.zero_stage})")
+    require(not trainer.offload_optimizer or trainer.zero_stage >= 1, "trainer.offload_optimizer",
+            trainer.offload_optimizer, f"needs trainer.zero_stage >= 1 (it is {trainer.zero_stage})")
     cluster = cfg.cluster
-    _require(cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cluster.tasks_per_node, "must be >= 1")
-    _require(cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cluster.tasks_per_node,
-             "more than one task per training job needs trainer=deepspeed")
-    _require(cluster.nodes >= 1, "cluster.nodes", cluster.nodes, "must be >= 1")
-    _require(cluster.nodes == 1 or deepspeed, "cluster.nodes", cluster.nodes,
-             "a training job on several nodes needs trainer=deepspeed")
+    require(cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cluster.tasks_per_node, "must be >= 1")
+    require(cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cluster.tasks_per_node,
+            "more than one task per training job needs trainer=deepspeed")
+    require(cluster.nodes >= 1, "cluster.nodes", cluster.nodes, "must be >= 1")
+    require(cluster.nodes == 1 or deepspeed, "cluster.nodes", cluster.nodes,
+            "a training job on several nodes needs trainer=deepspeed")
     jobs = ("base", "collect", "train", "report")
-    _require(set(cluster.gpu_jobs) <= set(jobs), "cluster.gpu_jobs", list(cluster.gpu_jobs), f"may list {jobs}")
+    require(set(cluster.gpu_jobs) <= set(jobs), "cluster.gpu_jobs", list(cluster.gpu_jobs), f"may list {jobs}")
     gpus = cluster.gpus_per_node
-    _require(gpus is None or gpus >= 0, "cluster.gpus_per_node", gpus, "must be >= 0 (or null)")
-    _require(not cluster.gpu_jobs or bool(gpus), "cluster.gpu_jobs", list(cluster.gpu_jobs),
-             "needs cluster.gpus_per_node >= 1")
+    require(gpus is None or gpus >= 0, "cluster.gpus_per_node", gpus, "must be >= 0 (or null)")
+    require(not cluster.gpu_jobs or bool(gpus), "cluster.gpu_jobs", list(cluster.gpu_jobs),
+            "needs cluster.gpus_per_node >= 1")
     if "train" in cluster.gpu_jobs and gpus:
-        _require(cluster.tasks_per_node <= gpus, "cluster.tasks_per_node", cluster.tasks_per_node,
-                 f"must be <= cluster.gpus_per_node={gpus}: each training rank needs its own GPU")
+        require(cluster.tasks_per_node <= gpus, "cluster.tasks_per_node", cluster.tasks_per_node,
+                f"must be <= cluster.gpus_per_node={gpus}: each training rank needs its own GPU")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -6,6 +6,11 @@ pdiff/stage_dirs.py; the same stages as cluster jobs in pdiff/jobs.py.
 
 from __future__ import annotations
 
+import fcntl
+import logging
+import os
+import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,15 +27,23 @@ from pdiff.devices import check_precision, resolve_device
 from pdiff.generators import design_class
 from pdiff.params import select_parameters
 from pdiff.report import summary_line
+from pdiff.stage_dirs import refuse_changed, stage_inputs
 from pdiff.stages import STAGE_ORDER, STAGE_RUNNERS, Run
 from pdiff.tasknets import build_task_net
 from pdiff.tracking import Tracker
 
+log = logging.getLogger(__name__)
+LOCK_FILE = ".pdiff.lock"
+
+
+ZOO_WARN_BYTES = 2**30  # a zoo larger than this is announced with its size before collection starts
+
 
 def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
-    """Every config check that can fail, before any work starts."""
+    """Every config check that can fail, before any work starts (nothing is written before it passes)."""
     validate(cfg)
     design_class(cfg)
+    check_stage_folders(cfg, stages)
     if Stage.collect in stages or Stage.evaluate in stages:
         check_data_available(cfg.data)
     if Stage.collect in stages:
@@ -42,6 +55,30 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
                               f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
                               "BatchNorm layers")
         check_runs(cfg.task.collect, model, spec, cfg.evaluate.recalibrate_batches)
+        check_zoo_size(cfg, spec.dim, Path(cfg.paths.output_dir).expanduser().resolve())
+
+
+def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
+    """ConfigError when the zoo, or the generator that `stages` train or sample, was made with another config."""
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    refuse_changed(output_dir / "zoo", stage_inputs(cfg, Stage.collect))  # every stage reads the zoo
+    if Stage.train in stages or Stage.generate in stages:
+        refuse_changed(output_dir / "generator", stage_inputs(cfg, Stage.train))
+
+
+def check_zoo_size(cfg: DictConfig, dim: int, output_dir: Path) -> None:
+    """ConfigError when the zoo cannot fit on the output folder's disk; a warning with its size when it is large."""
+    k = cfg.task.param.k
+    zoo_bytes = 2 * k * dim * 4  # float32, in the collection runs' files and in the merged zoo
+    existing = next(parent for parent in (output_dir, *output_dir.parents) if parent.exists())
+    free = shutil.disk_usage(existing).free
+    size = f"task.param.k={k} checkpoints x {dim} parameters is {zoo_bytes / 2**30:.2f} GiB on disk"
+    if zoo_bytes > free:
+        raise ConfigError(f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select fewer "
+                          "layers (task.param.layers), or use another paths.output_dir")
+    if zoo_bytes > ZOO_WARN_BYTES:
+        steps = k * (cfg.task.collect.steps_per_checkpoint or 1)
+        log.warning("%s (%.2f GiB free) and at least %d SGD steps of collection", size, free / 2**30, steps)
 
 
 def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None) -> Run:
@@ -54,6 +91,28 @@ def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: to
     if env.is_main:
         atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
     return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main), env, device)
+
+
+@contextmanager
+def output_lock(cfg: DictConfig) -> Iterator[None]:
+    """Hold DIR/.pdiff.lock for this run (rank 0 of a launch): a second run into the same folder is refused."""
+    if not distributed.detect().is_main:
+        yield
+        return
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait for it "
+                              "to end, or use another paths.output_dir") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        yield
 
 
 @contextmanager
@@ -87,7 +146,14 @@ def run_pipeline(cfg: DictConfig) -> dict | None:
     """Run `cfg.stage` (or all stages) into `cfg.paths.output_dir`; return the report when evaluation ran."""
     stage = Stage(cfg.stage)
     stages = list(STAGE_ORDER) if stage is Stage.all else [stage]
-    preflight(cfg, stages)
+    preflight(cfg, stages)  # nothing is written before it passes
+    with output_lock(cfg):
+        check_stage_folders(cfg, stages)  # again, now that no other run can change them
+        report = _run_stages(cfg, stages)
+    return report
+
+
+def _run_stages(cfg: DictConfig, stages: list[Stage]) -> dict | None:
     report, started = None, time.perf_counter()
     with opened_run(cfg) as run:
         for current in stages:
@@ -95,5 +161,5 @@ def run_pipeline(cfg: DictConfig) -> dict | None:
             result = runner(run) if current is Stage.train else on_main_rank(run, runner)
             report = result if current is Stage.evaluate else report
     if run.env.is_main:
-        print(summary_line(stage.value, run.output_dir, report, time.perf_counter() - started))
+        print(summary_line(Stage(cfg.stage).value, run.output_dir, report, time.perf_counter() - started))
     return report

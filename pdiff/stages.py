@@ -21,20 +21,20 @@ from omegaconf import DictConfig
 from pdiff import atomic, distributed
 from pdiff.align import align_runs
 from pdiff.collect import checkpoint_interval, collect_checkpoints, train_base
-from pdiff.config import Precision, SamplerName, Stage, to_container
+from pdiff.config import ConfigError, Precision, SamplerName, Stage, to_container
 from pdiff.costs import RECALIBRATION_KEY, cost_per_model, run_key
 from pdiff.data import Augmentation, Dataset, load_dataset
 from pdiff.devices import Execution, memory_format
 from pdiff.evaluate import ParameterEvaluator
 from pdiff.generators import design_class, generator_exists
-from pdiff.generators.base import Conditioning
+from pdiff.generators.base import Conditioning, GeneratorError, verify_generator
 from pdiff.intervals import bootstrap_accuracies, percentile_interval
 from pdiff.keep_best import keep_best, trained_pool
 from pdiff.memorization import evaluate_populations, memorization_normalizer, point_baselines
 from pdiff.params import ParamSpec, is_whole_model, select_parameters
 from pdiff.report import build_report, log_report, summarize, write_report
 from pdiff.seeds import Purpose, derive_seed, generator_for
-from pdiff.stage_dirs import claim_stage_dir, stage_inputs
+from pdiff.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.tasknets import build_task_net
 from pdiff.tracking import Tracker
 from pdiff.verdict import compute_verdict, verdict_sentences
@@ -46,6 +46,7 @@ GENERATED_PARAMS = "params.safetensors"
 GENERATED_META = "generated.json"
 EVAL_PREDICTIONS = "predictions.safetensors"
 EVAL_MEMORIZATION = "memorization.json"
+GENERATED_DIGEST = "generated_sha256"  # the predictions' metadata: the generated models they were made from
 TIMINGS_FILE = "timings.json"
 
 
@@ -234,9 +235,16 @@ def run_generate(run: Run) -> None:
         return
     zoo = ParamZoo.load(run.output_dir / "zoo")
     started = time.perf_counter()
+    verify_generator(run.output_dir / "generator")
     generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
     conditioning = Conditioning.from_config(cfg.generate, zoo.val_accuracy)
     params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, conditioning)
+    broken = int((~torch.isfinite(params).all(1)).sum())
+    if broken:
+        raise GeneratorError(f"{broken} of {len(params)} generated models hold non-finite values (the generator in "
+                             f"{run.output_dir / 'generator'} or sampler={SamplerName(cfg.sampler.name).value} "
+                             "diverged); nothing was written. Check the sampler settings, or retrain the generator "
+                             "with a lower learning rate")
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
     atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": zoo.spec.dim,
                                                    "sampler": SamplerName(cfg.sampler.name).value,
@@ -248,13 +256,22 @@ def run_generate(run: Run) -> None:
 def run_evaluate(run: Run) -> dict:
     """Predictions of every population on the test set (its labels are read here and nowhere before), the
     memorisation table, the verdict with its intervals, the report and its plots."""
-    cfg, directory = run.cfg, run.dir("eval")
+    cfg, generated_dir = run.cfg, run.output_dir / "generated"
+    if not (generated_dir / GENERATED_META).is_file():
+        raise GeneratorError(f"no generated models in {generated_dir}: run stage=generate first")
+    made_with = changed_inputs(generated_dir, stage_inputs(cfg, Stage.generate))
+    if made_with:
+        raise ConfigError(f"{generated_dir} was made with another config ({', '.join(made_with[:6])}): run "
+                          "stage=generate with this config first, or evaluate with the config that made it")
+    directory = run.dir("eval")
     claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
     zoo = ParamZoo.load(run.output_dir / "zoo")
     results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
-    generated = atomic.read_safetensors(run.output_dir / "generated" / GENERATED_PARAMS)["params"]
+    generated = atomic.read_safetensors(generated_dir / GENERATED_PARAMS)["params"]
+    generated_digest = atomic.sha256(generated_dir / GENERATED_PARAMS)
     normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
-    if results.is_file() and table_path.is_file():
+    if (results.is_file() and table_path.is_file()
+            and atomic.read_safetensors_metadata(results).get(GENERATED_DIGEST) == generated_digest):
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
@@ -264,7 +281,7 @@ def run_evaluate(run: Run) -> dict:
         y_val = run.data.y_val.cpu()
         predictions.update({"val:originals": predict_val(zoo.vectors).to(torch.int16),
                             "val:generated": predict_val(generated).to(torch.int16), "y_val": y_val})
-        atomic.write_safetensors(results, predictions)
+        atomic.write_safetensors(results, predictions, metadata={GENERATED_DIGEST: generated_digest})
         atomic.write_json(table_path, table)
         if test_evaluator.recalibrated:
             run.record_time(RECALIBRATION_KEY, test_evaluator.recalibration_seconds_per_model)
@@ -296,7 +313,7 @@ def run_evaluate(run: Run) -> dict:
                                         bootstrap.confidence)
     write_report(run.output_dir, report, accuracies, per_model, len(y_test),
                  {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
-                 verdict_sentences(report["verdict"], table))
+                 verdict_sentences(report["verdict"], table), phases=design_class(cfg).phases)
     log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
     return report
 

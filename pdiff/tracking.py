@@ -38,6 +38,19 @@ class Tracker:
         if self.run is not None:
             self.run.log(metrics)
 
+    def rewind(self, phase: str, step: int) -> None:
+        """Drop the rows of `phase` logged after `step` (a resumed phase logs those steps again)."""
+        if self._file is None:
+            return
+        key = f"{phase}/step"
+        rows = self.path.read_text().splitlines()
+        kept = [row for row in rows if json.loads(row).get(key, -1) <= step]
+        if len(kept) == len(rows):
+            return
+        self._file.close()
+        atomic.write_text(self.path, "".join(f"{row}\n" for row in kept))
+        self._file = open(self.path, "a", buffering=1)  # noqa: SIM115 - held open for the run, closed in close()
+
     def summary(self, values: dict[str, Any]) -> None:
         if self.run is not None:
             self.run.summary.update(values)

@@ -8,6 +8,7 @@ for the global batch and sliced the same way, so the run does not depend on the 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from pdiff import distributed
-from pdiff.config import ConfigError
+from pdiff.config import ConfigError, TrainingDiverged
 from pdiff.data import batch_indices
 from pdiff.engine import build_engine
 from pdiff.noise import BatchNoise
@@ -60,6 +61,12 @@ class Fitted:
     last_loss: float
 
 
+def check_finite(loss: float, name: str, step: int, knob: str, lr: float) -> None:
+    if not math.isfinite(loss):
+        raise TrainingDiverged(f"{name} training diverged: loss {loss} at step {step}; nothing was saved as trained. "
+                               f"Lower {knob}.lr (it is {lr:g} at this step) or raise {knob}.warmup_steps")
+
+
 def global_batch_size(requested: int, rows: int, parts: int) -> int:
     """The batch actually used: at most the zoo, and a multiple of ranks x micro-batches."""
     size = min(requested, rows) // parts * parts
@@ -77,13 +84,15 @@ def take_rows(data, rows: torch.Tensor, dtype: torch.dtype, device: torch.device
 
 
 def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_cfg, trainer_cfg, *, name: str,
-        seed: int, checkpoint_dir: Path, tracker: Tracker, ema_decay: float | None = None,
+        seed: int, checkpoint_dir: Path, tracker: Tracker, knob: str | None = None, ema_decay: float | None = None,
         device: torch.device | None = None, compile_forward: bool = False) -> Fitted:
     """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps on `device`; resumable.
 
-    Logs every cadence_cfg.log_every steps (the only host syncs) and writes a resume point every
-    cadence_cfg.save_every. The returned weights are on the CPU.
+    Logs every cadence_cfg.log_every steps and writes a resume point every cadence_cfg.save_every (the only
+    host syncs). A non-finite loss at either stops training with TrainingDiverged naming `knob` (the config
+    path of optim_cfg; by default NAME.optim), before anything is saved. The returned weights are on the CPU.
     """
+    knob = knob or f"{name}.optim"
     env = distributed.detect()
     parts = env.world_size * trainer_cfg.grad_accum
     batch_size = global_batch_size(optim_cfg.batch_size, len(data), parts)
@@ -99,6 +108,7 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
         step, extra = resumed
         if ema is not None:
             ema.load(extra)
+        tracker.rewind(name, step)
         log.info("%s training resumes at step %d/%d", name, step, optim_cfg.steps)
     engine.module.train()
     loss_value, started, window_start = float("nan"), time.perf_counter(), step
@@ -119,9 +129,13 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
                 ema.update()
             step += 1
             status = None
-            if step % cadence_cfg.log_every == 0 or step == optim_cfg.steps:
+            logs = step % cadence_cfg.log_every == 0 or step == optim_cfg.steps
+            saves = step % cadence_cfg.save_every == 0
+            if logs or saves:
                 loss_value = sum(float(loss) for loss in losses) / len(losses)
                 loss_value = distributed.mean_across_ranks({"loss": loss_value})["loss"]
+                check_finite(loss_value, name, step, knob, engine.lr)
+            if logs:
                 elapsed = time.perf_counter() - started
                 steps_per_s = (step - window_start) / max(elapsed, 1e-9)
                 tracker.log({f"{name}/loss": loss_value, f"{name}/lr": engine.lr, f"{name}/step": step,
@@ -129,11 +143,15 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
                 started, window_start = time.perf_counter(), step
                 status = f"loss {loss_value:.4g}"
             bar.advance(status=status)
-            if step % cadence_cfg.save_every == 0 and step < optim_cfg.steps:
+            if saves and step < optim_cfg.steps:
                 engine.save(checkpoint_dir, step, ema.state() if ema is not None else {})
     engine.module.eval()
+    weights = _on_cpu(engine.full_state_dict())
     ema_weights = _on_cpu(ema.full_state_dict()) if ema is not None else None
-    return Fitted(_on_cpu(engine.full_state_dict()), ema_weights, loss_value)
+    for state in (weights, ema_weights or {}):
+        if not all(bool(torch.isfinite(tensor).all()) for tensor in state.values() if tensor.is_floating_point()):
+            check_finite(float("nan"), name, step, knob, engine.lr)
+    return Fitted(weights, ema_weights, loss_value)
 
 
 def _on_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

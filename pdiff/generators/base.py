@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import ConfigError
+from pdiff.config import DDIMSamplerConfig, DDPMSamplerConfig, SamplerName, require
 from pdiff.params import ParamNormalizer, ParamSpec
 from pdiff.tracking import Tracker
-from pdiff.zoo import ParamZoo
+from pdiff.zoo import ParamZoo, ZooError
 
 GENERATOR_META = "generator.json"
+GENERATOR_CHECKSUMS = "checksums.json"
 AE_WEIGHTS = "autoencoder.safetensors"
 DENOISER_WEIGHTS = "denoiser_ema.safetensors"
 DENOISER_RAW_WEIGHTS = "denoiser.safetensors"
@@ -44,30 +45,35 @@ class Conditioning:
         return cls(target, float(generate_cfg.guidance))
 
 
+class GeneratorError(ZooError):
+    """Generator files on disk that are missing, incomplete or corrupted."""
+
+
 class Generator(ABC):
-    """A trained parameter generator. Subclasses are the designs; the pipeline sees only this interface."""
+    """A trained parameter generator. Subclasses are the designs; the pipeline sees only this interface.
+
+    A design declares what it owns: the group options it takes (`uses`), the config groups its training reads
+    besides its own `generator` node (`reads`, the train stage's provenance), its training phases (`phases`:
+    the `name` it passes to pdiff.train.fit -> the title of its training-curve panel) and its config schemas
+    (`schemas`: group -> schema name -> dataclass, stored in Hydra's ConfigStore when it registers).
+    """
 
     design: ClassVar[str]  # the name users select: generator=<design>
     uses: ClassVar[dict[str, tuple[str, ...]]]  # config group -> the options of it this design takes
-    conditions: ClassVar[bool] = False  # whether it can aim at generate.target_acc (with generator.condition)
+    reads: ClassVar[tuple[str, ...]]  # config groups its training reads, besides generator
+    phases: ClassVar[dict[str, str]]  # metric prefix of each training phase -> its panel title
+    schemas: ClassVar[dict[str, dict[str, type]]] = {}
+    condition_setting: ClassVar[str] = ""  # how to train it on accuracies (empty: it cannot be)
 
     @classmethod
-    def check_config(cls, cfg) -> None:
-        """ConfigError when a group option the design uses belongs to another design (designs add their checks)."""
-        from pdiff.generators.registry import DESIGNS
+    def conditioned(cls, cfg) -> bool:
+        """Whether `cfg` trains it on the checkpoints' accuracies (generate.target_acc, guidance)."""
+        return False
 
-        for group, allowed in cls.uses.items():
-            name = getattr(cfg[group].name, "value", cfg[group].name)
-            if name not in allowed:
-                owners = [other for other, design in DESIGNS.items() if name in design.uses.get(group, ())]
-                hint = f" ({group}={name} belongs to generator={owners[0]})" if owners else ""
-                raise ConfigError(f"{group}={name} does not fit generator={cls.design}; allowed: "
-                                  f"{', '.join(f'{group}={option}' for option in allowed)}{hint}")
-        for key in ("target_acc", "target_quantile"):
-            if cfg.generate[key] is not None and not (cls.conditions and cfg.generator.get("condition")):
-                raise ConfigError(f"generate.{key}={cfg.generate[key]} needs a generator trained on the "
-                                  "checkpoints' accuracies: generator=flow generator.condition=true (generator="
-                                  f"{cls.design}{' does not condition' if not cls.conditions else ' without it'})")
+    @classmethod
+    @abstractmethod
+    def check_config(cls, cfg) -> None:
+        """ConfigError for a value of the design's own config that cannot work (the registry checked `uses`)."""
 
     @classmethod
     @abstractmethod
@@ -99,9 +105,11 @@ class Generator(ABC):
         """What the design records in generator.json (and reads back in `load`)."""
 
     def save(self, directory: Path, run_meta: dict) -> None:
-        """Weights first, then generator.json (whose presence marks the generator complete)."""
+        """Weights first, then their checksums, then generator.json (whose presence marks the generator complete)."""
         for name, tensors in self.files().items():
             atomic.write_safetensors(directory / name, {key: value.cpu() for key, value in tensors.items()})
+        atomic.write_json(directory / GENERATOR_CHECKSUMS,
+                          {name: atomic.sha256(directory / name) for name in self.files()})
         atomic.write_json(directory / GENERATOR_META, {**run_meta, **self.meta, "design": self.design})
 
     def parameter_count(self) -> int:
@@ -112,8 +120,44 @@ def generator_exists(directory: Path) -> bool:
     return (Path(directory) / GENERATOR_META).is_file()
 
 
+def verify_generator(directory: Path) -> None:
+    """GeneratorError unless `directory` holds a complete generator whose files match their checksums."""
+    directory = Path(directory)
+    if not generator_exists(directory):
+        raise GeneratorError(f"no trained generator in {directory} ({GENERATOR_META} is missing): run stage=train "
+                             "first")
+    if not (directory / GENERATOR_CHECKSUMS).is_file():
+        raise GeneratorError(f"{directory} has no {GENERATOR_CHECKSUMS} (its files cannot be checked): delete it and "
+                             "run stage=train again")
+    checksums = json.loads((directory / GENERATOR_CHECKSUMS).read_text())
+    for name, digest in checksums.items():
+        path = directory / name
+        if not path.is_file():
+            raise GeneratorError(f"{path} is missing from the trained generator: delete {directory} and run "
+                                 "stage=train again")
+        if atomic.sha256(path) != digest:
+            raise GeneratorError(f"{path} does not match its checksum in {directory / GENERATOR_CHECKSUMS}: the file "
+                                 f"is corrupted; delete {directory} and run stage=train again")
+
+
 def read_meta(directory: Path) -> dict:
     return json.loads((Path(directory) / GENERATOR_META).read_text())
+
+
+def check_training(node, key: str) -> None:
+    """ConfigError for an `optim` / `cadence` pair (a training phase's budget) at config path `key` that cannot work."""
+    optim, cadence = node.optim, node.cadence
+    for name, value in (("optim.steps", optim.steps), ("optim.batch_size", optim.batch_size),
+                        ("cadence.log_every", cadence.log_every), ("cadence.save_every", cadence.save_every)):
+        require(value >= 1, f"{key}.{name}", value, "must be >= 1")
+    require(optim.lr > 0, f"{key}.optim.lr", optim.lr, "must be > 0")
+    require(optim.weight_decay >= 0, f"{key}.optim.weight_decay", optim.weight_decay, "must be >= 0")
+    require(0 <= optim.warmup_steps <= optim.steps, f"{key}.optim.warmup_steps", optim.warmup_steps,
+            f"must be in [0, {key}.optim.steps={optim.steps}]")
+
+
+def check_ema(decay: float, key: str) -> None:
+    require(0.0 <= decay < 1.0, key, decay, "must be in [0, 1)")
 
 
 def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: nn.Module) -> dict[str, torch.Tensor]:
@@ -123,14 +167,37 @@ def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: nn.Module) 
     return state
 
 
+DDPM_SAMPLERS = {"ddpm_schema": DDPMSamplerConfig, "ddim_schema": DDIMSamplerConfig}
+
+
 class AutoencoderDenoiserGenerator(Generator):
     """A design made of a normaliser + autoencoder and a denoiser (the EMA one samples; the raw one is kept
     after training, to be saved). Subclasses are dataclasses holding these four fields."""
+
+    reads = ("ae", "denoiser", "diffusion")
+    phases = {"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}
 
     normalizer: ParamNormalizer
     autoencoder: nn.Module
     denoiser: nn.Module
     raw_denoiser: nn.Module | None
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """The autoencoder's noises and budget, the DDPM schedule, its EMA and budget, and the DDIM steps."""
+        ae, diffusion = cfg.ae, cfg.diffusion
+        require(ae.input_noise >= 0.0 and ae.latent_noise >= 0.0, "ae.input_noise/latent_noise",
+                (ae.input_noise, ae.latent_noise), "must be >= 0")
+        check_training(ae, "ae")
+        require(diffusion.timesteps >= 2, "diffusion.timesteps", diffusion.timesteps, "must be >= 2")
+        require(0.0 < diffusion.beta_start < diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",
+                (diffusion.beta_start, diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
+        check_ema(diffusion.ema_decay, "diffusion.ema_decay")
+        check_training(diffusion, "diffusion")
+        if SamplerName(cfg.sampler.name) is SamplerName.ddim:
+            require(1 <= cfg.sampler.steps <= diffusion.timesteps, "sampler.steps", cfg.sampler.steps,
+                    f"must be in [1, diffusion.timesteps={diffusion.timesteps}]")
+            require(cfg.sampler.eta >= 0.0, "sampler.eta", cfg.sampler.eta, "must be >= 0")
 
     def networks(self) -> dict[str, nn.Module]:
         return {"autoencoder": self.autoencoder, "denoiser": self.denoiser}

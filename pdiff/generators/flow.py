@@ -19,9 +19,17 @@ import torch
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import ConfigError, Normalization, SamplerName
+from pdiff.config import FlowGeneratorConfig, FlowSamplerConfig, Normalization, SamplerName, VelocityConfig, require
 from pdiff.flow_matching import flow_matching_loss, sample_flow
-from pdiff.generators.base import Conditioning, Generator, PhaseTimer, read_meta, trained_pair
+from pdiff.generators.base import (
+    Conditioning,
+    Generator,
+    PhaseTimer,
+    check_ema,
+    check_training,
+    read_meta,
+    trained_pair,
+)
 from pdiff.generators.registry import register
 from pdiff.nets.velocity import VelocityMLP
 from pdiff.noise import BatchNoise
@@ -88,7 +96,11 @@ def conditioned_loss(dropout: float):
 class FlowGenerator(Generator):
     design = "flow"
     uses = {"denoiser": ("velocity",), "sampler": ("euler", "heun")}
-    conditions = True
+    reads = ("denoiser",)  # and its own generator node: optim, cadence, ema_decay
+    phases = {"flow": "Flow matching (velocity)"}
+    schemas = {"generator": {"flow_schema": FlowGeneratorConfig}, "denoiser": {"velocity_schema": VelocityConfig},
+               "sampler": {"euler_schema": FlowSamplerConfig, "heun_schema": FlowSamplerConfig}}
+    condition_setting = "generator.condition=true"
 
     normalizer: ParamNormalizer
     basis: PCABasis
@@ -98,15 +110,18 @@ class FlowGenerator(Generator):
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
+    def conditioned(cls, cfg) -> bool:
+        return bool(cfg.generator.condition)
+
+    @classmethod
     def check_config(cls, cfg) -> None:
-        super().check_config(cfg)
         generator = cfg.generator
-        if generator.pca_components < 0:
-            raise ConfigError(f"generator.pca_components={generator.pca_components} is invalid: must be >= 0 "
-                              "(0: no PCA)")
-        if not 0.0 <= generator.condition_dropout < 1.0:
-            raise ConfigError(f"generator.condition_dropout={generator.condition_dropout} is invalid: "
-                              "must be in [0, 1)")
+        require(generator.pca_components >= 0, "generator.pca_components", generator.pca_components,
+                "must be >= 0 (0: no PCA)")
+        require(0.0 <= generator.condition_dropout < 1.0, "generator.condition_dropout",
+                generator.condition_dropout, "must be in [0, 1)")
+        check_training(generator, "generator")
+        check_ema(generator.ema_decay, "generator.ema_decay")
 
     @classmethod
     def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
@@ -125,10 +140,11 @@ class FlowGenerator(Generator):
         torch.manual_seed(seed)
         conditional = bool(generator_cfg.condition)
         loss = conditioned_loss(generator_cfg.condition_dropout) if conditional else flow_matching_loss
-        fitted = fit(build_velocity(cfg.denoiser, x1.shape[1], conditional), loss, rows, cfg.diffusion.optim,
-                     cfg.diffusion.cadence, cfg.trainer, name="flow", seed=seed,
+        fitted = fit(build_velocity(cfg.denoiser, x1.shape[1], conditional), loss, rows, generator_cfg.optim,
+                     generator_cfg.cadence, cfg.trainer, name="flow", seed=seed,
                      checkpoint_dir=directory / "flow_checkpoint", tracker=tracker,
-                     ema_decay=cfg.diffusion.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
+                     ema_decay=generator_cfg.ema_decay, device=device, compile_forward=cfg.denoiser.compile,
+                     knob="generator.optim")
         raw, ema = trained_pair(lambda: build_velocity(cfg.denoiser, x1.shape[1], conditional), fitted)
         timer("train_flow")
         return cls(normalizer, basis, ema, stats, raw)

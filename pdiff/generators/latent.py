@@ -12,9 +12,19 @@ from pathlib import Path
 import torch
 
 from pdiff import atomic
-from pdiff.config import ConfigError, Normalization, SamplerName
+from pdiff.config import (
+    ConfigError,
+    ConvDenoiserConfig,
+    ConvV1AutoencoderConfig,
+    ConvV2AutoencoderConfig,
+    GeneratorConfig,
+    MLPAutoencoderConfig,
+    Normalization,
+    SamplerName,
+)
 from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
+    DDPM_SAMPLERS,
     DENOISER_WEIGHTS,
     AutoencoderDenoiserGenerator,
     Conditioning,
@@ -80,6 +90,10 @@ def encode_latents(normalizer: ParamNormalizer, autoencoder: ParamAutoencoder, v
 class LatentGenerator(AutoencoderDenoiserGenerator):
     design = "latent"
     uses = {"ae": tuple(AUTOENCODERS), "denoiser": ("conv1d",), "sampler": ("ddpm", "ddim")}
+    schemas = {"generator": {"generator_schema": GeneratorConfig},
+               "ae": {"mlp_schema": MLPAutoencoderConfig, "pdiff_v1_schema": ConvV1AutoencoderConfig,
+                      "pdiff_v2_schema": ConvV2AutoencoderConfig},
+               "denoiser": {"conv1d_schema": ConvDenoiserConfig}, "sampler": DDPM_SAMPLERS}
 
     normalizer: ParamNormalizer
     autoencoder: ParamAutoencoder

@@ -1,20 +1,23 @@
-"""The designs by name: the only place that turns `generator.design` into code."""
+"""The designs by name: the only place that turns `generator.design` into code, and checks a config against it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from hydra.core.config_store import ConfigStore
 
 from pdiff.config import ConfigError
-
-if TYPE_CHECKING:
-    from pdiff.generators.base import Generator
+from pdiff.generators.base import Generator
 
 DESIGNS: dict[str, type[Generator]] = {}
 
 
 def register(cls: type[Generator]) -> type[Generator]:
-    """Class decorator: make a Generator subclass selectable as generator=<cls.design>."""
+    """Class decorator: make a Generator subclass selectable as generator=<cls.design>, with its config schemas
+    stored in Hydra's ConfigStore (so its YAML files are type-checked against them)."""
     DESIGNS[cls.design] = cls
+    store = ConfigStore.instance()
+    for group, schemas in cls.schemas.items():
+        for name, schema in schemas.items():
+            store.store(group=group, name=name, node=schema, package=group)
     return cls
 
 
@@ -24,5 +27,34 @@ def design_class(cfg) -> type[Generator]:
     if name not in DESIGNS:
         raise ConfigError(f"generator.design={name!r} is unknown; allowed: {sorted(DESIGNS)} (generator=NAME)")
     design = DESIGNS[name]
+    _check_options(design, cfg)
+    _check_conditioning(design, cfg)
     design.check_config(cfg)
     return design
+
+
+def _check_options(design: type[Generator], cfg) -> None:
+    """ConfigError when a group option the design uses belongs to another design."""
+    for group, allowed in design.uses.items():
+        name = getattr(cfg[group].name, "value", cfg[group].name)
+        if name not in allowed:
+            owners = [other for other, each in DESIGNS.items() if name in each.uses.get(group, ())]
+            hint = f" ({group}={name} belongs to generator={owners[0]})" if owners else ""
+            raise ConfigError(f"{group}={name} does not fit generator={design.design}; allowed: "
+                              f"{', '.join(f'{group}={option}' for option in allowed)}{hint}")
+
+
+def _check_conditioning(design: type[Generator], cfg) -> None:
+    """generate.target_acc / target_quantile / guidance need a generator trained on the checkpoints' accuracies."""
+    if design.conditioned(cfg):
+        return
+    ways = ", ".join(f"generator={name} {each.condition_setting}".strip() for name, each in DESIGNS.items()
+                     if each.condition_setting)
+    why = f"generator={design.design} is not conditioned on accuracy; designs that can be: {ways or 'none'}"
+    for key in ("target_acc", "target_quantile"):
+        if cfg.generate[key] is not None:
+            raise ConfigError(f"generate.{key}={cfg.generate[key]} needs a generator trained on the checkpoints' "
+                              f"accuracies ({why})")
+    if cfg.generate.guidance != 1.0:
+        raise ConfigError(f"generate.guidance={cfg.generate.guidance} needs a generator trained on the checkpoints' "
+                          f"accuracies; leave it at 1.0 ({why})")

@@ -19,9 +19,17 @@ import torch
 import torch.nn.functional as F
 
 from pdiff import atomic
-from pdiff.config import ConfigError, Normalization, SamplerName
+from pdiff.config import (
+    ConfigError,
+    GeneratorConfig,
+    Normalization,
+    SamplerName,
+    TokenAutoencoderConfig,
+    WindowDenoiserConfig,
+)
 from pdiff.diffusion import GaussianDiffusion, build_diffusion
 from pdiff.generators.base import (
+    DDPM_SAMPLERS,
     DENOISER_WEIGHTS,
     AutoencoderDenoiserGenerator,
     Conditioning,
@@ -117,6 +125,8 @@ def window_diffusion_loss(diffusion: GaussianDiffusion):
 class TokenGenerator(AutoencoderDenoiserGenerator):
     design = "token"
     uses = {"ae": ("token",), "denoiser": ("window",), "sampler": ("ddpm", "ddim")}
+    schemas = {"generator": {"generator_schema": GeneratorConfig}, "ae": {"token_schema": TokenAutoencoderConfig},
+               "denoiser": {"window_schema": WindowDenoiserConfig}, "sampler": DDPM_SAMPLERS}
 
     normalizer: ParamNormalizer
     layout: TokenLayout

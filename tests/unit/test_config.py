@@ -72,6 +72,7 @@ def test_semantic_validation_names_key_value_and_rule(override, message, tmp_pat
     cfg = compose_config([override, f"paths.output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=message):
         validate(cfg)
+        design_class(cfg)  # the design checks its own groups (ae.* for the latent design)
 
 
 def test_layer_pattern_matching_nothing_stops_before_any_work(tmp_path):
