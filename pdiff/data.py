@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import pickle
 import zipfile
 from dataclasses import dataclass
 from importlib import resources
@@ -19,11 +20,13 @@ import torch
 
 from pdiff.config import ConfigError, DataName
 from pdiff.mnist1d import ARRAYS as MNIST1D_ARRAYS
-from pdiff.mnist1d import load_mnist1d
+from pdiff.mnist1d import CLASSES as MNIST1D_CLASSES
+from pdiff.mnist1d import load_mnist1d, training_size
 from pdiff.seeds import Purpose, generator_for
 
 DIGITS_SPLIT_FILE = "digits_split.json"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MIN_SAMPLES = 10  # fewest training or test samples of a dataset: accuracies over fewer say nothing
 
 _TORCHVISION = {
     DataName.mnist: ("MNIST", "MNIST/raw", (0.1307,), (0.3081,)),
@@ -61,8 +64,9 @@ def load_dataset(data_cfg) -> Dataset:
     """Load the dataset named by `data.name`; raise ConfigError when its files are absent or malformed."""
     name = DataName(data_cfg.name) if not isinstance(data_cfg.name, DataName) else data_cfg.name
     if name is DataName.mnist1d:
+        _check_mnist1d_training_size(data_cfg.mnist1d)
         arrays = load_mnist1d(data_cfg.mnist1d, data_cfg.root)
-        return Dataset(*(arrays[key] for key in MNIST1D_ARRAYS), num_classes=10)
+        return Dataset(*(arrays[key] for key in MNIST1D_ARRAYS), num_classes=MNIST1D_CLASSES)
     if name is DataName.digits:
         x, y, test = _digits()
     elif name is DataName.npz:
@@ -75,6 +79,14 @@ def load_dataset(data_cfg) -> Dataset:
         mean, std = x[train].mean(), x[train].std().clamp_min(1e-8)
         x, x_test = (x - mean) / std, (x_test - mean) / std
     return Dataset(x[train], y[train], x[val], y[val], x_test, y_test, num_classes)
+
+
+def _check_mnist1d_training_size(mnist1d_cfg) -> None:
+    count = training_size(mnist1d_cfg)
+    if count < MIN_SAMPLES:
+        raise ConfigError(f"data.mnist1d.num_samples={mnist1d_cfg.num_samples} with data.mnist1d.train_split="
+                          f"{mnist1d_cfg.train_split} keeps {count} training signals; the training set needs at least "
+                          f"{MIN_SAMPLES}: raise either value")
 
 
 def validation_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,8 +103,8 @@ def validation_split(y: torch.Tensor, fraction: float, seed: int) -> tuple[torch
     is_train[val] = False
     if not len(val) or not is_train.any():
         raise ConfigError(f"data.val_fraction={fraction} holds out {len(val)} of {len(y)} training samples for "
-                          "validation: both validation and training need at least one; choose a value in (0, 1) "
-                          "that leaves some of each class on both sides")
+                          "validation: both validation and training need at least one; choose a value in (0, 1), or "
+                          "give more training samples, so that some of each class fall on both sides")
     return torch.nonzero(is_train).flatten(), val
 
 
@@ -131,6 +143,9 @@ def _npz_path(path) -> Path:
         raise ConfigError("data.path is not set: data.name=npz needs data.path=FILE.npz "
                           f"holding arrays {', '.join(NPZ_KEYS)}")
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigError(f"data.path={str(path)!r} is a folder: give the .npz file itself, holding arrays "
+                          f"{', '.join(NPZ_KEYS)}")
     if not file.is_file():
         raise ConfigError(f"data.path={str(path)!r} does not exist: give an .npz file holding arrays "
                           f"{', '.join(NPZ_KEYS)}")
@@ -138,56 +153,122 @@ def _npz_path(path) -> Path:
 
 
 def _npz_arrays(path) -> dict[str, np.ndarray]:
-    """The four arrays of data.path, checked: an npz archive, all present, finite, integral labels."""
+    """The four arrays of data.path, checked: real and finite, x [N, *input_shape], y [N] class indices."""
+    arrays = _read_npz(path)
+    where = f"data.path={str(path)!r}"
+    _check_npz_values(where, arrays)
+    _check_npz_shapes(where, arrays)
+    for key in ("y_train", "y_test"):
+        _check_class_indices(where, key, arrays[key])
+    return arrays
+
+
+def _read_npz(path) -> dict[str, np.ndarray]:
     file = _npz_path(path)
+    save = f"save one with numpy.savez(path, {'=..., '.join(NPZ_KEYS)}=...)"
+    if file.stat().st_size == 0:
+        raise ConfigError(f"data.path={str(path)!r} is an empty file (0 bytes), not an .npz archive; {save}")
+    readable_errors = (OSError, EOFError, ValueError, zipfile.BadZipFile)
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            missing = [key for key in NPZ_KEYS if key not in archive]
-            if missing:
-                raise ConfigError(f"data.path={str(path)!r} lacks arrays {missing}; it must hold {', '.join(NPZ_KEYS)}")
-            arrays = {key: archive[key] for key in NPZ_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise ConfigError(f"data.path={str(path)!r} is not a readable .npz archive ({error}); save one with "
-                          f"numpy.savez(path, {'=..., '.join(NPZ_KEYS)}=...)") from error
+        archive = np.load(file, allow_pickle=False)
+    except readable_errors as error:
+        raise ConfigError(f"data.path={str(path)!r} is not a readable .npz archive ({_one_line(error)}); "
+                          f"{save}") from error
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise ConfigError(f"data.path={str(path)!r} is a single array of shape {archive.shape} (numpy.save), not an "
+                          f".npz archive of named arrays; {save}")
+    with archive:
+        missing = [key for key in NPZ_KEYS if key not in archive]
+        if missing:
+            raise ConfigError(f"data.path={str(path)!r} lacks arrays {missing}; it must hold {', '.join(NPZ_KEYS)}")
+        try:
+            return {key: archive[key] for key in NPZ_KEYS}
+        except readable_errors as error:
+            raise ConfigError(f"data.path={str(path)!r} is not a readable .npz archive ({_one_line(error)}); "
+                              f"{save}") from error
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _check_npz_values(where: str, arrays: dict[str, np.ndarray]) -> None:
     for key, array in arrays.items():
-        if not np.issubdtype(array.dtype, np.number) and array.dtype != np.bool_:
-            raise ConfigError(f"data.path={str(path)!r}: array {key} has dtype {array.dtype}; it must be numeric")
+        if array.dtype.kind not in "biuf":  # bool, signed, unsigned, float: complex parts would be dropped
+            what = "labels must be integer class indices" if key.startswith("y") else "inputs must be real numbers"
+            raise ConfigError(f"{where}: array {key} has dtype {array.dtype}; {what} (bool, int or float dtype)")
         bad = int(np.size(array) - np.isfinite(array).sum())
         if bad:
-            raise ConfigError(f"data.path={str(path)!r}: array {key} holds {bad} non-finite values (NaN or inf) of "
-                              f"{np.size(array)}; clean the data")
+            raise ConfigError(f"{where}: array {key} holds {bad} non-finite values (NaN or inf) of {np.size(array)}; "
+                              "clean the data")
+
+
+def _check_npz_shapes(where: str, arrays: dict[str, np.ndarray]) -> None:
+    for key in ("x_train", "x_test"):
+        shape = arrays[key].shape
+        if len(shape) < 2 or 0 in shape[1:]:
+            raise ConfigError(f"{where}: {key} has shape {shape}; inputs must be an array [N, *input_shape] of at "
+                              "least 2 dimensions, one non-empty row per sample (N samples of one value: "
+                              "x.reshape(-1, 1))")
     for key in ("y_train", "y_test"):
-        labels = arrays[key]
-        if np.issubdtype(labels.dtype, np.floating) and not np.array_equal(labels, np.round(labels)):
-            fractional = int((labels != np.round(labels)).sum())
-            raise ConfigError(f"data.path={str(path)!r}: {key} holds {fractional} non-integral labels (e.g. "
-                              f"{labels[labels != np.round(labels)].flat[0]!r}); labels must be class indices "
-                              "0, 1, 2, ...")
-    return arrays
+        shape = arrays[key].shape
+        if len(shape) != 1:
+            raise ConfigError(f"{where}: {key} has shape {shape}; labels must be a 1-D array [N] of integer class "
+                              "indices (one-hot labels: save y.argmax(1))")
+    x_train, y_train, x_test, y_test = (arrays[key].shape for key in NPZ_KEYS)
+    if x_train[1:] != x_test[1:] or x_train[0] != y_train[0] or x_test[0] != y_test[0]:
+        raise ConfigError(f"{where}: inconsistent shapes x_train {x_train}, y_train {y_train}, x_test {x_test}, "
+                          f"y_test {y_test}; x_train and x_test need the same sample shape, each y one label per row")
+    for key, use in (("x_train", "to train on and to hold validation samples out of"),
+                     ("x_test", "for the test accuracies of the report and its verdict")):
+        if len(arrays[key]) < MIN_SAMPLES:
+            raise ConfigError(f"{where}: {key} has {len(arrays[key])} samples; it needs at least {MIN_SAMPLES} {use}")
+
+
+def _check_class_indices(where: str, key: str, labels: np.ndarray) -> None:
+    fractional = labels != np.round(labels) if labels.dtype.kind == "f" else np.zeros(labels.shape, dtype=bool)
+    if fractional.any():
+        raise ConfigError(f"{where}: {key} holds {int(fractional.sum())} non-integral labels (e.g. "
+                          f"{labels[fractional].flat[0]!r}); labels must be class indices 0, 1, 2, ...")
+    if labels.min() < 0:
+        raise ConfigError(f"{where}: {key} holds label {int(labels.min())}; labels must be class indices 0, 1, 2, ... "
+                          "(>= 0)")
+
+
+def _npz_classes(where: str, y_train: np.ndarray, y_test: np.ndarray) -> int:
+    """C, the number of classes: y_train holds each of 0..C-1 (so one stray large label cannot make C huge) and
+    y_test only those."""
+    largest = int(y_train.max())
+    present = np.unique(y_train)
+    if len(present) < largest + 1:
+        absent = int(np.setdiff1d(np.arange(len(present) + 1), present)[0])
+        raise ConfigError(f"{where}: y_train holds label {largest}, but only {len(present)} distinct labels (class "
+                          f"{absent} has no sample); labels must be class indices 0..C-1 with every class present in "
+                          "y_train (renumber them: np.unique(y, return_inverse=True)[1])")
+    if int(y_test.max()) > largest:
+        raise ConfigError(f"{where}: y_test holds label {int(y_test.max())}, a class no training sample has "
+                          f"(y_train's classes are 0..{largest}); every test label must be one of them")
+    if largest < 1:
+        raise ConfigError(f"{where}: the labels hold a single class; at least 2 are needed")
+    return largest + 1
 
 
 def _npz(path) -> tuple[torch.Tensor, torch.Tensor, TestPart]:
     arrays = _npz_arrays(path)
+    num_classes = _npz_classes(f"data.path={str(path)!r}", arrays["y_train"], arrays["y_test"])
     x_train, x_test = (torch.from_numpy(arrays[k].astype(np.float32)) for k in ("x_train", "x_test"))
-    y_train, y_test = (torch.from_numpy(arrays[k].astype(np.int64)).reshape(-1) for k in ("y_train", "y_test"))
-    if x_train.shape[1:] != x_test.shape[1:] or len(x_train) != len(y_train) or len(x_test) != len(y_test):
-        raise ConfigError(f"data.path={str(path)!r}: inconsistent shapes x_train {tuple(x_train.shape)}, "
-                          f"y_train {tuple(y_train.shape)}, x_test {tuple(x_test.shape)}, y_test {tuple(y_test.shape)}")
-    if not len(x_train) or not len(x_test):
-        raise ConfigError(f"data.path={str(path)!r}: x_train has {len(x_train)} and x_test {len(x_test)} samples; "
-                          "both need at least one")
-    if min(y_train.min(), y_test.min()) < 0:
-        raise ConfigError(f"data.path={str(path)!r}: labels must be integers >= 0")
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    if num_classes < 2:
-        raise ConfigError(f"data.path={str(path)!r}: the labels hold a single class; at least 2 are needed")
+    y_train, y_test = (torch.from_numpy(arrays[k].astype(np.int64)) for k in ("y_train", "y_test"))
     return x_train, y_train, (x_test, y_test, num_classes)
+
+
+def _download_hint(cls_name: str, root) -> str:
+    return (f"download it once on a machine with internet: python -c \"import torchvision; "
+            f"torchvision.datasets.{cls_name}(root='{root or 'DIR'}', download=True)\" and set data.root=DIR")
 
 
 def _torchvision_root(name: DataName, root) -> Path:
     cls_name, subdir, _, _ = _TORCHVISION[name]
-    how = (f"download it once on a machine with internet: python -c \"import torchvision; "
-           f"torchvision.datasets.{cls_name}(root='{root or 'DIR'}', download=True)\" and set data.root=DIR")
+    how = _download_hint(cls_name, root)
     if not root:
         raise ConfigError(f"data.root is not set: task data {name.value} is read from data.root; {how}")
     expected = Path(root).expanduser() / subdir
@@ -199,10 +280,14 @@ def _torchvision_root(name: DataName, root) -> Path:
 def _torchvision(name: DataName, root) -> tuple[torch.Tensor, torch.Tensor, TestPart]:
     import torchvision
 
-    cls_name, _, mean, std = _TORCHVISION[name]
+    cls_name, subdir, mean, std = _TORCHVISION[name]
     directory = _torchvision_root(name, root)
     cls = getattr(torchvision.datasets, cls_name)
-    splits = [cls(root=str(directory), train=train, download=False) for train in (True, False)]
+    try:
+        splits = [cls(root=str(directory), train=train, download=False) for train in (True, False)]
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:  # files absent or corrupt
+        raise ConfigError(f"data.root={str(root)!r}: {name.value} at {directory / subdir} cannot be read "
+                          f"({_one_line(error)}); {_download_hint(cls_name, root)}") from error
     tensors = []
     for split in splits:
         x = torch.as_tensor(np.asarray(split.data), dtype=torch.float32) / 255.0

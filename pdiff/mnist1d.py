@@ -25,6 +25,7 @@ from pdiff.config import ConfigError
 
 log = logging.getLogger(__name__)
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+CLASSES = 10
 
 
 def default_root() -> Path:
@@ -48,6 +49,13 @@ def generation_args(mnist1d_cfg, split: str = "train") -> dict:
         args.update(num_samples=int(getattr(mnist1d_cfg, f"{split}_samples")), train_split=0.5,
                     seed=int(getattr(mnist1d_cfg, f"{split}_seed")))
     return args
+
+
+def training_size(mnist1d_cfg) -> int:
+    """How many signals the training set holds, without building it: make_dataset draws num_samples // 10 per
+    class and keeps the first int(total x train_split) of them for training."""
+    total = int(mnist1d_cfg.num_samples) // CLASSES * CLASSES
+    return int(total * float(mnist1d_cfg.train_split))
 
 
 def cache_paths(root: Path, args: dict, split: str = "train") -> tuple[Path, Path]:

@@ -20,8 +20,9 @@ from pdiff.config import ConfigError
 def build_task_net(net_cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Instantiate `task.net` ({_target_: ..., **kwargs}) with input_shape and num_classes added.
 
-    A _target_ that cannot be imported, that does not take these arguments, or that returns no nn.Module
-    raises ConfigError naming task.net._target_.
+    A _target_ that cannot be imported, that does not take these arguments, that fails on their values, or that
+    returns no nn.Module raises ConfigError naming task.net._target_; the built-in networks name the key
+    (task.net.width=0) of a size that is not a positive integer, or the input shape they cannot take.
     """
     kwargs = OmegaConf.to_container(net_cfg, resolve=True) if OmegaConf.is_config(net_cfg) else dict(net_cfg or {})
     target = kwargs.pop("_target_", None)
@@ -41,10 +42,43 @@ def build_task_net(net_cfg, input_shape: tuple[int, ...], num_classes: int) -> n
                           "it is called with input_shape, num_classes and the other keys of task.net") from error
     except ValueError:  # no signature to check (a builtin); calling it will tell
         pass
-    model = factory(**kwargs)
+    try:
+        model = factory(**kwargs)
+    except ConfigError:
+        raise
+    except Exception as error:  # a user's network refusing its arguments: name them, in one line
+        settings = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
+        raise ConfigError(f"task.net._target_={target!r} failed to build with {settings} ("
+                          f"{' '.join(f'{type(error).__name__}: {error}'.split())}); check the values of task.net"
+                          ) from error
     if not isinstance(model, nn.Module):
         raise ConfigError(f"task.net._target_={target!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
+
+
+def _positive(key: str, value, meaning: str) -> int:
+    """`value` of task.net.`key`, or ConfigError naming it when it is not an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"task.net.{key}={value!r} is invalid: must be an integer >= 1 ({meaning})")
+    return value
+
+
+def _positive_list(key: str, values, meaning: str) -> list[int]:
+    """`values` of task.net.`key`, or ConfigError naming the list and its first entry that is not an integer >= 1."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise ConfigError(f"task.net.{key}={values!r} is invalid: must be a list of integers >= 1 ({meaning})")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"task.net.{key}={list(values)!r} is invalid: every entry must be an integer >= 1 "
+                              f"({meaning}), not {value!r}")
+    return list(values)
+
+
+def _require_input(network: str, input_shape: tuple[int, ...], fits: bool, expected: str) -> None:
+    if not fits:
+        raise ConfigError(f"task.net._target_='pdiff.tasknets.{network}' needs samples shaped {expected}, but the "
+                          f"data's are {tuple(input_shape)}: choose a network for this input (pdiff.tasknets.mlp_bn "
+                          "takes any shape)")
 
 
 def _conv_bn_relu(index: int, c_in: int, c_out: int) -> list[tuple[str, nn.Module]]:
@@ -54,6 +88,9 @@ def _conv_bn_relu(index: int, c_in: int, c_out: int) -> list[tuple[str, nn.Modul
 
 def digits_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 32) -> nn.Sequential:
     """Four conv-BN-ReLU layers (width, 2w, 4w, 4w), one 2x max-pool, global average pool, linear head."""
+    _require_input("digits_cnn", input_shape, len(input_shape) == 3 and min(input_shape[1:]) >= 2,
+                   "[C, H, W] with H, W >= 2")
+    width = _positive("width", width, "channels of the first conv layer")
     in_channels = input_shape[0]
     widths = [width, 2 * width, 4 * width, 4 * width]
     layers = _conv_bn_relu(1, in_channels, widths[0]) + _conv_bn_relu(2, widths[0], widths[1])
@@ -66,6 +103,7 @@ def digits_cnn(input_shape: tuple[int, ...], num_classes: int, width: int = 32) 
 def mlp_bn(input_shape: tuple[int, ...], num_classes: int, hidden: list[int], batch_norm: bool = True
            ) -> nn.Sequential:
     """Flatten, then Linear-BN-ReLU per hidden width (Linear-ReLU without batch_norm), then a linear head."""
+    hidden = _positive_list("hidden", hidden, "the width of each hidden layer")
     layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
     width = int(torch.tensor(input_shape).prod())
     for index, out in enumerate(hidden, start=1):
@@ -81,6 +119,9 @@ def mlp_bn(input_shape: tuple[int, ...], num_classes: int, hidden: list[int], ba
 def conv1d_bn(input_shape: tuple[int, ...], num_classes: int, channels: list[int], kernel_size: int = 5
               ) -> nn.Sequential:
     """For 1-D signals [C, L] (or [L]): Conv1d-BN-ReLU per width, each halving the length, then a linear head."""
+    _require_input("conv1d_bn", input_shape, len(input_shape) in (1, 2), "[L] or [C, L]")
+    channels = _positive_list("channels", channels, "the output channels of each conv layer")
+    kernel_size = _positive("kernel_size", kernel_size, "the length of each conv kernel")
     length = input_shape[-1]
     in_channels = input_shape[0] if len(input_shape) == 2 else 1
     layers: list[tuple[str, nn.Module]] = [] if len(input_shape) == 2 else [("unflatten", nn.Unflatten(1, (1, length)))]
@@ -113,6 +154,7 @@ class BasicBlock(nn.Module):
 
 def resnet18_cifar(input_shape: tuple[int, ...], num_classes: int) -> nn.Sequential:
     """CIFAR ResNet-18 (3x3 stem, no max-pool) with torchvision-style names such as layer4.1.bn2."""
+    _require_input("resnet18_cifar", input_shape, len(input_shape) == 3, "[C, H, W]")
     in_channels = input_shape[0]
     layers: list[tuple[str, nn.Module]] = [
         ("conv1", nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)), ("bn1", nn.BatchNorm2d(64)),

@@ -3,7 +3,15 @@ import pytest
 import torch
 
 from pdiff.config import ConfigError
-from pdiff.data import _epoch_order, augment_batch, batch_indices, digits_test_indices, load_dataset, validation_split
+from pdiff.data import (
+    _epoch_order,
+    augment_batch,
+    batch_indices,
+    check_data_available,
+    digits_test_indices,
+    load_dataset,
+    validation_split,
+)
 from pdiff.seeds import Purpose, generator_for
 from tests.conftest import compose_config
 
@@ -113,3 +121,93 @@ def test_rotation_augmentation_rotates_with_cpu_drawn_angles():
     assert torch.equal(rotated, again) and not torch.allclose(rotated, plain)
     assert float(rotated.min()) >= 0.0 and float(rotated.max()) <= 1.0 + 1e-6
     assert float(rotated[:, 0, :4, 4].sum() + rotated[:, 0, 5:, 4].sum()) > 0  # some bars turned to vertical
+
+
+def _classes(n: int, classes: int = 3) -> np.ndarray:
+    return np.arange(n) % classes
+
+
+def test_a_1d_x_train_is_refused_naming_the_array_its_shape_and_the_rule(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.path='.*flat.npz': x_train has shape \(40,\); inputs must be an "
+                                          r"array \[N, \*input_shape\] of at least 2 dimensions"):
+        load_dataset(_npz(tmp_path / "flat.npz", x_train=np.zeros(40)))
+
+
+@pytest.mark.parametrize(("content", "what"), [(b"", r"an empty file \(0 bytes\), not an"),
+                                               (b"\x93NUMPY", "not a readable")], ids=["0 bytes", "truncated"])
+def test_an_empty_or_cut_file_is_refused_as_not_an_npz(tmp_path, content, what):
+    path = tmp_path / "cut.npz"
+    path.write_bytes(content)
+    cfg = compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=rf"data.path='.*cut.npz' is {what} .npz archive.*numpy.savez") as error:
+        load_dataset(cfg.data)
+    assert "\n" not in str(error.value)
+
+
+def test_a_single_npy_array_is_refused_as_not_an_npz(tmp_path):
+    path = tmp_path / "one.npz"
+    with path.open("wb") as file:
+        np.save(file, np.zeros((4, 2)))
+    cfg = compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"data.path='.*one.npz' is a single array of shape \(4, 2\) \(numpy.save\), "
+                                          "not an .npz archive"):
+        load_dataset(cfg.data)
+
+
+def test_one_hot_labels_are_refused_with_the_file_s_own_shape(tmp_path):
+    with pytest.raises(ConfigError, match=r"y_train has shape \(40, 3\); labels must be a 1-D array \[N\] of integer "
+                                          "class indices"):
+        load_dataset(_npz(tmp_path / "onehot.npz", y_train=np.eye(3)[_classes(40)]))
+
+
+def test_labels_must_be_class_indices_with_every_class_present(tmp_path):
+    stray = _classes(40)
+    stray[7] = 10**9  # num_classes would be 10**9 + 1: a 1 TB head
+    with pytest.raises(ConfigError, match=r"y_train holds label 1000000000, but only 4 distinct labels \(class 3 has "
+                                          r"no sample\); labels must be class indices 0..C-1 with every class present"):
+        load_dataset(_npz(tmp_path / "stray.npz", y_train=stray))
+    negative = _classes(40)
+    negative[0] = -1
+    with pytest.raises(ConfigError, match=r"y_train holds label -1; labels must be class indices 0, 1, 2, \.\.\. "
+                                          r"\(>= 0\)"):
+        load_dataset(_npz(tmp_path / "negative.npz", y_train=negative))
+    with pytest.raises(ConfigError, match=r"y_test holds label 5, a class no training sample has \(y_train's classes "
+                                          r"are 0..2\)"):
+        load_dataset(_npz(tmp_path / "unseen.npz", y_train=_classes(40), y_test=_classes(10, 6)))
+
+
+def test_a_folder_as_data_path_is_named_a_folder(tmp_path):
+    cfg = compose_config(["task=npz_mlp", f"data.path={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
+    for check in (check_data_available, load_dataset):
+        with pytest.raises(ConfigError, match=r"data.path='.*' is a folder: give the .npz file itself"):
+            check(cfg.data)
+
+
+def test_complex_inputs_are_refused_naming_the_dtype(tmp_path):
+    x = np.random.default_rng(3).normal(size=(40, 6)) * (1 + 1j)
+    with pytest.raises(ConfigError, match=r"array x_train has dtype complex128; inputs must be real numbers \(bool, "
+                                          r"int or float dtype\)"):
+        load_dataset(_npz(tmp_path / "complex.npz", x_train=x))
+
+
+def test_a_test_set_below_the_minimum_is_refused_naming_its_count(tmp_path):
+    with pytest.raises(ConfigError, match=r"x_test has 2 samples; it needs at least 10 for the test accuracies of "
+                                          "the report"):
+        load_dataset(_npz(tmp_path / "two.npz", x_test=np.zeros((2, 6)), y_test=np.array([0, 1])))
+    data = load_dataset(_npz(tmp_path / "ten.npz", x_test=np.zeros((10, 6)), y_test=_classes(10)))
+    assert len(data.y_test) == 10
+
+
+def test_an_npz_too_small_for_a_validation_split_names_data_val_fraction(tmp_path):
+    cfg = _npz(tmp_path / "small.npz", x_train=np.zeros((10, 6)), y_train=_classes(10, 5))  # 2 per class
+    with pytest.raises(ConfigError, match=r"data.val_fraction=0.15 holds out 0 of 10 training samples for validation"):
+        load_dataset(cfg)
+
+
+def test_a_torchvision_folder_without_its_files_is_one_line_naming_data_root(tmp_path):
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)  # the folder is there, its files are not
+    cfg = compose_config(["task=mnist_cnn", f"data.root={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"data.root='.*': mnist at .*MNIST/raw cannot be read \(RuntimeError: .*\); "
+                                          r"download it once") as error:
+        load_dataset(cfg.data)
+    assert "\n" not in str(error.value)

@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from pdiff.config import ConfigError, DataConfig, Mnist1dConfig
 from pdiff.data import load_dataset
-from pdiff.mnist1d import cache_paths, generation_args, load_mnist1d
+from pdiff.mnist1d import cache_paths, generation_args, load_mnist1d, training_size
 
 
 def _data_cfg(root, **mnist1d):
@@ -55,3 +55,17 @@ def test_a_changed_cache_file_is_refused_naming_it(tmp_path):
     tensors.write_bytes(bytes(raw))
     with pytest.raises(ConfigError, match=r"MNIST-1D cache .*mnist1d-.*safetensors does not match"):
         load_mnist1d(small, str(tmp_path))
+
+
+def test_a_training_set_below_the_minimum_is_refused_before_anything_is_built(tmp_path):
+    with pytest.raises(ConfigError, match=r"data.mnist1d.num_samples=20 with data.mnist1d.train_split=0.04 keeps 0 "
+                                          "training signals; the training set needs at least 10"):
+        load_dataset(_data_cfg(tmp_path, num_samples=20, train_split=0.04))
+    assert not (tmp_path / "mnist1d").exists()
+
+
+def test_training_size_is_the_package_s_split_and_the_test_set_is_apart_from_it(tmp_path):
+    tiny = Mnist1dConfig(num_samples=20, train_split=0.99, val_samples=10, test_samples=10)
+    arrays = load_mnist1d(tiny, str(tmp_path))
+    assert training_size(tiny) == len(arrays["y_train"]) == 19
+    assert len(arrays["y_val"]) == len(arrays["y_test"]) == 10  # train_split near 1 does not shrink the test set
