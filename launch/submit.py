@@ -8,6 +8,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from pdiff.atomic import StorageError, check_output_dir_overrides
 from pdiff.cluster import ChainFailed, submit_pipeline
 from pdiff.config import ConfigError, register_configs, whole_node_overrides
 from pdiff.zoo import ZooError
@@ -19,7 +20,7 @@ register_configs()
 def main(cfg: DictConfig) -> None:
     try:
         sys.exit(submit_pipeline(cfg))
-    except (ConfigError, ZooError) as error:
+    except (ConfigError, ZooError, StorageError) as error:
         sys.exit(f"pdiff: error: {error}")
     except ChainFailed as error:
         sys.exit(f"pdiff: FAILED: {error}")
@@ -30,4 +31,8 @@ if __name__ == "__main__":
         sys.argv.remove("--wait")
         sys.argv.append("cluster.wait=true")
     sys.argv = [sys.argv[0], *whole_node_overrides(sys.argv[1:])]  # task.net={...} replaces the network node
+    try:
+        check_output_dir_overrides(sys.argv[1:])  # Hydra makes the run folder before main
+    except ConfigError as error:
+        sys.exit(f"pdiff: error: {error}")
     main()

@@ -7,6 +7,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
+from pdiff.atomic import StorageError, check_output_dir_overrides
 from pdiff.config import ConfigError, register_configs, whole_node_overrides
 from pdiff.distributed import strip_launcher_args
 from pdiff.pipeline import run_pipeline
@@ -26,11 +27,15 @@ def main(cfg: DictConfig) -> None:
             cfg.logger.run_name = cfg.logger.run_name or hydra_cfg.job.override_dirname or None
     try:
         run_pipeline(cfg)
-    except (ConfigError, ZooError) as error:
+    except (ConfigError, ZooError, StorageError) as error:
         sys.exit(f"pdiff: error: {error}")
 
 
 if __name__ == "__main__":
     args = strip_launcher_args(sys.argv)  # the deepspeed launcher adds --local_rank=N; Hydra would refuse it
     sys.argv = [args[0], *whole_node_overrides(args[1:])]  # task.net={...} replaces the network node
+    try:
+        check_output_dir_overrides(sys.argv[1:])  # Hydra makes the run folder before main
+    except ConfigError as error:
+        sys.exit(f"pdiff: error: {error}")
     main()

@@ -1,10 +1,16 @@
-"""Atomic file writes (temp file in the same folder, fsync, rename) and safe loads."""
+"""Atomic file writes (temp file in the same folder, fsync, rename), safe loads, and whether a folder can take them.
+
+A write the disk has no room for (ENOSPC, or EDQUOT for a quota) raises StorageError naming the file and the free
+space, and leaves neither the temp file nor a partial file at the target path.
+"""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
 from collections.abc import Callable
@@ -13,37 +19,135 @@ from typing import Any
 
 import numpy as np
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep
+from hydra.errors import HydraException
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from pdiff.config import ConfigError
 
-def _write_atomic(path: Path, write: Callable[[str], None]) -> None:
+FULL_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}
+
+
+class StorageError(OSError):
+    """A write that the disk (or the user's quota there) has no room for."""
+
+
+def _full_errno(error: BaseException | None) -> int | None:
+    """ENOSPC or EDQUOT when `error` or an exception it came from is one: an OSError, or a library's error that
+    only quotes it (safetensors says `(os error 28)`; torch's archive writer raises a RuntimeError from it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        for code in FULL_ERRNOS:
+            quoted = os.strerror(code) in str(error) or f"(os error {code})" in str(error)
+            if quoted or (isinstance(error, OSError) and error.errno == code):
+                return code
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _storage_error(path: Path, tmp: str, code: int, size: int | None) -> StorageError:
+    folder = next(parent for parent in path.parents if parent.exists())
+    usage = shutil.disk_usage(folder)
+    written = Path(tmp).stat().st_size if tmp and Path(tmp).exists() else 0
+    needs = f" (it needs about {size:,})" if size is not None else ""
+    error = StorageError(f"{FULL_ERRNOS[code]}: cannot write {path}: {usage.free:,} bytes were free of {usage.total:,} "
+                         f"in {folder} when {written:,} bytes of it were written{needs}; the path is left as it was. "
+                         "Free space on that disk, or write to another (e.g. paths.output_dir=DIR)")
+    error.errno = code
+    return error
+
+
+def write_file(path: Path, write: Callable[[str], None], size: int | None = None) -> None:
+    """Write `path` atomically: `write(tmp)` fills a temp file in the same folder, then it is synced and renamed.
+
+    On any failure the temp file is removed and `path` is untouched; a full disk raises StorageError (naming the
+    file's `size` in bytes, when the caller knows it).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any other file
+    tmp = ""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are shared like any other file
         write(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        code = _full_errno(error)
+        storage_error = _storage_error(path, tmp, code, size) if code is not None else None
+        if tmp:
+            Path(tmp).unlink(missing_ok=True)
+        if storage_error is not None:
+            raise storage_error from error
         raise
+
+
+def folder_problem(folder: Path) -> str | None:
+    """Why files cannot be written in `folder` (made with its parents when absent), or None when they can."""
+    folder = Path(folder).expanduser()
+    existing = next(path for path in (folder, *folder.parents) if path.exists())  # "/" or "." at the end
+    if not existing.is_dir():
+        return "is an existing file" if existing == folder else f"lies under {existing}, an existing file"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "no write permission"
+        return f"cannot be written: {existing} is not writable ({why})"
+    return None
+
+
+OUTPUT_DIR_KEY = "paths.output_dir"
+
+
+def _given_values(override) -> list:
+    """The values one parsed override sets: each choice of a sweep, none of a range or glob sweep."""
+    value = override.value()
+    if isinstance(value, ChoiceSweep):
+        return value.list
+    return [] if override.is_sweep_override() else [value]
+
+
+def check_output_dir_overrides(overrides: list[str]) -> None:
+    """ConfigError for a command-line paths.output_dir that is empty, a file, or not writable, before Hydra makes the
+    run folder (hydra.run.dir=${paths.output_dir}: it would fail with a traceback, or write into the current folder).
+
+    `overrides` is the command line after the program: flags (-m, --config-name X) and arguments that are no
+    override are skipped; values Hydra resolves later (interpolations) are left to it and to config.validate.
+    """
+    parser = OverridesParser.create()
+    for argument in overrides:
+        if not argument.lstrip("+~").startswith(OUTPUT_DIR_KEY):
+            continue
+        try:
+            override = parser.parse_override(argument)
+        except HydraException:  # Hydra reports it
+            continue
+        if override.key_or_group != OUTPUT_DIR_KEY or override.is_delete():
+            continue
+        for folder in _given_values(override):
+            if folder is None or "${" in str(folder):
+                continue
+            problem = ("is empty: the whole pipeline would be written into the current folder"
+                       if not str(folder).strip() else folder_problem(Path(str(folder))))
+            if problem:
+                raise ConfigError(f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can be "
+                                  "made and written (new, or made by pdiff)")
 
 
 def write_json(path: Path, data: Any) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
-    _write_atomic(path, write)
+    write_file(path, write)
 
 
 def write_text(path: Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+    write_file(path, lambda tmp: Path(tmp).write_text(text))
 
 
 METADATA_KEY = "pdiff"  # safetensors writes a metadata map in random key order: one key keeps the bytes fixed
@@ -53,7 +157,8 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     """Tensors (and string metadata) to a safetensors file; equal inputs give equal bytes."""
     contiguous = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)} if metadata else None
-    _write_atomic(path, lambda tmp: save_file(contiguous, tmp, metadata=header))
+    size = sum(tensor.nbytes for tensor in contiguous.values())  # the data; the header adds a few hundred bytes
+    write_file(path, lambda tmp: save_file(contiguous, tmp, metadata=header), size)
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -121,7 +226,7 @@ def concat_safetensors(path: Path, sources: list[Path], names: list[str], metada
                     for first in range(0, len(part), rows):
                         handle.write(np.ascontiguousarray(part[first:first + rows]).tobytes())
 
-    _write_atomic(path, write)
+    write_file(path, write, 8 + len(encoded) + offset)
 
 
 def write_torch(path: Path, state: dict) -> None:
@@ -131,7 +236,7 @@ def write_torch(path: Path, state: dict) -> None:
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as handle:
             torch.save(state, handle)
-    _write_atomic(path, save)
+    write_file(path, save)
 
 
 def read_torch(path: Path) -> dict:

@@ -320,7 +320,7 @@ class TrainerConfig:
 @dataclass
 class GenerateConfig:
     n: int = 200
-    target_acc: float | None = None  # a design that conditions on accuracy (generator.condition=true) aims here
+    target_acc: float | None = None  # a design conditioned on the checkpoints' accuracies aims here (percent)
     target_quantile: float | None = None  # or at this quantile of the zoo's accuracies (1.0: its best checkpoint)
     guidance: float = 1.0  # classifier-free guidance scale: 1 is the conditional model, > 1 pushes further
 
@@ -334,7 +334,7 @@ class BaselinesConfig:
     noise_scales: list[float] = field(default_factory=lambda: [0.001, 0.003, 0.01, 0.03, 0.05, 0.1, 0.15, 0.3,
                                                                 0.6, 1.0])
     models_per_scale: int = 20  # models per frontier scale, the matched one included (the others: generate.n)
-    average_of: int = 16  # originals per model of the average16 baseline (and of selected_average16: the best)
+    average_of: int = 16  # originals per model of the average<m> baseline (and of selected_average<m>: the best)
     # selection controls: the top 1 and the top q of the originals by validation accuracy, exact copies
     selected_fractions: list[float] = field(default_factory=lambda: [0.05, 0.1, 0.25])
     selected_noise_fraction: float = 0.1  # the second noise frontier perturbs the top 10% by validation
@@ -403,10 +403,10 @@ class Config:
     task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     generator: Any = MISSING  # GeneratorConfig or a design's own schema (config group generator)
-    ae: Any = MISSING  # one of the AutoencoderConfig schemas (config group ae)
+    ae: Any = MISSING  # one of the AutoencoderConfig schemas (config group ae; read by the designs that use one)
     denoiser: Any = MISSING  # ConvDenoiserConfig, WindowDenoiserConfig or VelocityConfig (config group denoiser)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    sampler: Any = MISSING  # DDPMSamplerConfig or DDIMSamplerConfig (config group sampler)
+    sampler: Any = MISSING  # DDPMSamplerConfig, DDIMSamplerConfig or FlowSamplerConfig (config group sampler)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)

@@ -15,9 +15,26 @@ from dataclasses import dataclass
 
 import torch
 
-from pdiff.config import Normalization
+from pdiff.config import ConfigError, Normalization
 from pdiff.params import ParamNormalizer, ParamSpec
 from pdiff.seeds import Purpose, generator_for
+
+GENERATED_FILE = "generated/params.safetensors"  # stage=generate's output, under paths.output_dir
+
+
+class GeneratedNotFinite(ConfigError):
+    """The generated parameter vectors hold NaN or inf: nothing about them can be measured."""
+
+
+def check_finite_generated(generated: torch.Tensor) -> None:
+    """GeneratedNotFinite naming the file and the count of [M, D] rows holding a NaN or an inf."""
+    bad = int((~generated.isfinite()).any(1).sum())
+    if bad:
+        raise GeneratedNotFinite(
+            f"{GENERATED_FILE} holds {bad} of {len(generated)} generated parameter vectors with non-finite values "
+            "(NaN or inf): the generator diverged and its samples cannot be evaluated. Retrain the generator (a new "
+            "paths.output_dir, or delete generator/ and generated/ under it; e.g. with a lower learning rate or "
+            "trainer.grad_clip), then run stage=generate and stage=evaluate again")
 
 
 @dataclass
@@ -75,10 +92,27 @@ def selected_label(fraction: float) -> str:
     return f"selected_{fraction * 100:g}pct"
 
 
+AVERAGE_PREFIX, SELECTED_AVERAGE_PREFIX = "average", "selected_average"
+
+
+def average_labels(average_of: int) -> tuple[str, str]:
+    """Names of the average of `average_of` random originals and of the average of the `average_of` best."""
+    return f"{AVERAGE_PREFIX}{average_of}", f"{SELECTED_AVERAGE_PREFIX}{average_of}"
+
+
+def averaged_members(names) -> int:
+    """The `average_of` that named these populations (or verdict families): m of their selected_average<m>."""
+    for name in names:
+        if name.startswith(SELECTED_AVERAGE_PREFIX) and name.removeprefix(SELECTED_AVERAGE_PREFIX).isdigit():
+            return int(name.removeprefix(SELECTED_AVERAGE_PREFIX))
+    raise ValueError(f"no {SELECTED_AVERAGE_PREFIX}<m> population among {sorted(names)}")
+
+
 def point_baselines(baselines_cfg) -> tuple[str, ...]:
     """The baseline families compared as one population each (the frontiers are the others)."""
-    return ("gaussian", "average16", "average", "interpolation", "selected_top1",
-            *(selected_label(q) for q in baselines_cfg.selected_fractions), "selected_average16")
+    average, selected_average = average_labels(baselines_cfg.average_of)
+    return ("gaussian", average, "average", "interpolation", "selected_top1",
+            *(selected_label(q) for q in baselines_cfg.selected_fractions), selected_average)
 
 
 def is_frontier_population(name: str) -> bool:
@@ -88,16 +122,18 @@ def is_frontier_population(name: str) -> bool:
 def point_populations(originals: torch.Tensor, val_accuracy: torch.Tensor, normalizer: ParamNormalizer, n: int,
                       rng: torch.Generator, baselines_cfg) -> list[Population]:
     """The critique's point baselines (boyazeng/weight_memorization: a per-coordinate Gaussian fitted to the zoo,
-    averages of 16 random originals, the average of all, random interpolations of two) and the selection
-    controls: the top 1 / top-q originals by validation accuracy (exact copies), and the average of the 16 best."""
+    averages of m = evaluate.baselines.average_of random originals (16 as published), named average<m>, the
+    average of all, random interpolations of two) and the selection controls: the top 1 / top-q originals by
+    validation accuracy (exact copies), and the average of the m best (selected_average<m>)."""
     z = normalizer.normalize(originals)
     k, dim = z.shape
     mean, std = z.mean(0), z.std(0) if k > 1 else torch.zeros(dim)
     populations = [Population("gaussian", normalizer.denormalize(mean + std * torch.randn(n, dim, generator=rng)))]
-    members = min(baselines_cfg.average_of, k)
+    average, selected_average = average_labels(baselines_cfg.average_of)
+    members = min(baselines_cfg.average_of, k)  # config validation refuses average_of > task.param.k
     picks = torch.rand(n, k, generator=rng).argsort(1)[:, :members]
     weights = torch.zeros(n, k, dtype=originals.dtype).scatter_(1, picks, 1.0 / members)
-    populations.append(Population("average16", weights @ originals))
+    populations.append(Population(average, weights @ originals))
     populations.append(Population("average", originals.mean(0, keepdim=True)))
     pairs = torch.randint(0, k, (n, 2), generator=rng)
     alpha = torch.rand(n, 1, generator=rng)
@@ -107,7 +143,7 @@ def point_populations(originals: torch.Tensor, val_accuracy: torch.Tensor, norma
     for name, count in (("selected_top1", 1), *((selected_label(q), max(1, round(q * k)))
                                                  for q in baselines_cfg.selected_fractions)):
         populations.append(Population(name, originals[order[:count]], copy_of=order[:count]))
-    populations.append(Population("selected_average16", originals[order[:members]].mean(0, keepdim=True)))
+    populations.append(Population(selected_average, originals[order[:members]].mean(0, keepdim=True)))
     return populations
 
 
@@ -167,7 +203,9 @@ def evaluate_populations(predict: Callable[[torch.Tensor], torch.Tensor], origin
 
     Each noise frontier gets the scales of evaluate.baselines.noise_scales plus the one matching the generated
     models' distance, then smaller (or larger) scales until its similarities cover the generated similarity.
+    GeneratedNotFinite before any work when a generated vector holds NaN or inf.
     """
+    check_finite_generated(generated)
     k = len(originals)
     population_originals = Population("originals", originals, predict(originals), copy_of=torch.arange(k))
     population_generated = Population("generated", generated, predict(generated))

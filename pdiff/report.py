@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from pdiff import atomic  # noqa: E402
 from pdiff.config import LoggerName  # noqa: E402
 from pdiff.costs import RECALIBRATION_KEY, RUN_KEY_PREFIX  # noqa: E402
-from pdiff.memorization import FRONTIERS  # noqa: E402
+from pdiff.memorization import FRONTIERS, average_labels, averaged_members  # noqa: E402
 from pdiff.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
 from pdiff.verdict import family_entries, frontier_envelope, noise_frontier, verdict_line  # noqa: E402
@@ -44,10 +44,10 @@ def build_report(task: str, k: int, param_count: int, original: torch.Tensor, ge
 
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        atomic.write_file(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def plot_accuracies(path: Path, original: torch.Tensor, generated: torch.Tensor, n_test: int) -> None:
@@ -117,23 +117,41 @@ def plot_projection(path: Path, vectors: dict[str, torch.Tensor]) -> None:
     _save(fig, path)
 
 
-def plot_training_curves(path: Path, metrics_file: Path) -> None:
-    """Loss against step for the autoencoder and the diffusion model, from metrics.jsonl."""
-    curves: dict[str, tuple[list, list]] = {"ae": ([], []), "diffusion": ([], [])}
-    for line in metrics_file.read_text().splitlines():
+NO_ROWS = "no rows logged"
+
+
+def plot_training_curves(path: Path, metrics_file: Path, phases: dict[str, str]) -> dict[str, tuple[list, list]]:
+    """Loss against step for each training phase of the design, from metrics.jsonl: one panel per phase, in order.
+
+    `phases` maps a phase's metric prefix (the `name` pdiff.train.fit logs `{name}/loss`, `{name}/step` under) to its
+    panel title; a phase without rows gets a panel saying so. Returns {title: (steps, losses)} as drawn, read back
+    from the figure's lines.
+    """
+    curves: dict[str, tuple[list, list]] = {name: ([], []) for name in phases}
+    lines = metrics_file.read_text().splitlines() if metrics_file.is_file() else []
+    for line in lines:
         record = json.loads(line)
         for name, (steps, losses) in curves.items():
-            if f"{name}/loss" in record:
+            if f"{name}/loss" in record and f"{name}/step" in record:
                 steps.append(record[f"{name}/step"])
                 losses.append(record[f"{name}/loss"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for axis, (name, (steps, losses)) in zip(axes, curves.items()):
-        axis.plot(steps, losses)
-        axis.set_yscale("log")
+    fig, axes = plt.subplots(1, max(1, len(phases)), figsize=(5.5 * max(1, len(phases)), 4), squeeze=False)
+    if not phases:  # a design that trains nothing
+        axes[0, 0].text(0.5, 0.5, "the design declares no training phases", ha="center", va="center")
+    drawn = {}
+    for axis, (name, (steps, losses)) in zip(axes[0], curves.items()):
+        axis.set_title(phases[name])
         axis.set_xlabel("step")
-        axis.set_ylabel("training loss (MSE)")
-        axis.set_title({"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}[name])
+        axis.set_ylabel(f"training loss ({name}/loss)")
+        if steps:
+            axis.plot(steps, losses)
+            axis.set_yscale("log" if min(losses) > 0 else "linear")
+        else:
+            axis.text(0.5, 0.5, f"{NO_ROWS} ({name}/loss)", ha="center", va="center", transform=axis.transAxes)
+        drawn[phases[name]] = tuple([float(v) for v in data] for data in
+                                    (axis.lines[0].get_data() if axis.lines else ([], [])))
     _save(fig, path)
+    return drawn
 
 
 def _number(value: float | None) -> str:
@@ -192,6 +210,8 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
         verdict_rows.append(f"| {family} | **{entry['status']}** | {entry['acc_margin']:+.2f} | [{entry['low']:+.2f}, "
                             f"{entry['high']:+.2f}] | {_number(similarity)} |")
     memo = report["memorization"]
+    members = averaged_members(memo)
+    average, selected_average = average_labels(members)
     memo_rows = [f"| models | n | acc mean | {percent} interval | acc best | NN L2 mean | NN cos mean | max IoU mean "
                  "| IoU within | novel |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, f in memo.items():
@@ -221,12 +241,12 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
             "original); IoU compares the sets of misclassified test images; 'novel' = further from every original "
             "than the originals' median nearest-neighbour distance. Baselines as in Zeng et al. (2025): originals "
             "plus Gaussian noise (the frontier's scales, and the scale matching the generated models' distance), a "
-            "per-coordinate Gaussian fitted to the zoo, averages of 16 random originals, the average of all "
-            "originals, random interpolations of two originals. Selection controls: `selected_top1` / "
+            f"per-coordinate Gaussian fitted to the zoo, `{average}` (averages of {members} random originals), the "
+            "average of all originals, random interpolations of two originals. Selection controls: `selected_top1` / "
             "`selected_<q>pct`, the best originals by validation accuracy (exact copies; their similarity leaves "
             "out their own original), "
-            "`selected_average16` (the average of the 16 best) and `selected_noise_<s>` (noise around the best "
-            "10%: a second frontier).\n\n"
+            f"`{selected_average}` (the average of the {members} best) and `selected_noise_<s>` (noise around the "
+            "best by validation: a second frontier).\n\n"
             + "\n".join(memo_rows)
             + f"\n\n![memorization]({MEMORIZATION_PLOT})\n\n![projection]({PROJECTION_PLOT})\n\n"
             + _keep_best_section(report["keep_best"]) + _cost_section(report["cost"])
@@ -277,12 +297,15 @@ def _cost_section(cost: dict) -> str:
 
 
 def write_report(directory: Path, report: dict, accuracies: dict[str, torch.Tensor], per_model: dict[str, torch.Tensor],
-                 n_test: int, normalized_vectors: dict[str, torch.Tensor], verdict_lines: list[str]) -> None:
+                 n_test: int, normalized_vectors: dict[str, torch.Tensor], verdict_lines: list[str], *,
+                 phases: dict[str, str]) -> None:
+    """report.json, report.md and its plots in `directory`; `phases` ({metric prefix: title}, the design's
+    training phases) chooses the training-curve panels."""
     plot_accuracies(directory / ACCURACY_PLOT, accuracies["originals"], accuracies["generated"], n_test)
     plot_memorization(directory / MEMORIZATION_PLOT, accuracies, per_model)
     plot_frontier(directory / FRONTIER_PLOT, report, accuracies, per_model)
     plot_projection(directory / PROJECTION_PLOT, normalized_vectors)
-    plot_training_curves(directory / CURVES_PLOT, directory / "metrics.jsonl")
+    plot_training_curves(directory / CURVES_PLOT, directory / "metrics.jsonl", phases)
     atomic.write_json(directory / "report.json", report)
     atomic.write_text(directory / "report.md", render_markdown(report, verdict_lines))
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import ConfigError, Stage, to_container
-from pdiff.generators import design_class
+from pdiff.generators.registry import design_of
 
 log = logging.getLogger(__name__)
 INPUTS_FILE = "inputs.json"
@@ -28,7 +28,7 @@ SUPERSEDED_DIR = "superseded"
 def stage_groups(cfg: DictConfig) -> dict[Stage, tuple[str, ...]]:
     """The config groups each stage's own outputs depend on (train: the generator node + what its design reads)."""
     return {Stage.collect: ("task", "data", "seed"),
-            Stage.train: ("generator", *design_class(cfg).reads),
+            Stage.train: ("generator", *design_of(cfg).reads),
             Stage.generate: ("generate", "sampler"),
             Stage.evaluate: ("evaluate",)}
 

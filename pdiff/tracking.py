@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
@@ -34,7 +35,15 @@ class Tracker:
     def log(self, metrics: dict[str, Any]) -> None:
         if self._file is None:
             return
-        self._file.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")
+        try:
+            self._file.write(json.dumps({"time": round(time.time(), 3), **metrics}) + "\n")
+        except OSError as error:
+            if error.errno not in atomic.FULL_ERRNOS:
+                raise
+            free = shutil.disk_usage(self.path.parent).free
+            raise atomic.StorageError(f"{atomic.FULL_ERRNOS[error.errno]}: cannot append to {self.path} ({free:,} "
+                                      "bytes free); free space on that disk, or use another paths.output_dir"
+                                      ) from error
         if self.run is not None:
             self.run.log(metrics)
 

@@ -21,12 +21,17 @@ def register(cls: type[Generator]) -> type[Generator]:
     return cls
 
 
-def design_class(cfg) -> type[Generator]:
-    """The Generator class of `cfg.generator.design`, after checking that the config fits it."""
+def design_of(cfg) -> type[Generator]:
+    """The Generator class of `cfg.generator.design` (unchecked: design_class also checks the config)."""
     name = cfg.generator.design
     if name not in DESIGNS:
         raise ConfigError(f"generator.design={name!r} is unknown; allowed: {sorted(DESIGNS)} (generator=NAME)")
-    design = DESIGNS[name]
+    return DESIGNS[name]
+
+
+def design_class(cfg) -> type[Generator]:
+    """The Generator class of `cfg.generator.design`, after checking that the config fits it."""
+    design = design_of(cfg)
     _check_options(design, cfg)
     _check_conditioning(design, cfg)
     design.check_config(cfg)

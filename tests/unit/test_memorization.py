@@ -1,15 +1,21 @@
+import pytest
 import torch
 
 from pdiff.config import BaselinesConfig
 from pdiff.memorization import (
+    GENERATED_FILE,
+    GeneratedNotFinite,
     Population,
+    averaged_members,
     error_iou,
+    evaluate_populations,
     matched_noise_scale,
     mean_pairwise_iou,
     memorization_normalizer,
     memorization_table,
     nearest_original,
     noise_population,
+    point_baselines,
     point_populations,
 )
 from pdiff.params import select_parameters
@@ -91,3 +97,46 @@ def test_gaussian_and_average16_baselines_are_what_they_say():
     assert torch.equal(populations["selected_top1"], zoo[39:])
     assert torch.equal(populations["selected_5pct"], zoo[[39, 38]])
     assert torch.allclose(populations["selected_average16"], zoo[24:].mean(0, keepdim=True))
+
+
+def _weights_over_zoo(zoo: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """[M, K] weights that make each of the [M, D] vectors from the [K, D] zoo (D > K: the solution is exact)."""
+    return torch.linalg.lstsq(zoo.double().T, vectors.double().T).solution.T
+
+
+def test_average_baselines_are_named_after_average_of_and_average_that_many():
+    torch.manual_seed(2)
+    spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"])
+    zoo = torch.randn(12, spec.dim) * torch.linspace(0.5, 2.0, spec.dim)
+    normalizer = memorization_normalizer(spec, zoo)
+    cfg = BaselinesConfig(noise_scales=[0.01, 0.1], models_per_scale=3, average_of=4)
+    populations = {p.name: p.vectors for p in point_populations(zoo, torch.arange(12.0), normalizer, 20,
+                                                                torch.Generator().manual_seed(0), cfg)}
+    assert {"average4", "selected_average4"} <= set(populations) and not {"average16", "selected_average16"} & set(
+        populations)
+    assert {"average4", "selected_average4"} <= set(point_baselines(cfg)) and averaged_members(populations) == 4
+    weights = _weights_over_zoo(zoo, populations["average4"]).sort(1, descending=True).values
+    assert torch.allclose(weights[:, :4], torch.full((20, 4), 0.25, dtype=torch.float64), atol=1e-6)
+    assert weights[:, 4:].abs().max() < 1e-6  # exactly 4 distinct originals each, with equal weights
+    assert torch.allclose(populations["selected_average4"], zoo[8:].mean(0, keepdim=True))  # the 4 best
+
+
+def test_non_finite_generated_vectors_are_refused_before_any_prediction():
+    spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"])
+    zoo, generated = torch.randn(6, spec.dim), torch.randn(5, spec.dim)
+    generated[1, 3], generated[4, 0] = float("nan"), float("inf")
+    calls = []
+
+    def predict(vectors):
+        calls.append(len(vectors))
+        return torch.zeros(len(vectors), 8, dtype=torch.long)
+
+    with pytest.raises(GeneratedNotFinite, match=rf"{GENERATED_FILE} holds 2 of 5 generated parameter vectors "
+                                                 r"with non-finite values \(NaN or inf\).*Retrain the generator"):
+        evaluate_populations(predict, zoo, torch.arange(6.0), generated, memorization_normalizer(spec, zoo),
+                             torch.zeros(8, dtype=torch.long), 0, BaselinesConfig())
+    assert calls == []  # refused before the first prediction
+    evaluate_populations(predict, zoo, torch.arange(6.0), generated.nan_to_num(posinf=0.0),
+                         memorization_normalizer(spec, zoo), torch.zeros(8, dtype=torch.long), 0,
+                         BaselinesConfig(average_of=4, models_per_scale=2))
+    assert calls  # finite vectors pass the guard

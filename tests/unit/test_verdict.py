@@ -152,6 +152,16 @@ def test_intervals_and_statuses_are_reported_for_every_family(zoo):
     assert verdict_line(verdict).startswith("noise ")
 
 
+def test_the_average_families_follow_average_of(zoo):
+    baselines = BaselinesConfig(noise_scales=[0.03, 0.3], models_per_scale=10, average_of=4)
+    verdict, table = zoo.verdict(zoo.noisy(zoo.vectors, 0.05, 20, seed=5), baselines)
+    assert {"average4", "selected_average4"} <= set(verdict["families"]) & set(table)
+    assert not {"average16", "selected_average16"} & (set(verdict["families"]) | set(table))
+    assert verdict["selected_average4"]["acc"] == table["selected_average4"]["acc_mean"]
+    assert any(sentence.startswith("Generated") and " average4 (" in sentence
+               for sentence in verdict_sentences(verdict, table))
+
+
 def test_selected_copies_leave_out_their_own_original(zoo):
     _, table = zoo.verdict(zoo.vectors[:5])
     assert table["selected_top1"]["max_iou_mean"] < 1.0 and table["selected_top1"]["nn_l2_mean"] > 0
