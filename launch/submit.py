@@ -8,9 +8,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from pdiff.atomic import StorageError, check_output_dir_overrides
+from pdiff.atomic import StorageError
 from pdiff.cluster import ChainFailed, submit_pipeline
 from pdiff.config import ConfigError, register_configs, whole_node_overrides
+from pdiff.output_dir import check_output_dir_overrides
 from pdiff.zoo import ZooError
 
 register_configs()

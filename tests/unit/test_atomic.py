@@ -13,8 +13,9 @@ import pytest
 import torch
 
 from pdiff import atomic
-from pdiff.atomic import StorageError, check_output_dir_overrides
+from pdiff.atomic import StorageError
 from pdiff.config import ConfigError
+from pdiff.output_dir import check_output_dir_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 BIG = {"x": torch.arange(400_000, dtype=torch.float32)}  # 1.6 MB: more than the disk holds
