@@ -6,11 +6,13 @@
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from pdiff.atomic import StorageError
 from pdiff.cluster import ChainFailed, submit_pipeline
 from pdiff.config import ConfigError, register_configs, whole_node_overrides
+from pdiff.generators.registry import warn_unread_overrides
 from pdiff.output_dir import check_output_dir_overrides
 from pdiff.zoo import ZooError
 
@@ -20,6 +22,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
+        warn_unread_overrides(cfg, list(HydraConfig.get().overrides.task))
         sys.exit(submit_pipeline(cfg))
     except (ConfigError, ZooError, StorageError) as error:
         sys.exit(f"pdiff: error: {error}")

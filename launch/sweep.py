@@ -10,6 +10,7 @@ from omegaconf import DictConfig, open_dict
 from pdiff.atomic import StorageError
 from pdiff.config import ConfigError, register_configs, whole_node_overrides
 from pdiff.distributed import strip_launcher_args
+from pdiff.generators.registry import warn_unread_overrides
 from pdiff.output_dir import check_output_dir_overrides
 from pdiff.pipeline import run_pipeline
 from pdiff.seed_table import sweep_group
@@ -27,6 +28,7 @@ def main(cfg: DictConfig) -> None:
             cfg.logger.group = cfg.logger.group or sweep_group(hydra_cfg.sweep.dir)
             cfg.logger.run_name = cfg.logger.run_name or hydra_cfg.job.override_dirname or None
     try:
+        warn_unread_overrides(cfg, list(hydra_cfg.overrides.task))
         run_pipeline(cfg)
     except (ConfigError, ZooError, StorageError) as error:
         sys.exit(f"pdiff: error: {error}")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from hydra.core.config_store import ConfigStore
 
 from pdiff.config import ConfigError
 from pdiff.generators.base import Generator
 
+log = logging.getLogger(__name__)
 DESIGNS: dict[str, type[Generator]] = {}
 
 
@@ -63,3 +66,15 @@ def _check_conditioning(design: type[Generator], cfg) -> None:
     if cfg.generate.guidance != 1.0:
         raise ConfigError(f"generate.guidance={cfg.generate.guidance} needs a generator trained on the checkpoints' "
                           f"accuracies; leave it at 1.0 ({why})")
+
+
+def warn_unread_overrides(cfg, overrides: list[str]) -> list[str]:
+    """Warn about (and return) the command-line overrides of a group some design reads but this one never does."""
+    design = design_of(cfg)
+    owned = {group for each in DESIGNS.values() for group in (*each.reads, *each.uses)}
+    unread = owned - {*design.reads, *design.uses}
+    ignored = [override for override in overrides if override.lstrip("+~").split("=")[0].split(".")[0] in unread]
+    if ignored:
+        log.warning("generator=%s never reads %s; ignored: %s", design.design, " or ".join(sorted(unread)),
+                    " ".join(ignored))
+    return ignored

@@ -14,6 +14,7 @@ from pdiff.config import ConfigError, Stage, TrainingDiverged, validate
 from pdiff.generators import design_class
 from pdiff.generators.base import GENERATOR_CHECKSUMS, GeneratorError, verify_generator
 from pdiff.generators.latent import build_autoencoder
+from pdiff.generators.registry import warn_unread_overrides
 from pdiff.nets.autoencoder import reconstruction_loss
 from pdiff.pipeline import check_zoo_size
 from pdiff.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
@@ -60,6 +61,15 @@ def test_a_design_is_checked_only_on_the_groups_it_reads(tmp_path):
     check(["generator=flow", "ae.optim.warmup_steps=-50", "diffusion.optim.lr=-1"], tmp_path)  # flow reads neither
     with pytest.raises(ConfigError, match=r"diffusion.optim.lr=-1.0 is invalid"):
         check(["diffusion.optim.lr=-1"], tmp_path)
+
+
+def test_overrides_of_groups_the_design_never_reads_are_named(tmp_path, caplog):
+    cfg = compose_config(["generator=flow", f"paths.output_dir={tmp_path}"])
+    overrides = ["ae.optim.warmup_steps=-50", "+diffusion.timesteps=10", "denoiser.width=64", "seed=1"]
+    assert warn_unread_overrides(cfg, overrides) == overrides[:2]
+    assert "generator=flow never reads ae or diffusion; ignored: ae.optim.warmup_steps=-50" in caplog.text
+    latent = compose_config([f"paths.output_dir={tmp_path}"])
+    assert warn_unread_overrides(latent, overrides) == []
 
 
 def test_a_flow_generator_folder_ignores_the_autoencoder_but_not_its_own_knobs(tmp_path):
