@@ -15,11 +15,12 @@ benchmark: setup
 	$(BIN)/python launch/sweep.py -m task=mnist1d_mlp seed=0,1,2 paths.output_dir=outputs/mnist1d_bench $(ARGS)
 
 # The local SLURM cluster is started first (idempotent); with PDIFF_REQUIRE_CLUSTER=1 a cluster test
-# that cannot reach it fails instead of skipping.
+# that cannot reach it fails instead of skipping, and with PDIFF_REQUIRE_NETNS=1 so does the offline MNIST-1D
+# test where `unshare --net` (a network namespace: root or user namespaces) is not allowed.
 test: setup
 	bash slurm/local-cluster.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks
-	PDIFF_REQUIRE_CLUSTER=1 $(BIN)/python -m pytest tests $(ARGS)
+	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests $(ARGS)
 
 # The unit tier alone (a few minutes): no root, no SLURM cluster, no pipeline or benchmark subprocess.
 test-fast: setup

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from matplotlib import image
 from omegaconf import DictConfig
 
 from pdiff import atomic
@@ -62,3 +68,77 @@ def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """`result`, after asserting it exited 0 (the failure shows the tail of its output)."""
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished launch/sweep.py run: its folder, the arguments that made it and what it printed."""
+
+    out: Path
+    args: tuple[str, ...]
+    output: str
+
+
+# The evaluation's baselines at their smallest: two noise scales, 3 models each, 100 bootstrap resamples
+QUICK_EVALUATION = ("evaluate.baselines.noise_scales=[0.01,0.3]", "evaluate.baselines.models_per_scale=3",
+                    "evaluate.bootstrap.resamples=100")
+# experiment=smoke smaller still, for any task and design: K=10 and 8 generated models
+TINY = ("task.param.k=10", "evaluate.baselines.average_of=4", "generate.n=8", *QUICK_EVALUATION)
+SMOKE = ("experiment=smoke", "logger=wandb")  # W&B offline: one run proves the pipeline and the logger
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> FinishedRun:
+    """One finished `experiment=smoke` run, made once per session for every test that only reads its outputs
+    (a test that changes them works on `copy_run`)."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    result = ok(run_sweep([*SMOKE, f"paths.output_dir={out}"]))
+    return FinishedRun(out, SMOKE, result.stdout + result.stderr)
+
+
+def copy_run(run: FinishedRun, dest: Path, parts: tuple[str, ...] | None = None) -> Path:
+    """A copy of `run`'s folder in `dest` (file times kept), or of only its `parts`, e.g. ("zoo", "timings.json")."""
+    if parts is None:
+        shutil.copytree(run.out, dest, symlinks=True)
+        return dest
+    dest.mkdir(parents=True)
+    for part in parts:
+        source = run.out / part
+        if source.is_dir():
+            shutil.copytree(source, dest / part, symlinks=True)
+        else:
+            shutil.copy2(source, dest / part)
+    return dest
+
+
+def _coloured(path: Path) -> np.ndarray:
+    """[H, W] True where the PNG's pixel is saturated colour: data drawn in matplotlib's palette, not the black,
+    grey and white of axes, ticks and text."""
+    rgb = image.imread(path)[..., :3]
+    return (rgb.max(-1) - rgb.min(-1)) > 0.25
+
+
+def assert_plot_drawn(path: Path, panels: int = 1, min_fraction: float = 1e-3) -> None:
+    """The PNG shows data in each of its `panels` side-by-side panels: an empty axes (or a blank figure) has no
+    saturated pixels, a curve or markers have thousands."""
+    coloured = _coloured(path)
+    width = coloured.shape[1]
+    strips = [coloured[:, i * width // panels:(i + 1) * width // panels].mean() for i in range(panels)]
+    assert all(fraction > min_fraction for fraction in strips), (path.name, strips)
+
+
+def logged_losses(out: Path, phase: str) -> list[tuple[int, float]]:
+    """(step, loss) of each metrics.jsonl row of a training phase (the `name` of pdiff.train.fit)."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [(row[f"{phase}/step"], row[f"{phase}/loss"]) for row in rows if f"{phase}/loss" in row]
+
+
+def assert_training_logged_and_plotted(out: Path, phases: dict[str, str]) -> None:
+    """Every training phase of the design logged finite losses at increasing steps, and has its drawn panel."""
+    assert phases, "the design declares no training phase"
+    for phase in phases:
+        logged = logged_losses(out, phase)
+        steps = [step for step, _ in logged]
+        assert len(logged) >= 2 and steps == sorted(set(steps)), (phase, logged)
+        assert all(math.isfinite(loss) and loss >= 0 for _, loss in logged), (phase, logged)
+    assert_plot_drawn(out / "training_curves.png", panels=len(phases))

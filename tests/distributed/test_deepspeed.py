@@ -55,10 +55,10 @@ def max_weight_diff(a: Path, b: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def zoo_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("zoo") / "run"
-    ok(run_sweep(["stage=collect", *TRAIN, f"paths.output_dir={out}"]))
-    return out
+def zoo_run(smoke_run) -> Path:
+    """A collected zoo for TRAIN (its collection is experiment=smoke's): the shared smoke run, copied from, never
+    written to."""
+    return smoke_run.out
 
 
 def copy_zoo(zoo_run: Path, dest: Path) -> Path:

@@ -1,6 +1,7 @@
 """MNIST-1D end to end (offline, with networking absent) and whole-model zoos from several aligned runs."""
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -8,20 +9,29 @@ import pytest
 import torch
 
 from pdiff import atomic
+from pdiff.config import ConfigError
 from pdiff.data import load_dataset
+from pdiff.generators import design_class
 from pdiff.params import select_parameters
+from pdiff.pipeline import run_pipeline
 from pdiff.tasknets import build_task_net
 from pdiff.zoo import ParamZoo, run_path
-from tests.conftest import compose_config, ok, run_sweep
+from tests.conftest import TINY, assert_training_logged_and_plotted, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 FULL_SMOKE = "experiment=[mnist1d_full,smoke]"
 
 
 def _without_network() -> list[str]:
-    """A command prefix that runs the child in a new network namespace (only loopback, and that down)."""
+    """A command prefix that runs the child in a new network namespace (only loopback, and that down).
+
+    Where `unshare --net` is missing or not permitted the test skips; with PDIFF_REQUIRE_NETNS=1 (make test)
+    it fails instead."""
     if shutil.which("unshare") is None or subprocess.run(["unshare", "--net", "true"]).returncode != 0:
-        pytest.skip("`unshare --net` is missing or not permitted here (needs root or user namespaces)")
+        reason = "`unshare --net` is missing or not permitted here (needs root or user namespaces)"
+        if os.environ.get("PDIFF_REQUIRE_NETNS") == "1":
+            pytest.fail(f"PDIFF_REQUIRE_NETNS=1 but {reason}")
+        pytest.skip(reason)
     return ["unshare", "--net"]
 
 
@@ -32,12 +42,14 @@ def test_mnist1d_tasks_run_end_to_end_with_networking_absent(task, tmp_path):
                            capture_output=True, text=True)
     assert probe.returncode != 0 and "unreachable" in probe.stderr.lower()  # really no network in there
     out, root = tmp_path / "run", tmp_path / "data"
-    ok(run_sweep(["experiment=smoke", f"task={task}", f"data.root={root}", "data.mnist1d.val_samples=500",
-                  "data.mnist1d.test_samples=2000", f"paths.output_dir={out}"], prefix=prefix))
+    args = ["experiment=smoke", f"task={task}", f"data.root={root}", "data.mnist1d.val_samples=500",
+            "data.mnist1d.test_samples=2000", *TINY, f"paths.output_dir={out}"]
+    ok(run_sweep(args, prefix=prefix))
     report = json.loads((out / "report.json").read_text())
-    assert report["task"] == task and report["original"]["n"] == 20
-    assert report["memorization"]["originals"]["n"] == 20 and len(json.loads((out / "zoo" / "zoo.json").read_text())
-                                                                    ["checkpoint_run"]) == 20
+    assert report["task"] == task and report["original"]["n"] == 10
+    assert report["memorization"]["originals"]["n"] == 10 and len(json.loads((out / "zoo" / "zoo.json").read_text())
+                                                                    ["checkpoint_run"]) == 10
+    assert_training_logged_and_plotted(out, design_class(compose_config(args)).phases)
     records = {record["split"]: record for record in (json.loads(path.read_text())
                                                       for path in (root / "mnist1d").glob("*.json"))}
     assert records["train"]["args"]["seed"] == 42 and records["train"]["sizes"]["x"] == [4000, 40]
@@ -74,11 +86,12 @@ def test_whole_model_zoo_from_four_aligned_runs_computes_what_the_runs_computed(
 
 
 def test_runs_of_a_whole_batchnorm_network_and_align_of_a_subset_are_refused(tmp_path):
+    """Refused before any work (the checks run_pipeline makes first; the smoke run shows the launcher's errors)."""
     out = tmp_path / "run"
-    whole_bn = run_sweep(["experiment=smoke", "task=mnist1d_mlp", "task.param.layers=[*]", "task.collect.runs=2",
-                          f"paths.output_dir={out}"])
-    assert whole_bn.returncode == 1 and "task.collect.runs=2" in whole_bn.stderr and "running statistics" in \
-        whole_bn.stderr
-    subset = run_sweep(["experiment=smoke", "task=mnist1d_mlp", "task.collect.align=true", f"paths.output_dir={out}"])
-    assert subset.returncode == 1 and "task.collect.align=true needs a whole-model zoo" in subset.stderr
+    with pytest.raises(ConfigError, match=r"task.collect.runs=2 .* running statistics"):
+        run_pipeline(compose_config(["experiment=smoke", "task=mnist1d_mlp", "task.param.layers=[*]",
+                                     "task.collect.runs=2", f"paths.output_dir={out}"]))
+    with pytest.raises(ConfigError, match=r"task.collect.align=true needs a whole-model zoo"):
+        run_pipeline(compose_config(["experiment=smoke", "task=mnist1d_mlp", "task.collect.align=true",
+                                     f"paths.output_dir={out}"]))
     assert not (out / "zoo").exists()

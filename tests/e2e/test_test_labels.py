@@ -1,4 +1,6 @@
-"""No test label is read before the evaluate stage: permuting y_test leaves every earlier artefact byte-identical."""
+"""No test label is read before the evaluate stage: permuting y_test leaves every earlier artefact byte-identical.
+
+The runs are in this process (run_pipeline, as launch/sweep.py calls it): the subject is what each stage reads."""
 
 import json
 import shutil
@@ -6,17 +8,17 @@ import shutil
 import numpy as np
 import pytest
 
-from tests.conftest import ok, run_sweep
+from pdiff.pipeline import run_pipeline
+from tests.conftest import QUICK_EVALUATION, compose_config
 
 pytestmark = pytest.mark.slow
-TINY = ["experiment=smoke", "task=npz_mlp", "task.net.hidden=[16,16]", "task.param.k=10", "generate.n=10",
-        "evaluate.baselines.noise_scales=[0.01,0.3]", "evaluate.baselines.models_per_scale=3",
-        "evaluate.bootstrap.resamples=100"]
+BLOBS = ["experiment=smoke", "task=npz_mlp", "task.net.hidden=[16,16]", "task.param.k=10",
+         "evaluate.baselines.average_of=4", "generate.n=10", *QUICK_EVALUATION]
 DESIGNS = {
     "latent": [],
     "token": ["generator=token", "ae.normalization=per_coordinate", "ae.token_size=16", "ae.optim.steps=30",
               "denoiser.window=4", "diffusion.optim.steps=30", "sampler=ddim", "sampler.steps=10"],
-    "flow_conditioned": ["generator=flow_conditioned", "diffusion.optim.steps=60"],
+    "flow_conditioned": ["generator=flow_conditioned", "generator.optim.steps=60"],
 }
 STAGE_DIRS = ("zoo", "generator", "generated")
 
@@ -40,12 +42,12 @@ def _files(directory) -> dict[str, bytes]:
 @pytest.mark.parametrize("design", DESIGNS)
 def test_permuted_test_labels_leave_zoo_generator_and_generated_byte_identical(design, tmp_path):
     data, out, first = tmp_path / "data.npz", tmp_path / "run", tmp_path / "first"
-    args = [*TINY, *DESIGNS[design], f"data.path={data}", f"paths.output_dir={out}"]
+    cfg = compose_config([*BLOBS, *DESIGNS[design], f"data.path={data}", f"paths.output_dir={out}"])
     _blobs(data, permute_test=False)
-    ok(run_sweep(args))
+    run_pipeline(cfg)
     shutil.move(out, first)
     _blobs(data, permute_test=True)  # the same file, the same config: only y_test differs
-    ok(run_sweep(args))
+    run_pipeline(cfg)
     before, after = _files(first), _files(out)
     assert {name.split("/")[0] for name in before} == set(STAGE_DIRS) and "zoo/zoo.safetensors" in before
     assert before.keys() == after.keys()

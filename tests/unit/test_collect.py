@@ -3,7 +3,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pdiff import atomic
-from pdiff.collect import TrainingDiverged, base_lr_factor, collect_checkpoints, train_base
+from pdiff.collect import TrainingDiverged, base_lr_factor, collect_checkpoints, sgd_step, train_base
 from pdiff.data import load_dataset
 from pdiff.params import read_vector, select_parameters
 from pdiff.tasknets import digits_cnn
@@ -31,15 +31,32 @@ def test_collection_trains_only_the_subset_and_freezes_bn_statistics(tmp_path):
     assert torch.equal(read_vector(model, spec), vectors[-1])
 
 
-def test_interrupted_collection_resumes_to_the_same_checkpoints(tmp_path):
+class Killed(Exception):
+    pass
+
+
+def test_interrupted_collection_resumes_to_the_same_checkpoints(tmp_path, monkeypatch):
     cfg, data, model, spec = _setup(tmp_path)
+    collect_cfg = cfg.task.collect
+    assert (collect_cfg.save_state_every, collect_cfg.steps_per_checkpoint) == (5, 2)
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    full, full_acc = collect_checkpoints(model, spec, data, cfg.task.collect, 10, False, 1, tmp_path / "a.pt")
+    full, full_acc = collect_checkpoints(model, spec, data, collect_cfg, 10, False, 1, tmp_path / "a.pt")
     model.load_state_dict(start)
-    collect_checkpoints(model, spec, data, cfg.task.collect, 5, False, 1, tmp_path / "b.pt")  # killed after 5
+    steps = {"n": 0, "die_at": 15}  # SGD step 15 of 20: 7 checkpoints made, only 5 of them saved
+
+    def counted_step(*args, **kwargs):
+        steps["n"] += 1
+        if steps["n"] == steps["die_at"]:
+            raise Killed
+        return sgd_step(*args, **kwargs)
+    monkeypatch.setattr("pdiff.collect.sgd_step", counted_step)
+    with pytest.raises(Killed):
+        collect_checkpoints(model, spec, data, collect_cfg, 10, False, 1, tmp_path / "b.pt")
     model.load_state_dict(start)  # a fresh process: only the files on disk remain
-    resumed, resumed_acc = collect_checkpoints(model, spec, data, cfg.task.collect, 10, False, 1, tmp_path / "b.pt")
-    assert torch.equal(resumed, full) and torch.equal(resumed_acc, full_acc)
+    steps.update(n=0, die_at=None)
+    resumed, resumed_acc = collect_checkpoints(model, spec, data, collect_cfg, 10, False, 1, tmp_path / "b.pt")
+    assert steps["n"] == 5 * 2  # it went on from checkpoint 5, not from the start
+    assert torch.equal(resumed, full) and torch.equal(resumed_acc, full_acc)  # bit for bit, momentum and all
 
 
 def test_diverging_collection_stops_naming_the_learning_rate_and_keeps_what_was_saved(tmp_path):

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from pdiff.collect import sgd_step, training_batch
-from pdiff.config import ConfigError
+from pdiff.config import ConfigError, Normalization
 from pdiff.data import Augmentation
 from pdiff.devices import resolve_device
 from pdiff.diffusion import build_diffusion
 from pdiff.engine import build_engine
 from pdiff.evaluate import ParameterEvaluator
+from pdiff.generators.base import Conditioning
+from pdiff.generators.flow import FlowGenerator, PCABasis, build_velocity, conditioned_loss
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.token import (
     WindowPlaces,
@@ -66,6 +68,25 @@ def test_token_design_trains_one_step_on_the_device(tmp_path):
     windows = places.split(torch.randn(4, layout.count, cfg.ae.token_latent_dim))
     _step(build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout),
           window_diffusion_loss(build_diffusion(cfg.diffusion)), WindowRows(windows, places), cfg.diffusion, rows=4)
+
+
+def test_flow_design_with_a_pca_basis_and_guidance_trains_and_samples_on_the_device(tmp_path):
+    cfg = compose_config(["generator=flow", "generator.pca_components=4", "generator.condition=true",
+                          "denoiser.width=16", "sampler.steps=2", f"paths.output_dir={tmp_path}"])
+    zoo = torch.randn(12, SPEC.dim)
+    normalizer = ParamNormalizer.fit(SPEC, zoo, Normalization(cfg.generator.normalization))
+    basis = PCABasis.fit(normalizer.normalize(zoo), cfg.generator.pca_components)
+    rows = torch.cat([basis.encode(normalizer.normalize(zoo)), torch.randn(12, 1)], 1)  # [x_1 | accuracy]
+    _step(build_velocity(cfg.denoiser, basis.k, True), conditioned_loss(cfg.generator.condition_dropout), rows,
+          cfg.generator)
+    FlowGenerator(normalizer, basis, build_velocity(cfg.denoiser, basis.k, True), (60.0, 5.0)).save(tmp_path, {})
+    flow = FlowGenerator.load(tmp_path, SPEC, cfg, META)
+    assert {t.device for t in [*flow.basis.buffers(), *flow.normalizer.buffers(), *flow.velocity.parameters()]} == {
+        META}
+    # Guidance 2 calls the velocity with and without the target; every step stays on the device, and only
+    # the last line (the result's copy to the CPU, which a meta tensor cannot give) leaves it.
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
+        flow.sample(3, cfg.sampler, 0, Conditioning(65.0, 2.0))
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])

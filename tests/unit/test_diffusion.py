@@ -13,16 +13,46 @@ def diffusion() -> GaussianDiffusion:
     return GaussianDiffusion(linear_betas(1000, 1e-4, 2e-2))
 
 
+def _schedule_by_hand(timesteps: int, beta_start: float, beta_end: float) -> tuple[list[float], list[float]]:
+    """Betas and their running products, in plain Python floats (float64), one step at a time."""
+    betas = [beta_start + (beta_end - beta_start) * t / (timesteps - 1) for t in range(timesteps)]
+    products, running = [], 1.0
+    for beta in betas:
+        running *= 1.0 - beta
+        products.append(running)
+    return betas, products
+
+
 def test_schedule_identities(diffusion):
-    betas = diffusion.betas
-    assert betas.dtype == torch.float64 and len(betas) == 1000
-    assert torch.allclose(diffusion.alphas_cumprod, torch.cumprod(1 - betas, 0))
-    assert torch.allclose(diffusion.sqrt_alphas_cumprod**2 + diffusion.sqrt_one_minus_alphas_cumprod**2,
-                          torch.ones(1000, dtype=torch.float64))
-    expected_var = betas[1:] * (1 - diffusion.alphas_cumprod[:-1]) / (1 - diffusion.alphas_cumprod[1:])
-    assert torch.allclose(diffusion.posterior_variance[1:], expected_var)
-    assert diffusion.posterior_variance[0] == 0
-    assert 0 < float(diffusion.alphas_cumprod[-1]) < 1e-4  # x_T is close to pure noise
+    betas, abar = _schedule_by_hand(1000, 1e-4, 2e-2)
+    assert diffusion.betas.dtype == torch.float64 and diffusion.alphas_cumprod.dtype == torch.float64
+    assert diffusion.betas.tolist() == pytest.approx(betas, rel=1e-12, abs=0)  # float64 end to end, no float32
+    assert diffusion.alphas_cumprod.tolist() == pytest.approx(abar, rel=1e-12, abs=0)
+    assert float(diffusion.alphas_cumprod[0]) == pytest.approx(0.9999, rel=1e-15)  # abar_0 = 1 - beta_start
+    assert float(diffusion.alphas_cumprod[1]) == pytest.approx(0.9999 * (1 - 1e-4 - 1.99e-2 / 999), rel=1e-15)
+    # the product of 1 - beta_t ~ exp(-sum beta_t) = exp(-(1e-4 + 2e-2) * 500) = exp(-10.05) ~ 4.3e-5: pure noise
+    assert 3e-5 < float(diffusion.alphas_cumprod[-1]) < 5e-5
+    assert bool((diffusion.alphas_cumprod[1:] < diffusion.alphas_cumprod[:-1]).all())  # strictly decreasing
+    one = torch.ones(1000, dtype=torch.float64)
+    assert torch.allclose(diffusion.sqrt_alphas_cumprod**2 + diffusion.sqrt_one_minus_alphas_cumprod**2, one,
+                          rtol=0, atol=1e-14)
+    assert torch.allclose(diffusion.sqrt_recip_alphas_cumprod * diffusion.sqrt_alphas_cumprod, one, rtol=0, atol=1e-12)
+    assert torch.allclose(diffusion.sqrt_recipm1_alphas_cumprod**2, 1 / torch.tensor(abar, dtype=torch.float64) - 1,
+                          rtol=1e-10, atol=0)
+    # q(x_{t-1} | x_t, x_0), from Bayes' rule on the two Gaussians (Ho et al. 2020, eq. 7), by hand at t = 1, 500, 999
+    for t in (1, 500, 999):
+        variance = betas[t] * (1 - abar[t - 1]) / (1 - abar[t])
+        coef1 = math.sqrt(abar[t - 1]) * betas[t] / (1 - abar[t])
+        coef2 = math.sqrt(1 - betas[t]) * (1 - abar[t - 1]) / (1 - abar[t])
+        assert float(diffusion.posterior_variance[t]) == pytest.approx(variance, rel=1e-10)
+        assert float(diffusion.posterior_mean_coef1[t]) == pytest.approx(coef1, rel=1e-10)
+        assert float(diffusion.posterior_mean_coef2[t]) == pytest.approx(coef2, rel=1e-10)
+    # noise-free x_t = sqrt(abar_t) x_0 has posterior mean sqrt(abar_{t-1}) x_0, at every t
+    root_abar = diffusion.sqrt_alphas_cumprod
+    noiseless = diffusion.posterior_mean_coef1[1:] + diffusion.posterior_mean_coef2[1:] * root_abar[1:]
+    assert torch.allclose(noiseless, root_abar[:-1], rtol=1e-10, atol=0)
+    assert diffusion.posterior_variance[0] == 0  # at t = 0 the posterior is x_0 itself
+    assert bool((diffusion.posterior_variance[1:] < diffusion.betas[1:]).all())  # tilde beta_t < beta_t
 
 
 def test_posterior_mean_recovers_x_start_combination(diffusion):

@@ -1,9 +1,12 @@
+import socket
+
 import pytest
 import torch
 
+from pdiff import distributed
 from pdiff.config import ConfigError, validate
 from pdiff.devices import check_precision
-from pdiff.distributed import detect, strip_launcher_args
+from pdiff.distributed import DEFAULT_PORT, detect, strip_launcher_args
 from pdiff.engine import deepspeed_config
 from pdiff.noise import BatchNoise
 from tests.conftest import compose_config
@@ -25,10 +28,29 @@ def test_detect_reads_torchrun_slurm_or_nothing():
     slurm = detect({"SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "77",
                     "SLURM_JOB_NODELIST": "localhost"})
     assert (slurm.rank, slurm.local_rank, slurm.world_size, slurm.launcher) == (3, 1, 4, "slurm")
-    assert slurm.master_port == 15077 and slurm.master_addr == "localhost"
+    assert slurm.master_addr == "localhost"
+    assert detect(dict(_slurm_task(77, 3), MASTER_PORT="4321")).master_port == 4321  # the user's port wins
     one_task = detect({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"})
     assert not one_task.distributed and one_task.is_main
     assert not detect({}).distributed
+
+
+def _slurm_task(job_id: int, rank: int, tasks: int = 4) -> dict[str, str]:
+    return {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank % 2), "SLURM_NTASKS": str(tasks),
+            "SLURM_JOB_ID": str(job_id), "SLURM_JOB_NODELIST": "localhost"}
+
+
+def test_slurm_ranks_of_one_job_agree_on_a_free_port_that_other_jobs_do_not_share(monkeypatch):
+    monkeypatch.setattr(distributed, "_first_host", lambda nodelist: nodelist)  # no scontrol call per detect()
+    for job_id in (1, 77, 4096, 123_456):
+        ports = {detect(_slurm_task(job_id, rank)).master_port for rank in range(4)}
+        assert len(ports) == 1, (job_id, ports)  # every rank finds the same rendezvous without talking
+    ports = [detect(_slurm_task(job_id, 0)).master_port for job_id in range(1, 2001)]
+    assert len(set(ports)) == len(ports)  # two jobs running side by side on a node never collide
+    assert all(1024 < port < 65536 and port != DEFAULT_PORT for port in ports)  # unprivileged, not torchrun's
+    port = detect(_slurm_task(77, 0)).master_port
+    with socket.socket() as sock:  # nothing else on this machine holds it: a rendezvous can bind it
+        sock.bind(("127.0.0.1", port))
 
 
 def test_launcher_arguments_are_stripped_before_hydra():

@@ -7,8 +7,10 @@ from pdiff.flow_matching import flow_matching_loss, sample_flow
 from pdiff.generators import design_class
 from pdiff.generators.base import Conditioning
 from pdiff.generators.flow import FlowGenerator, PCABasis
+from pdiff.nets.velocity import VelocityMLP
 from pdiff.noise import BatchNoise
-from pdiff.params import select_parameters
+from pdiff.params import ParamNormalizer, select_parameters
+from pdiff.seeds import Purpose, generator_for
 from pdiff.tasknets import mlp_bn
 from pdiff.tracking import Tracker
 from pdiff.zoo import ParamZoo
@@ -62,7 +64,7 @@ def _zoo(k: int = 24) -> ParamZoo:
 @pytest.mark.parametrize("pca, condition", [(0, False), (5, True)])
 def test_flow_design_trains_saves_loads_and_samples_the_same(pca, condition, tmp_path):
     cfg = compose_config(["generator=flow", f"generator.pca_components={pca}", f"generator.condition={condition}",
-                          "diffusion.optim.steps=30", "diffusion.optim.warmup_steps=5", "denoiser.width=32",
+                          "generator.optim.steps=30", "generator.optim.warmup_steps=5", "denoiser.width=32",
                           "denoiser.depth=2", "sampler.steps=5", f"paths.output_dir={tmp_path}"])
     zoo, tracker = _zoo(), Tracker(tmp_path, cfg.logger, {}, enabled=False)
     trained = FlowGenerator.train(zoo, cfg, tmp_path, tracker, lambda phase: None, torch.device("cpu"))
@@ -88,7 +90,9 @@ def test_a_target_accuracy_needs_a_conditioned_flow(tmp_path):
 def test_target_quantile_aims_at_the_zoos_accuracies(tmp_path):
     accuracy = torch.tensor([60.0, 70.0, 65.0, 72.5], dtype=torch.float64)
     best = compose_config(["generator=flow_conditioned", f"paths.output_dir={tmp_path}"])
-    assert Conditioning.from_config(best.generate, accuracy) == Conditioning(72.5, 3.0)
+    assert Conditioning.from_config(best.generate, accuracy) == Conditioning(72.5, best.generate.guidance)
+    gentle = compose_config(["generator=flow_conditioned", "generate.guidance=1.5", f"paths.output_dir={tmp_path}"])
+    assert Conditioning.from_config(gentle.generate, accuracy) == Conditioning(72.5, 1.5)
     median = compose_config(["generator=flow_conditioned", "generate.target_quantile=0.5",
                              f"paths.output_dir={tmp_path}"])
     assert Conditioning.from_config(median.generate, accuracy).target_acc == pytest.approx(67.5)
@@ -96,3 +100,30 @@ def test_target_quantile_aims_at_the_zoos_accuracies(tmp_path):
     assert Conditioning.from_config(plain.generate, accuracy) is None
     with pytest.raises(ConfigError, match="generate.target_quantile=0.5 needs a generator trained on"):
         design_class(compose_config(["generate.target_quantile=0.5", f"paths.output_dir={tmp_path}"]))
+
+
+def test_guidance_mixes_the_conditional_and_unconditional_velocities_linearly():
+    """One Euler step from x_0 gives x_0 + v(x_0, 0): the sample shows the velocity that guidance w made."""
+    torch.manual_seed(0)
+    velocity = VelocityMLP(5, 16, 2, 8, conditional=True).eval()
+    with torch.no_grad():  # trained-looking: the zero-initialised output layer would give v = 0 for every condition
+        velocity.out[-1].weight.normal_(0, 0.5)
+        velocity.null_condition.normal_(0, 1.0)
+    stats = (65.0, 4.0)
+    flow = FlowGenerator(ParamNormalizer(5), PCABasis(5, 0), velocity, stats)
+    one_step = OmegaConf.structured(FlowSamplerConfig(name=SamplerName.euler, steps=1))
+    x0 = torch.randn(6, 5, generator=generator_for(3, Purpose.sampling))
+    t0 = torch.zeros(6)
+    with torch.no_grad():
+        conditional = velocity(x0, t0, torch.full((6,), (71.0 - stats[0]) / stats[1]), torch.ones(6, dtype=torch.bool))
+        unconditional = velocity(x0, t0)
+    assert not torch.allclose(conditional, unconditional, atol=1e-3)
+
+    def sample(guidance):
+        return flow.sample(6, one_step, 3, Conditioning(71.0, guidance))
+    assert torch.allclose(flow.sample(6, one_step, 3, None), x0 + unconditional, atol=1e-6)
+    assert torch.allclose(sample(0.0), x0 + unconditional, atol=1e-6)
+    assert torch.allclose(sample(1.0), x0 + conditional, atol=1e-6)
+    for guidance in (0.5, 3.0):
+        expected = x0 + unconditional + guidance * (conditional - unconditional)
+        assert torch.allclose(sample(guidance), expected, atol=1e-5), guidance
