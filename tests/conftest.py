@@ -84,7 +84,8 @@ QUICK_EVALUATION = ("evaluate.baselines.noise_scales=[0.01,0.3]", "evaluate.base
                     "evaluate.bootstrap.resamples=100")
 # experiment=smoke smaller still, for any task and design: K=10 and 8 generated models
 TINY = ("task.param.k=10", "evaluate.baselines.average_of=4", "generate.n=8", *QUICK_EVALUATION)
-SMOKE = ("experiment=smoke", "logger=wandb")  # W&B offline: one run proves the pipeline and the logger
+# W&B offline: one run proves the pipeline and the logger; one thread, as the in-process reruns that compare with it
+SMOKE = ("experiment=smoke", "logger=wandb", "threads=1")
 
 
 @pytest.fixture(scope="session")

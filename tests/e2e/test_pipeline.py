@@ -168,7 +168,8 @@ def test_stages_run_one_at_a_time_from_the_previous_stage_files(smoke_run, tmp_p
         run_pipeline(compose_config(["experiment=smoke", "stage=train", f"paths.output_dir={tmp_path / 'empty'}"]))
     out = copy_run(smoke_run, tmp_path / "run", ("zoo", "timings.json"))  # what stage=collect leaves
     for stage in ("train", "generate", "evaluate"):
-        run_pipeline(compose_config(["experiment=smoke", f"stage={stage}", "sampler=ddim", f"paths.output_dir={out}"]))
+        run_pipeline(compose_config(["experiment=smoke", "threads=1", f"stage={stage}", "sampler=ddim",
+                                     f"paths.output_dir={out}"]))
         printed = capsys.readouterr().out
         assert f"stage={stage}" in printed or "report.md" in printed
     weights = sorted(path.name for path in (smoke_run.out / "generator").glob("*.safetensors"))
