@@ -61,9 +61,9 @@ class Fitted:
     last_loss: float
 
 
-def check_finite(loss: float, name: str, step: int, knob: str, lr: float) -> None:
-    if not math.isfinite(loss):
-        raise TrainingDiverged(f"{name} training diverged: loss {loss} at step {step}; nothing was saved as trained. "
+def check_finite(finite: bool, what: str, name: str, step: int, knob: str, lr: float) -> None:
+    if not finite:
+        raise TrainingDiverged(f"{name} training diverged: {what} at step {step}; nothing was saved as trained. "
                                f"Lower {knob}.lr (it is {lr:g} at this step) or raise {knob}.warmup_steps")
 
 
@@ -134,7 +134,7 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
             if logs or saves:
                 loss_value = sum(float(loss) for loss in losses) / len(losses)
                 loss_value = distributed.mean_across_ranks({"loss": loss_value})["loss"]
-                check_finite(loss_value, name, step, knob, engine.lr)
+                check_finite(math.isfinite(loss_value), f"loss {loss_value}", name, step, knob, engine.lr)
             if logs:
                 elapsed = time.perf_counter() - started
                 steps_per_s = (step - window_start) / max(elapsed, 1e-9)
@@ -149,8 +149,8 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
     weights = _on_cpu(engine.full_state_dict())
     ema_weights = _on_cpu(ema.full_state_dict()) if ema is not None else None
     for state in (weights, ema_weights or {}):
-        if not all(bool(torch.isfinite(tensor).all()) for tensor in state.values() if tensor.is_floating_point()):
-            check_finite(float("nan"), name, step, knob, engine.lr)
+        finite = all(bool(torch.isfinite(tensor).all()) for tensor in state.values() if tensor.is_floating_point())
+        check_finite(finite, "the weights are not finite", name, step, knob, engine.lr)
     return Fitted(weights, ema_weights, loss_value)
 
 

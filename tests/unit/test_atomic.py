@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,20 +34,24 @@ def _mount_tmpfs(folder: Path, options: str) -> None:
                     "CAP_SYS_ADMIN)")
 
 
+@contextmanager
+def _tmpfs(folder, options: str):
+    """A tmpfs mounted at `folder` with `options` while the block runs."""
+    _mount_tmpfs(folder, options)
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
 @pytest.fixture
 def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    _mount_tmpfs(disk, "size=1m")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    with _tmpfs(tmp_path / "disk", "size=1m") as disk:
+        yield disk
 
 
 @pytest.fixture
 def read_only_disk(tmp_path):
-    disk = tmp_path / "ro"
-    _mount_tmpfs(disk, "ro,size=64k")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
+        yield disk
 
 
 def _torch(path):
