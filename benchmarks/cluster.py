@@ -20,7 +20,7 @@ from pathlib import Path
 
 from table_output import emit
 
-from pdiff.zoo import run_path
+from pdiff.zoo.store import run_path
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")

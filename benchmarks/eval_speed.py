@@ -18,10 +18,10 @@ from hydra import compose, initialize_config_dir
 from table_output import emit
 
 from pdiff.config import register_configs
-from pdiff.data import load_dataset
-from pdiff.evaluate import ParameterEvaluator
-from pdiff.params import read_vector, select_parameters
-from pdiff.tasknets import digits_cnn, resnet18_cifar
+from pdiff.data.datasets import load_dataset
+from pdiff.data.tasknets import digits_cnn, resnet18_cifar
+from pdiff.evaluation.predictions import ParameterEvaluator
+from pdiff.zoo.params import read_vector, select_parameters
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -18,10 +18,10 @@ from hydra import compose, initialize_config_dir
 from table_output import emit
 
 from pdiff.config import register_configs
-from pdiff.diffusion import GaussianDiffusion, linear_betas
+from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
+from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.latent import build_autoencoder, build_denoiser
-from pdiff.nets.autoencoder import reconstruction_loss
-from pdiff.noise import BatchNoise
+from pdiff.generators.nets.autoencoder import reconstruction_loss
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VARIANTS = ("mlp", "pdiff_v1", "pdiff_v2")

@@ -28,18 +28,18 @@ from omegaconf import OmegaConf
 from table_output import emit
 from torch.utils.flop_counter import FlopCounterMode
 
-from pdiff.collect import sgd_step, training_batch
 from pdiff.config import register_configs
-from pdiff.data import Augmentation
+from pdiff.data.datasets import Augmentation
+from pdiff.data.tasknets import resnet18_cifar
 from pdiff.devices import autocast, memory_format, resolve_device, synchronize
-from pdiff.diffusion import build_diffusion
-from pdiff.engine import build_engine
-from pdiff.evaluate import ParameterEvaluator
+from pdiff.diffusion.gaussian import build_diffusion
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.generators.latent import build_autoencoder, build_denoiser
-from pdiff.nets.autoencoder import reconstruction_loss
-from pdiff.noise import BatchNoise
-from pdiff.params import read_vector, select_parameters
-from pdiff.tasknets import resnet18_cifar
+from pdiff.generators.nets.autoencoder import reconstruction_loss
+from pdiff.training.engine import build_engine
+from pdiff.zoo.collect import sgd_step, training_batch
+from pdiff.zoo.params import read_vector, select_parameters
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_IMAGES, TEST_IMAGES, BASE_EPOCHS, COLLECT_EPOCHS, K = 50_000, 10_000, 30, 200, 200

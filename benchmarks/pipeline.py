@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from table_output import emit
 
 from pdiff.config import register_configs
-from pdiff.pipeline import run_pipeline
+from pdiff.pipeline.run import run_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

@@ -37,8 +37,8 @@ from pdiff import atomic
 from pdiff.config import register_configs
 from pdiff.devices import resolve_device
 from pdiff.generators import design_class
-from pdiff.params import ParamEntry, ParamSpec
-from pdiff.zoo import ParamZoo, run_path
+from pdiff.zoo.params import ParamEntry, ParamSpec
+from pdiff.zoo.store import ParamZoo, run_path
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN_OVERRIDES = {  # each measured design as the config a user selects

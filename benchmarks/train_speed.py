@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py --out FILE.json [--steps 300] [--memory-dim 100000]
 
-Throughput: pdiff's own training loop (pdiff.train.fit) on the default autoencoder (D=128, K=200) and
+Throughput: pdiff's own training loop (pdiff.training.fit.fit) on the default autoencoder (D=128, K=200) and
 the default latent denoiser ([4, 16] latents), as configured in configs/, full global batch of 200.
 Two ranks run under torchrun with one thread each; the single process keeps torch's default threads.
 Memory: an MLP autoencoder of over 50M parameters (D=--memory-dim), AdamW; per rank, the bytes of its
@@ -27,14 +27,14 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from table_output import emit
 
-from pdiff import distributed
 from pdiff.config import register_configs
-from pdiff.diffusion import GaussianDiffusion, linear_betas
-from pdiff.engine import build_engine
+from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
+from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.latent import build_autoencoder, build_denoiser
-from pdiff.nets.autoencoder import reconstruction_loss
-from pdiff.noise import BatchNoise
-from pdiff.train import fit
+from pdiff.generators.nets.autoencoder import reconstruction_loss
+from pdiff.training import distributed
+from pdiff.training.engine import build_engine
+from pdiff.training.fit import fit
 
 REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT = [("plain", 1, 0), ("deepspeed", 1, 0), ("deepspeed", 2, 0), ("deepspeed", 2, 2)]

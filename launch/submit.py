@@ -9,12 +9,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from pdiff.atomic import StorageError
-from pdiff.cluster import ChainFailed, submit_pipeline
-from pdiff.config import ConfigError, register_configs, whole_node_overrides
+from pdiff.cluster.chain import submit_pipeline
+from pdiff.config import register_configs, whole_node_overrides
+from pdiff.errors import ChainFailed, ConfigError, StorageError, ZooError
 from pdiff.generators.registry import warn_unread_overrides
-from pdiff.output_dir import check_output_dir_overrides
-from pdiff.zoo import ZooError
+from pdiff.pipeline.output_dir import check_output_dir_overrides
 
 register_configs()
 

@@ -7,14 +7,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from pdiff.atomic import StorageError
-from pdiff.config import ConfigError, register_configs, whole_node_overrides
-from pdiff.distributed import strip_launcher_args
+from pdiff.config import register_configs, whole_node_overrides
+from pdiff.errors import ConfigError, StorageError, ZooError
+from pdiff.evaluation.seed_table import sweep_group
 from pdiff.generators.registry import warn_unread_overrides
-from pdiff.output_dir import check_output_dir_overrides
-from pdiff.pipeline import run_pipeline
-from pdiff.seed_table import sweep_group
-from pdiff.zoo import ZooError
+from pdiff.pipeline.output_dir import check_output_dir_overrides
+from pdiff.pipeline.run import run_pipeline
+from pdiff.training.distributed import strip_launcher_args
 
 register_configs()
 

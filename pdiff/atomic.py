@@ -22,11 +22,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from pdiff.errors import StorageError
+
 FULL_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}
 
-
-class StorageError(OSError):
-    """A write that the disk (or the user's quota there) has no room for."""
 
 
 def _full_errno(error: BaseException | None) -> int | None:

@@ -11,13 +11,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key, the value and what is allowed."""
-
-
-class TrainingDiverged(ConfigError):
-    """Training produced non-finite values: the message names the knob to change (a learning rate, usually)."""
+from pdiff.errors import ConfigError
 
 
 class Stage(Enum):
@@ -114,8 +108,8 @@ class CollectConfig:
 @dataclass
 class TaskConfig:
     name: str = MISSING
-    # {_target_: package.module.Class, **kwargs}: called with input_shape and num_classes added (pdiff.tasknets)
-    net: Any = field(default_factory=lambda: {"_target_": "pdiff.tasknets.digits_cnn"})
+    # {_target_: package.module.Class, **kwargs}: called with input_shape and num_classes added (pdiff.data.tasknets)
+    net: Any = field(default_factory=lambda: {"_target_": "pdiff.data.tasknets.digits_cnn"})
     param: ParamConfig = field(default_factory=ParamConfig)
     base: SGDConfig = field(default_factory=SGDConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from pdiff.config import ConfigError, DeviceName, Precision
+from pdiff.config import DeviceName, Precision
+from pdiff.errors import ConfigError
 
 
 def cuda_available() -> bool:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import register_configs, whole_node_overrides
-from pdiff.zoo import ParamZoo, run_path
+from pdiff.zoo.store import ParamZoo, run_path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -129,7 +129,7 @@ def assert_plot_drawn(path: Path, panels: int = 1, min_fraction: float = 1e-3) -
 
 
 def logged_losses(out: Path, phase: str) -> list[tuple[int, float]]:
-    """(step, loss) of each metrics.jsonl row of a training phase (the `name` of pdiff.train.fit)."""
+    """(step, loss) of each metrics.jsonl row of a training phase (the `name` of pdiff.training.fit.fit)."""
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return [(row[f"{phase}/step"], row[f"{phase}/loss"]) for row in rows if f"{phase}/loss" in row]
 

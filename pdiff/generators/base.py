@@ -14,9 +14,10 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.config import DDIMSamplerConfig, DDPMSamplerConfig, SamplerName, require
-from pdiff.params import ParamNormalizer, ParamSpec
+from pdiff.errors import GeneratorError
 from pdiff.tracking import Tracker
-from pdiff.zoo import ParamZoo, ZooError
+from pdiff.zoo.params import ParamNormalizer, ParamSpec
+from pdiff.zoo.store import ParamZoo
 
 GENERATOR_META = "generator.json"
 GENERATOR_CHECKSUMS = "checksums.json"
@@ -45,16 +46,13 @@ class Conditioning:
         return cls(target, float(generate_cfg.guidance))
 
 
-class GeneratorError(ZooError):
-    """Generator files on disk that are missing, incomplete or corrupted."""
-
 
 class Generator(ABC):
     """A trained parameter generator. Subclasses are the designs; the pipeline sees only this interface.
 
     A design declares what it owns: the group options it takes (`uses`), the config groups its training reads
     besides its own `generator` node (`reads`, the train stage's provenance), its training phases (`phases`:
-    the `name` it passes to pdiff.train.fit -> the title of its training-curve panel) and its config schemas
+    the `name` it passes to pdiff.training.fit.fit -> the title of its training-curve panel) and its config schemas
     (`schemas`: group -> schema name -> dataclass, stored in Hydra's ConfigStore when it registers).
     """
 

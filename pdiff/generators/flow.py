@@ -20,7 +20,8 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.config import FlowGeneratorConfig, FlowSamplerConfig, Normalization, SamplerName, VelocityConfig, require
-from pdiff.flow_matching import flow_matching_loss, sample_flow
+from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
+from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.base import (
     Conditioning,
     Generator,
@@ -30,15 +31,14 @@ from pdiff.generators.base import (
     read_meta,
     trained_pair,
 )
+from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.generators.registry import register
-from pdiff.nets.velocity import VelocityMLP
-from pdiff.noise import BatchNoise
-from pdiff.params import ParamNormalizer, ParamSpec
 from pdiff.progress import stage_progress
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker
-from pdiff.train import fit
-from pdiff.zoo import ParamZoo
+from pdiff.training.fit import fit
+from pdiff.zoo.params import ParamNormalizer, ParamSpec
+from pdiff.zoo.store import ParamZoo
 
 BASIS_FILE = "basis.safetensors"
 VELOCITY_WEIGHTS = "velocity_ema.safetensors"

@@ -13,7 +13,6 @@ import torch
 
 from pdiff import atomic
 from pdiff.config import (
-    ConfigError,
     ConvDenoiserConfig,
     ConvV1AutoencoderConfig,
     ConvV2AutoencoderConfig,
@@ -22,7 +21,8 @@ from pdiff.config import (
     Normalization,
     SamplerName,
 )
-from pdiff.diffusion import GaussianDiffusion, build_diffusion
+from pdiff.diffusion.gaussian import GaussianDiffusion, build_diffusion
+from pdiff.errors import ConfigError
 from pdiff.generators.base import (
     DDPM_SAMPLERS,
     DENOISER_WEIGHTS,
@@ -33,21 +33,21 @@ from pdiff.generators.base import (
     read_meta,
     trained_pair,
 )
-from pdiff.generators.registry import register
-from pdiff.nets.autoencoder import (
+from pdiff.generators.nets.autoencoder import (
     ConvAutoencoderV1,
     ConvAutoencoderV2,
     MLPAutoencoder,
     ParamAutoencoder,
     reconstruction_loss,
 )
-from pdiff.nets.denoiser import LatentDenoiser
-from pdiff.params import ParamNormalizer, ParamSpec
+from pdiff.generators.nets.denoiser import LatentDenoiser
+from pdiff.generators.registry import register
 from pdiff.progress import stage_progress
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker
-from pdiff.train import fit
-from pdiff.zoo import ParamZoo
+from pdiff.training.fit import fit
+from pdiff.zoo.params import ParamNormalizer, ParamSpec
+from pdiff.zoo.store import ParamZoo
 
 
 def _mlp(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:

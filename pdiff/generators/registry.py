@@ -6,7 +6,7 @@ import logging
 
 from hydra.core.config_store import ConfigStore
 
-from pdiff.config import ConfigError
+from pdiff.errors import ConfigError
 from pdiff.generators.base import Generator
 
 log = logging.getLogger(__name__)

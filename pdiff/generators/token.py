@@ -19,15 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from pdiff import atomic
-from pdiff.config import (
-    ConfigError,
-    GeneratorConfig,
-    Normalization,
-    SamplerName,
-    TokenAutoencoderConfig,
-    WindowDenoiserConfig,
-)
-from pdiff.diffusion import GaussianDiffusion, build_diffusion
+from pdiff.config import GeneratorConfig, Normalization, SamplerName, TokenAutoencoderConfig, WindowDenoiserConfig
+from pdiff.diffusion.gaussian import GaussianDiffusion, build_diffusion
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.errors import ConfigError
 from pdiff.generators.base import (
     DDPM_SAMPLERS,
     DENOISER_WEIGHTS,
@@ -38,16 +33,15 @@ from pdiff.generators.base import (
     read_meta,
     trained_pair,
 )
+from pdiff.generators.nets.token_nets import TokenAutoencoder, WindowDenoiser
 from pdiff.generators.registry import register
-from pdiff.nets.token_nets import TokenAutoencoder, WindowDenoiser
-from pdiff.noise import BatchNoise
-from pdiff.params import ParamNormalizer, ParamSpec
+from pdiff.generators.tokens import TokenBatch, TokenLayout, ZooTokens
 from pdiff.progress import stage_progress
 from pdiff.seeds import Purpose, derive_seed, generator_for
-from pdiff.tokens import TokenBatch, TokenLayout, ZooTokens
 from pdiff.tracking import Tracker
-from pdiff.train import fit
-from pdiff.zoo import ParamZoo
+from pdiff.training.fit import fit
+from pdiff.zoo.params import ParamNormalizer, ParamSpec
+from pdiff.zoo.store import ParamZoo
 
 ENCODE_CHUNK = 8192  # tokens per encoder/decoder call
 SAMPLE_CHUNK = 512  # windows sampled together

@@ -17,10 +17,10 @@ import torch
 from safetensors.torch import load_file
 
 from pdiff import atomic
-from pdiff.cluster import submit_pipeline
-from pdiff.config import ConfigError
-from pdiff.pipeline import run_pipeline
-from pdiff.zoo import ParamZoo, run_path
+from pdiff.cluster.chain import submit_pipeline
+from pdiff.errors import ConfigError
+from pdiff.pipeline.run import run_pipeline
+from pdiff.zoo.store import ParamZoo, run_path
 from tests.conftest import QUICK_EVALUATION, REPO, TINY, compose_config, copy_run, ok, run_sweep
 
 pytestmark = pytest.mark.slow

@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from pdiff import distributed
 from pdiff.config import Config, MLPAutoencoderConfig
 from pdiff.generators.latent import build_autoencoder
-from pdiff.nets.autoencoder import reconstruction_loss
+from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.tracking import Tracker
-from pdiff.train import fit
+from pdiff.training import distributed
+from pdiff.training.fit import fit
 
 
 def train(cfg, data, checkpoint_dir, tracker):

@@ -11,14 +11,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-import pdiff.report
+import pdiff.evaluation.report
 from pdiff import atomic
 from pdiff.config import CadenceConfig, GeneratorConfig, OptimConfig, whole_node_overrides
 from pdiff.generators.base import Generator, check_training
 from pdiff.generators.registry import DESIGNS, register
-from pdiff.pipeline import run_pipeline
+from pdiff.pipeline.run import run_pipeline
 from pdiff.seeds import Purpose, generator_for
-from pdiff.train import fit
+from pdiff.training.fit import fit
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TOY_CONFIGS = Path(__file__).resolve().parent / "toy_configs"
@@ -103,12 +103,12 @@ def compose_toy(overrides: list[str]):
 def test_a_design_from_a_test_module_runs_end_to_end_with_its_own_curves(tmp_path, monkeypatch):
     assert "toy" in DESIGNS
     drawn = {}
-    real_plot = pdiff.report.plot_training_curves
+    real_plot = pdiff.evaluation.report.plot_training_curves
 
     def spy(path, metrics_file, phases):
         drawn.update(real_plot(path, metrics_file, phases))
         return drawn
-    monkeypatch.setattr(pdiff.report, "plot_training_curves", spy)
+    monkeypatch.setattr(pdiff.evaluation.report, "plot_training_curves", spy)
     out = tmp_path / "run"
     report = run_pipeline(compose_toy(["experiment=smoke", "generator=toy", "threads=1", f"paths.output_dir={out}"]))
 

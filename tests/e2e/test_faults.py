@@ -14,7 +14,7 @@ import time
 import pytest
 
 from pdiff import atomic
-from pdiff.pipeline import LOCK_FILE, run_pipeline
+from pdiff.pipeline.run import LOCK_FILE, run_pipeline
 from tests.conftest import REPO, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from pdiff import atomic
-from pdiff.config import ConfigError
-from pdiff.data import load_dataset
+from pdiff.data.datasets import load_dataset
+from pdiff.data.tasknets import build_task_net
+from pdiff.errors import ConfigError
 from pdiff.generators import design_class
-from pdiff.params import select_parameters
-from pdiff.pipeline import run_pipeline
-from pdiff.tasknets import build_task_net
-from pdiff.zoo import ParamZoo, run_path
+from pdiff.pipeline.run import run_pipeline
+from pdiff.zoo.params import select_parameters
+from pdiff.zoo.store import ParamZoo, run_path
 from tests.conftest import TINY, assert_training_logged_and_plotted, compose_config, ok, run_sweep
 
 pytestmark = pytest.mark.slow

@@ -16,11 +16,11 @@ import pytest
 from omegaconf import DictConfig
 from safetensors.torch import load_file
 
-from pdiff.config import ConfigError
+from pdiff.cluster.jobs import pending_jobs
+from pdiff.errors import ConfigError, ZooError
 from pdiff.generators import design_class
-from pdiff.jobs import pending_jobs
-from pdiff.pipeline import run_pipeline
-from pdiff.zoo import ParamZoo, ZooError
+from pdiff.pipeline.run import run_pipeline
+from pdiff.zoo.store import ParamZoo
 from tests import wandb_log
 from tests.conftest import (
     CONFIGS,

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from pdiff.pipeline import run_pipeline
+from pdiff.pipeline.run import run_pipeline
 from tests.conftest import QUICK_EVALUATION, compose_config
 
 pytestmark = pytest.mark.slow

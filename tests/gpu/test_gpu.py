@@ -18,12 +18,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pdiff.data import augment_batch
-from pdiff.diffusion import _randn
-from pdiff.evaluate import ParameterEvaluator
-from pdiff.noise import BatchNoise
-from pdiff.params import read_vector, select_parameters
-from pdiff.tasknets import digits_cnn, resnet18_cifar
+from pdiff.data.datasets import augment_batch
+from pdiff.data.tasknets import digits_cnn, resnet18_cifar
+from pdiff.diffusion.gaussian import _randn
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.evaluation.predictions import ParameterEvaluator
+from pdiff.zoo.params import read_vector, select_parameters
 from tests.conftest import REPO, ok, run_sweep
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]

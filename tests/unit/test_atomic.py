@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from pdiff import atomic
-from pdiff.atomic import StorageError
-from pdiff.config import ConfigError
-from pdiff.output_dir import check_output_dir_overrides
+from pdiff.errors import ConfigError, StorageError
+from pdiff.pipeline.output_dir import check_output_dir_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 BIG = {"x": torch.arange(400_000, dtype=torch.float32)}  # 1.6 MB: more than the disk holds
@@ -164,13 +163,13 @@ def test_sweep_prints_a_full_disk_without_a_traceback(tmp_path):
     """launch/sweep.py with the pipeline replaced by one write that hits ENOSPC, as a full disk would."""
     script = textwrap.dedent(f"""
         import errno, os, runpy, sys
-        import pdiff.pipeline
+        import pdiff.pipeline.run
         from pdiff import atomic
 
         def full(tmp):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-        pdiff.pipeline.run_pipeline = lambda cfg: atomic.write_file({str(tmp_path / 'run' / 'zoo.json')!r}, full)
+        pdiff.pipeline.run.run_pipeline = lambda cfg: atomic.write_file({str(tmp_path / 'run' / 'zoo.json')!r}, full)
         sys.argv = ["launch/sweep.py", "stage=collect", "paths.output_dir={tmp_path / 'run'}"]
         runpy.run_path("launch/sweep.py", run_name="__main__")
     """)

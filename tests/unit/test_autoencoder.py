@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.latent import build_autoencoder
-from pdiff.nets.autoencoder import reconstruction_loss
-from pdiff.noise import BatchNoise
+from pdiff.generators.nets.autoencoder import reconstruction_loss
 from tests.conftest import compose_config
 
 

@@ -10,16 +10,17 @@ import pytest
 import torch
 
 from pdiff import atomic
-from pdiff.config import ConfigError, Stage, TrainingDiverged, validate
+from pdiff.config import Stage, validate
+from pdiff.errors import ConfigError, GeneratorError, TrainingDiverged
 from pdiff.generators import design_class
-from pdiff.generators.base import GENERATOR_CHECKSUMS, GeneratorError, verify_generator
+from pdiff.generators.base import GENERATOR_CHECKSUMS, verify_generator
 from pdiff.generators.latent import build_autoencoder
+from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.generators.registry import warn_unread_overrides
-from pdiff.nets.autoencoder import reconstruction_loss
-from pdiff.pipeline import check_zoo_size
-from pdiff.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
+from pdiff.pipeline.run import check_zoo_size
+from pdiff.pipeline.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.tracking import Tracker
-from pdiff.train import fit
+from pdiff.training.fit import fit
 from tests.conftest import compose_config
 
 

@@ -3,10 +3,11 @@ import torch
 from omegaconf import OmegaConf
 
 from pdiff import atomic
-from pdiff.collect import TrainingDiverged, base_lr_factor, collect_checkpoints, sgd_step, train_base
-from pdiff.data import load_dataset
-from pdiff.params import read_vector, select_parameters
-from pdiff.tasknets import digits_cnn
+from pdiff.data.datasets import load_dataset
+from pdiff.data.tasknets import digits_cnn
+from pdiff.errors import TrainingDiverged
+from pdiff.zoo.collect import base_lr_factor, collect_checkpoints, sgd_step, train_base
+from pdiff.zoo.params import read_vector, select_parameters
 from tests.conftest import compose_config
 
 
@@ -49,7 +50,7 @@ def test_interrupted_collection_resumes_to_the_same_checkpoints(tmp_path, monkey
         if steps["n"] == steps["die_at"]:
             raise Killed
         return sgd_step(*args, **kwargs)
-    monkeypatch.setattr("pdiff.collect.sgd_step", counted_step)
+    monkeypatch.setattr("pdiff.zoo.collect.sgd_step", counted_step)
     with pytest.raises(Killed):
         collect_checkpoints(model, spec, data, collect_cfg, 10, False, 1, tmp_path / "b.pt")
     model.load_state_dict(start)  # a fresh process: only the files on disk remain

@@ -3,9 +3,10 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import ValidationError
 
-from pdiff.config import ConfigError, Stage, validate
+from pdiff.config import Stage, validate
+from pdiff.errors import ConfigError
 from pdiff.generators import design_class
-from pdiff.pipeline import preflight, run_pipeline
+from pdiff.pipeline.run import preflight, run_pipeline
 from tests.conftest import CONFIGS, compose_config
 
 GROUPS = ["task", "generator", "ae", "denoiser", "diffusion", "sampler", "trainer", "logger", "experiment"]
@@ -113,8 +114,8 @@ def test_output_dir_that_is_a_file_is_refused_and_left_alone(tmp_path):
 
 @pytest.mark.parametrize("net, message", [
     ("{_target_: no_such_module.Net}", r"task.net._target_='no_such_module.Net' cannot be imported"),
-    ("{_target_: pdiff.tasknets.digits_cnn, depth: 3}", r"task.net._target_='pdiff.tasknets.digits_cnn' does not "
-                                                         r"accept the arguments"),
+    ("{_target_: pdiff.data.tasknets.digits_cnn, depth: 3}",
+     r"task.net._target_='pdiff.data.tasknets.digits_cnn' does not accept the arguments"),
     ("{_target_: collections.OrderedDict}", r"task.net._target_='collections.OrderedDict' returned OrderedDict"),
 ])
 def test_bad_network_target_stops_before_any_work_naming_the_key(net, message, tmp_path):

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pdiff.config import ConfigError
-from pdiff.data import (
+from pdiff.data.datasets import (
     _epoch_order,
     augment_batch,
     batch_indices,
@@ -12,6 +11,7 @@ from pdiff.data import (
     load_dataset,
     validation_split,
 )
+from pdiff.errors import ConfigError
 from pdiff.seeds import Purpose, generator_for
 from tests.conftest import compose_config
 

@@ -9,16 +9,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pdiff.collect import sgd_step, training_batch
-from pdiff.config import ConfigError, Normalization
-from pdiff.data import Augmentation
+from pdiff.config import Normalization
+from pdiff.data.datasets import Augmentation
+from pdiff.data.tasknets import digits_cnn, resnet18_cifar
 from pdiff.devices import resolve_device
-from pdiff.diffusion import build_diffusion
-from pdiff.engine import build_engine
-from pdiff.evaluate import ParameterEvaluator
+from pdiff.diffusion.gaussian import build_diffusion
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.errors import ConfigError
+from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.generators.base import Conditioning
 from pdiff.generators.flow import FlowGenerator, PCABasis, build_velocity, conditioned_loss
 from pdiff.generators.latent import build_autoencoder, build_denoiser
+from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.generators.token import (
     WindowPlaces,
     WindowRows,
@@ -27,12 +29,11 @@ from pdiff.generators.token import (
     token_reconstruction_loss,
     window_diffusion_loss,
 )
-from pdiff.nets.autoencoder import reconstruction_loss
-from pdiff.noise import BatchNoise
-from pdiff.params import ParamEntry, ParamNormalizer, ParamSpec, select_parameters
-from pdiff.tasknets import digits_cnn, resnet18_cifar
-from pdiff.tokens import TokenLayout, ZooTokens
-from pdiff.train import take_rows
+from pdiff.generators.tokens import TokenLayout, ZooTokens
+from pdiff.training.engine import build_engine
+from pdiff.training.fit import take_rows
+from pdiff.zoo.collect import sgd_step, training_batch
+from pdiff.zoo.params import ParamEntry, ParamNormalizer, ParamSpec, select_parameters
 from tests.conftest import compose_config
 
 META = torch.device("meta")

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from pdiff.diffusion import GaussianDiffusion, linear_betas
-from pdiff.nets.denoiser import LatentDenoiser, timestep_embedding
-from pdiff.noise import BatchNoise
+from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.generators.nets.denoiser import LatentDenoiser, timestep_embedding
 
 
 @pytest.fixture

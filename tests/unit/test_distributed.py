@@ -3,12 +3,13 @@ import socket
 import pytest
 import torch
 
-from pdiff import distributed
-from pdiff.config import ConfigError, validate
+from pdiff.config import validate
 from pdiff.devices import check_precision
-from pdiff.distributed import DEFAULT_PORT, detect, strip_launcher_args
-from pdiff.engine import deepspeed_config
-from pdiff.noise import BatchNoise
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.errors import ConfigError
+from pdiff.training import distributed
+from pdiff.training.distributed import DEFAULT_PORT, detect, strip_launcher_args
+from pdiff.training.engine import deepspeed_config
 from tests.conftest import compose_config
 
 
@@ -72,8 +73,8 @@ def test_deepspeed_json_comes_from_the_trainer_node(tmp_path):
 
 
 def test_each_chain_job_asks_for_what_it_uses(tmp_path):
-    from pdiff.cluster import _executor
-    from pdiff.jobs import Job
+    from pdiff.cluster.chain import _executor
+    from pdiff.cluster.jobs import Job
 
     gpu = compose_config(["cluster=gpu", "trainer=deepspeed", "cluster.nodes=2", "cluster.gpus_per_node=4",
                           "cluster.tasks_per_node=4", f"paths.output_dir={tmp_path}"])

@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
-from pdiff.evaluate import ParameterEvaluator
-from pdiff.params import read_vector, select_parameters
-from pdiff.tasknets import digits_cnn, mlp_bn, resnet18_cifar
+from pdiff.data.tasknets import digits_cnn, mlp_bn, resnet18_cifar
+from pdiff.evaluation.predictions import ParameterEvaluator
+from pdiff.zoo.params import read_vector, select_parameters
 
 
 class ResidualNet(torch.nn.Module):

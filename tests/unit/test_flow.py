@@ -2,18 +2,19 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pdiff.config import ConfigError, FlowSamplerConfig, SamplerName, validate
-from pdiff.flow_matching import flow_matching_loss, sample_flow
+from pdiff.config import FlowSamplerConfig, SamplerName, validate
+from pdiff.data.tasknets import mlp_bn
+from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.errors import ConfigError
 from pdiff.generators import design_class
 from pdiff.generators.base import Conditioning
 from pdiff.generators.flow import FlowGenerator, PCABasis
-from pdiff.nets.velocity import VelocityMLP
-from pdiff.noise import BatchNoise
-from pdiff.params import ParamNormalizer, select_parameters
+from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.seeds import Purpose, generator_for
-from pdiff.tasknets import mlp_bn
 from pdiff.tracking import Tracker
-from pdiff.zoo import ParamZoo
+from pdiff.zoo.params import ParamNormalizer, select_parameters
+from pdiff.zoo.store import ParamZoo
 from tests.conftest import compose_config
 
 

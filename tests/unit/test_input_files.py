@@ -4,8 +4,8 @@ task-network sizes, and a bad npz through launch/sweep.py."""
 import numpy as np
 import pytest
 
-from pdiff.config import ConfigError
-from pdiff.tasknets import build_task_net, conv1d_bn
+from pdiff.data.tasknets import build_task_net, conv1d_bn
+from pdiff.errors import ConfigError
 from tests.conftest import compose_config, run_sweep
 
 
@@ -28,9 +28,9 @@ def test_a_non_positive_layer_size_in_a_list_names_the_key_and_the_entry(tmp_pat
 def test_a_non_positive_kernel_and_a_mismatched_input_are_refused():
     with pytest.raises(ConfigError, match=r"task.net.kernel_size=0 is invalid: must be an integer >= 1"):
         conv1d_bn((40,), 10, [8], kernel_size=0)
-    with pytest.raises(ConfigError, match=r"task.net._target_='pdiff.tasknets.digits_cnn' needs samples shaped "
+    with pytest.raises(ConfigError, match=r"task.net._target_='pdiff.data.tasknets.digits_cnn' needs samples shaped "
                                           r"\[C, H, W\] with H, W >= 2, but the data's are \(6,\)"):
-        build_task_net({"_target_": "pdiff.tasknets.digits_cnn"}, (6,), 3)
+        build_task_net({"_target_": "pdiff.data.tasknets.digits_cnn"}, (6,), 3)
 
 
 def test_a_user_network_failing_on_its_arguments_is_one_line_naming_them(tmp_path, monkeypatch):

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from pdiff.costs import cost_per_model
-from pdiff.keep_best import keep_best, trained_pool
-from pdiff.params import select_parameters
-from pdiff.tasknets import mlp_bn
-from pdiff.zoo import ParamZoo
+from pdiff.data.tasknets import mlp_bn
+from pdiff.evaluation.costs import cost_per_model
+from pdiff.evaluation.keep_best import keep_best, trained_pool
+from pdiff.zoo.params import select_parameters
+from pdiff.zoo.store import ParamZoo
 
 
 def _pools(n_test: int = 4000):

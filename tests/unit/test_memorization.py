@@ -2,9 +2,10 @@ import pytest
 import torch
 
 from pdiff.config import BaselinesConfig
-from pdiff.memorization import (
+from pdiff.data.tasknets import digits_cnn
+from pdiff.errors import GeneratedNotFinite
+from pdiff.evaluation.memorization import (
     GENERATED_FILE,
-    GeneratedNotFinite,
     Population,
     averaged_members,
     error_iou,
@@ -18,8 +19,7 @@ from pdiff.memorization import (
     point_baselines,
     point_populations,
 )
-from pdiff.params import select_parameters
-from pdiff.tasknets import digits_cnn
+from pdiff.zoo.params import select_parameters
 
 
 def test_error_iou_matches_a_loop():

@@ -5,9 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pdiff.config import ConfigError, DataConfig, Mnist1dConfig
-from pdiff.data import load_dataset
-from pdiff.mnist1d import cache_paths, generation_args, load_mnist1d, training_size
+from pdiff.config import DataConfig, Mnist1dConfig
+from pdiff.data.datasets import load_dataset
+from pdiff.data.mnist1d import cache_paths, generation_args, load_mnist1d, training_size
+from pdiff.errors import ConfigError
 
 
 def _data_cfg(root, **mnist1d):

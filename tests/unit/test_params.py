@@ -1,8 +1,10 @@
 import pytest
 import torch
 
-from pdiff.config import ConfigError, Normalization
-from pdiff.params import (
+from pdiff.config import Normalization
+from pdiff.data.tasknets import digits_cnn, mlp_bn, resnet18_cifar
+from pdiff.errors import ConfigError
+from pdiff.zoo.params import (
     ParamNormalizer,
     ParamSpec,
     read_vector,
@@ -10,7 +12,6 @@ from pdiff.params import (
     split_network,
     tail_tensor_names,
 )
-from pdiff.tasknets import digits_cnn, mlp_bn, resnet18_cifar
 
 
 def test_select_by_module_name_glob_and_all():

@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pdiff.rebasin import (
+from pdiff.data.tasknets import conv1d_bn, digits_cnn, mlp_bn, resnet18_cifar
+from pdiff.zoo.rebasin import (
     PermutationGroup,
     PermutedAxis,
     align,
@@ -14,7 +15,6 @@ from pdiff.rebasin import (
     permutation_groups,
     weight_matching,
 )
-from pdiff.tasknets import conv1d_bn, digits_cnn, mlp_bn, resnet18_cifar
 
 # name -> (builder, input shape of one example)
 NETS: dict[str, tuple[Callable[[], nn.Sequential], tuple[int, ...]]] = {

@@ -5,13 +5,20 @@ import json
 import pytest
 import torch
 
-from pdiff import report as report_module
 from pdiff.config import BaselinesConfig
-from pdiff.costs import cost_per_model
-from pdiff.keep_best import keep_best
-from pdiff.memorization import FRONTIERS, point_baselines
-from pdiff.report import CURVES_PLOT, NO_ROWS, build_report, plot_training_curves, render_markdown, write_report
-from pdiff.verdict import compute_verdict, verdict_sentences
+from pdiff.evaluation import report as report_module
+from pdiff.evaluation.costs import cost_per_model
+from pdiff.evaluation.keep_best import keep_best
+from pdiff.evaluation.memorization import FRONTIERS, point_baselines
+from pdiff.evaluation.report import (
+    CURVES_PLOT,
+    NO_ROWS,
+    build_report,
+    plot_training_curves,
+    render_markdown,
+    write_report,
+)
+from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
 
 LATENT = {"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}
 FLOW = {"flow": "Flow matching (velocity)"}
@@ -23,7 +30,7 @@ def _metrics(path, rows: list[dict]):
 
 
 def _fit_rows(name: str, losses: list[float], every: int = 10) -> list[dict]:
-    """What pdiff.train.fit logs for one phase: loss, lr, step and throughput every `every` steps."""
+    """What pdiff.training.fit.fit logs for one phase: loss, lr, step and throughput every `every` steps."""
     return [{f"{name}/loss": loss, f"{name}/lr": 1e-3, f"{name}/step": every * (i + 1), f"{name}/steps_per_s": 50.0,
              f"{name}/samples_per_s": 800.0} for i, loss in enumerate(losses)]
 

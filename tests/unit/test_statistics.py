@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from pdiff import atomic
-from pdiff.align import align_runs
-from pdiff.collect import check_runs, collect_checkpoints
-from pdiff.config import ConfigError
-from pdiff.data import load_dataset
-from pdiff.evaluate import ParameterEvaluator
-from pdiff.params import ParamSpec, clamp_statistics, read_vector, select_parameters, write_vector
-from pdiff.tasknets import conv1d_bn, digits_cnn, mlp_bn
+from pdiff.data.datasets import load_dataset
+from pdiff.data.tasknets import conv1d_bn, digits_cnn, mlp_bn
+from pdiff.errors import ConfigError
+from pdiff.evaluation.predictions import ParameterEvaluator
+from pdiff.zoo.align import align_runs
+from pdiff.zoo.collect import check_runs, collect_checkpoints
+from pdiff.zoo.params import ParamSpec, clamp_statistics, read_vector, select_parameters, write_vector
 from tests.conftest import compose_config
 
 

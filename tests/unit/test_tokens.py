@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from pdiff.config import Normalization
+from pdiff.diffusion.noise import BatchNoise
+from pdiff.generators.nets.token_nets import TokenAutoencoder, WindowDenoiser
 from pdiff.generators.token import WindowPlaces, WindowRows, build_token_autoencoder, build_window_denoiser
-from pdiff.nets.token_nets import TokenAutoencoder, WindowDenoiser
-from pdiff.noise import BatchNoise
-from pdiff.params import ParamEntry, ParamNormalizer, ParamSpec
-from pdiff.tokens import TokenLayout, ZooTokens
-from pdiff.zoo import ParamZoo
+from pdiff.generators.tokens import TokenLayout, ZooTokens
+from pdiff.zoo.params import ParamEntry, ParamNormalizer, ParamSpec
+from pdiff.zoo.store import ParamZoo
 from tests.conftest import compose_config, write_zoo
 
 SPEC = ParamSpec((ParamEntry("conv.weight", (3, 50), 0), ParamEntry("bn.bias", (7,), 150),

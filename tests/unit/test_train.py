@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from pdiff.generators.latent import build_autoencoder
-from pdiff.nets.autoencoder import reconstruction_loss
+from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.tracking import Tracker
-from pdiff.train import fit, global_batch_size
+from pdiff.training.fit import fit, global_batch_size
 from tests.conftest import compose_config
 
 

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from pdiff.config import BaselinesConfig
-from pdiff.intervals import bootstrap_accuracies
-from pdiff.memorization import (
+from pdiff.evaluation.intervals import bootstrap_accuracies
+from pdiff.evaluation.memorization import (
     Population,
     evaluate_populations,
     max_iou,
@@ -15,8 +15,8 @@ from pdiff.memorization import (
     point_baselines,
     selection_order,
 )
-from pdiff.params import select_parameters
-from pdiff.verdict import BEATS, LOSES, TIES, compute_verdict, envelope_at, verdict_line, verdict_sentences
+from pdiff.evaluation.verdict import BEATS, LOSES, TIES, compute_verdict, envelope_at, verdict_line, verdict_sentences
+from pdiff.zoo.params import select_parameters
 
 FEATURES, CLASSES = 12, 5
 BASELINES = BaselinesConfig(noise_scales=[0.01, 0.03, 0.1, 0.3, 1.0], models_per_scale=20)

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 
-from pdiff.params import select_parameters
-from pdiff.tasknets import digits_cnn
-from pdiff.zoo import ZOO_META, ZOO_TENSORS, ParamZoo, ZooError, load_base_weights, save_base_weights
+from pdiff.data.tasknets import digits_cnn
+from pdiff.errors import ZooError
+from pdiff.zoo.params import select_parameters
+from pdiff.zoo.store import ZOO_META, ZOO_TENSORS, ParamZoo, load_base_weights, save_base_weights
 from tests.conftest import write_zoo
 
 

@@ -1,0 +1,47 @@
+"""What can fail, by kind: every error pdiff raises on purpose derives from PdiffError.
+
+An entry point catches PdiffError and prints its one-line message; anything else is a bug and keeps its traceback.
+This module imports nothing, so every layer (configuration included) may import it.
+"""
+
+from __future__ import annotations
+
+
+class PdiffError(Exception):
+    """A failure pdiff explains in one line: the message names the value, file or job, and what to do."""
+
+
+class ConfigError(PdiffError, ValueError):
+    """A config value that cannot work; the message names the key, the value and what is allowed."""
+
+
+class DataError(PdiffError, ValueError):
+    """A data file or folder that is absent, unreadable or malformed; the message names it and the rule."""
+
+
+class StorageError(PdiffError, OSError):
+    """A write that the disk (or the user's quota there) has no room for, or a folder pdiff may not write into."""
+
+
+class ZooError(PdiffError, RuntimeError):
+    """A zoo on disk that is missing, incomplete, corrupted or inconsistent with the config."""
+
+
+class GeneratorError(ZooError):
+    """Generator files on disk that are missing, incomplete or corrupted."""
+
+
+class TrainingError(PdiffError, RuntimeError):
+    """Training or sampling produced values that cannot be used."""
+
+
+class TrainingDiverged(TrainingError):
+    """Training produced non-finite values: the message names the knob to change (a learning rate, usually)."""
+
+
+class GeneratedNotFinite(TrainingError):
+    """The generated parameter vectors hold NaN or inf: nothing about them can be measured."""
+
+
+class ChainFailed(PdiffError, RuntimeError):
+    """A SLURM job of the chain did not complete; the message names it, its SLURM state and its log."""

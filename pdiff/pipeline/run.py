@@ -1,0 +1,167 @@
+"""Run the pipeline in this process: check the whole config first, then each stage inside one run.
+
+The stages themselves (what each reads and writes) are in pdiff/pipeline/stages.py; stage-folder provenance in
+pdiff/pipeline/stage_dirs.py; the same stages as cluster jobs in pdiff/cluster/jobs.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pdiff import atomic
+from pdiff.config import Stage, TrainerName, to_container, validate
+from pdiff.data.datasets import check_data_available, load_dataset
+from pdiff.data.tasknets import build_task_net
+from pdiff.devices import check_precision, resolve_device
+from pdiff.errors import ConfigError
+from pdiff.evaluation.report import summary_line
+from pdiff.generators import design_class
+from pdiff.pipeline.stage_dirs import refuse_changed, stage_inputs
+from pdiff.pipeline.stages import STAGE_ORDER, STAGE_RUNNERS, Run
+from pdiff.tracking import Tracker
+from pdiff.training import distributed
+from pdiff.zoo.collect import check_runs
+from pdiff.zoo.params import select_parameters
+
+log = logging.getLogger(__name__)
+LOCK_FILE = ".pdiff.lock"
+
+
+ZOO_WARN_BYTES = 2**30  # a zoo larger than this is announced with its size before collection starts
+
+
+def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
+    """Every config check that can fail, before any work starts (nothing is written before it passes)."""
+    validate(cfg)
+    design_class(cfg)
+    check_stage_folders(cfg, stages)
+    if Stage.collect in stages or Stage.evaluate in stages:
+        check_data_available(cfg.data)
+    if Stage.collect in stages:
+        data = load_dataset(cfg.data)
+        model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
+        spec = select_parameters(model, list(cfg.task.param.layers), statistics=cfg.task.param.statistics)
+        if cfg.task.param.statistics and not spec.variance_names:
+            raise ConfigError(f"task.param.statistics=true carries BatchNorm running statistics, but no layer of "
+                              f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
+                              "BatchNorm layers")
+        check_runs(cfg.task.collect, model, spec, cfg.evaluate.recalibrate_batches)
+        check_zoo_size(cfg, spec.dim, Path(cfg.paths.output_dir).expanduser().resolve())
+
+
+def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
+    """ConfigError when the zoo, or the generator that `stages` train or sample, was made with another config."""
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    refuse_changed(output_dir / "zoo", stage_inputs(cfg, Stage.collect))  # every stage reads the zoo
+    if Stage.train in stages or Stage.generate in stages:
+        refuse_changed(output_dir / "generator", stage_inputs(cfg, Stage.train))
+
+
+def check_zoo_size(cfg: DictConfig, dim: int, output_dir: Path) -> None:
+    """ConfigError when the zoo cannot fit on the output folder's disk; a warning with its size when it is large."""
+    k = cfg.task.param.k
+    zoo_bytes = 2 * k * dim * 4  # float32, in the collection runs' files and in the merged zoo
+    existing = next(parent for parent in (output_dir, *output_dir.parents) if parent.exists())
+    free = shutil.disk_usage(existing).free
+    size = f"task.param.k={k} checkpoints x {dim} parameters is {zoo_bytes / 2**30:.2f} GiB on disk"
+    if zoo_bytes > free:
+        raise ConfigError(f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select fewer "
+                          "layers (task.param.layers), or use another paths.output_dir")
+    if zoo_bytes > ZOO_WARN_BYTES:
+        steps = k * (cfg.task.collect.steps_per_checkpoint or 1)
+        log.warning("%s (%.2f GiB free) and at least %d SGD steps of collection", size, free / 2**30, steps)
+
+
+def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None) -> Run:
+    """The output folder with the resolved config in it, and a tracker (rank 0's; a silent one elsewhere)."""
+    env, device = env or distributed.DistEnv(), device or torch.device("cpu")
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if env.is_main:
+        atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
+    return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main), env, device)
+
+
+@contextmanager
+def output_lock(cfg: DictConfig) -> Iterator[None]:
+    """Hold DIR/.pdiff.lock for this run (rank 0 of a launch): a second run into the same folder is refused."""
+    if not distributed.detect().is_main:
+        yield
+        return
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with open(output_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait for it "
+                              "to end, or use another paths.output_dir") from None
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.flush()
+        yield
+
+
+@contextmanager
+def opened_run(cfg: DictConfig) -> Iterator[Run]:
+    """open_run inside this launch's process group (started when there are several ranks or DeepSpeed)."""
+    env, trainer = distributed.detect(), TrainerName(cfg.trainer.name)
+    if env.distributed and trainer is not TrainerName.deepspeed:
+        raise ConfigError(f"this launch has {env.world_size} ranks ({env.launcher}) but trainer={trainer.value}; "
+                          "use trainer=deepspeed, or launch one process")
+    device = resolve_device(cfg.device, env.local_rank, cfg.deterministic)  # in the job: a login node may have no GPU
+    check_precision(cfg.trainer, device)
+    if env.distributed or trainer is TrainerName.deepspeed:
+        distributed.start(env, device)
+    run, clean = open_run(cfg, env, device), False
+    try:
+        yield run
+        clean = True
+    finally:
+        run.tracker.close()
+        distributed.shutdown(clean)
+
+
+def on_main_rank(run: Run, stage: Callable[[Run], object]) -> object:
+    """Run a single-process stage on rank 0 while the other ranks wait for it."""
+    result = stage(run) if run.env.is_main else None
+    distributed.barrier()
+    return result
+
+
+def run_pipeline(cfg: DictConfig) -> dict | None:
+    """Run `cfg.stage` (or all stages) into `cfg.paths.output_dir`; return the report when evaluation ran."""
+    stage = Stage(cfg.stage)
+    stages = list(STAGE_ORDER) if stage is Stage.all else [stage]
+    preflight(cfg, stages)  # nothing is written before it passes
+    with output_lock(cfg):
+        check_stage_folders(cfg, stages)  # again, now that no other run can change them
+        report = _run_stages(cfg, stages)
+    return report
+
+
+def _run_stages(cfg: DictConfig, stages: list[Stage]) -> dict | None:
+    report, started = None, time.perf_counter()
+    with opened_run(cfg) as run:
+        for current in stages:
+            runner = STAGE_RUNNERS[current]
+            result = runner(run) if current is Stage.train else on_main_rank(run, runner)
+            report = result if current is Stage.evaluate else report
+    if run.env.is_main:
+        print(summary_line(Stage(cfg.stage).value, run.output_dir, report, time.perf_counter() - started))
+    return report

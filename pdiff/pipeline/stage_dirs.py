@@ -1,0 +1,89 @@
+"""Stage folders: what config each was made from, and skip-if-done without ever overwriting costly work.
+
+Each stage folder holds `inputs.json`, the part of the config its outputs depend on (a stage's inputs
+include its predecessors'; the train stage's are the generator node and the groups its design reads). A folder
+of costly work (the zoo, the generator) made from other inputs is refused; a cheap one (generated, eval) is made
+again, after its old contents are moved to DIR/superseded/ (nothing is deleted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from pdiff import atomic
+from pdiff.config import Stage, to_container
+from pdiff.errors import ConfigError
+from pdiff.generators.registry import design_of
+
+log = logging.getLogger(__name__)
+INPUTS_FILE = "inputs.json"
+SUPERSEDED_DIR = "superseded"
+
+
+def stage_groups(cfg: DictConfig) -> dict[Stage, tuple[str, ...]]:
+    """The config groups each stage's own outputs depend on (train: the generator node + what its design reads)."""
+    return {Stage.collect: ("task", "data", "seed"),
+            Stage.train: ("generator", *design_of(cfg).reads),
+            Stage.generate: ("generate", "sampler"),
+            Stage.evaluate: ("evaluate",)}
+
+
+def stage_inputs(cfg: DictConfig, stage: Stage) -> dict:
+    """The config that a stage's outputs depend on (each stage includes its predecessors')."""
+    full, groups = to_container(cfg), stage_groups(cfg)
+    upto = list(groups).index(stage) + 1
+    return {key: full[key] for own in list(groups.values())[:upto] for key in own}
+
+
+def _flat(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else key))
+    return out
+
+
+def changed_inputs(directory: Path, inputs: dict) -> list[str]:
+    """'key: old -> new' for each config key that differs from what `directory` was made with."""
+    path = directory / INPUTS_FILE
+    if not path.is_file():
+        return []
+    old, new = _flat(json.loads(path.read_text())), _flat(inputs)
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+
+
+def refuse_changed(directory: Path, inputs: dict) -> None:
+    """ConfigError if a folder of costly work was made with another config; it is never overwritten."""
+    changed = changed_inputs(directory, inputs)
+    if changed:
+        raise ConfigError(f"{directory} was made with another config ({', '.join(changed[:6])}); it is kept as it "
+                          "is. Use a new paths.output_dir, or the config that made it")
+
+
+def claim_stage_dir(directory: Path, inputs: dict, keep_on_change: bool) -> None:
+    """Record what a stage folder is made from; if it was made from other inputs, move its contents aside first.
+
+    A folder holding costly work (keep_on_change) made from other inputs is never touched: ConfigError. A cheap
+    one's old contents go to DIR/superseded/<folder>-<time>/, with a warning naming what changed.
+    """
+    if keep_on_change:
+        refuse_changed(directory, inputs)
+    changed = changed_inputs(directory, inputs)
+    if changed:
+        superseded = directory.parent / SUPERSEDED_DIR
+        superseded.mkdir(exist_ok=True)
+        archive = Path(tempfile.mkdtemp(prefix=f"{directory.name}-{time.strftime('%Y%m%d-%H%M%S')}-", dir=superseded))
+        for stale in directory.iterdir():
+            stale.rename(archive / stale.name)
+        log.warning("%s was made with another config (%s): made again; the old files are in %s", directory,
+                    ", ".join(changed[:6]), archive)
+    if not (directory / INPUTS_FILE).is_file() or changed:
+        atomic.write_json(directory / INPUTS_FILE, inputs)

@@ -1,0 +1,355 @@
+"""The four stages, each reading the previous stage's files and writing its own (resumable, skip-if-done).
+
+DIR/zoo        collect:  base_model.safetensors, runs/, zoo.safetensors + zoo.json (resume: *_state.pt)
+DIR/generator  train:    the design's weights + generator.json
+DIR/generated  generate: params.safetensors + generated.json
+DIR/eval       evaluate: predictions.safetensors, memorization.json; then DIR/report.json, report.md, plots
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from pdiff import atomic
+from pdiff.config import Precision, SamplerName, Stage, to_container
+from pdiff.data.datasets import Augmentation, Dataset, load_dataset
+from pdiff.data.tasknets import build_task_net
+from pdiff.devices import Execution, memory_format
+from pdiff.errors import ConfigError, GeneratorError, ZooError
+from pdiff.evaluation.costs import RECALIBRATION_KEY, cost_per_model, run_key
+from pdiff.evaluation.intervals import bootstrap_accuracies, percentile_interval
+from pdiff.evaluation.keep_best import keep_best, trained_pool
+from pdiff.evaluation.memorization import evaluate_populations, memorization_normalizer, point_baselines
+from pdiff.evaluation.predictions import ParameterEvaluator
+from pdiff.evaluation.report import build_report, log_report, summarize, write_report
+from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
+from pdiff.generators import design_class, generator_exists
+from pdiff.generators.base import Conditioning, verify_generator
+from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs
+from pdiff.seeds import Purpose, derive_seed, generator_for
+from pdiff.tracking import Tracker
+from pdiff.training import distributed
+from pdiff.zoo.align import align_runs
+from pdiff.zoo.collect import checkpoint_interval, collect_checkpoints, train_base
+from pdiff.zoo.params import ParamSpec, is_whole_model, select_parameters
+from pdiff.zoo.store import BASE_WEIGHTS, ParamZoo, load_base_weights, run_path, run_sizes, save_base_weights
+
+log = logging.getLogger(__name__)
+STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
+GENERATED_PARAMS = "params.safetensors"
+GENERATED_META = "generated.json"
+EVAL_PREDICTIONS = "predictions.safetensors"
+EVAL_MEMORIZATION = "memorization.json"
+GENERATED_DIGEST = "generated_sha256"  # the predictions' metadata: the generated models they were made from
+TIMINGS_FILE = "timings.json"
+
+
+@dataclass
+class Run:
+    """One pipeline run: its config, output folder, tracker and per-stage timings."""
+
+    cfg: DictConfig
+    output_dir: Path
+    tracker: Tracker
+    env: distributed.DistEnv = field(default_factory=distributed.DistEnv)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # resolved once, by pdiff.devices
+    timings: dict[str, float] = field(default_factory=dict)
+    _data: Dataset | None = None
+
+    @property
+    def data(self) -> Dataset:
+        """The task's data on the run's device (loaded and moved once)."""
+        if self._data is None:
+            data = load_dataset(self.cfg.data)
+            self._data = data.to(self.device, memory_format(self.device, data.x_train))
+        return self._data
+
+    @property
+    def task_execution(self) -> Execution:
+        """How the task network runs: task.precision (autocast) and task.compile."""
+        return Execution(Precision(self.cfg.task.precision), bool(self.cfg.task.compile))
+
+    def task_autocast(self):
+        """Autocast for the task network's forward-only passes (task.precision) on this run's device."""
+        return self.task_execution.autocast(self.device)
+
+    def dir(self, name: str) -> Path:
+        path = self.output_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record_time(self, key: str, seconds: float) -> None:
+        """Add `key` to timings.json (under a lock: collection runs of one zoo may finish at once, as array tasks)."""
+        self.timings[key] = seconds
+        if not self.env.is_main:
+            return
+        path = self.output_dir / TIMINGS_FILE
+        with open(path.with_name(f".{TIMINGS_FILE}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            atomic.write_json(path, {**saved, key: round(seconds, 6)})
+
+    def phase_timer(self):
+        """A callback that records the time since the previous call (or since now) under each phase name."""
+        started = time.perf_counter()
+
+        def timer(key: str) -> None:
+            nonlocal started
+            self.record_time(key, time.perf_counter() - started)
+            started = time.perf_counter()
+        return timer
+
+
+def _zoo_dir(run: Run) -> Path:
+    directory = run.dir("zoo")
+    claim_stage_dir(directory, stage_inputs(run.cfg, Stage.collect), keep_on_change=True)
+    return directory
+
+
+def _base_model(run: Run) -> tuple[torch.nn.Module, ParamSpec]:
+    """The task network (initialised on the CPU, so its weights do not depend on the device), on the device."""
+    model = build_task_net(run.cfg.task.net, run.data.input_shape, run.data.num_classes)
+    model.to(run.device, memory_format=memory_format(run.device, run.data.x_train))
+    return model, select_parameters(model, list(run.cfg.task.param.layers),
+                                    statistics=run.cfg.task.param.statistics)
+
+
+def _train_base(run: Run, seed: int, state_path: Path) -> tuple[torch.nn.Module, float]:
+    """A base model trained from scratch: initialisation and data order from `seed` (resumable per epoch)."""
+    torch.manual_seed(seed)
+    model, _ = _base_model(run)
+    accuracy = train_base(model, run.data, run.cfg.task.base, Augmentation.from_config(run.cfg.data), seed,
+                          state_path, run.task_execution)
+    return model, accuracy
+
+
+def run_base(run: Run) -> None:
+    """Train the base model once: every layer-subset run continues from it (and whole-model run 0 does)."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    if (directory / BASE_WEIGHTS).is_file():
+        return
+    started = time.perf_counter()
+    model, base_acc = _train_base(run, derive_seed(cfg.seed, Purpose.base), directory / "base_state.pt")
+    save_base_weights(directory, model.state_dict())
+    run.tracker.log({"collect/base_val_acc": base_acc})
+    run.record_time("collect_base", time.perf_counter() - started)
+    log.info("collect: base model trained to %.2f%% validation accuracy in %.1f s", base_acc,
+             time.perf_counter() - started)
+
+
+def run_collection(run: Run, index: int) -> None:
+    """Collection run `index` of task.collect.runs: its own data order; for whole models run r > 0 also trains
+    its own base model from scratch (its own initialisation), while a layer subset keeps the shared base."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    runs = cfg.task.collect.runs
+    path = run_path(directory, index, runs)
+    if path.is_file():
+        return
+    started = time.perf_counter()
+    model, spec = _base_model(run)
+    init_seed, base_acc = derive_seed(cfg.seed, Purpose.base), None
+    if is_whole_model(model, spec) and index > 0:  # its own base model, from scratch
+        init_seed = derive_seed(cfg.seed, Purpose.base, index)
+        model, base_acc = _train_base(run, init_seed, path.with_suffix(".base_state.pt"))
+        log.info("collect: run %d/%d: own base model at %.2f%%", index + 1, runs, base_acc)
+    else:
+        model.load_state_dict(load_base_weights(directory))
+    collect_seed = derive_seed(cfg.seed, Purpose.collect_run, index)
+    vectors, accuracy = collect_checkpoints(
+        model, spec, run.data, cfg.task.collect, run_sizes(cfg.task.param.k, runs)[index],
+        Augmentation.from_config(cfg.data), collect_seed, path.with_suffix(".state.pt"), run.task_execution)
+    interval = checkpoint_interval(cfg.task.collect, len(run.data.x_train))
+    seconds = time.perf_counter() - started
+    run.record_time(run_key(index), seconds)
+    record = {"init_seed": init_seed, "collect_seed": collect_seed, "base_val_acc": base_acc,
+              "steps": [interval * (i + 1) for i in range(len(vectors))]}
+    atomic.write_safetensors(path, {"params": vectors, "val_accuracy": accuracy},
+                             metadata={"spec": json.dumps(spec.to_json()),
+                                       "run": json.dumps(record)})
+    log.info("collect: run %d/%d: %d checkpoints in %.1f s", index + 1, runs, len(vectors), seconds)
+
+
+def run_merge(run: Run) -> None:
+    """Join the collection runs, in run order (each aligned onto run 0 with task.collect.align), into the zoo."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    if ParamZoo.exists(directory):
+        return
+    runs = cfg.task.collect.runs
+    paths = [run_path(directory, index, runs) for index in range(runs)]
+    missing = [path.name for path in paths if not path.is_file()]
+    if missing:
+        raise ZooError(f"cannot merge the zoo in {directory}: runs {missing} are not collected yet")
+    spec = ParamSpec.from_json(json.loads(atomic.read_safetensors_metadata(paths[0])["spec"]))
+    records = [json.loads(atomic.read_safetensors_metadata(path)["run"]) for path in paths]
+    meta = {"task": cfg.task.name, "seed": cfg.seed, "runs": runs, "run_sizes": run_sizes(cfg.task.param.k, runs),
+            "checkpoint_run": [index for index, record in enumerate(records) for _ in record["steps"]],
+            "checkpoint_step": [step for record in records for step in record["steps"]],
+            "run_records": records, "aligned": bool(cfg.task.collect.align), "config": to_container(cfg)}
+    if cfg.task.collect.align:
+        model, _ = _base_model(run)
+        paths, meta["alignment"] = align_runs(model.cpu(), spec, paths, directory / "runs" / "aligned")
+    zoo = ParamZoo.merge(directory, paths, spec, meta)
+    log.info("collect: %d checkpoints of %d parameters from %d runs, validation accuracy %.2f-%.2f%%", zoo.k,
+             spec.dim, runs, float(zoo.val_accuracy.min()), float(zoo.val_accuracy.max()))
+
+
+def run_collect(run: Run) -> None:
+    """The whole collection in this process: base model, every collection run in turn, merge."""
+    if ParamZoo.exists(_zoo_dir(run)):
+        log.info("collect: zoo in %s is complete, skipping", run.output_dir / "zoo")
+        return
+    started = time.perf_counter()
+    run_base(run)
+    for index in range(run.cfg.task.collect.runs):
+        run_collection(run, index)
+    run_merge(run)
+    run.record_time("collect", time.perf_counter() - started)
+
+
+def run_train(run: Run) -> None:
+    """Train the generator design on every rank of the launch; rank 0 writes it."""
+    cfg, directory = run.cfg, run.dir("generator")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.train), keep_on_change=True)
+    if generator_exists(directory):
+        log.info("train: generator in %s is complete, skipping", directory)
+        return
+    zoo = ParamZoo.load(run.output_dir / "zoo").best_by_validation(cfg.generator.train_fraction)
+    generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer(), run.device)
+    if run.env.is_main:
+        generator.save(directory, {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
+                                   "ranks": run.env.world_size})
+    distributed.barrier()
+
+
+def run_generate(run: Run) -> None:
+    cfg, directory = run.cfg, run.dir("generated")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.generate), keep_on_change=False)
+    if (directory / GENERATED_META).is_file():
+        log.info("generate: %s is complete, skipping", directory)
+        return
+    zoo = ParamZoo.load(run.output_dir / "zoo")
+    started = time.perf_counter()
+    verify_generator(run.output_dir / "generator")
+    generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
+    conditioning = Conditioning.from_config(cfg.generate, zoo.val_accuracy)
+    params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, conditioning)
+    broken = int((~torch.isfinite(params).all(1)).sum())
+    if broken:
+        raise GeneratorError(f"{broken} of {len(params)} generated models hold non-finite values (the generator in "
+                             f"{run.output_dir / 'generator'} or sampler={SamplerName(cfg.sampler.name).value} "
+                             "diverged); nothing was written. Check the sampler settings, or retrain the generator "
+                             "with a lower learning rate")
+    atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
+    atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": zoo.spec.dim,
+                                                   "sampler": SamplerName(cfg.sampler.name).value,
+                                                   "target_acc": conditioning.target_acc if conditioning else None,
+                                                   "guidance": conditioning.guidance if conditioning else None})
+    run.record_time("generate", time.perf_counter() - started)
+
+
+def run_evaluate(run: Run) -> dict:
+    """Predictions of every population on the test set (its labels are read here and nowhere before), the
+    memorisation table, the verdict with its intervals, the report and its plots."""
+    cfg, generated_dir = run.cfg, run.output_dir / "generated"
+    if not (generated_dir / GENERATED_META).is_file():
+        raise GeneratorError(f"no generated models in {generated_dir}: run stage=generate first")
+    made_with = changed_inputs(generated_dir, stage_inputs(cfg, Stage.generate))
+    if made_with:
+        raise ConfigError(f"{generated_dir} was made with another config ({', '.join(made_with[:6])}): run "
+                          "stage=generate with this config first, or evaluate with the config that made it")
+    directory = run.dir("eval")
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
+    zoo = ParamZoo.load(run.output_dir / "zoo")
+    results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
+    generated = atomic.read_safetensors(generated_dir / GENERATED_PARAMS)["params"]
+    generated_digest = atomic.sha256(generated_dir / GENERATED_PARAMS)
+    normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
+    if (results.is_file() and table_path.is_file()
+            and atomic.read_safetensors_metadata(results).get(GENERATED_DIGEST) == generated_digest):
+        predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
+    else:
+        started = time.perf_counter()
+        (predict_test, predict_val), test_evaluator = _predictors(run, zoo)
+        predictions, table = evaluate_populations(predict_test, zoo.vectors, zoo.val_accuracy, generated, normalizer,
+                                                  run.data.y_test.cpu(), cfg.seed, cfg.evaluate.baselines)
+        y_val = run.data.y_val.cpu()
+        predictions.update({"val:originals": predict_val(zoo.vectors).to(torch.int16),
+                            "val:generated": predict_val(generated).to(torch.int16), "y_val": y_val})
+        atomic.write_safetensors(results, predictions, metadata={GENERATED_DIGEST: generated_digest})
+        atomic.write_json(table_path, table)
+        if test_evaluator.recalibrated:
+            run.record_time(RECALIBRATION_KEY, test_evaluator.recalibration_seconds_per_model)
+        run.record_time("evaluate", time.perf_counter() - started)
+    y_test, y_val = predictions.pop("y_test"), predictions.pop("y_val")
+    per_model = {name: predictions.pop(name) for name in list(predictions) if ":" in name}
+    correct = {name: p == y_test for name, p in predictions.items()}
+    accuracies = {name: c.double().mean(1) * 100 for name, c in correct.items()}
+    saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
+    report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
+    val_accuracy = {key: (per_model.pop(f"val:{key}") == y_val).double().mean(1) * 100
+                    for key in ("originals", "generated")}
+    report["validation"] = {name: summarize(val_accuracy[key])
+                            for name, key in (("original", "originals"), ("generated", "generated"))}
+    bootstrap = cfg.evaluate.bootstrap
+    pool = trained_pool(zoo.meta["checkpoint_run"])
+    report["keep_best"] = keep_best(
+        {"trained": correct["originals"][pool], "generated": correct["generated"]},
+        {"trained": val_accuracy["originals"][pool], "generated": val_accuracy["generated"]},
+        bootstrap.resamples, cfg.seed, bootstrap.confidence)
+    report["cost"] = cost_per_model(saved, zoo.meta["runs"], zoo.k, len(generated))
+    resampled = bootstrap_accuracies(correct, bootstrap.resamples, cfg.seed)
+    for name, row in table.items():
+        if isinstance(row, dict):
+            row["acc_interval"] = [round(v, 4) for v in percentile_interval(resampled[name], bootstrap.confidence)]
+    report["memorization"] = table
+    report["n_test"] = len(y_test)
+    report["verdict"] = compute_verdict(table, resampled, point_baselines(cfg.evaluate.baselines),
+                                        bootstrap.confidence)
+    write_report(run.output_dir, report, accuracies, per_model, len(y_test),
+                 {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
+                 verdict_sentences(report["verdict"], table), phases=design_class(cfg).phases)
+    log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
+    return report
+
+
+def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator]:
+    """Functions [M, D] vectors -> [M, N] predicted classes of the base network with those vectors written in: on
+    the test inputs, and on the validation inputs; and the test inputs' evaluator (it times recalibration)."""
+    cfg = run.cfg
+    model, _ = _base_model(run)
+    model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
+    recalibration = _recalibration(run)
+    predictors, evaluators = [], []
+    for inputs in (run.data.x_test, run.data.x_val):
+        with run.task_autocast():
+            evaluator = ParameterEvaluator(model, zoo.spec, inputs, cfg.evaluate.chunk_size, cfg.evaluate.batched,
+                                           cfg.data.eval_batch_size, recalibration)
+
+        def predict(vectors: torch.Tensor, evaluator: ParameterEvaluator = evaluator) -> torch.Tensor:
+            with run.task_autocast():
+                return evaluator.predictions(vectors)
+        predictors.append(predict)
+        evaluators.append(evaluator)
+    return predictors, evaluators[0]
+
+
+def _recalibration(run: Run) -> list[torch.Tensor] | None:
+    """The training batches every model's BatchNorm statistics are re-estimated on (evaluate.recalibrate_batches)."""
+    batches, size = run.cfg.evaluate.recalibrate_batches, run.cfg.data.eval_batch_size
+    if not batches:
+        return None
+    order = torch.randperm(len(run.data.x_train), generator=generator_for(run.cfg.seed, Purpose.recalibration))
+    return [run.data.x_train[order[i * size:(i + 1) * size].to(run.device)] for i in range(batches)
+            if i * size < len(order)]
+
+
+STAGE_RUNNERS = {Stage.collect: run_collect, Stage.train: run_train, Stage.generate: run_generate,
+                 Stage.evaluate: run_evaluate}
