@@ -17,9 +17,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from table_output import emit
 
-from pdiff.config import register_configs
 from pdiff.data.datasets import load_dataset
 from pdiff.data.tasknets import digits_cnn, resnet18_cifar
+from pdiff.entry import register_configs
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.zoo.params import read_vector, select_parameters
 

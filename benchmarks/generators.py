@@ -17,9 +17,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from table_output import emit
 
-from pdiff.config import register_configs
 from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
 from pdiff.diffusion.noise import BatchNoise
+from pdiff.entry import register_configs
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 

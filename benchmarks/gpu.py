@@ -28,12 +28,12 @@ from omegaconf import OmegaConf
 from table_output import emit
 from torch.utils.flop_counter import FlopCounterMode
 
-from pdiff.config import register_configs
 from pdiff.data.datasets import Augmentation
 from pdiff.data.tasknets import resnet18_cifar
 from pdiff.devices import autocast, memory_format, resolve_device, synchronize
 from pdiff.diffusion.gaussian import build_diffusion
 from pdiff.diffusion.noise import BatchNoise
+from pdiff.entry import register_configs
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss

@@ -16,7 +16,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from table_output import emit
 
-from pdiff.config import register_configs
+from pdiff.entry import register_configs
 from pdiff.pipeline.run import run_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

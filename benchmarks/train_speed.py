@@ -27,9 +27,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from table_output import emit
 
-from pdiff.config import register_configs
 from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
 from pdiff.diffusion.noise import BatchNoise
+from pdiff.entry import register_configs
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.training import distributed

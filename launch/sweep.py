@@ -1,4 +1,8 @@
-"""Run the pdiff pipeline (or one stage of it) from the Hydra config tree in configs/."""
+"""Run the pdiff pipeline (or one stage of it) from the Hydra config tree in configs/.
+
+    python launch/sweep.py [overrides ...]                                  (here)
+    python launch/sweep.py -m hydra/launcher=submitit_slurm [overrides ...]  (one SLURM job per sweep point)
+"""
 
 import sys
 
@@ -7,13 +11,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
-from pdiff.config import register_configs, whole_node_overrides
-from pdiff.errors import ConfigError, StorageError, ZooError
+from pdiff.entry import exit_on_error, prepare_argv, register_configs
 from pdiff.evaluation.seed_table import sweep_group
 from pdiff.generators.registry import warn_unread_overrides
-from pdiff.pipeline.output_dir import check_output_dir_overrides
 from pdiff.pipeline.run import run_pipeline
-from pdiff.training.distributed import strip_launcher_args
 
 register_configs()
 
@@ -26,18 +27,11 @@ def main(cfg: DictConfig) -> None:
             cfg.paths.output_dir = hydra_cfg.runtime.output_dir
             cfg.logger.group = cfg.logger.group or sweep_group(hydra_cfg.sweep.dir)
             cfg.logger.run_name = cfg.logger.run_name or hydra_cfg.job.override_dirname or None
-    try:
+    with exit_on_error():
         warn_unread_overrides(cfg, list(hydra_cfg.overrides.task))
         run_pipeline(cfg)
-    except (ConfigError, ZooError, StorageError) as error:
-        sys.exit(f"pdiff: error: {error}")
 
 
 if __name__ == "__main__":
-    args = strip_launcher_args(sys.argv)  # the deepspeed launcher adds --local_rank=N; Hydra would refuse it
-    sys.argv = [args[0], *whole_node_overrides(args[1:])]  # task.net={...} replaces the network node
-    try:
-        check_output_dir_overrides(sys.argv[1:])  # Hydra makes the run folder before main
-    except ConfigError as error:
-        sys.exit(f"pdiff: error: {error}")
+    sys.argv = prepare_argv(sys.argv)
     main()

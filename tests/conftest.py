@@ -19,7 +19,8 @@ from matplotlib import image
 from omegaconf import DictConfig
 
 from pdiff import atomic
-from pdiff.config import register_configs, whole_node_overrides
+from pdiff.config import whole_node_overrides
+from pdiff.entry import register_configs
 from pdiff.zoo.store import ParamZoo, run_path
 
 REPO = Path(__file__).resolve().parents[1]

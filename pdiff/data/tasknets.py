@@ -165,3 +165,16 @@ def resnet18_cifar(input_shape: tuple[int, ...], num_classes: int) -> nn.Sequent
         c_in = c_out
     layers += [("avgpool", nn.AdaptiveAvgPool2d(1)), ("flatten", nn.Flatten()), ("fc", nn.Linear(512, num_classes))]
     return nn.Sequential(OrderedDict(layers))
+
+
+@torch.no_grad()
+def run_in_batches(module: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """module(x), computed `batch_size` rows at a time without gradients."""
+    return torch.cat([module(chunk) for chunk in x.split(batch_size)])
+
+
+@torch.no_grad()
+def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Top-1 accuracy in percent."""
+    predictions = torch.cat([module(chunk).argmax(-1) for chunk in x.split(batch_size)])
+    return float((predictions == y).double().mean() * 100)

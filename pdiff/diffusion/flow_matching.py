@@ -13,8 +13,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pdiff.config import SamplerName
-from pdiff.diffusion.noise import BatchNoise
+from pdiff.diffusion.noise import BatchNoise, sampler_name
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -40,7 +39,7 @@ def sample_flow(velocity: Velocity, shape: tuple[int, ...], sampler_cfg, generat
     velocity calls a step) steps."""
     x = (torch.randn(shape, generator=generator) * sampler_cfg.temperature).to(device)
     grid = torch.linspace(0.0, 1.0, sampler_cfg.steps + 1)
-    heun = SamplerName(sampler_cfg.name) is SamplerName.heun
+    heun = sampler_name(sampler_cfg) == "heun"
     for t0, t1 in zip(grid[:-1].tolist(), grid[1:].tolist()):
         h = t1 - t0
         v0 = velocity(x, torch.full((shape[0],), t0, device=device))

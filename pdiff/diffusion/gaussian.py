@@ -12,8 +12,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from pdiff.config import SamplerName
-from pdiff.diffusion.noise import BatchNoise
+from pdiff.diffusion.noise import BatchNoise, sampler_name
 
 Denoiser = Callable[..., torch.Tensor]
 
@@ -79,7 +78,7 @@ class GaussianDiffusion:
 
     def sample_steps(self, sampler_cfg) -> int:
         """How many denoiser calls `sampler_cfg` (sampler=ddpm|ddim) makes per batch."""
-        if SamplerName(sampler_cfg.name) is SamplerName.ddpm:
+        if sampler_name(sampler_cfg) == "ddpm":
             return self.timesteps
         return len(self.ddim_timesteps(sampler_cfg.steps))
 
@@ -88,7 +87,7 @@ class GaussianDiffusion:
                device: str | torch.device = "cpu", model_kwargs: dict | None = None,
                progress: Callable[[], None] | None = None) -> torch.Tensor:
         """x_0 of `shape` on `device` from the sampler that `sampler_cfg` names (DDPM, or DDIM with steps, eta)."""
-        if SamplerName(sampler_cfg.name) is SamplerName.ddpm:
+        if sampler_name(sampler_cfg) == "ddpm":
             return self.p_sample_loop(model, shape, generator=generator, device=device, model_kwargs=model_kwargs,
                                       progress=progress)
         return self.ddim_sample_loop(model, shape, sampler_cfg.steps, eta=sampler_cfg.eta, generator=generator,

@@ -37,3 +37,8 @@ class BatchNoise:
     def randint(self, high: int) -> torch.Tensor:
         """Uniform integers in [0, high), one per row."""
         return torch.randint(0, high, (self.global_size,), generator=self.generator)[self.rows].to(self.device)
+
+
+def sampler_name(sampler_cfg) -> str:
+    """The sampler a `sampler` node names (ddpm, ddim, euler, heun), whether it holds the name or its enum."""
+    return str(getattr(sampler_cfg.name, "value", sampler_cfg.name))

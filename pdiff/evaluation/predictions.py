@@ -14,23 +14,12 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from pdiff.data.tasknets import run_in_batches
 from pdiff.devices import free_memory_bytes, synchronize
 from pdiff.zoo.params import ParamSpec, clamp_statistics, split_network, tail_tensor_names
 
 MEMORY_BUDGET_BYTES = 2 * 1024**3
 ACTIVATION_COPIES = 8  # rough count of feature-sized tensors alive per model inside the tail
-
-
-@torch.no_grad()
-def run_in_batches(module: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    return torch.cat([module(chunk) for chunk in x.split(batch_size)])
-
-
-@torch.no_grad()
-def accuracy(module: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
-    """Top-1 accuracy in percent."""
-    predictions = torch.cat([module(chunk).argmax(-1) for chunk in x.split(batch_size)])
-    return float((predictions == y).double().mean() * 100)
 
 
 class ParameterEvaluator:

@@ -5,19 +5,57 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 import torch
+from omegaconf import MISSING
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import DDIMSamplerConfig, DDPMSamplerConfig, SamplerName, require
+from pdiff.config import CadenceConfig, Normalization, OptimConfig, SamplerName, require
 from pdiff.errors import GeneratorError
 from pdiff.tracking import Tracker
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
+
+
+@dataclass
+class AutoencoderConfig:
+    """What every parameter autoencoder has: normalisation, p-diff's two noises, its optimisation."""
+
+    name: str = MISSING
+    normalization: Normalization = Normalization.per_coordinate
+    input_noise: float = 0.001
+    latent_noise: float = 0.1
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cadence: CadenceConfig = field(default_factory=CadenceConfig)
+
+
+@dataclass
+class DiffusionConfig:
+    """The DDPM schedule, the EMA of the denoiser and how the denoiser is optimised (generator=latent|token)."""
+
+    timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    ema_decay: float = 0.999
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cadence: CadenceConfig = field(default_factory=CadenceConfig)
+
+
+@dataclass
+class DDPMSamplerConfig:
+    name: SamplerName = SamplerName.ddpm  # ancestral sampling over all diffusion.timesteps
+
+
+@dataclass
+class DDIMSamplerConfig:
+    name: SamplerName = SamplerName.ddim
+    steps: int = 60
+    eta: float = 0.0
+
 
 GENERATOR_META = "generator.json"
 GENERATOR_CHECKSUMS = "checksums.json"
@@ -166,6 +204,7 @@ def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: nn.Module) 
 
 
 DDPM_SAMPLERS = {"ddpm_schema": DDPMSamplerConfig, "ddim_schema": DDIMSamplerConfig}
+DIFFUSION_SCHEMAS = {"ddpm_schema": DiffusionConfig}
 
 
 class AutoencoderDenoiserGenerator(Generator):

@@ -12,20 +12,14 @@ from pathlib import Path
 import torch
 
 from pdiff import atomic
-from pdiff.config import (
-    ConvDenoiserConfig,
-    ConvV1AutoencoderConfig,
-    ConvV2AutoencoderConfig,
-    GeneratorConfig,
-    MLPAutoencoderConfig,
-    Normalization,
-    SamplerName,
-)
+from pdiff.config import GeneratorConfig, Normalization, SamplerName
 from pdiff.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from pdiff.errors import ConfigError
 from pdiff.generators.base import (
     DDPM_SAMPLERS,
     DENOISER_WEIGHTS,
+    DIFFUSION_SCHEMAS,
+    AutoencoderConfig,
     AutoencoderDenoiserGenerator,
     Conditioning,
     PhaseTimer,
@@ -48,6 +42,43 @@ from pdiff.tracking import Tracker
 from pdiff.training.fit import fit
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
+
+
+@dataclass
+class MLPAutoencoderConfig(AutoencoderConfig):
+    name: str = "mlp"
+    hidden: list[int] = field(default_factory=lambda: [512, 256])
+    latent_dim: int = 64  # values in the latent, seen as [latent_channels, latent_dim / latent_channels]
+    latent_channels: int = 4
+
+
+@dataclass
+class ConvV1AutoencoderConfig(AutoencoderConfig):
+    name: str = "pdiff_v1"
+    normalization: Normalization = Normalization.per_tensor
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
+    latent_channels: int = 4
+    stride: int = 2
+
+
+@dataclass
+class ConvV2AutoencoderConfig(AutoencoderConfig):
+    name: str = "pdiff_v2"
+    normalization: Normalization = Normalization.per_tensor
+    fold: int = 64
+    channels: list[int] = field(default_factory=lambda: [128, 256])
+    latent_dim: int = 128
+
+
+@dataclass
+class ConvDenoiserConfig:
+    """p-diff's latent denoiser: 1-D conv encoder-decoder with additive skips."""
+
+    name: str = "conv1d"
+    channels: list[int] = field(default_factory=lambda: [32, 64])
+    time_dim: int = 128
+    compile: bool = False  # torch.compile the denoiser for training (trainer=plain) and sampling
+
 
 
 def _mlp(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:
@@ -93,7 +124,8 @@ class LatentGenerator(AutoencoderDenoiserGenerator):
     schemas = {"generator": {"generator_schema": GeneratorConfig},
                "ae": {"mlp_schema": MLPAutoencoderConfig, "pdiff_v1_schema": ConvV1AutoencoderConfig,
                       "pdiff_v2_schema": ConvV2AutoencoderConfig},
-               "denoiser": {"conv1d_schema": ConvDenoiserConfig}, "sampler": DDPM_SAMPLERS}
+               "denoiser": {"conv1d_schema": ConvDenoiserConfig}, "sampler": DDPM_SAMPLERS,
+               "diffusion": DIFFUSION_SCHEMAS}
 
     normalizer: ParamNormalizer
     autoencoder: ParamAutoencoder

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from hydra.core.config_store import ConfigStore
-
 from pdiff.errors import ConfigError
 from pdiff.generators.base import Generator
 
@@ -14,13 +12,9 @@ DESIGNS: dict[str, type[Generator]] = {}
 
 
 def register(cls: type[Generator]) -> type[Generator]:
-    """Class decorator: make a Generator subclass selectable as generator=<cls.design>, with its config schemas
-    stored in Hydra's ConfigStore (so its YAML files are type-checked against them)."""
+    """Class decorator: make a Generator subclass selectable as generator=<cls.design>; its config schemas are
+    stored in Hydra's ConfigStore by the entry points (pdiff.entry.register_configs)."""
     DESIGNS[cls.design] = cls
-    store = ConfigStore.instance()
-    for group, schemas in cls.schemas.items():
-        for name, schema in schemas.items():
-            store.store(group=group, name=name, node=schema, package=group)
     return cls
 
 

@@ -19,13 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from pdiff import atomic
-from pdiff.config import GeneratorConfig, Normalization, SamplerName, TokenAutoencoderConfig, WindowDenoiserConfig
+from pdiff.config import GeneratorConfig, Normalization, SamplerName
 from pdiff.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
 from pdiff.generators.base import (
     DDPM_SAMPLERS,
     DENOISER_WEIGHTS,
+    DIFFUSION_SCHEMAS,
+    AutoencoderConfig,
     AutoencoderDenoiserGenerator,
     Conditioning,
     PhaseTimer,
@@ -42,6 +44,30 @@ from pdiff.tracking import Tracker
 from pdiff.training.fit import fit
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
+
+
+@dataclass
+class TokenAutoencoderConfig(AutoencoderConfig):
+    name: str = "token"
+    normalization: Normalization = Normalization.per_tensor
+    token_size: int = 64
+    token_latent_dim: int = 8  # latent values per token
+    embed_dim: int = 64
+    hidden: list[int] = field(default_factory=lambda: [256, 256])
+
+
+@dataclass
+class WindowDenoiserConfig:
+    """The token design's denoiser: a pre-norm transformer over windows of token latents."""
+
+    name: str = "window"
+    window: int = 64  # token latents per window
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    time_dim: int = 128
+    compile: bool = False  # torch.compile the denoiser for training (trainer=plain) and sampling
+
 
 ENCODE_CHUNK = 8192  # tokens per encoder/decoder call
 SAMPLE_CHUNK = 512  # windows sampled together
@@ -120,7 +146,8 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     design = "token"
     uses = {"ae": ("token",), "denoiser": ("window",), "sampler": ("ddpm", "ddim")}
     schemas = {"generator": {"generator_schema": GeneratorConfig}, "ae": {"token_schema": TokenAutoencoderConfig},
-               "denoiser": {"window_schema": WindowDenoiserConfig}, "sampler": DDPM_SAMPLERS}
+               "denoiser": {"window_schema": WindowDenoiserConfig}, "sampler": DDPM_SAMPLERS,
+               "diffusion": DIFFUSION_SCHEMAS}
 
     normalizer: ParamNormalizer
     layout: TokenLayout

@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from pdiff.config import Config, MLPAutoencoderConfig
-from pdiff.generators.latent import build_autoencoder
+from pdiff.config import Config
+from pdiff.generators.latent import MLPAutoencoderConfig, build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.tracking import Tracker
 from pdiff.training import distributed

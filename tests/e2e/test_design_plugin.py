@@ -14,6 +14,7 @@ from torch import nn
 import pdiff.evaluation.report
 from pdiff import atomic
 from pdiff.config import CadenceConfig, GeneratorConfig, OptimConfig, whole_node_overrides
+from pdiff.entry import register_configs
 from pdiff.generators.base import Generator, check_training
 from pdiff.generators.registry import DESIGNS, register
 from pdiff.pipeline.run import run_pipeline
@@ -91,6 +92,9 @@ class ToyGenerator(Generator):
     @property
     def meta(self) -> dict:
         return {}
+
+
+register_configs()  # stores the toy's schema, as an entry point does for the designs it imported
 
 
 def compose_toy(overrides: list[str]):

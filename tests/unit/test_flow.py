@@ -2,14 +2,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pdiff.config import FlowSamplerConfig, SamplerName, validate
+from pdiff.config import SamplerName, validate
 from pdiff.data.tasknets import mlp_bn
 from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class
 from pdiff.generators.base import Conditioning
-from pdiff.generators.flow import FlowGenerator, PCABasis
+from pdiff.generators.flow import FlowGenerator, FlowSamplerConfig, PCABasis
 from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.seeds import Purpose, generator_for
 from pdiff.tracking import Tracker
