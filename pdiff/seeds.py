@@ -1,14 +1,19 @@
-"""Every random seed pdiff uses, derived from the run's `seed` and what it is for.
+"""Every random seed pdiff uses, derived from the run's `seed`, what it is for, and an index.
 
-The streams stay apart (a collection run's data order never equals the base model's), and the values are those
-pdiff has always used, so a run's results do not change with this module.
+A stream is numpy's SeedSequence of (seed, purpose, index), with the purpose and a named index hashed to integers:
+two purposes, or two indices of one purpose, never share a stream (no offsets that can meet), and every seed
+torch accepts as a run seed works.
 """
 
 from __future__ import annotations
 
+import hashlib
 from enum import Enum
 
+import numpy as np
 import torch
+
+from pdiff.config import SEED_MAX
 
 
 class Purpose(Enum):
@@ -19,34 +24,31 @@ class Purpose(Enum):
     sampling = "sampling"  # the starting noise and every sampling step
     baselines = "baselines"  # the memorisation baselines' draws
     recalibration = "recalibration"  # which training rows re-estimate BatchNorm statistics at evaluation
-    bootstrap = "bootstrap"  # the resampled test samples and models of the evaluation's intervals
+    bootstrap = "bootstrap"  # the resampled test samples (index "test_samples") and models (index: a population)
     keep_best = "keep_best"  # the resampled test samples and models of "keep the best of N by validation"
     batch_noise = "batch_noise"  # generator training noise at step `index` (from a training seed)
     epoch_order = "epoch_order"  # the permutation of epoch `index` (from a training seed)
     augment = "augment"  # image augmentation at step `index` (from a training seed)
 
 
-_DERIVE = {
-    Purpose.base: lambda seed, index: seed + 40_009 * index,
-    Purpose.collect_run: lambda seed, index: seed + 10_007 * (index + 1),
-    Purpose.autoencoder: lambda seed, index: seed,
-    Purpose.denoiser: lambda seed, index: seed + 1,
-    Purpose.sampling: lambda seed, index: seed + 20_011,
-    Purpose.baselines: lambda seed, index: seed + 30_011,
-    Purpose.recalibration: lambda seed, index: seed + 50_021,
-    Purpose.bootstrap: lambda seed, index: seed + 60_013,
-    Purpose.keep_best: lambda seed, index: seed + 70_001,
-    Purpose.batch_noise: lambda seed, index: seed * 1_000_003 + index + 17,
-    Purpose.epoch_order: lambda seed, index: seed * 1_000_003 + index,
-    Purpose.augment: lambda seed, index: seed * 7_919 + index,
-}
+def _word(name: str) -> int:
+    """A stable 64-bit integer for a name (Python's hash() changes between processes)."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
-def derive_seed(seed: int, purpose: Purpose, index: int = 0) -> int:
-    """The seed for `purpose` (with `index`: a collection run, a step or an epoch) of a run seeded `seed`."""
-    return _DERIVE[purpose](seed, index)
+def derive_seed(seed: int, purpose: Purpose, index: int | str = 0) -> int:
+    """The seed for `purpose` (with `index`: a collection run, a step, an epoch, or a name such as a population)
+    of a run seeded `seed`, in [0, SEED_MAX]."""
+    if not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"seed={seed} must be an integer in [0, 2**63 - 1]")
+    key = _word(index) if isinstance(index, str) else int(index)
+    if key < 0:
+        raise ValueError(f"index={index} must be >= 0")
+    entropy = [seed, _word(purpose.value), key, int(isinstance(index, str))]
+    high, low = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32).tolist()
+    return ((high << 32) | low) & SEED_MAX
 
 
-def generator_for(seed: int, purpose: Purpose, index: int = 0) -> torch.Generator:
+def generator_for(seed: int, purpose: Purpose, index: int | str = 0) -> torch.Generator:
     """A CPU generator seeded for `purpose`; draws are moved to a device after, so they match on every device."""
     return torch.Generator().manual_seed(derive_seed(seed, purpose, index))

@@ -5,6 +5,8 @@ A leaf of the import graph: it imports nothing of pdiff but pdiff.errors, so eve
 
 from .overrides import WHOLE_NODE_KEYS, whole_node_overrides
 from .schema import (
+    NUMPY_SEED_MAX,
+    SEED_MAX,
     BaselinesConfig,
     BootstrapConfig,
     CadenceConfig,
@@ -43,7 +45,8 @@ from .validate import (
 )
 
 __all__ = [
-    "WHOLE_NODE_KEYS", "BaselinesConfig", "BootstrapConfig", "CadenceConfig", "ClusterConfig", "CollectConfig",
+    "NUMPY_SEED_MAX", "SEED_MAX", "WHOLE_NODE_KEYS",
+    "BaselinesConfig", "BootstrapConfig", "CadenceConfig", "ClusterConfig", "CollectConfig",
     "Config", "DataConfig", "DataName", "DeviceName", "EvaluateConfig", "GenerateConfig", "GeneratorConfig",
     "LoggerConfig", "LoggerName", "Mnist1dConfig", "Normalization", "OptimConfig", "ParamConfig", "PathsConfig",
     "Precision", "SGDConfig", "SamplerName", "Stage", "TaskConfig", "TrainerConfig", "TrainerName", "WandbMode",

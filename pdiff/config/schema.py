@@ -10,6 +10,9 @@ from typing import Any
 
 from omegaconf import MISSING
 
+SEED_MAX = 2**63 - 1  # torch's generators take seeds up to 2**64 - 1; pdiff's seeds stay in [0, 2**63 - 1]
+NUMPY_SEED_MAX = 2**32 - 1  # numpy's legacy RandomState (MNIST-1D's generator) takes seeds up to 2**32 - 1
+
 
 class Stage(Enum):
     collect = "collect"

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pdiff.errors import ConfigError
 
-from .schema import Precision, SamplerName, TrainerName
+from .schema import NUMPY_SEED_MAX, SEED_MAX, Precision, SamplerName, TrainerName
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -33,7 +33,13 @@ def validate(cfg: DictConfig) -> None:
     require(cfg.generate.n >= 1, "generate.n", cfg.generate.n, "must be >= 1")
     require(cfg.evaluate.chunk_size >= 1, "evaluate.chunk_size", cfg.evaluate.chunk_size,
             "must be >= 1 (models per evaluation chunk)")
+    require(0 <= cfg.seed <= SEED_MAX, "seed", cfg.seed, "must be an integer in [0, 2**63 - 1]")
+    require(0 <= cfg.data.split_seed <= SEED_MAX, "data.split_seed", cfg.data.split_seed,
+            "must be an integer in [0, 2**63 - 1]")
     mnist1d = cfg.data.mnist1d
+    for key in ("seed", "val_seed", "test_seed"):
+        require(0 <= mnist1d[key] <= NUMPY_SEED_MAX, f"data.mnist1d.{key}", mnist1d[key],
+                "must be an integer in [0, 2**32 - 1] (numpy's generator of MNIST-1D signals)")
     require(mnist1d.num_samples >= 20, "data.mnist1d.num_samples", mnist1d.num_samples, "must be >= 20")
     require(0.0 < mnist1d.train_split < 1.0, "data.mnist1d.train_split", mnist1d.train_split, "must be in (0, 1)")
     for key in ("val_samples", "test_samples"):

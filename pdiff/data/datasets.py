@@ -7,6 +7,7 @@ seeded by data.split_seed) or, for MNIST-1D, generated apart. Test labels are re
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import pickle
@@ -137,6 +138,40 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, TestPart]:
     is_train = torch.ones(len(y), dtype=torch.bool)
     is_train[test] = False
     return x[is_train], y[is_train], (x[test], y[test], 10)
+
+
+TEST_SPLIT_KEYS = ("mnist1d.test_seed", "mnist1d.test_samples")  # data.* settings that only the test split reads
+_FINGERPRINTS: dict[tuple, tuple[str, str]] = {}
+
+
+def split_fingerprints(data_cfg) -> dict[str, str | None]:
+    """{"train": digest, "test": digest} of the arrays in a data file (data.name=npz), the training arrays apart
+    from the test arrays, so a file rewritten at the same path is told from the one a zoo was made from, while a
+    new test part is an input of evaluation only; None for data that its settings define (digits, MNIST-1D from
+    its seeds, torchvision folders) or a file that cannot be read (the data checks name it)."""
+    name = DataName(data_cfg.name) if not isinstance(data_cfg.name, DataName) else data_cfg.name
+    file = Path(str(data_cfg.path)).expanduser() if data_cfg.path else None
+    if name is not DataName.npz or file is None or not file.is_file():
+        return {"train": None, "test": None}
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    if key not in _FINGERPRINTS:
+        try:
+            with np.load(file, allow_pickle=False) as archive:
+                _FINGERPRINTS[key] = tuple(_arrays_digest(archive, part) for part in ("train", "test"))
+        except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, AttributeError):
+            return {"train": None, "test": None}
+    train, test = _FINGERPRINTS[key]
+    return {"train": train, "test": test}
+
+
+def _arrays_digest(archive, part: str) -> str:
+    digest = hashlib.sha256()
+    for key in (f"x_{part}", f"y_{part}"):
+        array = np.ascontiguousarray(archive[key])
+        digest.update(f"{key}:{array.dtype.str}:{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _npz_path(path) -> Path:

@@ -16,17 +16,22 @@ RESAMPLES_PER_CHUNK = 100  # resamples whose test-sample counts are held in memo
 
 def bootstrap_accuracies(correct: dict[str, torch.Tensor], resamples: int, seed: int) -> dict[str, torch.Tensor]:
     """{population: [B] mean accuracy (percent) under each of B paired resamples}; `correct` holds [M, N] booleans
-    (model m right on test sample n), every population on the same N test samples."""
+    (model m right on test sample n), every population on the same N test samples.
+
+    The test samples come from one stream and each population's models from a stream keyed by its name, so a
+    population's draws do not depend on which other populations there are, or in which order they come.
+    """
     n = next(iter(correct.values())).shape[1]
-    generator = generator_for(seed, Purpose.bootstrap)
+    samples = generator_for(seed, Purpose.bootstrap, "test_samples")
+    models = {name: generator_for(seed, Purpose.bootstrap, f"models:{name}") for name in correct}
     scored = {name: c.float() for name, c in correct.items()}
     out = {name: [] for name in correct}
     for start in range(0, resamples, RESAMPLES_PER_CHUNK):
         size = min(RESAMPLES_PER_CHUNK, resamples - start)
-        counts = draw_counts(n, size, generator)  # [size, N]: how often each test sample is drawn
+        counts = draw_counts(n, size, samples)  # [size, N]: how often each test sample is drawn
         for name, c in scored.items():
             per_model = c @ counts.T / n  # [M, size]: each model's accuracy on each resampled test set
-            weights = draw_counts(len(c), size, generator) / len(c)  # [size, M]
+            weights = draw_counts(len(c), size, models[name]) / len(c)  # [size, M]
             out[name].append((weights * per_model.T).sum(1).double() * 100)
     return {name: torch.cat(values) for name, values in out.items()}
 

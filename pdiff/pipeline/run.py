@@ -28,7 +28,7 @@ from pdiff.errors import ConfigError
 from pdiff.evaluation.report import summary_line
 from pdiff.generators import design_class
 from pdiff.pipeline.stage_dirs import refuse_changed, stage_inputs
-from pdiff.pipeline.stages import STAGE_ORDER, STAGE_RUNNERS, Run
+from pdiff.pipeline.stages import STAGE_ORDER, STAGE_RUNNERS, Run, check_generated_matches
 from pdiff.tracking import Tracker
 from pdiff.training import distributed
 from pdiff.zoo.collect import check_runs
@@ -66,6 +66,8 @@ def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
     refuse_changed(output_dir / "zoo", stage_inputs(cfg, Stage.collect))  # every stage reads the zoo
     if Stage.train in stages or Stage.generate in stages:
         refuse_changed(output_dir / "generator", stage_inputs(cfg, Stage.train))
+    if Stage.evaluate in stages and Stage.generate not in stages:
+        check_generated_matches(cfg, output_dir / "generated")
 
 
 def check_zoo_size(cfg: DictConfig, dim: int, output_dir: Path) -> None:
@@ -83,11 +85,21 @@ def check_zoo_size(cfg: DictConfig, dim: int, output_dir: Path) -> None:
         log.warning("%s (%.2f GiB free) and at least %d SGD steps of collection", size, free / 2**30, steps)
 
 
+def usable_threads(threads: int) -> int:
+    """`threads`, capped (with a warning) at the cores this process may run on: more threads than cores only make
+    every one of them wait."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if threads > cores:
+        log.warning("threads=%d is more than the %d cores this job may use: using %d", threads, cores, cores)
+        return cores
+    return threads
+
+
 def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None) -> Run:
     """The output folder with the resolved config in it, and a tracker (rank 0's; a silent one elsewhere)."""
     env, device = env or distributed.DistEnv(), device or torch.device("cpu")
     if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(usable_threads(cfg.threads))
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     if env.is_main:

@@ -8,6 +8,7 @@ again, after its old contents are moved to DIR/superseded/ (nothing is deleted).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
@@ -18,6 +19,7 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import Stage, to_container
+from pdiff.data.datasets import TEST_SPLIT_KEYS, split_fingerprints
 from pdiff.errors import ConfigError
 from pdiff.generators.registry import design_of
 
@@ -27,18 +29,37 @@ SUPERSEDED_DIR = "superseded"
 
 
 def stage_groups(cfg: DictConfig) -> dict[Stage, tuple[str, ...]]:
-    """The config groups each stage's own outputs depend on (train: the generator node + what its design reads)."""
+    """The config groups each stage's own outputs depend on (train: the generator node + what its design reads).
+    The test split's settings of `data` belong to evaluate alone (own_inputs)."""
     return {Stage.collect: ("task", "data", "seed"),
             Stage.train: ("generator", *design_of(cfg).reads),
             Stage.generate: ("generate", "sampler"),
             Stage.evaluate: ("evaluate",)}
 
 
+def own_inputs(cfg: DictConfig, stage: Stage, full: dict, fingerprints: dict) -> dict:
+    """What `stage` itself reads: its groups; for collect, `data` without the test split's settings and with the
+    training arrays' digest; for evaluate, also the test split's settings and the test arrays' digest (a new
+    test set re-evaluates without touching zoo/, generator/ or generated/)."""
+    own = {key: full[key] for key in stage_groups(cfg)[stage]}
+    if stage is Stage.collect:
+        data = copy.deepcopy(own["data"])
+        for key in TEST_SPLIT_KEYS:
+            group, _, name = key.partition(".")
+            data[group].pop(name)
+        own["data"] = {**data, "train_sha256": fingerprints["train"]}
+    if stage is Stage.evaluate:
+        test = {key: full["data"][key.partition(".")[0]][key.partition(".")[2]] for key in TEST_SPLIT_KEYS}
+        own["test_data"] = {**test, "sha256": fingerprints["test"]}
+    return own
+
+
 def stage_inputs(cfg: DictConfig, stage: Stage) -> dict:
     """The config that a stage's outputs depend on (each stage includes its predecessors')."""
-    full, groups = to_container(cfg), stage_groups(cfg)
-    upto = list(groups).index(stage) + 1
-    return {key: full[key] for own in list(groups.values())[:upto] for key in own}
+    full, fingerprints = to_container(cfg), split_fingerprints(cfg.data)
+    upto = list(stage_groups(cfg)).index(stage) + 1
+    return {key: value for each in list(stage_groups(cfg))[:upto]
+            for key, value in own_inputs(cfg, each, full, fingerprints).items()}
 
 
 def _flat(tree, prefix: str = "") -> dict:

@@ -9,6 +9,7 @@ DIR/eval       evaluate: predictions.safetensors, memorization.json; then DIR/re
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import time
@@ -49,6 +50,8 @@ GENERATED_META = "generated.json"
 EVAL_PREDICTIONS = "predictions.safetensors"
 EVAL_MEMORIZATION = "memorization.json"
 GENERATED_DIGEST = "generated_sha256"  # the predictions' metadata: the generated models they were made from
+TEST_DIGEST = "test_sha256"  # and the test data they were made on
+EVALUATE_TIMINGS = ("evaluate", RECALIBRATION_KEY)  # timings.json keys the evaluate stage measures
 TIMINGS_FILE = "timings.json"
 
 
@@ -96,6 +99,24 @@ class Run:
             fcntl.flock(lock, fcntl.LOCK_EX)
             saved = json.loads(path.read_text()) if path.is_file() else {}
             atomic.write_json(path, {**saved, key: round(seconds, 6)})
+
+    def saved_times(self) -> dict[str, float]:
+        """timings.json as it is on disk."""
+        path = self.output_dir / TIMINGS_FILE
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def forget_times(self, keys: tuple[str, ...]) -> None:
+        """Drop `keys` from timings.json (measurements of outputs that are being replaced)."""
+        if not self.env.is_main:
+            return
+        path = self.output_dir / TIMINGS_FILE
+        with open(path.with_name(f".{TIMINGS_FILE}.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            if any(key in saved for key in keys):
+                atomic.write_json(path, {key: value for key, value in saved.items() if key not in keys})
+        for key in keys:
+            self.timings.pop(key, None)
 
     def phase_timer(self):
         """A callback that records the time since the previous call (or since now) under each phase name."""
@@ -230,12 +251,16 @@ def run_train(run: Run) -> None:
 
 
 def run_generate(run: Run) -> None:
+    """Sample generate.n models; the folder's old models (made with another config) are moved aside only once the
+    new ones exist, so a generation that fails leaves them where they were."""
     cfg, directory = run.cfg, run.dir("generated")
-    claim_stage_dir(directory, stage_inputs(cfg, Stage.generate), keep_on_change=False)
-    if (directory / GENERATED_META).is_file():
+    inputs = stage_inputs(cfg, Stage.generate)
+    if (directory / GENERATED_META).is_file() and not changed_inputs(directory, inputs):
         log.info("generate: %s is complete, skipping", directory)
         return
     zoo = ParamZoo.load(run.output_dir / "zoo")
+    log.info("generate: sampling %d models of %d parameters (%.2f GiB)", cfg.generate.n, zoo.spec.dim,
+             cfg.generate.n * zoo.spec.dim * 4 / 2**30)
     started = time.perf_counter()
     verify_generator(run.output_dir / "generator")
     generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
@@ -247,6 +272,8 @@ def run_generate(run: Run) -> None:
                              f"{run.output_dir / 'generator'} or sampler={SamplerName(cfg.sampler.name).value} "
                              "diverged); nothing was written. Check the sampler settings, or retrain the generator "
                              "with a lower learning rate")
+    claim_stage_dir(directory, inputs, keep_on_change=False)
+    run.forget_times(EVALUATE_TIMINGS)  # they measured the evaluation of other models
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
     atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": zoo.spec.dim,
                                                    "sampler": SamplerName(cfg.sampler.name).value,
@@ -259,21 +286,19 @@ def run_evaluate(run: Run) -> dict:
     """Predictions of every population on the test set (its labels are read here and nowhere before), the
     memorisation table, the verdict with its intervals, the report and its plots."""
     cfg, generated_dir = run.cfg, run.output_dir / "generated"
-    if not (generated_dir / GENERATED_META).is_file():
-        raise GeneratorError(f"no generated models in {generated_dir}: run stage=generate first")
-    made_with = changed_inputs(generated_dir, stage_inputs(cfg, Stage.generate))
-    if made_with:
-        raise ConfigError(f"{generated_dir} was made with another config ({', '.join(made_with[:6])}): run "
-                          "stage=generate with this config first, or evaluate with the config that made it")
+    check_generated_matches(cfg, generated_dir)
     directory = run.dir("eval")
-    claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
+    inputs = stage_inputs(cfg, Stage.evaluate)
+    if changed_inputs(directory, inputs):
+        run.forget_times(EVALUATE_TIMINGS)  # they measured another test set or other settings
+    claim_stage_dir(directory, inputs, keep_on_change=False)
     zoo = ParamZoo.load(run.output_dir / "zoo")
     results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
     generated = atomic.read_safetensors(generated_dir / GENERATED_PARAMS)["params"]
-    generated_digest = atomic.sha256(generated_dir / GENERATED_PARAMS)
+    made_from = {GENERATED_DIGEST: atomic.sha256(generated_dir / GENERATED_PARAMS),
+                 TEST_DIGEST: tensors_digest(run.data.x_test, run.data.y_test)}
     normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
-    if (results.is_file() and table_path.is_file()
-            and atomic.read_safetensors_metadata(results).get(GENERATED_DIGEST) == generated_digest):
+    if results.is_file() and table_path.is_file() and _cached_from(results) == made_from:
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
@@ -283,16 +308,17 @@ def run_evaluate(run: Run) -> dict:
         y_val = run.data.y_val.cpu()
         predictions.update({"val:originals": predict_val(zoo.vectors).to(torch.int16),
                             "val:generated": predict_val(generated).to(torch.int16), "y_val": y_val})
-        atomic.write_safetensors(results, predictions, metadata={GENERATED_DIGEST: generated_digest})
+        atomic.write_safetensors(results, predictions, metadata=made_from)
         atomic.write_json(table_path, table)
-        if test_evaluator.recalibrated:
-            run.record_time(RECALIBRATION_KEY, test_evaluator.recalibration_seconds_per_model)
-        run.record_time("evaluate", time.perf_counter() - started)
+        if "evaluate" not in run.saved_times():  # the first complete evaluation of these models on this test set
+            if test_evaluator.recalibrated:
+                run.record_time(RECALIBRATION_KEY, test_evaluator.recalibration_seconds_per_model)
+            run.record_time("evaluate", time.perf_counter() - started)
     y_test, y_val = predictions.pop("y_test"), predictions.pop("y_val")
     per_model = {name: predictions.pop(name) for name in list(predictions) if ":" in name}
     correct = {name: p == y_test for name, p in predictions.items()}
     accuracies = {name: c.double().mean(1) * 100 for name, c in correct.items()}
-    saved = json.loads((run.output_dir / TIMINGS_FILE).read_text())
+    saved = run.saved_times()
     report = build_report(cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved)
     val_accuracy = {key: (per_model.pop(f"val:{key}") == y_val).double().mean(1) * 100
                     for key in ("originals", "generated")}
@@ -318,6 +344,32 @@ def run_evaluate(run: Run) -> dict:
                  verdict_sentences(report["verdict"], table), phases=design_class(cfg).phases)
     log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
     return report
+
+
+def check_generated_matches(cfg: DictConfig, generated_dir: Path) -> None:
+    """GeneratorError when generated/ holds no models; ConfigError when they were made with another config."""
+    if not (generated_dir / GENERATED_META).is_file():
+        raise GeneratorError(f"no generated models in {generated_dir}: run stage=generate first")
+    made_with = changed_inputs(generated_dir, stage_inputs(cfg, Stage.generate))
+    if made_with:
+        raise ConfigError(f"{generated_dir} was made with another config ({', '.join(made_with[:6])}): run "
+                          "stage=generate with this config first, or evaluate with the config that made it")
+
+
+def _cached_from(results: Path) -> dict:
+    """What cached predictions were made from (their metadata: the generated models' and the test data's digests)."""
+    meta = atomic.read_safetensors_metadata(results)
+    return {key: meta.get(key) for key in (GENERATED_DIGEST, TEST_DIGEST)}
+
+
+def tensors_digest(*tensors: torch.Tensor) -> str:
+    """sha256 of tensors' dtypes, shapes and values (the test data predictions were made on)."""
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        array = tensor.detach().cpu().contiguous()
+        digest.update(f"{array.dtype}:{tuple(array.shape)}".encode())
+        digest.update(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"")
+    return digest.hexdigest()
 
 
 def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator]:
