@@ -22,7 +22,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from pdiff.errors import StorageError
+from pdiff.errors import StorageError, ZooError
 
 FULL_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}
 
@@ -88,6 +88,37 @@ def write_json(path: Path, data: Any) -> None:
         Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
     write_file(path, write)
+
+
+JSON_CHECKSUM_KEY = "json_sha256"  # a checked JSON file's digest of its own other contents
+
+
+def json_digest(data: Any) -> str:
+    """sha256 of `data` as canonical JSON (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_checked_json(path: Path, data: dict) -> None:
+    """`data` as JSON with its own digest under JSON_CHECKSUM_KEY, so an edit by hand is told from pdiff's write."""
+    write_json(path, {**data, JSON_CHECKSUM_KEY: json_digest(data)})
+
+
+def read_checked_json(path: Path) -> dict:
+    """A file write_checked_json wrote, without its digest; ZooError naming the file when it is not valid JSON or
+    its contents do not match the digest (edited, truncated or from an older pdiff)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ZooError(f"{path} is not valid JSON ({error}): it was damaged; restore it, or use a new "
+                       "paths.output_dir") from error
+    if not isinstance(data, dict) or JSON_CHECKSUM_KEY not in data:
+        raise ZooError(f"{path} carries no {JSON_CHECKSUM_KEY}: it was not written by this pdiff (or was edited); "
+                       "restore it, or use a new paths.output_dir")
+    recorded = data.pop(JSON_CHECKSUM_KEY)
+    if json_digest(data) != recorded:
+        raise ZooError(f"{path} does not match its own checksum ({JSON_CHECKSUM_KEY}): it was edited or damaged "
+                       "after pdiff wrote it; restore it, or use a new paths.output_dir")
+    return data
 
 
 def write_text(path: Path, text: str) -> None:

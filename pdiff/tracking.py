@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -13,9 +14,11 @@ from typing import Any
 
 from pdiff import atomic
 from pdiff.config import LoggerName, WandbMode
+from pdiff.errors import ConfigError
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class Tracker:
@@ -96,13 +99,32 @@ def run_tags(logger_cfg, config: dict) -> list[str]:
     return list(dict.fromkeys(str(tag)[:64] for tag in tags if tag))
 
 
+def _wandb_run_id(output_dir: Path) -> str:
+    """This folder's W&B run id (DIR/wandb_run_id.txt), made on the first run; ConfigError naming the file when it
+    holds no valid id, and a warning when it is gone while earlier runs of this folder are in DIR/wandb."""
+    id_file = output_dir / RUN_ID_FILE
+    if id_file.is_file():
+        run_id = id_file.read_text(errors="replace").strip()
+        if not RUN_ID_PATTERN.fullmatch(run_id):
+            raise ConfigError(f"{id_file} holds {run_id[:40]!r}, not a W&B run id (1-64 letters, digits, _ or -): "
+                              "restore the id of this folder's W&B run (the suffix of DIR/wandb/*-run-<id>), or "
+                              "delete the file to start a new run")
+        return run_id
+    earlier = sorted(path.name for path in (output_dir / "wandb").glob("*run-*") if path.is_dir())
+    if earlier:
+        log.warning("%s is missing but %s holds earlier W&B runs (%s): a new W&B run starts beside them; restore "
+                    "the id in that file to continue the earlier run instead", id_file, output_dir / "wandb",
+                    ", ".join(earlier[-2:]))
+    run_id = uuid.uuid4().hex[:8]
+    atomic.write_text(id_file, run_id + "\n")
+    return run_id
+
+
 def _start_wandb(output_dir: Path, logger_cfg, config: dict):
     """Start or continue this output folder's W&B run; online failures fall back to offline in bounded time."""
     import wandb
 
-    id_file = output_dir / RUN_ID_FILE
-    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
-    atomic.write_text(id_file, run_id + "\n")
+    run_id = _wandb_run_id(output_dir)
     mode = WandbMode(logger_cfg.mode).value
     kwargs = dict(project=logger_cfg.project, entity=logger_cfg.entity, dir=str(output_dir), config=config,
                   id=run_id, resume="allow", group=logger_cfg.group,

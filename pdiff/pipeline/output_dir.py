@@ -16,6 +16,12 @@ from pdiff.errors import ConfigError
 def folder_problem(folder: Path) -> str | None:
     """Why files cannot be written in `folder` (made with its parents when absent), or None when they can."""
     folder = Path(folder).expanduser()
+    if folder.is_symlink() and not folder.exists():
+        return f"is a dangling symbolic link (to {os.readlink(folder)}): remove it, or point it at a folder"
+    if folder.is_dir() and not made_by_pdiff(folder):
+        held = sorted(entry.name for entry in folder.iterdir())
+        return (f"is a folder pdiff did not make, holding {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}: "
+                "pdiff writes only into a new or empty folder, or one it made")
     existing = next(path for path in (folder, *folder.parents) if path.exists())  # "/" or "." at the end
     if not existing.is_dir():
         return "is an existing file" if existing == folder else f"lies under {existing}, an existing file"
@@ -26,6 +32,17 @@ def folder_problem(folder: Path) -> str | None:
 
 
 OUTPUT_DIR_KEY = "paths.output_dir"
+# what a folder pdiff made holds (a run: its lock and config; a multirun: its points; a SLURM chain: .submitit)
+PDIFF_MARKERS = (".pdiff.lock", "config.yaml", "zoo", ".submitit", "sweep.json")
+HYDRA_JOB_LOGS = ("sweep.log", "submit.log")  # Hydra writes its job's log into the run folder before pdiff starts
+
+
+def made_by_pdiff(folder: Path) -> bool:
+    """An empty folder, or one holding what pdiff writes (or a multirun's points, each holding it)."""
+    entries = [entry for entry in folder.iterdir() if entry.name not in HYDRA_JOB_LOGS]
+    if not entries or any((folder / marker).exists() for marker in PDIFF_MARKERS):
+        return True
+    return any(entry.is_dir() and any((entry / marker).exists() for marker in PDIFF_MARKERS) for entry in entries)
 
 
 def _given_values(override) -> list:

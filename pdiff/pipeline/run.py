@@ -27,6 +27,7 @@ from pdiff.devices import check_precision, resolve_device
 from pdiff.errors import ConfigError
 from pdiff.evaluation.report import summary_line
 from pdiff.generators import design_class
+from pdiff.pipeline.output_dir import folder_problem
 from pdiff.pipeline.stage_dirs import refuse_changed, stage_inputs
 from pdiff.pipeline.stages import STAGE_ORDER, STAGE_RUNNERS, Run, check_generated_matches
 from pdiff.tracking import Tracker
@@ -44,6 +45,9 @@ ZOO_WARN_BYTES = 2**30  # a zoo larger than this is announced with its size befo
 def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     """Every config check that can fail, before any work starts (nothing is written before it passes)."""
     validate(cfg)
+    problem = folder_problem(Path(cfg.paths.output_dir))
+    if problem:
+        raise ConfigError(f"paths.output_dir={cfg.paths.output_dir!r} {problem}")
     design_class(cfg)
     check_stage_folders(cfg, stages)
     if Stage.collect in stages or Stage.evaluate in stages:

@@ -9,7 +9,6 @@ again, after its old contents are moved to DIR/superseded/ (nothing is deleted).
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pdiff.generators.registry import design_of
 
 log = logging.getLogger(__name__)
 INPUTS_FILE = "inputs.json"
+DESIGN_KEY = "generator.design"
 SUPERSEDED_DIR = "superseded"
 
 
@@ -72,13 +72,18 @@ def _flat(tree, prefix: str = "") -> dict:
 
 
 def changed_inputs(directory: Path, inputs: dict) -> list[str]:
-    """'key: old -> new' for each config key that differs from what `directory` was made with."""
+    """'key: old -> new' for each config key that differs from what `directory` was made with; a folder holding
+    files without its inputs.json was made with an unknown config. When the design changed, only that is named
+    (the groups each design reads follow from it)."""
     path = directory / INPUTS_FILE
     if not path.is_file():
-        return []
-    old, new = _flat(json.loads(path.read_text())), _flat(inputs)
+        held = sorted(entry.name for entry in directory.iterdir()) if directory.is_dir() else []
+        return [f"{INPUTS_FILE}: missing, yet the folder holds {', '.join(held[:3])}: made with an unknown config"
+                ] if held else []
+    old, new = _flat(atomic.read_checked_json(path)), _flat(inputs)
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+    changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
+    return [line for line in changed if line.startswith(f"{DESIGN_KEY}:")] or changed
 
 
 def refuse_changed(directory: Path, inputs: dict) -> None:
@@ -107,4 +112,4 @@ def claim_stage_dir(directory: Path, inputs: dict, keep_on_change: bool) -> None
         log.warning("%s was made with another config (%s): made again; the old files are in %s", directory,
                     ", ".join(changed[:6]), archive)
     if not (directory / INPUTS_FILE).is_file() or changed:
-        atomic.write_json(directory / INPUTS_FILE, inputs)
+        atomic.write_checked_json(directory / INPUTS_FILE, inputs)

@@ -176,13 +176,14 @@ def run_collection(run: Run, index: int) -> None:
         return
     started = time.perf_counter()
     model, spec = _base_model(run)
-    init_seed, base_acc = derive_seed(cfg.seed, Purpose.base), None
+    init_seed, base_acc, base_digest = derive_seed(cfg.seed, Purpose.base), None, None
     if is_whole_model(model, spec) and index > 0:  # its own base model, from scratch
         init_seed = derive_seed(cfg.seed, Purpose.base, index)
         model, base_acc = _train_base(run, init_seed, path.with_suffix(".base_state.pt"))
         log.info("collect: run %d/%d: own base model at %.2f%%", index + 1, runs, base_acc)
     else:
         model.load_state_dict(load_base_weights(directory))
+        base_digest = atomic.sha256(directory / BASE_WEIGHTS)
     collect_seed = derive_seed(cfg.seed, Purpose.collect_run, index)
     vectors, accuracy = collect_checkpoints(
         model, spec, run.data, cfg.task.collect, run_sizes(cfg.task.param.k, runs)[index],
@@ -191,7 +192,8 @@ def run_collection(run: Run, index: int) -> None:
     seconds = time.perf_counter() - started
     run.record_time(run_key(index), seconds)
     record = {"init_seed": init_seed, "collect_seed": collect_seed, "base_val_acc": base_acc,
-              "steps": [interval * (i + 1) for i in range(len(vectors))]}
+              "steps": [interval * (i + 1) for i in range(len(vectors))],
+              "config_sha256": atomic.json_digest(stage_inputs(cfg, Stage.collect)), "base_sha256": base_digest}
     atomic.write_safetensors(path, {"params": vectors, "val_accuracy": accuracy},
                              metadata={"spec": json.dumps(spec.to_json()),
                                        "run": json.dumps(record)})
@@ -210,6 +212,7 @@ def run_merge(run: Run) -> None:
         raise ZooError(f"cannot merge the zoo in {directory}: runs {missing} are not collected yet")
     spec = ParamSpec.from_json(json.loads(atomic.read_safetensors_metadata(paths[0])["spec"]))
     records = [json.loads(atomic.read_safetensors_metadata(path)["run"]) for path in paths]
+    check_runs_belong(cfg, directory, paths, records)
     meta = {"task": cfg.task.name, "seed": cfg.seed, "runs": runs, "run_sizes": run_sizes(cfg.task.param.k, runs),
             "checkpoint_run": [index for index, record in enumerate(records) for _ in record["steps"]],
             "checkpoint_step": [step for record in records for step in record["steps"]],
@@ -220,6 +223,20 @@ def run_merge(run: Run) -> None:
     zoo = ParamZoo.merge(directory, paths, spec, meta)
     log.info("collect: %d checkpoints of %d parameters from %d runs, validation accuracy %.2f-%.2f%%", zoo.k,
              spec.dim, runs, float(zoo.val_accuracy.min()), float(zoo.val_accuracy.max()))
+
+
+def check_runs_belong(cfg: DictConfig, directory: Path, paths: list[Path], records: list[dict]) -> None:
+    """ZooError naming each collection run that was made with another config (another seed, lr, data file, ...)
+    or from another base model than this zoo's: such runs are never merged."""
+    config = atomic.json_digest(stage_inputs(cfg, Stage.collect))
+    base = atomic.sha256(directory / BASE_WEIGHTS) if (directory / BASE_WEIGHTS).is_file() else None
+    foreign = [f"{path.name} (another config)" for path, record in zip(paths, records)
+               if record.get("config_sha256") != config]
+    foreign += [f"{path.name} (another base model)" for path, record in zip(paths, records)
+                if record.get("config_sha256") == config and record.get("base_sha256") not in (None, base)]
+    if foreign:
+        raise ZooError(f"cannot merge the zoo in {directory}: {', '.join(foreign)} was not collected by this "
+                       "collection; delete those run files to collect them again, or use a new paths.output_dir")
 
 
 def run_collect(run: Run) -> None:
@@ -265,6 +282,7 @@ def run_generate(run: Run) -> None:
     verify_generator(run.output_dir / "generator")
     generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
     conditioning = Conditioning.from_config(cfg.generate, zoo.val_accuracy)
+    warn_outside_zoo(conditioning, zoo.val_accuracy)
     params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, conditioning)
     broken = int((~torch.isfinite(params).all(1)).sum())
     if broken:
@@ -344,6 +362,18 @@ def run_evaluate(run: Run) -> dict:
                  verdict_sentences(report["verdict"], table), phases=design_class(cfg).phases)
     log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
     return report
+
+
+def warn_outside_zoo(conditioning: Conditioning | None, val_accuracy: torch.Tensor) -> bool:
+    """Warn (and say so) when generation aims at an accuracy outside the zoo's validation accuracies: the generator
+    never saw a checkpoint there, so what it makes is an extrapolation."""
+    low, high = float(val_accuracy.min()), float(val_accuracy.max())
+    if conditioning is None or low <= conditioning.target_acc <= high:
+        return False
+    log.warning("generate.target_acc=%.2f lies outside the zoo's validation accuracies (%.2f-%.2f%%): the generator "
+                "never saw a checkpoint there; aim inside that range (or use generate.target_quantile)",
+                conditioning.target_acc, low, high)
+    return True
 
 
 def check_generated_matches(cfg: DictConfig, generated_dir: Path) -> None:

@@ -108,8 +108,8 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
         step, extra = resumed
         if ema is not None:
             ema.load(extra)
-        tracker.rewind(name, step)
         log.info("%s training resumes at step %d/%d", name, step, optim_cfg.steps)
+    tracker.rewind(name, step)  # rows an interrupted attempt logged after its last resume point (or before any)
     engine.module.train()
     loss_value, started, window_start = float("nan"), time.perf_counter(), step
     with stage_progress(f"train {name}", total=optim_cfg.steps, completed=step, visible=env.is_main) as bar:

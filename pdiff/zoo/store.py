@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +51,7 @@ class ParamZoo:
         meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
                     val_accuracy=[round(float(a), 4) for a in accuracy],
                     sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
-        atomic.write_json(directory / ZOO_META, meta)
+        atomic.write_checked_json(directory / ZOO_META, meta)
         return cls(atomic.map_tensor(tensors_path, "params"), accuracy, spec, meta)
 
     @classmethod
@@ -67,10 +66,7 @@ class ParamZoo:
         if not meta_path.is_file() or not tensors_path.is_file():
             raise ZooError(f"no complete parameter zoo in {directory} (need {ZOO_META} and {ZOO_TENSORS}); "
                            "run stage=collect first")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ZooError(f"{meta_path} is not valid JSON: {error}") from error
+        meta = atomic.read_checked_json(meta_path)
         if meta.get("format_version") != FORMAT_VERSION:
             raise ZooError(f"{meta_path} has format_version {meta.get('format_version')}, this pdiff reads "
                            f"{FORMAT_VERSION} (its checkpoints carry validation, not test, accuracies); re-run "

@@ -93,7 +93,7 @@ def test_a_remade_cheap_folder_keeps_the_old_files_aside(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["inputs.json"]
     (archive,) = (tmp_path / SUPERSEDED_DIR).iterdir()
     assert (archive / "params.safetensors").read_bytes() == b"twenty models"
-    assert json.loads((archive / "inputs.json").read_text()) == {"generate": {"n": 20}}
+    assert atomic.read_checked_json(archive / "inputs.json") == {"generate": {"n": 20}}
     with pytest.raises(ConfigError, match=r"generate.n: 40 -> 60"):
         claim_stage_dir(folder, {"generate": {"n": 60}}, keep_on_change=True)
 
