@@ -57,8 +57,9 @@ def _check_parsable(arguments: list[str]) -> None:
         except HydraException as error:
             key, _, value = argument.partition("=")
             detail = str(error).strip().splitlines()[0]
-            raise ConfigError(f"the override {argument!r} cannot be parsed ({detail}); a value holding spaces, "
-                              f"non-ASCII letters or special characters must be quoted: '{key}=\"{value}\"'") from None
+            raise ConfigError(f"the override {argument!r} cannot be parsed ({detail}); a value holding non-ASCII "
+                              "letters, newlines or special characters (=, quotes, brackets) must be quoted: "
+                              f"'{key}=\"{value}\"'") from None
 
 
 @contextmanager

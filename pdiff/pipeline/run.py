@@ -27,6 +27,7 @@ from pdiff.devices import check_precision, resolve_device
 from pdiff.errors import ConfigError
 from pdiff.evaluation.report import summary_line
 from pdiff.generators import design_class
+from pdiff.generators.base import verify_generator
 from pdiff.pipeline.output_dir import folder_problem
 from pdiff.pipeline.stage_dirs import refuse_changed, stage_inputs
 from pdiff.pipeline.stages import STAGE_ORDER, STAGE_RUNNERS, Run, check_generated_matches
@@ -70,6 +71,8 @@ def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
     refuse_changed(output_dir / "zoo", stage_inputs(cfg, Stage.collect))  # every stage reads the zoo
     if Stage.train in stages or Stage.generate in stages:
         refuse_changed(output_dir / "generator", stage_inputs(cfg, Stage.train))
+    if Stage.generate in stages and Stage.train not in stages:
+        verify_generator(output_dir / "generator")  # before config.yaml says what generated/ will hold
     if Stage.evaluate in stages and Stage.generate not in stages:
         check_generated_matches(cfg, output_dir / "generated")
 

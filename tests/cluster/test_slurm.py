@@ -21,7 +21,8 @@ from pdiff.cluster.chain import submit_pipeline
 from pdiff.errors import ConfigError
 from pdiff.pipeline.run import run_pipeline
 from pdiff.zoo.store import ParamZoo, run_path
-from tests.conftest import QUICK_EVALUATION, REPO, TINY, compose_config, copy_run, ok, run_sweep
+from tests.helpers.configs import QUICK_EVALUATION, REPO, TINY, compose_config
+from tests.helpers.runs import copy_run, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 SMALL = ["experiment=smoke", "threads=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1", "cluster.timeout_min=10"]

@@ -12,9 +12,10 @@ import psutil
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, ok, run_sweep
-from tests.wandb_log import config as wandb_config
-from tests.wandb_log import history as wandb_history
+from tests.helpers.configs import REPO
+from tests.helpers.runs import ok, run_sweep
+from tests.helpers.wandb_log import config as wandb_config
+from tests.helpers.wandb_log import history as wandb_history
 
 pytestmark = pytest.mark.slow
 TRAIN = ["experiment=smoke", "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",

@@ -15,7 +15,8 @@ import pytest
 
 from pdiff import atomic
 from pdiff.pipeline.run import LOCK_FILE, run_pipeline
-from tests.conftest import REPO, compose_config, ok, run_sweep
+from tests.helpers.configs import REPO, compose_config
+from tests.helpers.runs import ok, run_sweep
 
 pytestmark = pytest.mark.slow
 SMOKE = ["experiment=smoke", "threads=1"]

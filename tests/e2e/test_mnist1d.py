@@ -16,7 +16,9 @@ from pdiff.generators import design_class
 from pdiff.pipeline.run import run_pipeline
 from pdiff.zoo.params import select_parameters
 from pdiff.zoo.store import ParamZoo, run_path
-from tests.conftest import TINY, assert_training_logged_and_plotted, compose_config, ok, run_sweep
+from tests.helpers.configs import TINY, compose_config
+from tests.helpers.plots import assert_training_logged_and_plotted
+from tests.helpers.runs import ok, run_sweep
 
 pytestmark = pytest.mark.slow
 FULL_SMOKE = "experiment=[mnist1d_full,smoke]"

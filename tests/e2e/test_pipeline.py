@@ -21,19 +21,10 @@ from pdiff.errors import ConfigError, ZooError
 from pdiff.generators import design_class
 from pdiff.pipeline.run import run_pipeline
 from pdiff.zoo.store import ParamZoo
-from tests import wandb_log
-from tests.conftest import (
-    CONFIGS,
-    QUICK_EVALUATION,
-    TINY,
-    assert_plot_drawn,
-    assert_training_logged_and_plotted,
-    compose_config,
-    copy_run,
-    logged_losses,
-    ok,
-    run_sweep,
-)
+from tests.helpers import wandb_log
+from tests.helpers.configs import CONFIGS, QUICK_EVALUATION, TINY, compose_config
+from tests.helpers.plots import assert_plot_drawn, assert_training_logged_and_plotted, logged_losses
+from tests.helpers.runs import copy_run, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization", "verdict",

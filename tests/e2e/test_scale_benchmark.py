@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, ok
+from tests.helpers.configs import REPO
+from tests.helpers.runs import ok
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from pdiff.pipeline.run import run_pipeline
-from tests.conftest import QUICK_EVALUATION, compose_config
+from tests.helpers.configs import QUICK_EVALUATION, compose_config
 
 pytestmark = pytest.mark.slow
 BLOBS = ["experiment=smoke", "task=npz_mlp", "task.net.hidden=[16,16]", "task.param.k=10",

@@ -24,7 +24,8 @@ from pdiff.diffusion.gaussian import _randn
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.zoo.params import read_vector, select_parameters
-from tests.conftest import REPO, ok, run_sweep
+from tests.helpers.configs import REPO
+from tests.helpers.runs import ok, run_sweep
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 TRAIN = ["experiment=smoke", "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",

@@ -4,7 +4,7 @@ import torch
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 @pytest.mark.parametrize("name", ["mlp", "pdiff_v1", "pdiff_v2"])

@@ -21,7 +21,7 @@ from pdiff.pipeline.run import check_zoo_size
 from pdiff.pipeline.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.tracking import Tracker
 from pdiff.training.fit import fit
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 def check(overrides: list[str], tmp_path) -> None:

@@ -8,7 +8,7 @@ from pdiff.data.tasknets import digits_cnn
 from pdiff.errors import TrainingDiverged
 from pdiff.zoo.collect import base_lr_factor, collect_checkpoints, sgd_step, train_base
 from pdiff.zoo.params import read_vector, select_parameters
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 def _setup(tmp_path):

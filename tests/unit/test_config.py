@@ -7,7 +7,7 @@ from pdiff.config import Stage, validate
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class
 from pdiff.pipeline.run import preflight, run_pipeline
-from tests.conftest import CONFIGS, compose_config
+from tests.helpers.configs import CONFIGS, compose_config
 
 GROUPS = ["task", "generator", "ae", "denoiser", "diffusion", "sampler", "trainer", "logger", "experiment"]
 DESIGN_OF = {"ae=token": "generator=token", "denoiser=window": "generator=token", "denoiser=velocity": "generator=flow",

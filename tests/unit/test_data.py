@@ -13,7 +13,7 @@ from pdiff.data.datasets import (
 )
 from pdiff.errors import ConfigError
 from pdiff.seeds import Purpose, generator_for
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint(tmp_path):

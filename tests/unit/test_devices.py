@@ -34,7 +34,7 @@ from pdiff.training.engine import build_engine
 from pdiff.training.fit import take_rows
 from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import ParamEntry, ParamNormalizer, ParamSpec, select_parameters
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 META = torch.device("meta")
 SPEC = ParamSpec((ParamEntry("a.weight", (3, 40), 0), ParamEntry("b.bias", (9,), 120)))

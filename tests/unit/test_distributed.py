@@ -10,7 +10,7 @@ from pdiff.errors import ConfigError
 from pdiff.training import distributed
 from pdiff.training.distributed import DEFAULT_PORT, detect, strip_launcher_args
 from pdiff.training.engine import deepspeed_config
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 def test_rank_slices_of_batch_noise_join_into_the_whole_batch():

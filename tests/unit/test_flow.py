@@ -15,7 +15,7 @@ from pdiff.seeds import Purpose, generator_for
 from pdiff.tracking import Tracker
 from pdiff.zoo.params import ParamNormalizer, select_parameters
 from pdiff.zoo.store import ParamZoo
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 def test_the_straight_line_velocity_has_zero_loss():

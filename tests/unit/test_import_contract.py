@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers.configs import REPO
 
 # Lower layers never import higher ones; a unit may import its own layer. Flat modules are units of their own.
 LAYERS = [

@@ -6,7 +6,8 @@ import pytest
 
 from pdiff.data.tasknets import build_task_net, conv1d_bn
 from pdiff.errors import ConfigError
-from tests.conftest import compose_config, run_sweep
+from tests.helpers.configs import compose_config
+from tests.helpers.runs import run_sweep
 
 
 @pytest.mark.parametrize("width", [0, -4])

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pdiff.config import validate
 from pdiff.generators import design_class
-from tests.conftest import CONFIGS, REPO, compose_config
+from tests.helpers.configs import CONFIGS, REPO, compose_config
 
 README = REPO / "README.md"
 DOCS = (README, *sorted((REPO / "docs").glob("*.md")))

@@ -14,7 +14,7 @@ from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.zoo.align import align_runs
 from pdiff.zoo.collect import check_runs, collect_checkpoints
 from pdiff.zoo.params import ParamSpec, clamp_statistics, read_vector, select_parameters, write_vector
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 def _trained_statistics(model: torch.nn.Module, shape: tuple[int, ...], seed: int) -> torch.nn.Module:

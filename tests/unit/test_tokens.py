@@ -11,7 +11,8 @@ from pdiff.generators.token import WindowPlaces, WindowRows, build_token_autoenc
 from pdiff.generators.tokens import TokenLayout, ZooTokens
 from pdiff.zoo.params import ParamEntry, ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
-from tests.conftest import compose_config, write_zoo
+from tests.helpers.configs import compose_config
+from tests.helpers.runs import write_zoo
 
 SPEC = ParamSpec((ParamEntry("conv.weight", (3, 50), 0), ParamEntry("bn.bias", (7,), 150),
                   ParamEntry("fc.weight", (130,), 157)))

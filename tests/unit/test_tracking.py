@@ -1,8 +1,8 @@
 import time
 
 from pdiff.tracking import Tracker
-from tests.conftest import compose_config
-from tests.wandb_log import history
+from tests.helpers.configs import compose_config
+from tests.helpers.wandb_log import history
 
 
 def test_unreachable_online_server_falls_back_to_offline_in_bounded_time(tmp_path, monkeypatch):

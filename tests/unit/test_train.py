@@ -5,7 +5,7 @@ from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.tracking import Tracker
 from pdiff.training.fit import fit, global_batch_size
-from tests.conftest import compose_config
+from tests.helpers.configs import compose_config
 
 
 class Interrupt(Exception):

@@ -7,7 +7,7 @@ from pdiff.data.tasknets import digits_cnn
 from pdiff.errors import ZooError
 from pdiff.zoo.params import select_parameters
 from pdiff.zoo.store import ZOO_META, ZOO_TENSORS, ParamZoo, load_base_weights, save_base_weights
-from tests.conftest import write_zoo
+from tests.helpers.runs import write_zoo
 
 
 @pytest.fixture
