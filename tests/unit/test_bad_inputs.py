@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections import namedtuple
 
@@ -11,16 +12,19 @@ import torch
 
 from pdiff import atomic
 from pdiff.config import Stage, validate
-from pdiff.errors import ConfigError, GeneratorError, TrainingDiverged
+from pdiff.errors import ConfigError, GeneratorError, TrainingDiverged, ZooError
 from pdiff.generators import design_class
-from pdiff.generators.base import GENERATOR_CHECKSUMS, verify_generator
+from pdiff.generators.base import GENERATOR_CHECKSUMS, Conditioning, verify_generator
 from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.generators.registry import warn_unread_overrides
-from pdiff.pipeline.run import check_zoo_size
+from pdiff.pipeline.output_dir import folder_problem
+from pdiff.pipeline.run import check_zoo_size, preflight, usable_threads
 from pdiff.pipeline.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
-from pdiff.tracking import Tracker
+from pdiff.pipeline.stages import check_runs_belong, warn_outside_zoo
+from pdiff.tracking import RUN_ID_FILE, Tracker, _wandb_run_id
 from pdiff.training.fit import fit
+from pdiff.zoo.store import BASE_WEIGHTS
 from tests.helpers.configs import compose_config
 
 
@@ -160,3 +164,114 @@ def test_a_zoo_larger_than_the_free_disk_is_refused_and_a_large_one_announced(tm
         check_zoo_size(cfg, 256, tmp_path / "run")
     check_zoo_size(cfg, 16, tmp_path / "run")
     assert "1.19 GiB on disk" in caplog.text
+
+
+# Round 3 of bad inputs and faults (issue 25): each case of its table.
+
+def test_threads_above_the_cores_are_capped_with_a_warning(caplog):
+    cores = len(os.sched_getaffinity(0))
+    assert usable_threads(cores) == cores and "threads=" not in caplog.text
+    assert usable_threads(1000) == cores
+    assert f"threads=1000 is more than the {cores} cores this job may use" in caplog.text
+
+
+@pytest.mark.parametrize("content", ["", "not an id!\n", "x" * 65, "a/b"])
+def test_a_wandb_run_id_file_holding_no_id_is_named(tmp_path, content):
+    (tmp_path / RUN_ID_FILE).write_text(content)
+    with pytest.raises(ConfigError, match=rf"{tmp_path / RUN_ID_FILE} holds .*, not a W&B run id"):
+        _wandb_run_id(tmp_path)
+
+
+def test_a_lost_wandb_run_id_beside_earlier_runs_is_warned_about(tmp_path, caplog):
+    first = _wandb_run_id(tmp_path)
+    assert (tmp_path / RUN_ID_FILE).read_text().strip() == first and "missing" not in caplog.text
+    assert _wandb_run_id(tmp_path) == first
+    (tmp_path / "wandb" / f"offline-run-20261203_000000-{first}").mkdir(parents=True)
+    (tmp_path / RUN_ID_FILE).unlink()
+    second = _wandb_run_id(tmp_path)
+    assert second != first
+    assert f"{RUN_ID_FILE} is missing but" in caplog.text and f"offline-run-20261203_000000-{first}" in caplog.text
+
+
+def test_a_target_outside_the_zoo_is_warned_about(caplog):
+    zoo = torch.tensor([96.8, 97.5, 98.4], dtype=torch.float64)
+    assert not warn_outside_zoo(Conditioning(98.0), zoo) and not warn_outside_zoo(None, zoo)
+    assert warn_outside_zoo(Conditioning(99.99), zoo)
+    assert "generate.target_acc=99.99 lies outside the zoo's validation accuracies (96.80-98.40%)" in caplog.text
+
+
+def test_runs_of_another_collection_are_never_merged(tmp_path):
+    cfg = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
+    atomic.write_safetensors(tmp_path / BASE_WEIGHTS, {"w": torch.ones(3)})
+    base = atomic.sha256(tmp_path / BASE_WEIGHTS)
+    own = {"config_sha256": atomic.json_digest(stage_inputs(cfg, Stage.collect)), "base_sha256": base}
+    other_lr = compose_config(["experiment=smoke", "task.collect.lr=0.2", f"paths.output_dir={tmp_path}"])
+    paths = [tmp_path / "run-0000-of-0003", tmp_path / "run-0001-of-0003", tmp_path / "run-0002-of-0003"]
+    check_runs_belong(cfg, tmp_path, paths, [own, own, own])
+    with pytest.raises(ZooError, match=r"run-0001-of-0003 \(another config\), run-0002-of-0003 \(another base "
+                                       r"model\) was not collected by this collection"):
+        check_runs_belong(cfg, tmp_path, paths, [
+            own, {**own, "config_sha256": atomic.json_digest(stage_inputs(other_lr, Stage.collect))},
+            {**own, "base_sha256": "0" * 64}])
+
+
+def test_a_folder_pdiff_did_not_make_or_a_dangling_link_is_refused(tmp_path):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "chapter1.tex").write_text("...")
+    assert "is a folder pdiff did not make, holding chapter1.tex" in folder_problem(mine)
+    with pytest.raises(ConfigError, match="is a folder pdiff did not make"):
+        preflight(compose_config(["experiment=smoke", f"paths.output_dir={mine}"]), [Stage.collect])
+    assert sorted(path.name for path in mine.iterdir()) == ["chapter1.tex"]
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    assert folder_problem(link).startswith(f"is a dangling symbolic link (to {tmp_path / 'gone'})")
+    hydra_only = tmp_path / "new"
+    hydra_only.mkdir()
+    (hydra_only / "sweep.log").write_text("")  # Hydra's job log, written before pdiff starts
+    assert folder_problem(hydra_only) is None
+    sweep = tmp_path / "sweep"
+    (sweep / "seed=0").mkdir(parents=True)
+    (sweep / "seed=0" / "config.yaml").write_text("seed: 0\n")
+    assert folder_problem(sweep) is None
+
+
+def test_a_stage_folder_without_its_inputs_or_with_edited_inputs_is_refused(tmp_path):
+    cfg = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    claim_stage_dir(zoo, stage_inputs(cfg, Stage.collect), keep_on_change=True)
+    (zoo / "zoo.json").write_text("{}")
+    assert changed_inputs(zoo, stage_inputs(cfg, Stage.collect)) == []
+    data = json.loads((zoo / "inputs.json").read_text())
+    data["task"]["param"]["k"] = 30
+    (zoo / "inputs.json").write_text(json.dumps(data))
+    with pytest.raises(ZooError, match=r"inputs.json does not match its own checksum"):
+        changed_inputs(zoo, stage_inputs(cfg, Stage.collect))
+    (zoo / "inputs.json").write_text("{broken")
+    with pytest.raises(ZooError, match=r"inputs.json is not valid JSON"):
+        changed_inputs(zoo, stage_inputs(cfg, Stage.collect))
+    (zoo / "inputs.json").unlink()
+    with pytest.raises(ConfigError, match=r"inputs.json: missing, yet the folder holds zoo.json: made with an unknown"):
+        claim_stage_dir(zoo, stage_inputs(cfg, Stage.collect), keep_on_change=True)
+
+
+def test_a_changed_design_is_named_rather_than_the_groups_that_follow_from_it(tmp_path):
+    latent = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
+    flow = compose_config(["experiment=smoke", "generator=flow", f"paths.output_dir={tmp_path}"])
+    claim_stage_dir(tmp_path, stage_inputs(latent, Stage.train), keep_on_change=True)
+    assert changed_inputs(tmp_path, stage_inputs(flow, Stage.train)) == ["generator.design: 'latent' -> 'flow'"]
+
+
+def test_rows_of_an_attempt_killed_before_its_first_resume_point_are_dropped(tmp_path):
+    cfg = compose_config(["experiment=smoke", "ae.optim.steps=20", "ae.cadence.log_every=10",
+                          f"paths.output_dir={tmp_path}"])
+    tracker = Tracker(tmp_path, cfg.logger, {})
+    for step in (10, 20):  # what a killed attempt logged; it saved no checkpoint
+        tracker.log({"ae/step": step, "ae/loss": 9.0})
+    fit(build_autoencoder(cfg.ae, 64), reconstruction_loss, torch.randn(20, 64), cfg.ae.optim, cfg.ae.cadence,
+        cfg.trainer, name="ae", seed=0, checkpoint_dir=tmp_path / "ckpt", tracker=tracker)
+    tracker.close()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["ae/step"] for row in rows if "ae/step" in row]
+    assert steps == [10, 20] and all(row["ae/loss"] != 9.0 for row in rows if "ae/loss" in row)
