@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from pdiff import atomic
@@ -114,3 +115,110 @@ def test_a_killed_autoencoder_resumes_without_duplicate_metric_rows(run_copy):
     rows = [json.loads(row) for row in metrics.read_text().splitlines()]
     steps = [row["ae/step"] for row in rows if "ae/step" in row][-40:]
     assert steps == list(range(10, 401, 10))
+
+
+# Round 3 (issue 25): what a user meets on the command line and on a finished folder.
+
+def test_a_failed_generation_keeps_the_good_models_and_the_config_that_made_them(run_copy):
+    params = (run_copy / "generated" / "params.safetensors").read_bytes()
+    config = (run_copy / "config.yaml").read_text()
+    (run_copy / "generator" / "autoencoder.safetensors").unlink()
+    refused(run_sweep([*SMOKE, "stage=generate", "generate.n=40", f"paths.output_dir={run_copy}"]),
+            "autoencoder.safetensors is missing from the trained generator")
+    assert (run_copy / "generated" / "params.safetensors").read_bytes() == params
+    assert (run_copy / "config.yaml").read_text() == config and not (run_copy / "superseded").exists()
+
+
+def test_evaluating_models_made_with_another_n_is_refused_before_the_config_is_rewritten(run_copy):
+    ok(run_sweep([*SMOKE, "stage=generate", "generate.n=6", f"paths.output_dir={run_copy}"]))
+    config = (run_copy / "config.yaml").read_text()
+    refused(run_sweep([*SMOKE, "stage=evaluate", f"paths.output_dir={run_copy}"]), "generate.n: 6 -> 20")
+    assert (run_copy / "config.yaml").read_text() == config and "n: 6" in config
+
+
+def test_deleted_inputs_files_and_an_edited_zoo_json_are_refused(run_copy):
+    for inputs in run_copy.glob("*/inputs.json"):
+        inputs.unlink()
+    refused(run_sweep([*SMOKE, "task.param.k=30", f"paths.output_dir={run_copy}"]),
+            "inputs.json: missing, yet the folder holds")
+    assert not list(run_copy.glob("*/inputs.json"))  # nothing claims a config it was not made with
+
+
+def test_a_zoo_json_with_swapped_spec_names_is_refused(run_copy):
+    meta = json.loads((run_copy / "zoo" / "zoo.json").read_text())
+    first, second = meta["spec"][0]["name"], meta["spec"][1]["name"]
+    meta["spec"][0]["name"], meta["spec"][1]["name"] = second, first
+    (run_copy / "zoo" / "zoo.json").write_text(json.dumps(meta))
+    refused(run_sweep([*SMOKE, "stage=evaluate", f"paths.output_dir={run_copy}"]),
+            "zoo.json does not match its own checksum")
+
+
+def test_a_broken_generator_inputs_file_is_named(run_copy):
+    (run_copy / "generator" / "inputs.json").write_text("{broken")
+    refused(run_sweep([*SMOKE, "stage=generate", f"paths.output_dir={run_copy}"]),
+            f"{run_copy / 'generator' / 'inputs.json'} is not valid JSON")
+
+
+def test_another_design_on_a_finished_folder_is_named_as_such(run_copy):
+    result = run_sweep([*SMOKE, "generator=flow", f"paths.output_dir={run_copy}"])
+    refused(result, "generator.design: 'latent' -> 'flow'")
+    assert "ae." not in result.stderr.split("pdiff: error: ")[1]
+
+
+def test_a_run_file_of_another_collection_is_not_merged(tmp_path):
+    """Two collections of two runs each, at another lr; one run file of the second put into the first."""
+    folders = {lr: tmp_path / f"lr{lr}" for lr in ("0.01", "0.02")}
+    for lr, out in folders.items():
+        ok(run_sweep([*SMOKE, "stage=collect", "task.collect.runs=2", f"task.collect.lr={lr}",
+                      f"paths.output_dir={out}"]))
+    mine, other = folders["0.01"] / "zoo", folders["0.02"] / "zoo"
+    shutil.copy2(other / "runs" / "run-0001-of-0002.safetensors", mine / "runs" / "run-0001-of-0002.safetensors")
+    (mine / "zoo.json").unlink()
+    (mine / "zoo.safetensors").unlink()
+    refused(run_sweep([*SMOKE, "stage=collect", "task.collect.runs=2", "task.collect.lr=0.01",
+                       f"paths.output_dir={folders['0.01']}"]),
+            "run-0001-of-0002.safetensors (another config) was not collected by this collection")
+    assert not (mine / "zoo.json").exists()
+
+
+def test_an_npz_rewritten_at_the_same_path_is_never_mixed_with_the_zoo_made_from_it(tmp_path):
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=x[:1200], y_train=y[:1200], x_test=x[1200:], y_test=y[1200:])
+    out = tmp_path / "run"
+    args = ["experiment=smoke", "task=npz_mlp", f"data.path={path}", "threads=1", "task.param.k=10",
+            "evaluate.baselines.average_of=4", "generate.n=8", f"paths.output_dir={out}"]
+    ok(run_sweep(args))
+    report = (out / "report.json").read_bytes()
+    np.savez(path, x_train=x[:1200][::-1], y_train=y[:1200][::-1], x_test=x[1200:], y_test=y[1200:])
+    refused(run_sweep(args), "data.train_sha256")
+    np.savez(path, x_train=x[:1200], y_train=y[:1200], x_test=x[1200:][::-1], y_test=y[1200:][::-1])
+    done = ok(run_sweep([*args, "stage=evaluate"]))  # the same training data, another test part: evaluate again
+    assert "test_data.sha256" in done.stdout + done.stderr
+    assert (out / "report.json").read_bytes() != report
+
+
+@pytest.mark.parametrize("override, message", [
+    (f"seed={2**63}", f"pdiff: error: seed={2**63} is invalid: must be an integer in [0, 2**63 - 1]"),
+    ("paths.output_dir=/tmp/pdiff-é", "must be quoted: 'paths.output_dir=\"/tmp/pdiff-é\"'"),
+])
+def test_command_line_mistakes_get_one_line_and_write_nothing(tmp_path, override, message):
+    out = tmp_path / "run"
+    args = [*SMOKE, f"paths.output_dir={out}", override] if "output_dir" not in override else [*SMOKE, override]
+    result = run_sweep(args)
+    refused(result, message)
+    assert len([line for line in result.stderr.splitlines() if line.startswith("pdiff: error")]) == 1
+    assert not (out / "config.yaml").exists() and not (out / "zoo").exists()
+
+
+def test_an_output_folder_pdiff_did_not_make_or_a_dangling_link_is_refused(tmp_path):
+    mine = tmp_path / "papers"
+    mine.mkdir()
+    (mine / "draft.tex").write_text("...")
+    refused(run_sweep([*SMOKE, f"paths.output_dir={mine}"]), "is a folder pdiff did not make, holding draft.tex")
+    assert sorted(path.name for path in mine.iterdir()) == ["draft.tex"]
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    refused(run_sweep([*SMOKE, f"paths.output_dir={link}"]), "is a dangling symbolic link")
