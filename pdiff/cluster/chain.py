@@ -22,10 +22,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pdiff.cluster.jobs import Job, job_resources, pending_jobs, run_job
-from pdiff.config import Config, Stage, to_container
+from pdiff.config import Config, to_container
 from pdiff.errors import ChainFailed, ConfigError
 from pdiff.evaluation.report import summary_line
 from pdiff.pipeline.run import preflight
+from pdiff.pipeline.stages import STAGE_ORDER
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def _array_id(job: submitit.Job) -> str:
 
 def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     """Submit the jobs this output folder still needs; returns them in chain order and the submitit folder."""
-    preflight(cfg, [Stage.collect, Stage.evaluate])
+    preflight(cfg, list(STAGE_ORDER))  # the chain runs every stage this folder still needs
     check_cluster(cfg.cluster)
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     pending = pending_jobs(cfg)

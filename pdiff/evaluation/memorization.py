@@ -77,7 +77,6 @@ def mean_pairwise_iou(errors: torch.Tensor) -> float | None:
 
 
 FRONTIERS = {"noise": "noise_", "selected_noise": "selected_noise_"}  # family: prefix of its populations
-NOISE_PREFIX = FRONTIERS["noise"]
 FRONTIER_EXTENSIONS = 4  # at most this many extra scales each way, to cover the generated similarity
 
 
@@ -111,10 +110,6 @@ def point_baselines(baselines_cfg) -> tuple[str, ...]:
     average, selected_average = average_labels(baselines_cfg.average_of)
     return ("gaussian", average, "average", "interpolation", "selected_top1",
             *(selected_label(q) for q in baselines_cfg.selected_fractions), selected_average)
-
-
-def is_frontier_population(name: str) -> bool:
-    return any(name.startswith(prefix) for prefix in FRONTIERS.values())
 
 
 def point_populations(originals: torch.Tensor, val_accuracy: torch.Tensor, normalizer: ParamNormalizer, n: int,

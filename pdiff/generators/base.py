@@ -16,7 +16,9 @@ from torch import nn
 from pdiff import atomic
 from pdiff.config import CadenceConfig, Normalization, OptimConfig, SamplerName, require
 from pdiff.errors import GeneratorError
+from pdiff.seeds import Purpose, derive_seed
 from pdiff.tracking import Tracker
+from pdiff.training.fit import fit
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
 
@@ -252,6 +254,18 @@ def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoenco
     state = atomic.read_safetensors(Path(directory) / AE_WEIGHTS)
     for prefix, module in (("normalizer.", normalizer), ("autoencoder.", autoencoder)):
         module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+
+
+def fit_denoiser(cfg, build: Callable[[], nn.Module], loss, rows, directory: Path, tracker: Tracker,
+                 device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """The latent and token designs' DDPM denoiser, seeded for its purpose and fitted on `rows` with `diffusion.*`
+    (resumable from DIR/diffusion_checkpoint): its (raw, EMA) networks in eval mode."""
+    seed = derive_seed(cfg.seed, Purpose.denoiser)
+    torch.manual_seed(seed)
+    fitted = fit(build(), loss, rows, cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name="diffusion",
+                 seed=seed, checkpoint_dir=directory / "diffusion_checkpoint", tracker=tracker,
+                 ema_decay=cfg.diffusion.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
+    return trained_pair(build, fitted)
 
 
 def trained_pair(build: Callable[[], nn.Module], fitted) -> tuple[nn.Module, nn.Module]:

@@ -23,9 +23,9 @@ from pdiff.generators.base import (
     AutoencoderDenoiserGenerator,
     Conditioning,
     PhaseTimer,
+    fit_denoiser,
     load_autoencoder_file,
     read_meta,
-    trained_pair,
 )
 from pdiff.generators.nets.autoencoder import (
     ConvAutoencoderV1,
@@ -81,7 +81,7 @@ class ConvDenoiserConfig:
 
 
 
-def _mlp(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:
+def _mlp_autoencoder(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:
     return MLPAutoencoder(dim, list(ae_cfg.hidden), ae_cfg.latent_dim, ae_cfg.latent_channels, **noise)
 
 
@@ -93,7 +93,7 @@ def _conv_v2(ae_cfg, dim: int, noise: dict) -> ParamAutoencoder:
     return ConvAutoencoderV2(dim, ae_cfg.fold, list(ae_cfg.channels), ae_cfg.latent_dim, **noise)
 
 
-AUTOENCODERS = {"mlp": _mlp, "pdiff_v1": _conv_v1, "pdiff_v2": _conv_v2}
+AUTOENCODERS = {"mlp": _mlp_autoencoder, "pdiff_v1": _conv_v1, "pdiff_v2": _conv_v2}
 
 
 def build_autoencoder(ae_cfg, dim: int) -> ParamAutoencoder:
@@ -154,15 +154,9 @@ class LatentGenerator(AutoencoderDenoiserGenerator):
             zoo, cfg.ae, cfg.trainer, derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker, device)
         timer("train_autoencoder")
         latents, scale = encode_latents(normalizer, autoencoder, zoo.vectors)
-        seed = derive_seed(cfg.seed, Purpose.denoiser)
-        torch.manual_seed(seed)
         diffusion = build_diffusion(cfg.diffusion)
-        fitted = fit(build_denoiser(cfg.denoiser, latents.shape[1]), diffusion.training_losses, latents,
-                     cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name="diffusion", seed=seed,
-                     checkpoint_dir=directory / "diffusion_checkpoint", tracker=tracker,
-                     ema_decay=cfg.diffusion.ema_decay, device=device,
-                     compile_forward=cfg.denoiser.compile)
-        raw, ema = trained_pair(lambda: build_denoiser(cfg.denoiser, latents.shape[1]), fitted)
+        raw, ema = fit_denoiser(cfg, lambda: build_denoiser(cfg.denoiser, latents.shape[1]),
+                                diffusion.training_losses, latents, directory, tracker, device)
         timer("train_diffusion")
         return cls(normalizer, autoencoder, ema, diffusion, scale, raw)
 

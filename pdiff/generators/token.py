@@ -31,9 +31,9 @@ from pdiff.generators.base import (
     AutoencoderDenoiserGenerator,
     Conditioning,
     PhaseTimer,
+    fit_denoiser,
     load_autoencoder_file,
     read_meta,
-    trained_pair,
 )
 from pdiff.generators.nets.token_nets import TokenAutoencoder, WindowDenoiser
 from pdiff.generators.registry import register
@@ -183,16 +183,11 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
         latents, scale, recon_mse = encode_token_latents(zoo.vectors, normalizer, layout, autoencoder, device)
         tracker.log({"ae/recon_mse_normalized": recon_mse, "ae/encode_s": time.perf_counter() - started})
         places = WindowPlaces(layout, cfg.denoiser.window)
-        seed = derive_seed(cfg.seed, Purpose.denoiser)
-        torch.manual_seed(seed)
         diffusion = build_diffusion(cfg.diffusion)
         latent_dim = latents.shape[-1]
-        fitted = fit(build_window_denoiser(cfg.denoiser, latent_dim, layout), window_diffusion_loss(diffusion),
-                     WindowRows(places.split(latents), places), cfg.diffusion.optim, cfg.diffusion.cadence,
-                     cfg.trainer, name="diffusion", seed=seed, checkpoint_dir=directory / "diffusion_checkpoint",
-                     tracker=tracker, ema_decay=cfg.diffusion.ema_decay, device=device,
-                     compile_forward=cfg.denoiser.compile)
-        raw, ema = trained_pair(lambda: build_window_denoiser(cfg.denoiser, latent_dim, layout), fitted)
+        raw, ema = fit_denoiser(cfg, lambda: build_window_denoiser(cfg.denoiser, latent_dim, layout),
+                                window_diffusion_loss(diffusion), WindowRows(places.split(latents), places),
+                                directory, tracker, device)
         timer("train_diffusion")
         return cls(normalizer, layout, autoencoder.cpu(), ema, diffusion, scale, places, raw, recon_mse)
 

@@ -77,7 +77,9 @@ def changed_inputs(directory: Path, inputs: dict) -> list[str]:
     (the groups each design reads follow from it)."""
     path = directory / INPUTS_FILE
     if not path.is_file():
-        held = sorted(entry.name for entry in directory.iterdir()) if directory.is_dir() else []
+        # hidden entries are other ranks' or array tasks' writes in flight (atomic temp files), not outputs
+        held = sorted(entry.name for entry in directory.iterdir() if not entry.name.startswith(".")
+                      ) if directory.is_dir() else []
         return [f"{INPUTS_FILE}: missing, yet the folder holds {', '.join(held[:3])}: made with an unknown config"
                 ] if held else []
     old, new = _flat(atomic.read_checked_json(path)), _flat(inputs)

@@ -18,8 +18,10 @@ from safetensors.torch import load_file
 
 from pdiff import atomic
 from pdiff.cluster.chain import submit_pipeline
+from pdiff.config import Stage
 from pdiff.errors import ConfigError
 from pdiff.pipeline.run import run_pipeline
+from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
 from pdiff.zoo.store import ParamZoo, run_path
 from tests.helpers.configs import QUICK_EVALUATION, REPO, TINY, compose_config
 from tests.helpers.runs import copy_run, ok, run_sweep
@@ -164,9 +166,11 @@ def test_killed_and_time_limited_collection_tasks_resume_to_the_uninterrupted_ch
 
 def test_a_failing_task_stops_the_chain_and_is_reported(tmp_path):
     out = tmp_path / "run"
+    args = [*SMALL, "task.collect.runs=2", f"paths.output_dir={out}"]
     (out / "zoo").mkdir(parents=True)
+    claim_stage_dir(out / "zoo", stage_inputs(compose_config(args), Stage.collect), keep_on_change=True)
     (out / "zoo" / "base_model.safetensors").write_bytes(b"not a safetensors file")
-    result = submit([*SMALL, "task.collect.runs=2", f"paths.output_dir={out}", "--wait"])
+    result = submit([*args, "--wait"])
     assert result.returncode != 0
     assert "FAILED: job 'collect run 0'" in result.stderr and "ended FAILED" in result.stderr
     assert "_log.err" in result.stderr

@@ -12,7 +12,9 @@ import psutil
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers.configs import REPO
+from pdiff.config import Stage
+from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
+from tests.helpers.configs import REPO, compose_config
 from tests.helpers.runs import ok, run_sweep
 from tests.helpers.wandb_log import config as wandb_config
 from tests.helpers.wandb_log import history as wandb_history
@@ -165,11 +167,14 @@ def test_several_ranks_without_deepspeed_is_refused(zoo_run, tmp_path):
 
 def test_resuming_with_another_number_of_ranks_names_both_layouts(zoo_run, tmp_path):
     out = copy_zoo(zoo_run, tmp_path / "run")
+    args = ["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}"]
+    (out / "generator").mkdir()
+    claim_stage_dir(out / "generator", stage_inputs(compose_config(args), Stage.train), keep_on_change=True)
     checkpoint = out / "generator" / "ae_checkpoint"
-    checkpoint.mkdir(parents=True)
+    checkpoint.mkdir()
     (checkpoint / "trainer.json").write_text(json.dumps({"trainer": "deepspeed", "zero_stage": 2, "world_size": 4,
                                                          "grad_accum": 1, "precision": "fp32"}))
-    result = run_sweep(["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", *TRAIN, f"paths.output_dir={out}"])
+    result = run_sweep(args)
     assert result.returncode != 0
     assert "'world_size': 4" in result.stderr and "'world_size': 1" in result.stderr
     assert sorted(p.name for p in checkpoint.iterdir()) == ["trainer.json"]

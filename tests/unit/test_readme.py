@@ -1,5 +1,5 @@
 """What README.md and docs/*.md tell a user to type works: every override in their tables and every override in
-README's `launch/sweep.py` / `launch/submit.py` commands composes with the real config tree and passes the
+their `launch/sweep.py` / `launch/submit.py` commands composes with the real config tree and passes the
 checks a run makes before any work (pdiff.config.validate and the design's own); every documented default is
 the composed value; the config-group table lists exactly the options in configs/."""
 
@@ -21,6 +21,7 @@ from tests.helpers.configs import CONFIGS, REPO, compose_config
 
 README = REPO / "README.md"
 DOCS = (README, *sorted((REPO / "docs").glob("*.md")))
+GROUP_TABLE = REPO / "docs" / "configuration.md"  # the config-group table lives here
 COMMANDS = ("launch/sweep.py", "launch/submit.py")
 
 # An override that only exists for (or only works with) one design composes with that design's generator, unless
@@ -186,7 +187,7 @@ def command_cases(path: Path) -> list[Case]:
     return cases
 
 
-CASES = [case for path in DOCS for case in table_cases(path)] + command_cases(README)
+CASES = [case for path in DOCS for case in table_cases(path) + command_cases(path)]
 
 
 @functools.cache
@@ -228,9 +229,9 @@ def test_docs_have_overrides() -> None:
 
 
 def _group_table() -> list[tuple[int, str, list[str]]]:
-    """README's config-group table: (line, group, the options it lists, parenthesised remarks left out)."""
+    """The config-group table: (line, group, the options it lists, parenthesised remarks left out)."""
     rows, inside = [], False
-    for number, line in enumerate(README.read_text().splitlines(), 1):
+    for number, line in enumerate(GROUP_TABLE.read_text().splitlines(), 1):
         if line.startswith("| group | options |"):
             inside = True
             continue
@@ -247,12 +248,12 @@ def _group_table() -> list[tuple[int, str, list[str]]]:
 def test_group_table_lists_every_option() -> None:
     """Exactly the options on disk, for every group there (tests/unit/test_config.py composes each option)."""
     rows = _group_table()
-    assert rows, "README.md has no `| group | options |` table"
+    assert rows, f"{GROUP_TABLE.name} has no `| group | options |` table"
     for number, group, options in rows:
         on_disk = sorted(path.stem for path in (CONFIGS / group).glob("*.yaml"))
-        assert sorted(options) == on_disk, f"README.md:{number}: group `{group}` lists {sorted(options)}, " \
+        assert sorted(options) == on_disk, f"{GROUP_TABLE.name}:{number}: group `{group}` lists {sorted(options)}, " \
                                            f"configs/{group}/ has {on_disk}"
     documented = {group for _, group, _ in rows}
     groups = {path.name for path in CONFIGS.iterdir() if path.is_dir() and any(path.glob("*.yaml"))}
     assert groups - {"hydra", "local"} <= documented, (
-        f"README.md's config-group table leaves out {sorted(groups - documented)}")
+        f"{GROUP_TABLE.name}'s config-group table leaves out {sorted(groups - documented)}")
