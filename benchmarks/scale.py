@@ -88,6 +88,9 @@ class StepClock:
                 times.append(time.perf_counter())
         self.values.update(metrics)
 
+    def rewind(self, phase: str, step: int) -> None:
+        """Nothing to drop: each measurement starts from an empty clock."""
+
 
 def per_step(times: list[float]) -> float:
     return (times[-1] - times[0]) / max(len(times) - 1, 1)

@@ -51,6 +51,10 @@ class MetricsInMemory:
     def log(self, metrics: dict) -> None:
         self.rows.append(metrics)
 
+    def rewind(self, phase: str, step: int) -> None:
+        """Drop the rows of `phase` logged after `step`, as the file tracker does."""
+        self.rows = [row for row in self.rows if row.get(f"{phase}/step", -1) <= step]
+
 
 def _cfg(trainer: str, zero_stage: int, steps: int, **ae) -> DictConfig:
     """The default config (configs/), with this trainer and a benchmark-sized optimisation."""
