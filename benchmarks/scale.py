@@ -34,9 +34,9 @@ from hydra import compose, initialize_config_dir
 from table_output import emit
 
 from pdiff import atomic
-from pdiff.devices import resolve_device
 from pdiff.entry import register_configs
 from pdiff.generators import design_class
+from pdiff.training.devices import resolve_device
 from pdiff.zoo.params import ParamEntry, ParamSpec
 from pdiff.zoo.store import ParamZoo, run_path
 

@@ -16,18 +16,10 @@ from omegaconf import DictConfig
 
 from pdiff.config import Stage
 from pdiff.generators import generator_exists
+from pdiff.pipeline.evaluate_stage import EVAL_MEMORIZATION, run_evaluate
 from pdiff.pipeline.run import on_main_rank, opened_run
 from pdiff.pipeline.stage_dirs import changed_inputs, refuse_changed, stage_inputs
-from pdiff.pipeline.stages import (
-    EVAL_MEMORIZATION,
-    Run,
-    run_base,
-    run_collection,
-    run_evaluate,
-    run_generate,
-    run_merge,
-    run_train,
-)
+from pdiff.pipeline.stages import Run, run_base, run_collection, run_generate, run_merge, run_train
 from pdiff.zoo.store import BASE_WEIGHTS, ParamZoo, run_path
 
 

@@ -280,7 +280,7 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     stage: Stage = Stage.all
-    device: DeviceName = DeviceName.auto  # resolved inside each job (pdiff.devices), never at submit time
+    device: DeviceName = DeviceName.auto  # resolved inside each job (pdiff.training.devices), never at submit time
     deterministic: bool = True  # GPU: deterministic kernels (bit-exact resume); false: cudnn autotuning
     seed: int = 0
     threads: int = 0  # 0: leave torch's default

@@ -15,7 +15,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from pdiff.data.tasknets import run_in_batches
-from pdiff.devices import free_memory_bytes, synchronize
+from pdiff.training.devices import free_memory_bytes, synchronize
 from pdiff.zoo.params import ParamSpec, clamp_statistics, split_network, tail_tensor_names
 
 MEMORY_BUDGET_BYTES = 2 * 1024**3

@@ -36,9 +36,8 @@ from pdiff.generators.nets.autoencoder import (
 )
 from pdiff.generators.nets.denoiser import LatentDenoiser
 from pdiff.generators.registry import register
-from pdiff.progress import stage_progress
 from pdiff.seeds import Purpose, derive_seed, generator_for
-from pdiff.tracking import Tracker
+from pdiff.tracking import Tracker, stage_progress
 from pdiff.training.fit import fit
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo

@@ -38,9 +38,8 @@ from pdiff.generators.base import (
 from pdiff.generators.nets.token_nets import TokenAutoencoder, WindowDenoiser
 from pdiff.generators.registry import register
 from pdiff.generators.tokens import TokenBatch, TokenLayout, ZooTokens
-from pdiff.progress import stage_progress
 from pdiff.seeds import Purpose, derive_seed, generator_for
-from pdiff.tracking import Tracker
+from pdiff.tracking import Tracker, stage_progress
 from pdiff.training.fit import fit
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo

@@ -23,21 +23,24 @@ from pdiff import atomic
 from pdiff.config import Stage, TrainerName, to_container, validate
 from pdiff.data.datasets import check_data_available, load_dataset
 from pdiff.data.tasknets import build_task_net
-from pdiff.devices import check_precision, resolve_device
 from pdiff.errors import ConfigError
 from pdiff.evaluation.report import summary_line
 from pdiff.generators import design_class
 from pdiff.generators.base import verify_generator
+from pdiff.pipeline.evaluate_stage import check_generated_matches, run_evaluate
 from pdiff.pipeline.output_dir import folder_problem
 from pdiff.pipeline.stage_dirs import refuse_changed, stage_inputs
-from pdiff.pipeline.stages import STAGE_ORDER, STAGE_RUNNERS, Run, check_generated_matches
+from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, run_train
 from pdiff.tracking import Tracker
 from pdiff.training import distributed
+from pdiff.training.devices import check_precision, resolve_device
 from pdiff.zoo.collect import check_runs
 from pdiff.zoo.params import select_parameters
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".pdiff.lock"
+STAGE_RUNNERS = {Stage.collect: run_collect, Stage.train: run_train, Stage.generate: run_generate,
+                 Stage.evaluate: run_evaluate}
 
 
 ZOO_WARN_BYTES = 2**30  # a zoo larger than this is announced with its size before collection starts

@@ -22,8 +22,8 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.config import Precision, TrainerName
-from pdiff.devices import autocast
 from pdiff.errors import ConfigError
+from pdiff.training.devices import autocast
 
 log = logging.getLogger(__name__)
 PLAIN_STATE = "plain_state.pt"

@@ -20,8 +20,7 @@ from torch import nn
 from pdiff.data.datasets import batch_indices
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError, TrainingDiverged
-from pdiff.progress import stage_progress
-from pdiff.tracking import Tracker
+from pdiff.tracking import Tracker, stage_progress
 from pdiff.training import distributed
 from pdiff.training.engine import build_engine
 

@@ -14,10 +14,10 @@ from pdiff import atomic
 from pdiff.config import Precision
 from pdiff.data.datasets import Augmentation, Dataset, batch_indices
 from pdiff.data.tasknets import accuracy, run_in_batches
-from pdiff.devices import Execution, autocast
 from pdiff.errors import ConfigError, TrainingDiverged
-from pdiff.progress import stage_progress
 from pdiff.seeds import Purpose, generator_for
+from pdiff.tracking import stage_progress
+from pdiff.training.devices import Execution, autocast
 from pdiff.zoo.params import ParamSpec, is_whole_model, read_vector, running_statistics, split_network, write_vector
 from pdiff.zoo.rebasin import permutation_groups
 

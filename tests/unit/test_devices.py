@@ -12,7 +12,6 @@ import torch
 from pdiff.config import Normalization
 from pdiff.data.datasets import Augmentation
 from pdiff.data.tasknets import digits_cnn, resnet18_cifar
-from pdiff.devices import resolve_device
 from pdiff.diffusion.gaussian import build_diffusion
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
@@ -30,6 +29,7 @@ from pdiff.generators.token import (
     window_diffusion_loss,
 )
 from pdiff.generators.tokens import TokenLayout, ZooTokens
+from pdiff.training.devices import resolve_device
 from pdiff.training.engine import build_engine
 from pdiff.training.fit import take_rows
 from pdiff.zoo.collect import sgd_step, training_batch

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from pdiff.config import validate
-from pdiff.devices import check_precision
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
 from pdiff.training import distributed
+from pdiff.training.devices import check_precision
 from pdiff.training.distributed import DEFAULT_PORT, detect, strip_launcher_args
 from pdiff.training.engine import deepspeed_config
 from tests.helpers.configs import compose_config
