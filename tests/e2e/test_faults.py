@@ -66,6 +66,7 @@ def test_regenerating_keeps_the_old_models_and_evaluate_refuses_a_mismatch(run_c
     old_params = (run_copy / "generated" / "params.safetensors").read_bytes()
     done = ok(run_sweep([*SMOKE, "stage=generate", "generate.n=6", f"paths.output_dir={run_copy}"]))
     assert "generate.n: 20 -> 6" in done.stderr + done.stdout
+    assert "generate: sampling 6 models of 128 parameters (0.00 GiB)" in done.stderr + done.stdout  # size first
     assert len(atomic.read_safetensors(run_copy / "generated" / "params.safetensors")["params"]) == 6
     (archive,) = (run_copy / "superseded").glob("generated-*")
     assert (archive / "params.safetensors").read_bytes() == old_params
