@@ -141,28 +141,28 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor, TestPart]:
 
 
 TEST_SPLIT_KEYS = ("mnist1d.test_seed", "mnist1d.test_samples")  # data.* settings that only the test split reads
-_FINGERPRINTS: dict[tuple, tuple[str, str]] = {}
+_FINGERPRINTS: dict[tuple, str] = {}
 
 
-def split_fingerprints(data_cfg) -> dict[str, str | None]:
-    """{"train": digest, "test": digest} of the arrays in a data file (data.name=npz), the training arrays apart
-    from the test arrays, so a file rewritten at the same path is told from the one a zoo was made from, while a
-    new test part is an input of evaluation only; None for data that its settings define (digits, MNIST-1D from
-    its seeds, torchvision folders) or a file that cannot be read (the data checks name it)."""
+def split_fingerprint(data_cfg, part: str) -> str | None:
+    """The digest of one part ("train" or "test") of a data file's arrays (data.name=npz), read alone: the training
+    part is an input of collection (a file rewritten at the same path is told from the one a zoo was made from),
+    the test part of evaluation only, so no stage before it reads the test arrays. None for data that its
+    settings define (digits, MNIST-1D from its seeds, torchvision folders) or a file that cannot be read (the data
+    checks name it)."""
     name = DataName(data_cfg.name) if not isinstance(data_cfg.name, DataName) else data_cfg.name
     file = Path(str(data_cfg.path)).expanduser() if data_cfg.path else None
     if name is not DataName.npz or file is None or not file.is_file():
-        return {"train": None, "test": None}
+        return None
     stat = file.stat()
-    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size)
+    key = (str(file.resolve()), stat.st_mtime_ns, stat.st_size, part)
     if key not in _FINGERPRINTS:
         try:
-            with np.load(file, allow_pickle=False) as archive:
-                _FINGERPRINTS[key] = tuple(_arrays_digest(archive, part) for part in ("train", "test"))
+            with np.load(file, allow_pickle=False) as archive:  # an npz member is read only when it is indexed
+                _FINGERPRINTS[key] = _arrays_digest(archive, part)
         except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, AttributeError):
-            return {"train": None, "test": None}
-    train, test = _FINGERPRINTS[key]
-    return {"train": train, "test": test}
+            return None
+    return _FINGERPRINTS[key]
 
 
 def _arrays_digest(archive, part: str) -> str:

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import Stage, to_container
-from pdiff.data.datasets import TEST_SPLIT_KEYS, split_fingerprints
+from pdiff.data.datasets import TEST_SPLIT_KEYS, split_fingerprint
 from pdiff.errors import ConfigError
 from pdiff.generators.registry import design_of
 
@@ -37,7 +37,7 @@ def stage_groups(cfg: DictConfig) -> dict[Stage, tuple[str, ...]]:
             Stage.evaluate: ("evaluate",)}
 
 
-def own_inputs(cfg: DictConfig, stage: Stage, full: dict, fingerprints: dict) -> dict:
+def own_inputs(cfg: DictConfig, stage: Stage, full: dict) -> dict:
     """What `stage` itself reads: its groups; for collect, `data` without the test split's settings and with the
     training arrays' digest; for evaluate, also the test split's settings and the test arrays' digest (a new
     test set re-evaluates without touching zoo/, generator/ or generated/)."""
@@ -47,19 +47,18 @@ def own_inputs(cfg: DictConfig, stage: Stage, full: dict, fingerprints: dict) ->
         for key in TEST_SPLIT_KEYS:
             group, _, name = key.partition(".")
             data[group].pop(name)
-        own["data"] = {**data, "train_sha256": fingerprints["train"]}
+        own["data"] = {**data, "train_sha256": split_fingerprint(cfg.data, "train")}
     if stage is Stage.evaluate:
         test = {key: full["data"][key.partition(".")[0]][key.partition(".")[2]] for key in TEST_SPLIT_KEYS}
-        own["test_data"] = {**test, "sha256": fingerprints["test"]}
+        own["test_data"] = {**test, "sha256": split_fingerprint(cfg.data, "test")}
     return own
 
 
 def stage_inputs(cfg: DictConfig, stage: Stage) -> dict:
     """The config that a stage's outputs depend on (each stage includes its predecessors')."""
-    full, fingerprints = to_container(cfg), split_fingerprints(cfg.data)
-    upto = list(stage_groups(cfg)).index(stage) + 1
-    return {key: value for each in list(stage_groups(cfg))[:upto]
-            for key, value in own_inputs(cfg, each, full, fingerprints).items()}
+    full, stages = to_container(cfg), list(stage_groups(cfg))
+    return {key: value for each in stages[:stages.index(stage) + 1]
+            for key, value in own_inputs(cfg, each, full).items()}
 
 
 def _flat(tree, prefix: str = "") -> dict:

@@ -12,6 +12,7 @@ import fcntl
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,15 +80,9 @@ class Run:
         return path
 
     def record_time(self, key: str, seconds: float) -> None:
-        """Add `key` to timings.json (under a lock: collection runs of one zoo may finish at once, as array tasks)."""
+        """Add `key` to timings.json."""
         self.timings[key] = seconds
-        if not self.env.is_main:
-            return
-        path = self.output_dir / TIMINGS_FILE
-        with open(path.with_name(f".{TIMINGS_FILE}.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            saved = json.loads(path.read_text()) if path.is_file() else {}
-            atomic.write_json(path, {**saved, key: round(seconds, 6)})
+        self._edit_times(lambda saved: {**saved, key: round(seconds, 6)})
 
     def saved_times(self) -> dict[str, float]:
         """timings.json as it is on disk."""
@@ -96,16 +91,22 @@ class Run:
 
     def forget_times(self, keys: tuple[str, ...]) -> None:
         """Drop `keys` from timings.json (measurements of outputs that are being replaced)."""
+        for key in keys:
+            self.timings.pop(key, None)
+        self._edit_times(lambda saved: {key: value for key, value in saved.items() if key not in keys})
+
+    def _edit_times(self, edit: Callable[[dict], dict]) -> None:
+        """Rewrite timings.json as `edit` of its contents, under a lock (collection runs of one zoo may finish at
+        once, as array tasks); rank 0 only, and only when something changes."""
         if not self.env.is_main:
             return
         path = self.output_dir / TIMINGS_FILE
         with open(path.with_name(f".{TIMINGS_FILE}.lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            saved = json.loads(path.read_text()) if path.is_file() else {}
-            if any(key in saved for key in keys):
-                atomic.write_json(path, {key: value for key, value in saved.items() if key not in keys})
-        for key in keys:
-            self.timings.pop(key, None)
+            saved = self.saved_times()
+            edited = edit(saved)
+            if edited != saved or not path.is_file():
+                atomic.write_json(path, edited)
 
     def phase_timer(self):
         """A callback that records the time since the previous call (or since now) under each phase name."""

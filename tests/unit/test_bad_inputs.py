@@ -7,11 +7,13 @@ import os
 import shutil
 from collections import namedtuple
 
+import numpy as np
 import pytest
 import torch
 
 from pdiff import atomic
 from pdiff.config import Stage, validate
+from pdiff.data import datasets
 from pdiff.errors import ConfigError, GeneratorError, TrainingDiverged, ZooError
 from pdiff.generators import design_class
 from pdiff.generators.base import GENERATOR_CHECKSUMS, Conditioning, verify_generator
@@ -275,3 +277,19 @@ def test_rows_of_an_attempt_killed_before_its_first_resume_point_are_dropped(tmp
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     steps = [row["ae/step"] for row in rows if "ae/step" in row]
     assert steps == [10, 20] and all(row["ae/loss"] != 9.0 for row in rows if "ae/loss" in row)
+
+
+def test_collection_inputs_digest_only_the_training_arrays_of_an_npz(tmp_path, monkeypatch):
+    """The test arrays are read for their digest only when evaluate's inputs are asked for."""
+    path = tmp_path / "data.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.normal(size=(40, 3)), y_train=np.arange(40) % 2, x_test=rng.normal(size=(20, 3)),
+             y_test=np.arange(20) % 2)
+    read = []
+    real = datasets._arrays_digest
+    monkeypatch.setattr(datasets, "_arrays_digest", lambda archive, part: read.append(part) or real(archive, part))
+    cfg = compose_config(["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path / 'run'}"])
+    for stage in (Stage.collect, Stage.train, Stage.generate):
+        assert stage_inputs(cfg, stage)["data"]["train_sha256"] is not None
+    assert read == ["train"]
+    assert stage_inputs(cfg, Stage.evaluate)["test_data"]["sha256"] is not None and read == ["train", "test"]
