@@ -257,13 +257,13 @@ def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoenco
 
 
 def fit_denoiser(cfg, build: Callable[[], nn.Module], loss, rows, directory: Path, tracker: Tracker,
-                 device: torch.device) -> tuple[nn.Module, nn.Module]:
-    """The latent and token designs' DDPM denoiser, seeded for its purpose and fitted on `rows` with `diffusion.*`
-    (resumable from DIR/diffusion_checkpoint): its (raw, EMA) networks in eval mode."""
-    seed = derive_seed(cfg.seed, Purpose.denoiser)
+                 device: torch.device, name: str = "diffusion") -> tuple[nn.Module, nn.Module]:
+    """A DDPM denoiser of the latent and token designs, seeded for its purpose (`name`) and fitted on `rows` with
+    `diffusion.*` (resumable from DIR/<name>_checkpoint): its (raw, EMA) networks in eval mode."""
+    seed = derive_seed(cfg.seed, Purpose.denoiser, 0 if name == "diffusion" else name)
     torch.manual_seed(seed)
-    fitted = fit(build(), loss, rows, cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name="diffusion",
-                 seed=seed, checkpoint_dir=directory / "diffusion_checkpoint", tracker=tracker,
+    fitted = fit(build(), loss, rows, cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name=name,
+                 seed=seed, checkpoint_dir=directory / f"{name}_checkpoint", tracker=tracker,
                  ema_decay=cfg.diffusion.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
     return trained_pair(build, fitted)
 

@@ -32,6 +32,7 @@ from pdiff.generators.base import (
     trained_pair,
 )
 from pdiff.generators.nets.velocity import VelocityMLP
+from pdiff.generators.pca import PCABasis
 from pdiff.generators.registry import register
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker, stage_progress
@@ -76,39 +77,6 @@ class FlowSamplerConfig:
 BASIS_FILE = "basis.safetensors"
 VELOCITY_WEIGHTS = "velocity_ema.safetensors"
 VELOCITY_RAW_WEIGHTS = "velocity.safetensors"
-
-
-class PCABasis(nn.Module):
-    """x = (z - mean) @ components.T / scale (whitened top-k coefficients) and back; identity when k = 0."""
-
-    def __init__(self, dim: int, k: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(dim))
-        self.register_buffer("components", torch.zeros(k, dim))
-        self.register_buffer("scale", torch.ones(k))
-
-    @property
-    def k(self) -> int:
-        return int(self.components.shape[0])
-
-    @classmethod
-    def fit(cls, z: torch.Tensor, k: int) -> PCABasis:
-        """The top min(k, K - 1, D) principal directions of the normalised zoo z [K, D] (k = 0: none)."""
-        k = min(k, len(z) - 1, z.shape[1])
-        basis = cls(z.shape[1], max(k, 0))
-        if k > 0:
-            mean = z.double().mean(0)
-            _, singular, vh = torch.linalg.svd(z.double() - mean, full_matrices=False)
-            basis.mean.copy_(mean)
-            basis.components.copy_(vh[:k])
-            basis.scale.copy_((singular[:k] / (len(z) - 1) ** 0.5).clamp_min(1e-8))
-        return basis
-
-    def encode(self, z: torch.Tensor) -> torch.Tensor:
-        return z if self.k == 0 else (z - self.mean) @ self.components.T / self.scale
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.k == 0 else self.mean + (x * self.scale) @ self.components
 
 
 def build_velocity(denoiser_cfg, dim: int, conditional: bool) -> VelocityMLP:
@@ -161,9 +129,8 @@ class FlowGenerator(Generator):
               device: torch.device) -> FlowGenerator:
         generator_cfg = cfg.generator
         normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(generator_cfg.normalization))
-        z = normalizer.normalize(zoo.vectors.float())
-        basis = PCABasis.fit(z, generator_cfg.pca_components)
-        x1 = basis.encode(z).float()
+        basis = PCABasis.fit(zoo.vectors, generator_cfg.pca_components, normalizer)
+        x1 = basis.encode(normalizer.normalize(zoo.vectors.float())).float()
         stats, rows = None, x1
         if generator_cfg.condition:
             accuracy = zoo.val_accuracy.double()

@@ -1,12 +1,15 @@
-"""pdiff's large-D design (generator=token): a token autoencoder + a DDPM on windows of token latents.
+"""pdiff's large-D design (generator=token): a model code, a token autoencoder, and DDPMs on both latents.
 
-    zoo [K, D] (memory map) --tokens of S values, normalised--> [K, T, S]
-        --shared token encoder--> latents [K, T, C] --cut into windows of W tokens--> [K * T/W, W, C]
-        --DDPM on windows, each token told its tensor and position--> sampled windows --decoder--> [N, D]
+    zoo [K, D] (memory map) --normalised--> z --top-m PCA, whitened--> model codes c [K, m]
+    z - decode(c) --tokens of S values--> [K, T, S] --shared token encoder--> latents [K, T, C]
+        --cut into windows of W tokens--> [K * T/W, W, C]
+    generation: c ~ code DDPM; every window of the model ~ window DDPM told c and its tokens' places
+        --token decoder--> residual [D]; decode(c) + residual --denormalised--> [N, D]
 
-Training reads random (model, token) rows from the memory-mapped zoo, so the autoencoder's memory does
-not depend on D; the denoiser sees one window at a time. Windows are sampled independently, each
-conditioned on where its tokens sit in the network.
+The code ties the windows of one network together: they are sampled given the same c, which also carries
+the network's global shape (the zoo's principal directions), while the tokens carry what it leaves out.
+Training reads random (model, token) rows from the memory-mapped zoo and the basis is fitted column block
+by column block, so no step loads the zoo; the window denoiser sees one window at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from pdiff import atomic
 from pdiff.config import GeneratorConfig, Normalization, SamplerName
@@ -35,9 +39,10 @@ from pdiff.generators.base import (
     load_autoencoder_file,
     read_meta,
 )
-from pdiff.generators.nets.token_nets import TokenAutoencoder, WindowDenoiser
+from pdiff.generators.nets.token_nets import CodeDenoiser, TokenAutoencoder, WindowDenoiser
+from pdiff.generators.pca import PCABasis
 from pdiff.generators.registry import register
-from pdiff.generators.tokens import TokenBatch, TokenLayout, ZooTokens
+from pdiff.generators.tokens import TokenBatch, TokenLayout, ZooCodes, ZooTokens
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker, stage_progress
 from pdiff.training.fit import fit
@@ -51,6 +56,7 @@ class TokenAutoencoderConfig(AutoencoderConfig):
     normalization: Normalization = Normalization.per_tensor
     token_size: int = 64
     token_latent_dim: int = 8  # latent values per token
+    code_components: int = 16  # m: the model code, top-m whitened PCA coefficients (0: windows independent)
     embed_dim: int = 64
     hidden: list[int] = field(default_factory=lambda: [256, 256])
 
@@ -65,9 +71,14 @@ class WindowDenoiserConfig:
     depth: int = 2
     heads: int = 4
     time_dim: int = 128
+    code_width: int = 256  # the model codes' denoiser: a residual MLP
+    code_depth: int = 3
     compile: bool = False  # torch.compile the denoiser for training (trainer=plain) and sampling
 
 
+CODE_FILE = "code.safetensors"
+CODE_WEIGHTS = "code_denoiser_ema.safetensors"
+CODE_RAW_WEIGHTS = "code_denoiser.safetensors"
 ENCODE_CHUNK = 8192  # tokens per encoder/decoder call
 SAMPLE_CHUNK = 512  # windows sampled together
 
@@ -77,9 +88,14 @@ class WindowBatch:
     latents: torch.Tensor  # [B, W, C]
     tensor_ids: torch.Tensor  # [B, W]
     positions: torch.Tensor  # [B, W]
+    codes: torch.Tensor | None  # [B, m]: the code of each window's model
 
     def __len__(self) -> int:
         return len(self.latents)
+
+    def conditioning(self) -> dict[str, torch.Tensor]:
+        kwargs = {"tensor_ids": self.tensor_ids, "positions": self.positions}
+        return kwargs if self.codes is None else {**kwargs, "code": self.codes}
 
 
 class WindowPlaces:
@@ -97,24 +113,26 @@ class WindowPlaces:
         pad = self.count * self.window - latents.shape[1]
         return F.pad(latents, (0, 0, 0, pad)).reshape(-1, self.window, latents.shape[-1])
 
-    def conditioning(self, slots: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
-        """The denoiser's model_kwargs for windows at `slots` [B]: each token's tensor and position [B, W]."""
-        return {"tensor_ids": self.tensor_ids[slots].to(device), "positions": self.positions[slots].to(device)}
+    def batch(self, latents: torch.Tensor, slots: torch.Tensor, codes: torch.Tensor | None,
+              device: torch.device) -> WindowBatch:
+        """Windows at `slots` [B] (latents [B, W, C]) with each token's tensor and position, and their models' codes."""
+        return WindowBatch(latents, self.tensor_ids[slots].to(device), self.positions[slots].to(device),
+                           None if codes is None else codes.to(device=device, dtype=latents.dtype))
 
 
 class WindowRows:
     """Windows of every zoo model as training rows (row r = model r // count, window r % count)."""
 
-    def __init__(self, windows: torch.Tensor, places: WindowPlaces):
-        self.windows, self.places = windows, places
+    def __init__(self, windows: torch.Tensor, places: WindowPlaces, codes: torch.Tensor | None):
+        self.windows, self.places, self.codes = windows, places, codes
 
     def __len__(self) -> int:
         return len(self.windows)
 
     def take(self, rows: torch.Tensor, dtype: torch.dtype, device: torch.device) -> WindowBatch:
-        slots = rows % self.places.count
-        return WindowBatch(self.windows[rows].to(device=device, dtype=dtype), self.places.tensor_ids[slots].to(device),
-                           self.places.positions[slots].to(device))
+        codes = None if self.codes is None else self.codes[rows // self.places.count]
+        return self.places.batch(self.windows[rows].to(device=device, dtype=dtype), rows % self.places.count, codes,
+                                 device)
 
 
 def build_token_autoencoder(ae_cfg, layout: TokenLayout) -> TokenAutoencoder:
@@ -122,9 +140,13 @@ def build_token_autoencoder(ae_cfg, layout: TokenLayout) -> TokenAutoencoder:
                             ae_cfg.embed_dim, ae_cfg.input_noise, ae_cfg.latent_noise)
 
 
-def build_window_denoiser(denoiser_cfg, latent_dim: int, layout: TokenLayout) -> WindowDenoiser:
+def build_window_denoiser(denoiser_cfg, latent_dim: int, layout: TokenLayout, code_dim: int) -> WindowDenoiser:
     return WindowDenoiser(latent_dim, layout.num_tensors, denoiser_cfg.width, denoiser_cfg.depth, denoiser_cfg.heads,
-                          denoiser_cfg.time_dim)
+                          denoiser_cfg.time_dim, code_dim)
+
+
+def build_code_denoiser(denoiser_cfg, code_dim: int) -> CodeDenoiser:
+    return CodeDenoiser(code_dim, denoiser_cfg.code_width, denoiser_cfg.code_depth, denoiser_cfg.time_dim)
 
 
 def token_reconstruction_loss(forward, batch: TokenBatch, noise: BatchNoise) -> torch.Tensor:
@@ -134,8 +156,13 @@ def token_reconstruction_loss(forward, batch: TokenBatch, noise: BatchNoise) -> 
 
 def window_diffusion_loss(diffusion: GaussianDiffusion):
     def loss(forward, batch: WindowBatch, noise: BatchNoise) -> torch.Tensor:
-        return diffusion.training_losses(forward, batch.latents, noise,
-                                         {"tensor_ids": batch.tensor_ids, "positions": batch.positions})
+        return diffusion.training_losses(forward, batch.latents, noise, batch.conditioning())
+    return loss
+
+
+def code_diffusion_loss(diffusion: GaussianDiffusion):
+    def loss(forward, codes: torch.Tensor, noise: BatchNoise) -> torch.Tensor:
+        return diffusion.training_losses(forward, codes, noise)
     return loss
 
 
@@ -144,18 +171,23 @@ def window_diffusion_loss(diffusion: GaussianDiffusion):
 class TokenGenerator(AutoencoderDenoiserGenerator):
     design = "token"
     uses = {"ae": ("token",), "denoiser": ("window",), "sampler": ("ddpm", "ddim")}
+    phases = {"ae": "Token autoencoder (reconstruction)", "code": "Model-code DDPM (noise prediction)",
+              "diffusion": "Window DDPM (noise prediction)"}
     schemas = {"generator": {"generator_schema": GeneratorConfig}, "ae": {"token_schema": TokenAutoencoderConfig},
                "denoiser": {"window_schema": WindowDenoiserConfig}, "sampler": DDPM_SAMPLERS,
                "diffusion": DIFFUSION_SCHEMAS}
 
     normalizer: ParamNormalizer
     layout: TokenLayout
+    code: PCABasis  # k = 0: no model code, windows independent
     autoencoder: TokenAutoencoder
+    code_denoiser: CodeDenoiser | None  # the EMA weights
     denoiser: WindowDenoiser  # the EMA weights
     diffusion: GaussianDiffusion
     latent_scale: float
     places: WindowPlaces
     raw_denoiser: WindowDenoiser | None = field(default=None)  # kept after training, to be saved
+    raw_code_denoiser: CodeDenoiser | None = field(default=None)
     recon_mse_normalized: float | None = field(default=None)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     compile_denoiser: bool = False  # sample with torch.compile(denoiser)
@@ -164,8 +196,9 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     def check_config(cls, cfg) -> None:
         super().check_config(cfg)
         for key, value, rule in (("ae.token_size", cfg.ae.token_size, "must be >= 1"),
+                                 ("ae.code_components", cfg.ae.code_components, "must be >= 0 (0: no model code)"),
                                  ("denoiser.window", cfg.denoiser.window, "must be >= 1 (tokens per window)")):
-            if value < 1:
+            if value < (0 if key == "ae.code_components" else 1):
                 raise ConfigError(f"{key}={value!r} is invalid: {rule}")
         if cfg.denoiser.width % cfg.denoiser.heads:
             raise ConfigError(f"denoiser.width={cfg.denoiser.width!r} is invalid: must be a multiple of "
@@ -175,93 +208,140 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
               device: torch.device) -> TokenGenerator:
         """On `device`; each rank reads only its rows of each batch from the memory-mapped zoo."""
-        normalizer, layout, autoencoder = train_token_autoencoder(
-            zoo, cfg.ae, cfg.trainer, derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker, device)
+        normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(cfg.ae.normalization))
+        code = PCABasis.fit(zoo.vectors, cfg.ae.code_components, normalizer)
+        codes = ZooCodes(code, code.encode_rows(zoo.vectors, normalizer)) if code.k else None
+        tracker.log({"code/components": code.k})
+        timer("fit_code")
+        layout, autoencoder = train_token_autoencoder(zoo, normalizer, codes, cfg.ae, cfg.trainer,
+                                                      derive_seed(cfg.seed, Purpose.autoencoder), directory, tracker,
+                                                      device)
         timer("train_autoencoder")
         started = time.perf_counter()
-        latents, scale, recon_mse = encode_token_latents(zoo.vectors, normalizer, layout, autoencoder, device)
+        latents, scale, recon_mse = encode_token_latents(zoo.vectors, normalizer, layout, autoencoder, device, codes)
         tracker.log({"ae/recon_mse_normalized": recon_mse, "ae/encode_s": time.perf_counter() - started})
-        places = WindowPlaces(layout, cfg.denoiser.window)
         diffusion = build_diffusion(cfg.diffusion)
+        raw_code, code_ema = None, None
+        if codes is not None:
+            raw_code, code_ema = fit_denoiser(cfg, lambda: build_code_denoiser(cfg.denoiser, code.k),
+                                              code_diffusion_loss(diffusion), codes.codes, directory, tracker, device,
+                                              name="code")
+            timer("train_code")
+        places = WindowPlaces(layout, cfg.denoiser.window)
         latent_dim = latents.shape[-1]
-        raw, ema = fit_denoiser(cfg, lambda: build_window_denoiser(cfg.denoiser, latent_dim, layout),
-                                window_diffusion_loss(diffusion), WindowRows(places.split(latents), places),
+        raw, ema = fit_denoiser(cfg, lambda: build_window_denoiser(cfg.denoiser, latent_dim, layout, code.k),
+                                window_diffusion_loss(diffusion),
+                                WindowRows(places.split(latents), places, None if codes is None else codes.codes),
                                 directory, tracker, device)
         timer("train_diffusion")
-        return cls(normalizer, layout, autoencoder.cpu(), ema, diffusion, scale, places, raw, recon_mse)
+        return cls(normalizer, layout, code, autoencoder.cpu(), code_ema, ema, diffusion, scale, places, raw, raw_code,
+                   recon_mse)
 
     @classmethod
     def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> TokenGenerator:
+        meta = read_meta(directory)
         layout = TokenLayout(spec, cfg.ae.token_size)
         normalizer, autoencoder = ParamNormalizer(spec.dim), build_token_autoencoder(cfg.ae, layout)
         load_autoencoder_file(directory, normalizer, autoencoder)
-        denoiser = build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout)
+        code = PCABasis(spec.dim, int(meta["code_components"]))
+        code_denoiser = None
+        if code.k:
+            code.load_state_dict(atomic.read_safetensors(directory / CODE_FILE))
+            code_denoiser = build_code_denoiser(cfg.denoiser, code.k)
+            code_denoiser.load_state_dict(atomic.read_safetensors(directory / CODE_WEIGHTS))
+            code_denoiser = code_denoiser.to(device).eval()
+        denoiser = build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout, code.k)
         denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
-        return cls(normalizer.to(device), layout, autoencoder.to(device).eval(), denoiser.to(device).eval(),
-                   build_diffusion(cfg.diffusion), float(read_meta(directory)["latent_scale"]),
+        return cls(normalizer.to(device), layout, code.to(device), autoencoder.to(device).eval(), code_denoiser,
+                   denoiser.to(device).eval(), build_diffusion(cfg.diffusion), float(meta["latent_scale"]),
                    WindowPlaces(layout, cfg.denoiser.window), device=device, compile_denoiser=cfg.denoiser.compile)
 
     @torch.no_grad()
     def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
-        """n vectors [n, D]: every window of every model sampled from the EMA denoiser, then decoded."""
+        """n vectors [n, D]: n model codes first, then every window of every model given its model's code (in
+        chunks of SAMPLE_CHUNK windows), decoded."""
         rng = generator_for(seed, Purpose.sampling)
-        slots = torch.arange(n * self.places.count) % self.places.count
-        chunks = slots.split(SAMPLE_CHUNK)
-        label = f"sample {n} models ({len(slots)} windows, {SamplerName(sampler_cfg.name).value})"
+        name = SamplerName(sampler_cfg.name).value
+        steps = self.diffusion.sample_steps(sampler_cfg)
+        codes = None
+        if self.code_denoiser is not None:
+            with stage_progress(f"sample {n} model codes ({name})", total=steps) as bar:
+                codes = self.diffusion.sample(self.code_denoiser, (n, self.code.k), sampler_cfg, generator=rng,
+                                              device=self.device, progress=bar.advance)
+        rows = torch.arange(n * self.places.count)
+        chunks = rows.split(SAMPLE_CHUNK)
         windows, denoiser = [], torch.compile(self.denoiser) if self.compile_denoiser else self.denoiser
-        with stage_progress(label, total=self.diffusion.sample_steps(sampler_cfg) * len(chunks)) as bar:
+        with stage_progress(f"sample {n} models ({len(rows)} windows, {name})", total=steps * len(chunks)) as bar:
             for chunk in chunks:
                 shape = (len(chunk), self.places.window, self.autoencoder.latent_dim)
-                windows.append(self.diffusion.sample(denoiser, shape, sampler_cfg, generator=rng,
-                                                     device=self.device,
-                                                     model_kwargs=self.places.conditioning(chunk, self.device),
-                                                     progress=bar.advance))
+                slots = chunk % self.places.count
+                chunk_codes = None if codes is None else codes[chunk // self.places.count]
+                kwargs = self.places.batch(torch.empty(0), slots, chunk_codes, self.device).conditioning()
+                windows.append(self.diffusion.sample(denoiser, shape, sampler_cfg, generator=rng, device=self.device,
+                                                     model_kwargs=kwargs, progress=bar.advance))
         latents = torch.cat(windows).view(n, -1, self.autoencoder.latent_dim)[:, :self.layout.count]
-        return self.decode(latents).cpu()
+        return self.decode(latents, codes).cpu()
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled token latents [N, T, C] -> parameter vectors [N, D] (on the generator's device)."""
+    def decode(self, latents: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled token latents [N, T, C] (+ model codes [N, m]) -> parameter vectors [N, D] (on the generator's
+        device)."""
         out = torch.zeros(len(latents), self.layout.spec.dim, device=self.device)
         for model, model_latents in enumerate(latents):
             for tokens in torch.arange(self.layout.count).split(ENCODE_CHUNK):
                 values = self.autoencoder.decode(model_latents[tokens.to(self.device)] * self.latent_scale,
                                                  self.layout.tensor_ids[tokens].to(self.device),
                                                  self.layout.positions[tokens].to(self.device))
-                self.layout.scatter(values, tokens, out[model], self.normalizer)
-        return out
+                self.layout.scatter(values, tokens, out[model])
+            if codes is not None:
+                out[model] += self.code.decode(codes[model:model + 1])[0]
+        return self.normalizer.denormalize(out)
+
+    def networks(self) -> dict[str, nn.Module]:
+        networks = super().networks()
+        return networks if self.code_denoiser is None else {**networks, "code_denoiser": self.code_denoiser}
+
+    def files(self) -> dict[str, dict[str, torch.Tensor]]:
+        files = super().files()
+        if self.code_denoiser is not None:
+            files[CODE_FILE] = self.code.state_dict()
+            files[CODE_WEIGHTS] = self.code_denoiser.state_dict()
+            if self.raw_code_denoiser is not None:
+                files[CODE_RAW_WEIGHTS] = self.raw_code_denoiser.state_dict()
+        return files
 
     @property
     def meta(self) -> dict:
         return {"latent_scale": self.latent_scale, "tokens": self.layout.count, "windows": self.places.count,
-                "recon_mse_normalized": self.recon_mse_normalized}
+                "code_components": self.code.k, "recon_mse_normalized": self.recon_mse_normalized}
 
 
-def train_token_autoencoder(zoo: ParamZoo, ae_cfg, trainer_cfg, seed: int, directory: Path, tracker: Tracker,
-                            device: torch.device) -> tuple[ParamNormalizer, TokenLayout, TokenAutoencoder]:
-    """Normaliser from the zoo (one tensor at a time), then the shared token autoencoder on random tokens."""
-    normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(ae_cfg.normalization))
+def train_token_autoencoder(zoo: ParamZoo, normalizer: ParamNormalizer, codes: ZooCodes | None, ae_cfg, trainer_cfg,
+                            seed: int, directory: Path, tracker: Tracker,
+                            device: torch.device) -> tuple[TokenLayout, TokenAutoencoder]:
+    """The shared token autoencoder on random tokens of the normalised zoo (less what the codes decode to)."""
     layout = TokenLayout(zoo.spec, ae_cfg.token_size)
     torch.manual_seed(seed)
     fitted = fit(build_token_autoencoder(ae_cfg, layout), token_reconstruction_loss,
-                 ZooTokens(zoo.vectors, layout, normalizer), ae_cfg.optim, ae_cfg.cadence, trainer_cfg, name="ae",
-                 seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker, device=device)
+                 ZooTokens(zoo.vectors, layout, normalizer, codes), ae_cfg.optim, ae_cfg.cadence, trainer_cfg,
+                 name="ae", seed=seed, checkpoint_dir=directory / "ae_checkpoint", tracker=tracker, device=device)
     autoencoder = build_token_autoencoder(ae_cfg, layout)
     autoencoder.load_state_dict(fitted.weights)
-    return normalizer, layout, autoencoder.eval()
+    return layout, autoencoder.eval()
 
 
 @torch.no_grad()
 def encode_token_latents(vectors: torch.Tensor, normalizer: ParamNormalizer, layout: TokenLayout,
-                         autoencoder: TokenAutoencoder, device: torch.device) -> tuple[torch.Tensor, float, float]:
-    """Latents [K, T, C] (CPU) of every zoo token scaled to unit std, the scale, and the normalised reconstruction
-    MSE; the tokens are read from the CPU zoo and encoded on `device`."""
+                         autoencoder: TokenAutoencoder, device: torch.device,
+                         codes: ZooCodes | None = None) -> tuple[torch.Tensor, float, float]:
+    """Latents [K, T, C] (CPU) of every zoo token (less what its model's code decodes to) scaled to unit std, the
+    scale, and the normalised reconstruction MSE; the tokens are read from the CPU zoo and encoded on `device`."""
     autoencoder.to(device)
     latents = torch.empty(len(vectors), layout.count, autoencoder.latent_dim)
     squared_error, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for model in range(len(vectors)):
         for tokens in torch.arange(layout.count).split(ENCODE_CHUNK):
-            batch = layout.gather(vectors, torch.full_like(tokens, model), tokens, normalizer)
+            batch = layout.gather(vectors, torch.full_like(tokens, model), tokens, normalizer, codes)
             values, ids, positions = batch.values.to(device), batch.tensor_ids.to(device), batch.positions.to(device)
             encoded = autoencoder.encode(values, ids, positions)
             latents[model, tokens] = encoded.cpu()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pdiff.generators.pca import PCABasis
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 
 
@@ -25,6 +26,18 @@ class TokenBatch:
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+@dataclass
+class ZooCodes:
+    """The model code of every zoo model [K, m] and the basis that decodes it; tokens carry what it leaves out."""
+
+    basis: PCABasis
+    codes: torch.Tensor
+
+    def baseline(self, models: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """The normalised values [B, S] that the codes of `models` [B] decode to at `columns` [B, S]."""
+        return self.basis.decode_columns(self.codes[models], columns)
 
 
 class TokenLayout:
@@ -57,12 +70,15 @@ class TokenLayout:
         return columns, valid
 
     def gather(self, source: torch.Tensor, models: torch.Tensor, tokens: torch.Tensor,
-               normalizer: ParamNormalizer | None = None) -> TokenBatch:
-        """Tokens (models[i], tokens[i]) of a [K, D] tensor (mapped or not), optionally normalised; padding is 0."""
+               normalizer: ParamNormalizer | None = None, codes: ZooCodes | None = None) -> TokenBatch:
+        """Tokens (models[i], tokens[i]) of a [K, D] tensor (mapped or not), optionally normalised, less what the
+        models' codes decode to there when `codes` are given; padding is 0."""
         columns, valid = self.columns(tokens)
         values = source[models[:, None], columns].float()
         if normalizer is not None:
             values = (values - normalizer.mean[columns]) / normalizer.std[columns]
+        if codes is not None:
+            values = values - codes.baseline(models, columns)
         return TokenBatch(values * valid, self.tensor_ids[tokens], self.positions[tokens])
 
     def scatter(self, values: torch.Tensor, tokens: torch.Tensor, out: torch.Tensor,
@@ -77,16 +93,19 @@ class TokenLayout:
 
 
 class ZooTokens:
-    """All K x T tokens of a zoo as training rows (row r = model r // T, token r % T), read on demand."""
+    """All K x T tokens of a zoo as training rows (row r = model r // T, token r % T), read on demand; with
+    `codes`, what each model's code leaves out."""
 
-    def __init__(self, source: torch.Tensor, layout: TokenLayout, normalizer: ParamNormalizer):
-        self.source, self.layout, self.normalizer = source, layout, normalizer
+    def __init__(self, source: torch.Tensor, layout: TokenLayout, normalizer: ParamNormalizer,
+                 codes: ZooCodes | None = None):
+        self.source, self.layout, self.normalizer, self.codes = source, layout, normalizer, codes
 
     def __len__(self) -> int:
         return len(self.source) * self.layout.count
 
     def take(self, rows: torch.Tensor, dtype: torch.dtype, device: torch.device) -> TokenBatch:
         """Rows gathered from the (CPU, memory-mapped) zoo, then moved to `device`."""
-        batch = self.layout.gather(self.source, rows // self.layout.count, rows % self.layout.count, self.normalizer)
+        batch = self.layout.gather(self.source, rows // self.layout.count, rows % self.layout.count, self.normalizer,
+                                   self.codes)
         return TokenBatch(batch.values.to(device=device, dtype=dtype), batch.tensor_ids.to(device),
                           batch.positions.to(device))

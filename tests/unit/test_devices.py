@@ -17,14 +17,17 @@ from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.generators.base import Conditioning
-from pdiff.generators.flow import FlowGenerator, PCABasis, build_velocity, conditioned_loss
+from pdiff.generators.flow import FlowGenerator, build_velocity, conditioned_loss
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
+from pdiff.generators.pca import PCABasis
 from pdiff.generators.token import (
     WindowPlaces,
     WindowRows,
+    build_code_denoiser,
     build_token_autoencoder,
     build_window_denoiser,
+    code_diffusion_loss,
     token_reconstruction_loss,
     window_diffusion_loss,
 )
@@ -67,8 +70,12 @@ def test_token_design_trains_one_step_on_the_device(tmp_path):
           cfg.ae)
     places = WindowPlaces(layout, cfg.denoiser.window)
     windows = places.split(torch.randn(4, layout.count, cfg.ae.token_latent_dim))
-    _step(build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout),
-          window_diffusion_loss(build_diffusion(cfg.diffusion)), WindowRows(windows, places), cfg.diffusion, rows=4)
+    codes = torch.randn(4, 3)
+    _step(build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout, 3),
+          window_diffusion_loss(build_diffusion(cfg.diffusion)), WindowRows(windows, places, codes), cfg.diffusion,
+          rows=4)
+    _step(build_code_denoiser(cfg.denoiser, 3), code_diffusion_loss(build_diffusion(cfg.diffusion)), codes,
+          cfg.diffusion, rows=4)
 
 
 def test_flow_design_with_a_pca_basis_and_guidance_trains_and_samples_on_the_device(tmp_path):
@@ -102,10 +109,12 @@ def test_sampling_steps_run_on_the_device(sampler, tmp_path):
     token_cfg = compose_config(["generator=token", "denoiser.window=4", f"paths.output_dir={tmp_path}"])
     layout = TokenLayout(SPEC, 16)
     places = WindowPlaces(layout, token_cfg.denoiser.window)
-    window = build_window_denoiser(token_cfg.denoiser, 8, layout).to(META)
+    window = build_window_denoiser(token_cfg.denoiser, 8, layout, 3).to(META)
+    codes = diffusion.sample(build_code_denoiser(token_cfg.denoiser, 3).to(META), (2, 3), cfg.sampler, generator=rng,
+                             device=META)
     out = diffusion.sample(window, (2, 4, 8), cfg.sampler, generator=rng, device=META,
-                           model_kwargs=places.conditioning(torch.tensor([0, 1]), META))
-    assert out.device == META
+                           model_kwargs=places.batch(torch.empty(0), torch.tensor([0, 1]), codes, META).conditioning())
+    assert codes.device == META and out.device == META
 
 
 @pytest.mark.parametrize("augment", [False, True])

@@ -9,8 +9,9 @@ from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class
 from pdiff.generators.base import Conditioning
-from pdiff.generators.flow import FlowGenerator, FlowSamplerConfig, PCABasis
+from pdiff.generators.flow import FlowGenerator, FlowSamplerConfig
 from pdiff.generators.nets.velocity import VelocityMLP
+from pdiff.generators.pca import PCABasis
 from pdiff.seeds import Purpose, generator_for
 from pdiff.tracking import Tracker
 from pdiff.zoo.params import ParamNormalizer, select_parameters

@@ -78,8 +78,10 @@ def test_windows_pad_the_last_window_and_mark_its_slots():
     windows = places.split(latents)
     assert windows.shape == (6, 3, 4)
     assert torch.equal(windows[5, 0], latents[1, 6]) and torch.equal(windows[5, 1:], torch.zeros(2, 4))
-    batch = WindowRows(windows, places).take(torch.tensor([5, 1]), torch.float32, torch.device("cpu"))
+    codes = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # one code per model
+    batch = WindowRows(windows, places, codes).take(torch.tensor([5, 1]), torch.float32, torch.device("cpu"))
     assert batch.tensor_ids.tolist() == [[2, 3, 3], [1, 2, 2]]
+    assert batch.codes.tolist() == [[3.0, 4.0], [1.0, 2.0]]  # window 5 is model 1's, window 1 model 0's
 
 
 def test_token_networks_have_no_weight_that_grows_with_the_vector(tmp_path):
@@ -92,8 +94,9 @@ def test_token_networks_have_no_weight_that_grows_with_the_vector(tmp_path):
     assert small.count == 7 and large.count > 40_000  # 3 tensors each, D differs by 10^4
     assert size(build_token_autoencoder(cfg.ae, small)) == size(build_token_autoencoder(cfg.ae, large))
     latent = cfg.ae.token_latent_dim
-    assert size(build_window_denoiser(cfg.denoiser, latent, small)) == size(
-        build_window_denoiser(cfg.denoiser, latent, large))
+    code = cfg.ae.code_components
+    assert size(build_window_denoiser(cfg.denoiser, latent, small, code)) == size(
+        build_window_denoiser(cfg.denoiser, latent, large, code))
     assert large.positions.max() == 3_000_000 // 64 - 1  # positions are a sinusoidal code, not a table
 
 

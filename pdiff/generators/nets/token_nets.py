@@ -1,8 +1,9 @@
-"""pdiff's large-D design: one autoencoder shared by all parameter tokens, and a denoiser over windows of them.
+"""pdiff's large-D design: one autoencoder shared by all parameter tokens, a denoiser over windows of them told
+their model's code, and a denoiser of the model codes.
 
-Neither network has a weight whose size depends on D: a token's tensor is a learned embedding (one row per
+No network has a weight whose size depends on D: a token's tensor is a learned embedding (one row per
 tensor) and its place in the tensor a sinusoidal code, so ResNet-18's 11M parameters cost the same
-weights as the 15k of the digits CNN. Memory that grows with D is only the token latents.
+weights as the 15k of the digits CNN. Memory that grows with D is the token latents and the code's basis.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from torch import nn
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.nets.autoencoder import _mlp
 from pdiff.generators.nets.denoiser import timestep_embedding
+from pdiff.generators.nets.velocity import TIME_SCALE, VelocityMLP
 
 
 class TokenPlace(nn.Module):
@@ -57,12 +59,16 @@ class TokenAutoencoder(nn.Module):
 
 
 class WindowDenoiser(nn.Module):
-    """Predicts eps for a window of token latents [B, W, C] at timesteps [B], given each token's place."""
+    """Predicts eps for a window of token latents [B, W, C] at timesteps [B], given each token's place and, with
+    code_dim > 0, the code [B, code_dim] of the model the window belongs to (added to every slot, as the time is)."""
 
-    def __init__(self, latent_dim: int, num_tensors: int, width: int, depth: int, heads: int, time_dim: int):
+    def __init__(self, latent_dim: int, num_tensors: int, width: int, depth: int, heads: int, time_dim: int,
+                 code_dim: int = 0):
         super().__init__()
         self.time_dim = time_dim
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
+        self.code_mlp = nn.Sequential(nn.Linear(code_dim, width), nn.SiLU(), nn.Linear(width, width)) \
+            if code_dim else None
         self.place = TokenPlace(num_tensors, width)
         self.stem = nn.Linear(latent_dim, width)
         layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
@@ -71,8 +77,17 @@ class WindowDenoiser(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tensor_ids: torch.Tensor,
-                positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, tensor_ids: torch.Tensor, positions: torch.Tensor,
+                code: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim).to(x_t.dtype))
+        if self.code_mlp is not None:
+            emb = emb + self.code_mlp(code.to(x_t.dtype))
         h = self.stem(x_t) + self.place(tensor_ids, positions) + emb[:, None]
         return self.out(self.blocks(h))
+
+
+class CodeDenoiser(VelocityMLP):
+    """Predicts eps for model codes [B, m] at DDPM timesteps [B] (integers in [0, T)): a residual MLP."""
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return super().forward(x_t, t.float() / TIME_SCALE)
