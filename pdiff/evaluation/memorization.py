@@ -49,14 +49,19 @@ class Population:
 def nearest_original(queries: torch.Tensor, originals: torch.Tensor, exclude: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For [M, D] queries: L2 distance, cosine distance and index of the nearest of the [K, D] originals, leaving
-    out original exclude[i] for query i (a copy is not its own neighbour)."""
-    l2 = torch.cdist(queries.double(), originals.double())
+    out original exclude[i] for query i (a copy is not its own neighbour).
+
+    Distances come from one float64 matrix product (|q|^2 + |o|^2 - 2 q.o): an M x K x D product, where
+    torch.cdist takes 12x longer at D = 10^6."""
+    q, o = queries.double(), originals.double()
+    q_norm, o_norm = q.pow(2).sum(1), o.pow(2).sum(1)
+    products = q @ o.T
+    l2 = (q_norm[:, None] + o_norm[None] - 2 * products).clamp_min(0).sqrt()
     if exclude is not None:
         l2[torch.arange(len(l2)), exclude] = math.inf
     distance, index = l2.min(dim=1)
-    unit_q = torch.nn.functional.normalize(queries.double(), dim=1)
-    unit_o = torch.nn.functional.normalize(originals.double(), dim=1)
-    cosine = 1.0 - (unit_q * unit_o[index]).sum(1)
+    picked = products.gather(1, index[:, None])[:, 0]
+    cosine = 1.0 - picked / (q_norm.sqrt() * o_norm[index].sqrt()).clamp_min(1e-12)
     return distance, cosine, index
 
 
@@ -163,11 +168,11 @@ def memorization_normalizer(spec: ParamSpec, originals: torch.Tensor) -> ParamNo
     return ParamNormalizer.fit(spec, originals, Normalization.per_tensor)
 
 
-def describe(population: Population, originals: Population, normalizer: ParamNormalizer, y_test: torch.Tensor,
-             novelty_threshold: float) -> tuple[dict, dict[str, torch.Tensor]]:
+def describe(population: Population, originals: Population, z_orig: torch.Tensor, normalizer: ParamNormalizer,
+             y_test: torch.Tensor, novelty_threshold: float) -> tuple[dict, dict[str, torch.Tensor]]:
     """Figures of one population (accuracy, nearest-original distances, error IoU, novel fraction),
-    and its per-model nearest-original L2 and max IoU."""
-    z, z_orig = normalizer.normalize(population.vectors), normalizer.normalize(originals.vectors)
+    and its per-model nearest-original L2 and max IoU (z_orig: the originals, normalised)."""
+    z = normalizer.normalize(population.vectors)
     l2, cosine, _ = nearest_original(z, z_orig, exclude=population.copy_of)
     errors, errors_orig = population.predictions != y_test, originals.predictions != y_test
     iou = error_iou(errors, errors_orig)
@@ -270,6 +275,6 @@ def memorization_table(originals: Population, generated: Population, baselines: 
     threshold = float(nearest_original(z_orig, z_orig, exclude=originals.copy_of)[0].median())
     table, per_model = {"originals_nn_l2_median": round(threshold, 6)}, {}
     for population in (originals, generated, *baselines):
-        table[population.name], values = describe(population, originals, normalizer, y_test, threshold)
+        table[population.name], values = describe(population, originals, z_orig, normalizer, y_test, threshold)
         per_model.update({f"{key}:{population.name}": value for key, value in values.items()})
     return table, per_model

@@ -42,15 +42,15 @@ def losses(run_dir: Path) -> dict[tuple[str, int], float]:
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         row = json.loads(line)
-        for name in ("ae", "diffusion"):
+        for name in ("ae", "code", "diffusion"):
             if f"{name}/loss" in row:
                 out[(name, row[f"{name}/step"])] = row[f"{name}/loss"]
     return out
 
 
-def max_weight_diff(a: Path, b: Path) -> float:
+def max_weight_diff(a: Path, b: Path, names: tuple[str, ...] = WEIGHTS) -> float:
     diffs = []
-    for name in WEIGHTS:
+    for name in names:
         left, right = load_file(a / "generator" / name), load_file(b / "generator" / name)
         assert left.keys() == right.keys()
         diffs += [float((left[k] - right[k]).abs().max()) for k in left]
@@ -181,7 +181,8 @@ def test_resuming_with_another_number_of_ranks_names_both_layouts(zoo_run, tmp_p
 
 
 def test_token_design_on_two_zero3_ranks_follows_one_plain_process(zoo_run, tmp_path):
-    """generator=token: each rank reads only its rows of the memory-mapped zoo; ZeRO-3 partitions both networks."""
+    """generator=token: each rank reads only its rows of the memory-mapped zoo; ZeRO-3 partitions its three networks
+    (token autoencoder, model-code denoiser, window denoiser); the model code's basis is the same bytes."""
     token = ["generator=token", "ae.token_size=16", "denoiser.window=4", "diffusion.optim.batch_size=16"]
     plain = copy_zoo(zoo_run, tmp_path / "plain")
     ok(run_sweep(["stage=train", *TRAIN, *token, f"paths.output_dir={plain}"]))
@@ -189,12 +190,14 @@ def test_token_design_on_two_zero3_ranks_follows_one_plain_process(zoo_run, tmp_
     ok(torchrun(["stage=train", "trainer=deepspeed", "trainer.zero_stage=3", *TRAIN, *token,
                  f"paths.output_dir={zero3}"]))
     single, ranks = losses(plain), losses(zero3)
-    assert single.keys() == ranks.keys() and len(single) == 10 + 5
+    assert single.keys() == ranks.keys() and len(single) == 10 + 5 + 5
     # A split batch's gradients agree to 3e-7 with the whole batch's, but Adam on the window transformer grows
     # that to ~1e-3 in 100 steps: one process with grad_accum=2 differs from plain by the same 1.4e-3
     relative = {key: abs(ranks[key] - value) / abs(value) for key, value in single.items()}
-    print(f"max relative loss difference {max(relative.values()):.2e}, weights {max_weight_diff(plain, zero3):.2e}")
+    weights = max_weight_diff(plain, zero3, (*WEIGHTS, "code_denoiser.safetensors", "code_denoiser_ema.safetensors"))
+    print(f"max relative loss difference {max(relative.values()):.2e}, weights {weights:.2e}")
     assert max(value for key, value in relative.items() if key[0] == "ae") < 1e-4
-    assert max(relative.values()) < 1e-2 and max_weight_diff(plain, zero3) < 1e-2
+    assert max(relative.values()) < 1e-2 and weights < 1e-2
+    assert max_weight_diff(plain, zero3, ("code.safetensors",)) == 0.0
     meta = json.loads((zero3 / "generator" / "generator.json").read_text())
     assert (meta["design"], meta["ranks"], meta["tokens"], meta["windows"]) == ("token", 2, 8, 2)

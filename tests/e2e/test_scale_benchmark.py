@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers.configs import REPO
+from tests.helpers.configs import QUICK_EVALUATION, REPO
 from tests.helpers.runs import ok
 
 pytestmark = pytest.mark.slow
@@ -60,3 +60,34 @@ def test_gpu_benchmark_runs_on_the_cpu_and_projects_the_reference_job(tmp_path, 
     assert result["evaluation"]["differing_predictions"] == 0 and result["evaluation"]["speedup"] > 1
     assert result["base_bf16"]["flop_per_image"] > 1e9  # ResNet-18 on 32x32: ~3.3 GFLOP per training image
     assert result["projected_reference_job"]["total_h"] > 0
+
+
+def test_scale_quality_ladder_rung_with_the_joint_token_design_and_an_out_of_time_row(tmp_path):
+    """benchmarks/scale_quality.py on the ladder's smallest rung (experiment=mnist1d_full's network, 7,434
+    parameters) shrunk to 3 runs of 2 checkpoints: the joint token design's row carries what the JSON promises; a
+    design stopped by --budget-s is a row that says so, on the zoo collected by the first call."""
+    tiny = ["task.collect.runs=3", "task.param.k=6", "task.base.epochs=2", "generate.n=6", "threads=1",
+            "ae.optim.steps=20", "ae.optim.warmup_steps=2", "diffusion.optim.steps=20",
+            "diffusion.optim.warmup_steps=2", "sampler.steps=4", "evaluate.baselines.average_of=4", *QUICK_EVALUATION]
+    work, out = tmp_path / "work", tmp_path / "ladder.json"
+
+    def ladder(*args: str) -> list[dict]:
+        ok(subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale_quality.py"), "--out", str(out),
+                           "--work-dir", str(work), *args, "--set", *tiny], capture_output=True, text=True,
+                          timeout=600, cwd=REPO))
+        return json.loads(out.read_text())["rows"]
+
+    [row] = ladder("--designs", "token")
+    assert (row["rung"], row["design"], row["seed"], row["status"], row["D"], row["K"]) == ("1e4", "token", 0, "ok",
+                                                                                           7434, 6)
+    assert row["grows_with_D"]["code_components"] == 5 and row["grows_with_D"]["tokens"] > 0  # min(16, K - 1)
+    assert set(row["verdict"]) >= {"noise", "gaussian", "selected_top1"}
+    for family in row["verdict"].values():
+        assert family["status"] in {"beats", "ties", "loses"} and family["low"] <= family["acc_margin"] <= family[
+            "high"]
+    low, high = row["generated_interval"]
+    assert low <= row["generated_mean"] <= high and row["original_interval"][0] <= row["original_mean"]
+    assert {"train_autoencoder", "train_code", "train_diffusion", "generate", "evaluate"} <= set(row["stage_s"])
+    assert row["peak_rss_gb"] > 0 and row["n_generated"] == 6 and "margin_interval" in row["keep_best"]
+    [stopped] = ladder("--designs", "latent", "--budget-s", "2")
+    assert stopped["status"] == "out of time: stopped after 2 s" and "D" not in stopped

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pdiff.config import Normalization
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.nets.token_nets import TokenAutoencoder, WindowDenoiser
-from pdiff.generators.token import WindowPlaces, WindowRows, build_token_autoencoder, build_window_denoiser
+from pdiff.generators.token import (
+    TokenGenerator,
+    WindowPlaces,
+    WindowRows,
+    build_token_autoencoder,
+    build_window_denoiser,
+)
 from pdiff.generators.tokens import TokenLayout, ZooTokens
+from pdiff.tracking import Tracker
 from pdiff.zoo.params import ParamEntry, ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
 from tests.helpers.configs import compose_config
@@ -122,3 +130,34 @@ def test_scatter_undoes_the_normalisation_that_gather_applied():
     layout.scatter(layout.gather(vectors, torch.full_like(tokens, 2), tokens, normalizer).values, tokens, out,
                    normalizer)
     assert torch.allclose(out, vectors[2], atol=1e-5)
+
+
+@pytest.mark.parametrize("code_components", [2, 0])
+def test_windows_of_one_generated_network_come_from_one_model(code_components, tmp_path):
+    """A zoo of two kinds of network, +3v and -3v over every window: given its model's code, every window of a
+    generated network takes the same kind (saved and loaded alike); sampled independently (code_components=0), the
+    windows of one network mix the kinds."""
+    spec = ParamSpec((ParamEntry("w", (128,), 0),))  # 8 tokens of 16, 4 windows of 2
+    generator = torch.Generator().manual_seed(0)
+    pattern = torch.randint(0, 2, (128,), generator=generator).float() * 2 - 1
+    kinds = torch.arange(40) % 2 * 2 - 1.0
+    vectors = 3 * kinds[:, None] * pattern + 0.1 * torch.randn(40, 128, generator=generator)
+    zoo = ParamZoo(vectors, torch.full((40,), 60.0, dtype=torch.float64), spec, {})
+    cfg = compose_config(["generator=token", "sampler=ddim", "sampler.steps=20", "ae.token_size=16",
+                          f"ae.code_components={code_components}", "ae.hidden=[64]", "ae.optim.steps=100",
+                          "ae.optim.warmup_steps=10", "denoiser.window=2", "denoiser.width=32", "denoiser.depth=1",
+                          "denoiser.code_width=32", "denoiser.code_depth=1", "diffusion.optim.steps=200",
+                          "diffusion.optim.warmup_steps=10", "diffusion.optim.batch_size=32",
+                          f"paths.output_dir={tmp_path}"])
+    trained = TokenGenerator.train(zoo, cfg, tmp_path, Tracker(tmp_path, cfg.logger, {}, enabled=False),
+                                   lambda phase: None, torch.device("cpu"))
+    trained.save(tmp_path, {})
+    loaded = TokenGenerator.load(tmp_path, spec, cfg, torch.device("cpu"))
+    sampled = loaded.sample(40, cfg.sampler, 0)
+    assert torch.allclose(sampled, trained.sample(40, cfg.sampler, 0), atol=1e-5)
+    kind_per_window = (sampled * pattern).view(40, 4, 32).mean(-1).sign()  # [model, window]
+    one_kind = (kind_per_window == kind_per_window[:, :1]).all(1).float().mean()
+    if code_components:
+        assert one_kind >= 0.95 and loaded.code.k == 2
+    else:
+        assert one_kind <= 0.6 and loaded.code_denoiser is None
