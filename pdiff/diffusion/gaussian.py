@@ -85,24 +85,33 @@ class GaussianDiffusion:
     @torch.no_grad()
     def sample(self, model: Denoiser, shape: tuple[int, ...], sampler_cfg, generator: torch.Generator | None = None,
                device: str | torch.device = "cpu", model_kwargs: dict | None = None,
-               progress: Callable[[], None] | None = None) -> torch.Tensor:
-        """x_0 of `shape` on `device` from the sampler that `sampler_cfg` names (DDPM, or DDIM with steps, eta)."""
+               progress: Callable[[], None] | None = None, clip_start: float | None = None) -> torch.Tensor:
+        """x_0 of `shape` on `device` from the sampler that `sampler_cfg` names (DDPM, or DDIM with steps, eta);
+        with `clip_start`, every step's prediction of x_0 is clipped to [-clip_start, clip_start]."""
         if sampler_name(sampler_cfg) == "ddpm":
             return self.p_sample_loop(model, shape, generator=generator, device=device, model_kwargs=model_kwargs,
-                                      progress=progress)
+                                      progress=progress, clip_start=clip_start)
         return self.ddim_sample_loop(model, shape, sampler_cfg.steps, eta=sampler_cfg.eta, generator=generator,
-                                     device=device, model_kwargs=model_kwargs, progress=progress)
+                                     device=device, model_kwargs=model_kwargs, progress=progress,
+                                     clip_start=clip_start)
+
+    def _predict_start(self, model: Denoiser, x_t: torch.Tensor, t: torch.Tensor, model_kwargs: dict,
+                       clip_start: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_0 predicted from the model's eps, clipped to +-clip_start when given; eps)."""
+        eps = model(x_t, t, **model_kwargs)
+        x_start = self.predict_start_from_eps(x_t, t, eps)
+        return (x_start if clip_start is None else x_start.clamp(-clip_start, clip_start)), eps
 
     @torch.no_grad()
     def p_sample_loop(self, model: Denoiser, shape: tuple[int, ...], generator: torch.Generator | None = None,
                       device: str | torch.device = "cpu", model_kwargs: dict | None = None,
-                      progress: Callable[[], None] | None = None) -> torch.Tensor:
+                      progress: Callable[[], None] | None = None, clip_start: float | None = None) -> torch.Tensor:
         """Ancestral DDPM sampling over all T steps; returns x_0 of `shape` (noise drawn by the CPU `generator`)."""
         model_kwargs = model_kwargs or {}
         x_t = _randn(shape, generator, device)
         for step in reversed(range(self.timesteps)):
             t = torch.full((shape[0],), step, device=device, dtype=torch.long)
-            x_start = self.predict_start_from_eps(x_t, t, model(x_t, t, **model_kwargs))
+            x_start, _ = self._predict_start(model, x_t, t, model_kwargs, clip_start)
             mean = self.q_posterior_mean(x_start, x_t, t)
             if step > 0:
                 noise = _randn(shape, generator, device)
@@ -121,18 +130,18 @@ class GaussianDiffusion:
     def ddim_sample_loop(self, model: Denoiser, shape: tuple[int, ...], steps: int, eta: float = 0.0,
                          generator: torch.Generator | None = None, device: str | torch.device = "cpu",
                          model_kwargs: dict | None = None, progress: Callable[[], None] | None = None,
-                         x_end: torch.Tensor | None = None) -> torch.Tensor:
+                         x_end: torch.Tensor | None = None, clip_start: float | None = None) -> torch.Tensor:
         """DDIM (Song et al. 2021) over a subsequence of timesteps; deterministic given x_T when eta=0.
 
-        `x_end` is x_T (drawn from `generator` when not given); with eta > 0 every step draws more noise.
+        `x_end` is x_T (drawn from `generator` when not given); with eta > 0 every step draws more noise; with
+        `clip_start`, each step's x_0 prediction is clipped to [-clip_start, clip_start].
         """
         model_kwargs = model_kwargs or {}
         x_t = _randn(shape, generator, device) if x_end is None else x_end
         schedule = self.ddim_timesteps(steps)
         for current, previous in zip(schedule, [*schedule[1:], -1]):
             t = torch.full((shape[0],), current, device=device, dtype=torch.long)
-            eps = model(x_t, t, **model_kwargs)
-            x_start = self.predict_start_from_eps(x_t, t, eps)
+            x_start, eps = self._predict_start(model, x_t, t, model_kwargs, clip_start)
             abar = float(self.alphas_cumprod[current])
             abar_prev = float(self.alphas_cumprod[previous]) if previous >= 0 else 1.0
             sigma = eta * ((1 - abar_prev) / (1 - abar) * (1 - abar / abar_prev)) ** 0.5

@@ -189,6 +189,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     denoiser: WindowDenoiser  # the EMA weights
     diffusion: GaussianDiffusion
     latent_scale: float
+    bounds: dict[str, float]  # the largest |value| of the training codes and of the scaled token latents
     places: WindowPlaces
     raw_denoiser: WindowDenoiser | None = field(default=None)  # kept after training, to be saved
     raw_code_denoiser: CodeDenoiser | None = field(default=None)
@@ -238,8 +239,11 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
                                 WindowRows(places.split(latents), places, None if codes is None else codes.codes),
                                 directory, tracker, device)
         timer("train_diffusion")
-        return cls(normalizer, layout, code, autoencoder.cpu(), code_ema, ema, diffusion, scale, places, raw, raw_code,
-                   recon_mse)
+        bounds = {"latents": float(latents.abs().max())}
+        if codes is not None:
+            bounds["codes"] = float(codes.codes.abs().max())
+        return cls(normalizer, layout, code, autoencoder.cpu(), code_ema, ema, diffusion, scale, bounds, places, raw,
+                   raw_code, recon_mse)
 
     @classmethod
     def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> TokenGenerator:
@@ -258,7 +262,8 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
         denoiser.load_state_dict(atomic.read_safetensors(directory / DENOISER_WEIGHTS))
         return cls(normalizer.to(device), layout, code.to(device), autoencoder.to(device).eval(), code_denoiser,
                    denoiser.to(device).eval(), build_diffusion(cfg.diffusion), float(meta["latent_scale"]),
-                   WindowPlaces(layout, cfg.denoiser.window), device=device, compile_denoiser=cfg.denoiser.compile)
+                   meta["sampling_bounds"], WindowPlaces(layout, cfg.denoiser.window), device=device,
+                   compile_denoiser=cfg.denoiser.compile)
 
     @torch.no_grad()
     def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
@@ -271,7 +276,8 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
         if self.code_denoiser is not None:  # always the full ancestral chain: one MLP call on [n, m] a step
             with stage_progress(f"sample {n} model codes (ddpm)", total=self.diffusion.timesteps) as bar:
                 codes = self.diffusion.sample(self.code_denoiser, (n, self.code.k), CODE_SAMPLER, generator=rng,
-                                              device=self.device, progress=bar.advance)
+                                              device=self.device, progress=bar.advance,
+                                              clip_start=self.bounds["codes"])
         rows = torch.arange(n * self.places.count)
         chunks = rows.split(SAMPLE_CHUNK)
         windows, denoiser = [], torch.compile(self.denoiser) if self.compile_denoiser else self.denoiser
@@ -282,7 +288,8 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
                 chunk_codes = None if codes is None else codes[chunk // self.places.count]
                 kwargs = self.places.batch(torch.empty(0), slots, chunk_codes, self.device).conditioning()
                 windows.append(self.diffusion.sample(denoiser, shape, sampler_cfg, generator=rng, device=self.device,
-                                                     model_kwargs=kwargs, progress=bar.advance))
+                                                     model_kwargs=kwargs, progress=bar.advance,
+                                                     clip_start=self.bounds["latents"]))
         latents = torch.cat(windows).view(n, -1, self.autoencoder.latent_dim)[:, :self.layout.count]
         return self.decode(latents, codes).cpu()
 
@@ -316,8 +323,9 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
 
     @property
     def meta(self) -> dict:
-        return {"latent_scale": self.latent_scale, "tokens": self.layout.count, "windows": self.places.count,
-                "code_components": self.code.k, "recon_mse_normalized": self.recon_mse_normalized}
+        return {"latent_scale": self.latent_scale, "sampling_bounds": self.bounds, "tokens": self.layout.count,
+                "windows": self.places.count, "code_components": self.code.k,
+                "recon_mse_normalized": self.recon_mse_normalized}
 
 
 def train_token_autoencoder(zoo: ParamZoo, normalizer: ParamNormalizer, codes: ZooCodes | None, ae_cfg, trainer_cfg,

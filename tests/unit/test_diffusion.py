@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
 from pdiff.diffusion.noise import BatchNoise
@@ -130,3 +131,17 @@ def test_denoiser_shapes_and_timestep_embedding():
     assert net(x, t).shape == x.shape
     emb = timestep_embedding(t, 32)
     assert emb.shape == (5, 32) and not torch.allclose(emb[0], emb[1])
+
+
+@pytest.mark.parametrize("sampler", [{"name": "ddpm"}, {"name": "ddim", "steps": 5, "eta": 0.0}])
+def test_clipped_start_predictions_keep_a_wrong_denoiser_inside_the_bound(sampler):
+    """A denoiser that predicts eps = -x_t pushes x_0 far out; with clip_start every step's x_0 prediction, and
+    so the sample, stays within the bound (the token design clips at its training latents' largest |value|)."""
+    diffusion = GaussianDiffusion(linear_betas(50))
+    cfg = OmegaConf.create(sampler)
+
+    def wrong(x_t, t):
+        return -x_t
+    free = diffusion.sample(wrong, (4, 3), cfg, generator=torch.Generator().manual_seed(0))
+    clipped = diffusion.sample(wrong, (4, 3), cfg, generator=torch.Generator().manual_seed(0), clip_start=2.0)
+    assert free.abs().max() > 4 and clipped.abs().max() <= 2.0 + 1e-6
