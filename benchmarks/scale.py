@@ -42,7 +42,8 @@ from pdiff.zoo.store import ParamZoo, run_path
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN_OVERRIDES = {  # each measured design as the config a user selects
-    "token": ["generator=token", "diffusion.optim.batch_size=32"],  # 32 windows of 64 token latents per step
+    # 32 windows of 64 token latents per step; the model codes' denoiser gets the same step budget as the others
+    "token": ["generator=token", "diffusion.optim.batch_size=32", "denoiser.code.cadence.save_every=1000000000"],
     "pdiff_v1": ["ae=pdiff_v1"],
 }
 DESIGNS = tuple(DESIGN_OVERRIDES)
@@ -105,7 +106,8 @@ def worker(design: str, zoo_dir: Path, steps: int) -> dict:
     budget = [f"ae.optim.steps={steps}", f"diffusion.optim.steps={steps}", "ae.optim.warmup_steps=1",
               "diffusion.optim.warmup_steps=1"]
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        cfg = compose(config_name="config", overrides=[*DESIGN_OVERRIDES[design], *cadence, *budget,
+        own = [f"denoiser.code.optim.steps={steps}", "denoiser.code.optim.warmup_steps=1"] if design == "token" else []
+        cfg = compose(config_name="config", overrides=[*DESIGN_OVERRIDES[design], *cadence, *budget, *own,
                                                         "paths.output_dir=unused"])
     zoo = ParamZoo.load(zoo_dir)
     clock, started = StepClock(), time.perf_counter()

@@ -257,12 +257,14 @@ def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoenco
 
 
 def fit_denoiser(cfg, build: Callable[[], nn.Module], loss, rows, directory: Path, tracker: Tracker,
-                 device: torch.device, name: str = "diffusion") -> tuple[nn.Module, nn.Module]:
+                 device: torch.device, name: str = "diffusion", budget=None) -> tuple[nn.Module, nn.Module]:
     """A DDPM denoiser of the latent and token designs, seeded for its purpose (`name`) and fitted on `rows` with
-    `diffusion.*` (resumable from DIR/<name>_checkpoint): its (raw, EMA) networks in eval mode."""
+    the `optim` and `cadence` of `budget` (default `diffusion`) and diffusion.ema_decay (resumable from
+    DIR/<name>_checkpoint): its (raw, EMA) networks in eval mode."""
+    budget = cfg.diffusion if budget is None else budget
     seed = derive_seed(cfg.seed, Purpose.denoiser, 0 if name == "diffusion" else name)
     torch.manual_seed(seed)
-    fitted = fit(build(), loss, rows, cfg.diffusion.optim, cfg.diffusion.cadence, cfg.trainer, name=name,
+    fitted = fit(build(), loss, rows, budget.optim, budget.cadence, cfg.trainer, name=name,
                  seed=seed, checkpoint_dir=directory / f"{name}_checkpoint", tracker=tracker,
                  ema_decay=cfg.diffusion.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
     return trained_pair(build, fitted)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import GeneratorConfig, Normalization, SamplerName
+from pdiff.config import CadenceConfig, GeneratorConfig, Normalization, OptimConfig, SamplerName
 from pdiff.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
@@ -36,6 +36,7 @@ from pdiff.generators.base import (
     Conditioning,
     DDPMSamplerConfig,
     PhaseTimer,
+    check_training,
     fit_denoiser,
     load_autoencoder_file,
     read_meta,
@@ -57,9 +58,19 @@ class TokenAutoencoderConfig(AutoencoderConfig):
     normalization: Normalization = Normalization.per_tensor
     token_size: int = 64
     token_latent_dim: int = 8  # latent values per token
-    code_components: int = 16  # m: the model code, top-m whitened PCA coefficients (0: windows independent)
+    code_components: int = 32  # m: the model code, top-m whitened PCA coefficients (0: windows independent)
     embed_dim: int = 64
     hidden: list[int] = field(default_factory=lambda: [256, 256])
+
+
+@dataclass
+class CodeDenoiserConfig:
+    """The model codes' denoiser: a residual MLP, with its own budget (one step is one small MLP call on codes)."""
+
+    width: int = 256
+    depth: int = 3
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=5000, batch_size=256))
+    cadence: CadenceConfig = field(default_factory=CadenceConfig)
 
 
 @dataclass
@@ -72,8 +83,7 @@ class WindowDenoiserConfig:
     depth: int = 2
     heads: int = 4
     time_dim: int = 128
-    code_width: int = 256  # the model codes' denoiser: a residual MLP
-    code_depth: int = 3
+    code: CodeDenoiserConfig = field(default_factory=CodeDenoiserConfig)
     compile: bool = False  # torch.compile the denoiser for training (trainer=plain) and sampling
 
 
@@ -150,7 +160,7 @@ def build_window_denoiser(denoiser_cfg, latent_dim: int, layout: TokenLayout, co
 
 
 def build_code_denoiser(denoiser_cfg, code_dim: int) -> CodeDenoiser:
-    return CodeDenoiser(code_dim, denoiser_cfg.code_width, denoiser_cfg.code_depth, denoiser_cfg.time_dim)
+    return CodeDenoiser(code_dim, denoiser_cfg.code.width, denoiser_cfg.code.depth, denoiser_cfg.time_dim)
 
 
 def token_reconstruction_loss(forward, batch: TokenBatch, noise: BatchNoise) -> torch.Tensor:
@@ -205,6 +215,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
                                  ("denoiser.window", cfg.denoiser.window, "must be >= 1 (tokens per window)")):
             if value < (0 if key == "ae.code_components" else 1):
                 raise ConfigError(f"{key}={value!r} is invalid: {rule}")
+        check_training(cfg.denoiser.code, "denoiser.code")
         if cfg.denoiser.width % cfg.denoiser.heads:
             raise ConfigError(f"denoiser.width={cfg.denoiser.width!r} is invalid: must be a multiple of "
                               f"denoiser.heads={cfg.denoiser.heads}")
@@ -230,7 +241,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
         if codes is not None:
             raw_code, code_ema = fit_denoiser(cfg, lambda: build_code_denoiser(cfg.denoiser, code.k),
                                               code_diffusion_loss(diffusion), codes.codes, directory, tracker, device,
-                                              name="code")
+                                              name="code", budget=cfg.denoiser.code)
             timer("train_code")
         places = WindowPlaces(layout, cfg.denoiser.window)
         latent_dim = latents.shape[-1]

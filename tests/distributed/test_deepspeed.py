@@ -183,7 +183,9 @@ def test_resuming_with_another_number_of_ranks_names_both_layouts(zoo_run, tmp_p
 def test_token_design_on_two_zero3_ranks_follows_one_plain_process(zoo_run, tmp_path):
     """generator=token: each rank reads only its rows of the memory-mapped zoo; ZeRO-3 partitions its three networks
     (token autoencoder, model-code denoiser, window denoiser); the model code's basis is the same bytes."""
-    token = ["generator=token", "ae.token_size=16", "denoiser.window=4", "diffusion.optim.batch_size=16"]
+    token = ["generator=token", "ae.token_size=16", "denoiser.window=4", "diffusion.optim.batch_size=16",
+             "denoiser.code.optim.steps=100", "denoiser.code.cadence.log_every=20",
+             "denoiser.code.cadence.save_every=50"]
     plain = copy_zoo(zoo_run, tmp_path / "plain")
     ok(run_sweep(["stage=train", *TRAIN, *token, f"paths.output_dir={plain}"]))
     zero3 = copy_zoo(zoo_run, tmp_path / "zero3")

@@ -73,11 +73,10 @@ def test_scale_quality_ladder_rung_with_the_joint_token_design_and_an_out_of_tim
 
     def ladder(*args: str) -> list[dict]:
         ok(subprocess.run([sys.executable, str(REPO / "benchmarks" / "scale_quality.py"), "--out", str(out),
-                           "--work-dir", str(work), *args, "--set", *tiny], capture_output=True, text=True,
-                          timeout=600, cwd=REPO))
+                           "--work-dir", str(work), *args], capture_output=True, text=True, timeout=600, cwd=REPO))
         return json.loads(out.read_text())["rows"]
 
-    [row] = ladder("--designs", "token")
+    [row] = ladder("--designs", "token", "--set", *tiny, "denoiser.code.optim.steps=20")
     assert (row["rung"], row["design"], row["seed"], row["status"], row["D"], row["K"]) == ("1e4", "token", 0, "ok",
                                                                                            7434, 6)
     assert row["grows_with_D"]["code_components"] == 5 and row["grows_with_D"]["tokens"] > 0  # min(16, K - 1)
@@ -89,5 +88,5 @@ def test_scale_quality_ladder_rung_with_the_joint_token_design_and_an_out_of_tim
     assert low <= row["generated_mean"] <= high and row["original_interval"][0] <= row["original_mean"]
     assert {"train_autoencoder", "train_code", "train_diffusion", "generate", "evaluate"} <= set(row["stage_s"])
     assert row["peak_rss_gb"] > 0 and row["n_generated"] == 6 and "margin_interval" in row["keep_best"]
-    [stopped] = ladder("--designs", "latent", "--budget-s", "2")
+    [stopped] = ladder("--designs", "latent", "--budget-s", "2", "--set", *tiny)
     assert stopped["status"] == "out of time: stopped after 2 s" and "D" not in stopped
