@@ -147,7 +147,8 @@ def main() -> None:
     rows = []
     for rung in args.rungs:
         for seed in args.seeds:
-            zoo_run, collected = collect(rung, seed, work, args.extra, args.budget_s)
+            # collected with the first design's overrides, so that --set may name that design's settings
+            zoo_run, collected = collect(rung, seed, work, [*DESIGNS[args.designs[0]], *args.extra], args.budget_s)
             print(f"{rung} seed {seed}: collect {collected['status']} ({collected.get('process_s', 0)} s)",
                   flush=True)
             for design in args.designs:

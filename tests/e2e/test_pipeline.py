@@ -202,7 +202,8 @@ def test_token_design_generates_whole_models_from_the_memory_mapped_zoo(tmp_path
     args = ["experiment=digits_full", "generator=token", "ae.normalization=per_coordinate", "task.param.k=20",
             "task.base.epochs=3", "task.collect.steps_per_checkpoint=2", "ae.token_size=128", "ae.optim.steps=300",
             "denoiser.window=8", "diffusion.optim.batch_size=16", "diffusion.optim.steps=100", "sampler=ddim",
-            "denoiser.code.optim.steps=100", "generate.n=20", *QUICK_EVALUATION, f"paths.output_dir={out}"]
+            "denoiser.code.optim.steps=40",
+            "denoiser.code.optim.warmup_steps=5", "generate.n=20", *QUICK_EVALUATION, f"paths.output_dir={out}"]
     run_pipeline(compose_config(args))
     meta = json.loads((out / "generator" / "generator.json").read_text())
     zoo = json.loads((out / "zoo" / "zoo.json").read_text())

@@ -17,7 +17,8 @@ BLOBS = ["experiment=smoke", "task=npz_mlp", "task.net.hidden=[16,16]", "task.pa
 DESIGNS = {
     "latent": [],
     "token": ["generator=token", "ae.normalization=per_coordinate", "ae.token_size=16", "ae.optim.steps=30",
-              "denoiser.window=4", "diffusion.optim.steps=30", "denoiser.code.optim.steps=30", "sampler=ddim",
+              "denoiser.window=4", "diffusion.optim.steps=30", "denoiser.code.optim.steps=30",
+              "denoiser.code.optim.warmup_steps=5", "sampler=ddim",
               "sampler.steps=10"],
     "flow_conditioned": ["generator=flow_conditioned", "generator.optim.steps=60"],
 }

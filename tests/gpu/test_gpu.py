@@ -58,7 +58,8 @@ def test_smoke_pipeline_runs_on_cuda(tmp_path):
 def test_token_design_runs_on_cuda(tmp_path):
     out = tmp_path / "run"
     ok(run_sweep(["experiment=smoke", "generator=token", "ae.token_size=16", "denoiser.window=4",
-                  "diffusion.optim.batch_size=16", "denoiser.code.optim.steps=60", "device=cuda",
+                  "diffusion.optim.batch_size=16", "denoiser.code.optim.steps=60",
+                  "denoiser.code.optim.warmup_steps=10", "device=cuda",
                   f"paths.output_dir={out}"]))
     assert json.loads((out / "report.json").read_text())["generated"]["n"] == 20
 

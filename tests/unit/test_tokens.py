@@ -146,7 +146,7 @@ def test_windows_of_one_generated_network_come_from_one_model(code_components, t
     cfg = compose_config(["generator=token", "sampler=ddim", "sampler.steps=20", "ae.token_size=16",
                           f"ae.code_components={code_components}", "ae.hidden=[64]", "ae.optim.steps=100",
                           "ae.optim.warmup_steps=10", "denoiser.window=2", "denoiser.width=32", "denoiser.depth=1",
-                          "denoiser.code.width=32", "denoiser.code.depth=1", "denoiser.code.optim.steps=300",
+                          "denoiser.code.width=32", "denoiser.code.depth=1", "denoiser.code.optim.steps=200",
                           "diffusion.optim.steps=200", "diffusion.optim.warmup_steps=10",
                           "diffusion.optim.batch_size=32", f"paths.output_dir={tmp_path}"])
     trained = TokenGenerator.train(zoo, cfg, tmp_path, Tracker(tmp_path, cfg.logger, {}, enabled=False),
