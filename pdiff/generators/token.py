@@ -127,11 +127,11 @@ class WindowPlaces:
         pad = self.count * self.window - latents.shape[1]
         return F.pad(latents, (0, 0, 0, pad)).reshape(-1, self.window, latents.shape[-1])
 
-    def batch(self, latents: torch.Tensor, slots: torch.Tensor, codes: torch.Tensor | None,
-              device: torch.device) -> WindowBatch:
-        """Windows at `slots` [B] (latents [B, W, C]) with each token's tensor and position, and their models' codes."""
-        return WindowBatch(latents, self.tensor_ids[slots].to(device), self.positions[slots].to(device),
-                           None if codes is None else codes.to(device=device, dtype=latents.dtype))
+    def conditioning(self, slots: torch.Tensor, codes: torch.Tensor | None, device: torch.device) -> dict:
+        """The window denoiser's model_kwargs for windows at `slots` [B]: each token's tensor and position [B, W],
+        and (with codes [B, m]) the code of each window's model."""
+        kwargs = {"tensor_ids": self.tensor_ids[slots].to(device), "positions": self.positions[slots].to(device)}
+        return kwargs if codes is None else {**kwargs, "code": codes.to(device)}
 
 
 class WindowRows:
@@ -144,9 +144,10 @@ class WindowRows:
         return len(self.windows)
 
     def take(self, rows: torch.Tensor, dtype: torch.dtype, device: torch.device) -> WindowBatch:
-        codes = None if self.codes is None else self.codes[rows // self.places.count]
-        return self.places.batch(self.windows[rows].to(device=device, dtype=dtype), rows % self.places.count, codes,
-                                 device)
+        codes = None if self.codes is None else self.codes[rows // self.places.count].to(dtype)
+        kwargs = self.places.conditioning(rows % self.places.count, codes, device)
+        return WindowBatch(self.windows[rows].to(device=device, dtype=dtype), kwargs["tensor_ids"],
+                           kwargs["positions"], kwargs.get("code"))
 
 
 def build_token_autoencoder(ae_cfg, layout: TokenLayout) -> TokenAutoencoder:
@@ -210,10 +211,11 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     @classmethod
     def check_config(cls, cfg) -> None:
         super().check_config(cfg)
-        for key, value, rule in (("ae.token_size", cfg.ae.token_size, "must be >= 1"),
-                                 ("ae.code_components", cfg.ae.code_components, "must be >= 0 (0: no model code)"),
-                                 ("denoiser.window", cfg.denoiser.window, "must be >= 1 (tokens per window)")):
-            if value < (0 if key == "ae.code_components" else 1):
+        for key, value, least, rule in (
+                ("ae.token_size", cfg.ae.token_size, 1, "must be >= 1"),
+                ("ae.code_components", cfg.ae.code_components, 0, "must be >= 0 (0: no model code)"),
+                ("denoiser.window", cfg.denoiser.window, 1, "must be >= 1 (tokens per window)")):
+            if value < least:
                 raise ConfigError(f"{key}={value!r} is invalid: {rule}")
         check_training(cfg.denoiser.code, "denoiser.code")
         if cfg.denoiser.width % cfg.denoiser.heads:
@@ -297,7 +299,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
                 shape = (len(chunk), self.places.window, self.autoencoder.latent_dim)
                 slots = chunk % self.places.count
                 chunk_codes = None if codes is None else codes[chunk // self.places.count]
-                kwargs = self.places.batch(torch.empty(0), slots, chunk_codes, self.device).conditioning()
+                kwargs = self.places.conditioning(slots, chunk_codes, self.device)
                 windows.append(self.diffusion.sample(denoiser, shape, sampler_cfg, generator=rng, device=self.device,
                                                      model_kwargs=kwargs, progress=bar.advance,
                                                      clip_start=self.bounds["latents"]))
@@ -315,9 +317,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
                                                  self.layout.tensor_ids[tokens].to(self.device),
                                                  self.layout.positions[tokens].to(self.device))
                 self.layout.scatter(values, tokens, out[model])
-            if codes is not None:
-                out[model] += self.code.decode(codes[model:model + 1])[0]
-        return self.normalizer.denormalize(out)
+        return self.normalizer.denormalize(out if codes is None else out + self.code.decode(codes))
 
     def networks(self) -> dict[str, nn.Module]:
         networks = super().networks()

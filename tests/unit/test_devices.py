@@ -113,7 +113,7 @@ def test_sampling_steps_run_on_the_device(sampler, tmp_path):
     codes = diffusion.sample(build_code_denoiser(token_cfg.denoiser, 3).to(META), (2, 3), cfg.sampler, generator=rng,
                              device=META)
     out = diffusion.sample(window, (2, 4, 8), cfg.sampler, generator=rng, device=META,
-                           model_kwargs=places.batch(torch.empty(0), torch.tensor([0, 1]), codes, META).conditioning())
+                           model_kwargs=places.conditioning(torch.tensor([0, 1]), codes, META))
     assert codes.device == META and out.device == META
 
 
