@@ -14,13 +14,16 @@ run: setup
 benchmark: setup
 	$(BIN)/python launch/sweep.py -m task=mnist1d_mlp seed=0,1,2 paths.output_dir=outputs/mnist1d_bench $(ARGS)
 
-# The local SLURM cluster is started first (idempotent); with PDIFF_REQUIRE_CLUSTER=1 a cluster test
-# that cannot reach it fails instead of skipping, and with PDIFF_REQUIRE_NETNS=1 so does the offline MNIST-1D
-# test where `unshare --net` (a network namespace: root or user namespaces) is not allowed.
+# The local SLURM cluster and the two-host one are started first (idempotent); the two hosts are stopped after
+# the suite, pass or fail. With PDIFF_REQUIRE_CLUSTER=1 a cluster test that cannot reach its cluster fails instead
+# of skipping, and with PDIFF_REQUIRE_NETNS=1 so does the offline MNIST-1D test where `unshare --net` (a network
+# namespace: root or user namespaces) is not allowed.
 test: setup
 	bash slurm/local-cluster.sh up
+	bash slurm/two-hosts.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks
-	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests $(ARGS)
+	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests $(ARGS); \
+	  status=$$?; bash slurm/two-hosts.sh stop; exit $$status
 
 # The unit tier alone (a few minutes): no root, no SLURM cluster, no pipeline or benchmark subprocess.
 test-fast: setup

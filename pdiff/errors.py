@@ -45,3 +45,8 @@ class GeneratedNotFinite(TrainingError):
 
 class ChainFailed(PdiffError, RuntimeError):
     """A SLURM job of the chain did not complete; the message names it, its SLURM state and its log."""
+
+
+class RendezvousError(PdiffError, RuntimeError):
+    """The ranks of a job cannot meet: a host name that does not resolve, a rendezvous address no rank can reach,
+    a port in use. The message names the host and the setting to change."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from omegaconf import DictConfig
 from pdiff.entry import register_configs
 from tests.helpers.configs import SMOKE, compose_config
 from tests.helpers.runs import FinishedRun, ok, run_sweep
+from tests.helpers.training import TRAIN, copy_zoo
 
 os.environ["PDIFF_QUIET"] = "1"
 os.environ["WANDB_MODE"] = "offline"
@@ -43,3 +45,11 @@ def smoke_run(tmp_path_factory) -> FinishedRun:
     result = ok(run_sweep([*SMOKE, f"paths.output_dir={out}"]))
     return FinishedRun(out, SMOKE, result.stdout + result.stderr)
 
+
+
+@pytest.fixture(scope="session")
+def plain_train_run(smoke_run, tmp_path_factory) -> Path:
+    """TRAIN in one plain process on the smoke run's zoo: what every multi-rank launch of it must follow."""
+    out = copy_zoo(smoke_run.out, tmp_path_factory.mktemp("plain") / "run")
+    ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"]))
+    return out

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pdiff.config import DataName
+from pdiff.data.cifar import read_cifar
 from pdiff.data.mnist1d import ARRAYS as MNIST1D_ARRAYS
 from pdiff.data.mnist1d import CLASSES as MNIST1D_CLASSES
 from pdiff.data.mnist1d import load_mnist1d, training_size
@@ -320,18 +321,23 @@ def _torchvision(name: DataName, root) -> tuple[torch.Tensor, torch.Tensor, Test
     directory = _torchvision_root(name, root)
     cls = getattr(torchvision.datasets, cls_name)
     try:
-        splits = [cls(root=str(directory), train=train, download=False) for train in (True, False)]
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:  # files absent or corrupt
+        if name is DataName.mnist:
+            splits = [cls(root=str(directory), train=train, download=False) for train in (True, False)]
+            arrays = [(np.asarray(split.data)[:, None], np.asarray(split.targets)) for split in splits]
+            classes = len(splits[0].classes)
+        else:
+            x_train, y_train, x_test, y_test, classes = read_cifar(directory / subdir, cls)
+            arrays = [(x_train, y_train), (x_test, y_test)]
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:  # absent/corrupt
         raise ConfigError(f"data.root={str(root)!r}: {name.value} at {directory / subdir} cannot be read "
                           f"({_one_line(error)}); {_download_hint(cls_name, root)}") from error
     tensors = []
-    for split in splits:
-        x = torch.as_tensor(np.asarray(split.data), dtype=torch.float32) / 255.0
-        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    for images, labels in arrays:  # images uint8 [N, C, H, W]
+        x = torch.as_tensor(images, dtype=torch.float32) / 255.0
         x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
-        tensors += [x.contiguous(), torch.as_tensor(np.asarray(split.targets), dtype=torch.int64)]
+        tensors += [x.contiguous(), torch.as_tensor(labels, dtype=torch.int64)]
     x_train, y_train, x_test, y_test = tensors
-    return x_train, y_train, (x_test, y_test, len(splits[0].classes))
+    return x_train, y_train, (x_test, y_test, classes)
 
 
 @dataclass(frozen=True)

@@ -251,9 +251,10 @@ def run_train(run: Run) -> None:
         return
     zoo = ParamZoo.load(run.output_dir / "zoo").best_by_validation(cfg.generator.train_fraction)
     generator = design_class(cfg).train(zoo, cfg, directory, run.tracker, run.phase_timer(), run.device)
+    hosts = distributed.rank_hosts()
     if run.env.is_main:
         generator.save(directory, {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
-                                   "ranks": run.env.world_size})
+                                   "ranks": run.env.world_size, "hosts": hosts})
     distributed.barrier()
 
 

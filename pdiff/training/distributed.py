@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pdiff.training import rendezvous
+
 DEFAULT_PORT = 29500
 
 
@@ -29,6 +31,8 @@ class DistEnv:
     master_addr: str = "127.0.0.1"
     master_port: int = DEFAULT_PORT
     launcher: str = "none"  # "env" (torchrun, deepspeed), "slurm" or "none"
+    address_from: str = "MASTER_ADDR"  # where master_addr came from: the setting a user changes
+    nodes: int = 1  # hosts the ranks run on, where the launcher says (SLURM)
 
     @property
     def is_main(self) -> bool:
@@ -58,9 +62,13 @@ def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
                        env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", DEFAULT_PORT)), "env")
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
         job_id = int(env.get("SLURM_JOB_ID", "0"))
+        master_addr, address_from = env.get("MASTER_ADDR"), "MASTER_ADDR"
+        if not master_addr:
+            nodelist = env.get("SLURM_JOB_NODELIST", "127.0.0.1")
+            master_addr, address_from = _first_host(nodelist), f"the first node of SLURM_JOB_NODELIST={nodelist}"
         return DistEnv(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"]),
-                       _first_host(env.get("SLURM_JOB_NODELIST", "127.0.0.1")),
-                       int(env.get("MASTER_PORT", 15000 + job_id % 20000)), "slurm")
+                       master_addr, int(env.get("MASTER_PORT", 15000 + job_id % 20000)), "slurm", address_from,
+                       int(env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES", "1"))))
     return DistEnv()
 
 
@@ -86,10 +94,23 @@ def start(env: DistEnv, device: torch.device | None = None, timeout_min: int = 1
         return
     if not env.distributed and "MASTER_PORT" not in os.environ:
         env = DistEnv(master_port=free_port())
+    if env.distributed:
+        rendezvous.check(env.rank, env.master_addr, env.master_port, env.address_from, env.nodes,
+                         bind_port=env.launcher == "slurm")
     export(env)
     on_gpu = device is not None and device.type == "cuda"
     dist.init_process_group("cpu:gloo,cuda:nccl" if on_gpu else "gloo", rank=env.rank, world_size=env.world_size,
                             timeout=datetime.timedelta(minutes=timeout_min), device_id=device if on_gpu else None)
+
+
+def rank_hosts() -> list[str]:
+    """Every rank's host and address, in rank order (a collective: every rank calls it)."""
+    here = rendezvous.host_address()
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [here]
+    hosts: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(hosts, here)
+    return [str(host) for host in hosts]
 
 
 def barrier() -> None:

@@ -1,7 +1,6 @@
-"""The job chain, collection arrays, preemption and Hydra's submitit launcher on a real SLURM cluster.
+"""The job chain's faults and checks, preemption and Hydra's submitit launcher on the one-node SLURM cluster.
 
-Every job is a fresh Python process on the node, so one chain serves several checks; the tests that only train
-start from the shared experiment=smoke run's zoo (tests.conftest.smoke_run).
+The chain itself and DeepSpeed ranks under SLURM run across two hosts: tests/cluster/test_two_hosts.py.
 """
 
 import json
@@ -22,26 +21,18 @@ from pdiff.config import Stage
 from pdiff.errors import ConfigError
 from pdiff.pipeline.run import run_pipeline
 from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
-from pdiff.zoo.store import ParamZoo, run_path
+from pdiff.zoo.store import run_path
 from tests.helpers.configs import QUICK_EVALUATION, REPO, TINY, compose_config
-from tests.helpers.runs import copy_run, ok, run_sweep
+from tests.helpers.runs import ok, run_sweep
 
 pytestmark = pytest.mark.slow
 SMALL = ["experiment=smoke", "threads=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1", "cluster.timeout_min=10"]
-ZOO = ("zoo", "timings.json")  # what stage=collect leaves in a run folder
 
 
 def submit(args, timeout=600):
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
     return subprocess.run([sys.executable, str(REPO / "launch" / "submit.py"), *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO)
-
-
-def sacct_states(job_id: str, since: str) -> dict[str, str]:
-    """States of a job's records submitted since `since` (ids restart on a new controller)."""
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-S", since, "--format=JobID,State"],
-                         capture_output=True, text=True).stdout
-    return dict(line.split("|")[:2] for line in out.split())
 
 
 def submitted_ids(stdout: str) -> dict[str, str]:
@@ -80,41 +71,6 @@ def kill_job_processes(job_id: str) -> None:
             process.kill()
             killed.append(process.pid)
     assert killed, f"no process of job {job_id} on this node"
-
-
-def test_whole_model_chain_splits_its_array_trains_on_two_ranks_and_resubmits_only_what_is_missing(tmp_path):
-    """One chain: 4 whole-model collection runs over MaxArraySize=3 (two arrays), the generator trained by 2
-    DeepSpeed ranks of one job, then a resubmission with nothing to do and one after the report is lost."""
-    out = tmp_path / "run"
-    since = time.strftime("%Y-%m-%dT%H:%M:%S")
-    args = [*SMALL, "experiment=[mnist1d_full,smoke]", "task.collect.runs=4", "trainer=deepspeed",
-            "cluster.tasks_per_node=2", "data.mnist1d.val_samples=500", "data.mnist1d.test_samples=1000",
-            *QUICK_EVALUATION, f"paths.output_dir={out}"]
-    result = ok(submit([*args, "cluster.max_array_size=3", "--wait"]))
-    ids = submitted_ids(result.stdout)
-    assert list(ids) == ["base", *[f"collect run {r}" for r in range(4)], "train", "report"]
-    arrays = {ids[f"collect run {r}"].split("_")[0] for r in range(4)}
-    assert len(arrays) == 2  # 4 tasks over MaxArraySize=3: two arrays
-    assert "generated best/mean/min" in result.stdout
-    zoo = ParamZoo.load(out / "zoo")
-    assert zoo.k == 20 and zoo.meta["run_sizes"] == [5, 5, 5, 5] and zoo.meta["runs"] == 4
-    assert len({record["init_seed"] for record in zoo.meta["run_records"]}) == 4  # 4 initialisations
-    assert zoo.meta["checkpoint_run"] == [r for r in range(4) for _ in range(5)]
-    assert len({tuple(v.tolist()) for v in zoo.vectors}) == 20  # no checkpoint twice
-    generator = json.loads((out / "generator" / "generator.json").read_text())
-    assert generator["ranks"] == 2 and generator["design"] == "flow"  # the train job's 2 tasks were 2 ranks
-    assert len(job_files(out, ids["train"], "*_log.out")) == 2
-    time.sleep(1)
-    for job_id in ids.values():
-        assert set(sacct_states(job_id.split("_")[0], since).values()) == {"COMPLETED"}, job_id
-
-    again = ok(submit([*args, "--wait"]))
-    assert "nothing to do" in again.stdout and "submitted" not in again.stdout
-
-    (out / "report.json").unlink()
-    half = ok(submit([*args, "--wait"]))
-    assert list(submitted_ids(half.stdout)) == ["report"]
-    assert (out / "report.json").is_file()
 
 
 def test_killed_and_time_limited_collection_tasks_resume_to_the_uninterrupted_checkpoints(tmp_path):
@@ -223,27 +179,3 @@ def test_hand_written_sbatch_script_runs_the_pipeline(tmp_path):
     assert done.returncode == 0, done.stderr + (tmp_path / "job.out").read_text()[-3000:]
     report = json.loads((out / "report.json").read_text())
     assert report["k"] == 10 and report["generated"]["n"] == 8
-
-
-def test_submitit_slurm_with_two_tasks_trains_as_two_deepspeed_ranks(smoke_run, tmp_path):
-    out = tmp_path / "sweep"
-    run = out / "experiment=smoke,threads=1,trainer.zero_stage=3,trainer=deepspeed"
-    copy_run(smoke_run, run, ZOO)  # the sweep point's folder, collected
-    ok(run_sweep(["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-                   "hydra.launcher.timeout_min=10", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1",
-                   "hydra.launcher.mem_gb=2", "stage=train", "experiment=smoke", "threads=1", "trainer=deepspeed",
-                   "trainer.zero_stage=3", f"paths.output_dir={out}"]))
-    assert json.loads((run / "generator" / "generator.json").read_text())["ranks"] == 2
-    logs = sorted(p.name.split("_")[1] for p in (out / ".submitit").glob("*/*_log.out"))
-    assert logs == ["0", "1"]  # one job, two tasks
-    assert json.loads((run / "generator" / "ae_checkpoint" / "trainer.json").read_text())["world_size"] == 2
-
-
-def test_sbatch_srun_script_trains_with_two_ranks(smoke_run, tmp_path):
-    out = copy_run(smoke_run, tmp_path / "run", ZOO)
-    env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline", PDIFF_OUTPUT_DIR=str(out))
-    done = subprocess.run(["sbatch", "--wait", "--mem=2G", f"--output={tmp_path}/job.out", "slurm/train_deepspeed.sh",
-                           "experiment=smoke", "trainer.zero_stage=2"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr + (tmp_path / "job.out").read_text()[-3000:]
-    assert json.loads((out / "generator" / "generator.json").read_text())["ranks"] == 2

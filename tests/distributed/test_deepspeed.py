@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -10,19 +9,16 @@ from pathlib import Path
 
 import psutil
 import pytest
-from safetensors.torch import load_file
 
 from pdiff.config import Stage
 from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
 from tests.helpers.configs import REPO, compose_config
 from tests.helpers.runs import ok, run_sweep
+from tests.helpers.training import TRAIN, WEIGHTS, copy_zoo, losses, max_weight_diff
 from tests.helpers.wandb_log import config as wandb_config
 from tests.helpers.wandb_log import history as wandb_history
 
 pytestmark = pytest.mark.slow
-TRAIN = ["experiment=smoke", "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",
-         "diffusion.cadence.save_every=50"]
-WEIGHTS = ("autoencoder.safetensors", "denoiser.safetensors", "denoiser_ema.safetensors")
 
 
 def _env() -> dict:
@@ -38,44 +34,11 @@ def torchrun(args: list[str], script: Path = REPO / "launch" / "sweep.py"):
                           cwd=REPO)
 
 
-def losses(run_dir: Path) -> dict[tuple[str, int], float]:
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        row = json.loads(line)
-        for name in ("ae", "code", "diffusion"):
-            if f"{name}/loss" in row:
-                out[(name, row[f"{name}/step"])] = row[f"{name}/loss"]
-    return out
-
-
-def max_weight_diff(a: Path, b: Path, names: tuple[str, ...] = WEIGHTS) -> float:
-    diffs = []
-    for name in names:
-        left, right = load_file(a / "generator" / name), load_file(b / "generator" / name)
-        assert left.keys() == right.keys()
-        diffs += [float((left[k] - right[k]).abs().max()) for k in left]
-    return max(diffs)
-
-
 @pytest.fixture(scope="module")
 def zoo_run(smoke_run) -> Path:
     """A collected zoo for TRAIN (its collection is experiment=smoke's): the shared smoke run, copied from, never
     written to."""
     return smoke_run.out
-
-
-def copy_zoo(zoo_run: Path, dest: Path) -> Path:
-    dest.mkdir(parents=True)
-    shutil.copytree(zoo_run / "zoo", dest / "zoo")
-    shutil.copy(zoo_run / "timings.json", dest / "timings.json")
-    return dest
-
-
-@pytest.fixture(scope="module")
-def plain_run(zoo_run, tmp_path_factory) -> Path:
-    out = copy_zoo(zoo_run, tmp_path_factory.mktemp("plain") / "run")
-    ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"]))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +65,12 @@ def test_zero_stages_0_to_3_train_save_and_resume_exactly(tmp_path):
         assert result["ema_differs_from_weights"] > 0 and result["shapes_ok"], stage  # ZeRO-3: gathered, full shape
 
 
-def test_two_ranks_zero2_follow_the_single_plain_process(plain_run, zero2_run):
-    plain, zero2 = losses(plain_run), losses(zero2_run)
+def test_two_ranks_zero2_follow_the_single_plain_process(plain_train_run, zero2_run):
+    plain, zero2 = losses(plain_train_run), losses(zero2_run)
     assert plain.keys() == zero2.keys() and len(plain) == 10 + 5  # logged every 20 steps
     for key, value in plain.items():
         assert zero2[key] == pytest.approx(value, rel=1e-4), key  # stated tolerance: 1e-4 relative
-    assert max_weight_diff(plain_run, zero2_run) < 1e-4
+    assert max_weight_diff(plain_train_run, zero2_run) < 1e-4
     meta = json.loads((zero2_run / "generator" / "generator.json").read_text())
     assert meta["ranks"] == 2
 
@@ -145,7 +108,7 @@ def test_killed_two_rank_training_resumes_where_the_uninterrupted_run_ends(zoo_r
     assert max_weight_diff(zero2_run, out) < 1e-6
 
 
-def test_deepspeed_launcher_and_a_single_zero3_process_match_plain(zoo_run, plain_run, tmp_path):
+def test_deepspeed_launcher_and_a_single_zero3_process_match_plain(zoo_run, plain_train_run, tmp_path):
     launcher = copy_zoo(zoo_run, tmp_path / "launcher")
     ok(subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2",
                         str(REPO / "launch" / "sweep.py"), "stage=train", "trainer=deepspeed", "trainer.zero_stage=1",
@@ -153,8 +116,8 @@ def test_deepspeed_launcher_and_a_single_zero3_process_match_plain(zoo_run, plai
                        capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO))
     single = copy_zoo(zoo_run, tmp_path / "single")
     ok(run_sweep(["stage=train", "trainer=deepspeed", "trainer.zero_stage=3", *TRAIN, f"paths.output_dir={single}"]))
-    assert max_weight_diff(plain_run, launcher) < 1e-4
-    assert max_weight_diff(plain_run, single) < 1e-4
+    assert max_weight_diff(plain_train_run, launcher) < 1e-4
+    assert max_weight_diff(plain_train_run, single) < 1e-4
 
 
 def test_several_ranks_without_deepspeed_is_refused(zoo_run, tmp_path):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,13 +23,12 @@ from pdiff.diffusion.gaussian import _randn
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.zoo.params import read_vector, select_parameters
+from tests.helpers.cifar import REHEARSAL, write_cifar
 from tests.helpers.configs import REPO
 from tests.helpers.runs import ok, run_sweep
+from tests.helpers.training import TRAIN, WEIGHTS, copy_zoo, max_weight_diff
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
-TRAIN = ["experiment=smoke", "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",
-         "diffusion.cadence.save_every=50"]
-WEIGHTS = ("autoencoder.safetensors", "denoiser.safetensors", "denoiser_ema.safetensors")
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +36,6 @@ def zoo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("zoo") / "run"
     ok(run_sweep(["stage=collect", "device=cuda", *TRAIN, f"paths.output_dir={out}"]))
     return out
-
-
-def _copy_zoo(zoo_run, dest):
-    dest.mkdir(parents=True)
-    shutil.copytree(zoo_run / "zoo", dest / "zoo")
-    shutil.copy(zoo_run / "timings.json", dest / "timings.json")
-    return dest
 
 
 def test_smoke_pipeline_runs_on_cuda(tmp_path):
@@ -68,9 +59,9 @@ def test_token_design_runs_on_cuda(tmp_path):
 def test_one_nccl_rank_in_bf16_is_killed_and_resumes_bit_identically(zero_stage, zoo_run, tmp_path):
     args = ["stage=train", "trainer=deepspeed", f"trainer.zero_stage={zero_stage}", "trainer.precision=bf16",
             "device=cuda", *TRAIN]
-    whole = _copy_zoo(zoo_run, tmp_path / "whole")
+    whole = copy_zoo(zoo_run, tmp_path / "whole")
     ok(run_sweep([*args, f"paths.output_dir={whole}"]))
-    killed = _copy_zoo(zoo_run, tmp_path / "killed")
+    killed = copy_zoo(zoo_run, tmp_path / "killed")
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
     process = subprocess.Popen([sys.executable, str(REPO / "launch" / "sweep.py"), *args,
                                 f"paths.output_dir={killed}"], stdout=subprocess.DEVNULL,
@@ -89,6 +80,30 @@ def test_one_nccl_rank_in_bf16_is_killed_and_resumes_bit_identically(zero_stage,
     for name in WEIGHTS:
         left, right = load_file(whole / "generator" / name), load_file(killed / "generator" / name)
         assert all(torch.equal(left[key], right[key]) for key in left), name
+
+
+def test_two_nccl_ranks_on_one_node_follow_one_process(zoo_run, tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"this node has {torch.cuda.device_count()} CUDA GPU: two NCCL ranks on one node need 2")
+    args = ["stage=train", "trainer=deepspeed", "trainer.zero_stage=2", "device=cuda", *TRAIN]
+    one = copy_zoo(zoo_run, tmp_path / "one")
+    ok(run_sweep([*args, f"paths.output_dir={one}"]))
+    two = copy_zoo(zoo_run, tmp_path / "two")
+    env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
+    ok(subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                       str(REPO / "launch" / "sweep.py"), *args, f"paths.output_dir={two}"],
+                      capture_output=True, text=True, timeout=600, env=env, cwd=REPO))
+    assert json.loads((two / "generator" / "generator.json").read_text())["ranks"] == 2
+    assert max_weight_diff(one, two) < 1e-3  # TF32 and NCCL's reduction order: looser than gloo's 1e-4
+
+
+def test_the_cifar100_rehearsal_runs_every_stage_on_cuda(tmp_path):
+    root = write_cifar(tmp_path / "data", 100, train_per_class=4, test_per_class=2)
+    out = tmp_path / "run"
+    ok(run_sweep(["task=cifar100_resnet18", f"data.root={root}", "device=cuda", *REHEARSAL,
+                  f"paths.output_dir={out}"]))
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "cifar100_resnet18" and report["k"] == 4 and report["dim"] == 2048
 
 
 def test_random_draws_are_the_same_on_cpu_and_gpu():
@@ -134,7 +149,7 @@ def test_batched_evaluation_on_gpu_equals_the_naive_way(build, layers, shape, ba
 
 
 def test_fp16_trains_where_it_runs(zoo_run, tmp_path):
-    out = _copy_zoo(zoo_run, tmp_path / "run")
+    out = copy_zoo(zoo_run, tmp_path / "run")
     ok(run_sweep(["stage=train", "trainer=deepspeed", "trainer.precision=fp16", "device=cuda", *TRAIN,
                   f"paths.output_dir={out}"]))
     assert (out / "generator" / "generator.json").is_file()

@@ -1,8 +1,13 @@
+import os
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
+from pdiff.config import DataName
 from pdiff.data.datasets import (
+    _TORCHVISION,
     _epoch_order,
     augment_batch,
     batch_indices,
@@ -13,6 +18,7 @@ from pdiff.data.datasets import (
 )
 from pdiff.errors import ConfigError
 from pdiff.seeds import Purpose, generator_for
+from tests.helpers.cifar import LAYOUTS, write_cifar
 from tests.helpers.configs import compose_config
 
 
@@ -211,3 +217,40 @@ def test_a_torchvision_folder_without_its_files_is_one_line_naming_data_root(tmp
                                           r"download it once") as error:
         load_dataset(cfg.data)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("classes, per_class", [(10, 6), (100, 2)])
+def test_cifar_folders_in_torchvision_layouts_load_with_their_classes_and_images(tmp_path, classes, per_class):
+    write_cifar(tmp_path, classes, train_per_class=per_class * 2, test_per_class=per_class)
+    cfg = compose_config([f"task=cifar{classes}_resnet18", f"data.root={tmp_path}", "data.val_fraction=0.5",
+                          f"paths.output_dir={tmp_path / 'run'}"])
+    data = load_dataset(cfg.data)
+    assert data.num_classes == classes and data.input_shape == (3, 32, 32)
+    assert len(data.x_train) == len(data.x_val) == len(data.x_test) == classes * per_class
+    assert torch.bincount(data.y_test, minlength=classes).tolist() == [per_class] * classes
+    folder = tmp_path / LAYOUTS[classes][0]
+    with open(folder / LAYOUTS[classes][2], "rb") as handle:
+        raw = pickle.load(handle)
+    first = torch.from_numpy(raw["data"][:1].reshape(1, 3, 32, 32).astype(np.float32) / 255.0)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in _TORCHVISION[DataName(f"cifar{classes}")][2:])
+    assert torch.allclose(data.x_test[:1], (first - mean) / std)  # channel-major bytes, per-channel z-scores
+    assert int(data.y_test[0]) == raw[LAYOUTS[classes][5]][0]
+
+
+def test_a_cifar_batch_that_names_anything_but_arrays_is_refused_unread(tmp_path):
+    write_cifar(tmp_path, 10, train_per_class=4, test_per_class=2)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as handle:
+        pickle.dump({"data": os.system, "labels": [0]}, handle)  # a pickle that would call a function
+    cfg = compose_config(["task=cifar10_resnet18", f"data.root={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"cifar10 at .*cifar-10-batches-py cannot be read \(UnpicklingError: "
+                                          r"refused to load posix.system"):
+        load_dataset(cfg.data)
+
+
+def test_a_cifar_batch_of_the_wrong_shape_is_named(tmp_path):
+    write_cifar(tmp_path, 10, train_per_class=4, test_per_class=2)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "wb") as handle:
+        pickle.dump({"data": np.zeros((8, 100), dtype=np.uint8), "labels": [0] * 8}, handle)
+    cfg = compose_config(["task=cifar10_resnet18", f"data.root={tmp_path}", f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError, match=r"data_batch_3: data \(8, 100\) and 8 labels; a batch holds N x 3072"):
+        load_dataset(cfg.data)

@@ -1,14 +1,17 @@
+import errno
+import os
 import socket
+import time
 
 import pytest
 import torch
 
 from pdiff.config import validate
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.errors import ConfigError
-from pdiff.training import distributed
+from pdiff.errors import ConfigError, RendezvousError
+from pdiff.training import distributed, rendezvous
 from pdiff.training.devices import check_precision
-from pdiff.training.distributed import DEFAULT_PORT, detect, strip_launcher_args
+from pdiff.training.distributed import DEFAULT_PORT, detect, free_port, strip_launcher_args
 from pdiff.training.engine import deepspeed_config
 from tests.helpers.configs import compose_config
 
@@ -108,3 +111,65 @@ def test_the_gpu_preset_asks_for_cuda_and_fp16_is_checked_where_it_runs(tmp_path
     validate(cfg)  # a GPU-less login node submits it; the job itself checks
     with pytest.raises(ConfigError, match=r"trainer.precision=fp16 is invalid on this job's device \(cpu\)"):
         check_precision(cfg.trainer, torch.device("cpu"))
+
+
+def test_a_rendezvous_host_that_does_not_resolve_is_named_at_once():
+    started = time.monotonic()
+    with pytest.raises(RendezvousError, match=r"rank 1 on host .*: the rendezvous host 'no-such-node.invalid' "
+                                              r"\(MASTER_ADDR\) does not resolve here: .* set MASTER_ADDR"):
+        rendezvous.check(1, "no-such-node.invalid", 29500, "MASTER_ADDR", nodes=2, bind_port=False)
+    assert time.monotonic() - started < 5
+
+
+def test_a_loopback_rendezvous_for_ranks_on_several_hosts_is_refused():
+    with pytest.raises(RendezvousError, match=r"'127.0.0.1' \(MASTER_ADDR\) is this host's loopback, but the job "
+                                              r"runs on 2 hosts"):
+        rendezvous.check(1, "127.0.0.1", 29500, "MASTER_ADDR", nodes=2, bind_port=False)
+    rendezvous.check(1, "127.0.0.1", free_port(), "MASTER_ADDR", nodes=1, bind_port=False)  # one host: fine
+
+
+def test_a_host_whose_own_name_resolves_to_loopback_names_gloo_socket_ifname(monkeypatch):
+    monkeypatch.setattr(rendezvous, "resolve", lambda host: ["10.1.2.3"] if host == "master" else ["127.0.1.1"])
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    with pytest.raises(RendezvousError, match=r"this host's name '.*' resolves to 127.0.1.1, so gloo would listen on "
+                                              r"127.0.0.1 .* or set GLOO_SOCKET_IFNAME"):
+        rendezvous.check(1, "master", 29500, "MASTER_ADDR", nodes=2, bind_port=False)
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "eth0")  # gloo then takes that interface's address
+    monkeypatch.setattr(rendezvous, "_check_reachable", lambda *args: None)
+    rendezvous.check(1, "master", 29500, "MASTER_ADDR", nodes=2, bind_port=False)
+
+
+def test_rank_0_on_another_host_than_the_rendezvous_address_or_a_taken_port_is_named(monkeypatch):
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")  # this machine's own name may resolve to loopback
+    with pytest.raises(RendezvousError, match=r"rendezvous address 198.51.100.7 \(MASTER_ADDR\) is not one of this "
+                                              r"host's addresses: set MASTER_ADDR to rank 0's host"):
+        rendezvous.check(0, "198.51.100.7", 29500, "MASTER_ADDR", nodes=2, bind_port=True)  # bind only: no packet
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RendezvousError, match=rf"the rendezvous port {port} is already in use on host .*: set "
+                                                  "MASTER_PORT to a free port"):
+            rendezvous.check(0, "127.0.0.1", port, "MASTER_ADDR", nodes=1, bind_port=True)
+
+
+def test_a_rendezvous_address_that_stays_unreachable_is_named_after_the_retry_window(monkeypatch):
+    monkeypatch.setattr(rendezvous, "REACH_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(rendezvous, "resolve", lambda host: ["10.9.9.9"])
+
+    def unreachable(self, address):
+        raise OSError(errno.EHOSTUNREACH, os.strerror(errno.EHOSTUNREACH))
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    with pytest.raises(RendezvousError, match=r"rank 1 on host .* cannot reach the rendezvous address node1 "
+                                              r"\(10.9.9.9:29500, first node\) after 1 s: No route to host"):
+        rendezvous.check(1, "node1", 29500, "first node", nodes=2, bind_port=False)
+
+
+def test_slurm_ranks_take_master_addr_when_set_and_say_where_the_address_came_from(monkeypatch):
+    monkeypatch.setattr(distributed, "_first_host", lambda nodelist: nodelist.split(",")[0])
+    task = dict(_slurm_task(5, 1), SLURM_JOB_NODELIST="node1,node2", SLURM_JOB_NUM_NODES="2")
+    first = detect(task)
+    assert (first.master_addr, first.nodes) == ("node1", 2)
+    assert first.address_from == "the first node of SLURM_JOB_NODELIST=node1,node2"
+    chosen = detect(dict(task, MASTER_ADDR="10.0.0.5"))
+    assert (chosen.master_addr, chosen.address_from) == ("10.0.0.5", "MASTER_ADDR")
