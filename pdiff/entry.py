@@ -13,12 +13,18 @@ from contextlib import contextmanager
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from omegaconf import OmegaConf
 
 from pdiff.config import Config, whole_node_overrides
+from pdiff.config.overrides import sweep_dirname
 from pdiff.errors import ChainFailed, ConfigError, PdiffError
 from pdiff.generators import DESIGNS
 from pdiff.pipeline.output_dir import check_output_dir_overrides
 from pdiff.training.distributed import strip_launcher_args
+
+# Hydra names a sweep point's folder in the job, on the node: registered when this module is imported, so the job's
+# process (which imports it to run the task function) has it too.
+OmegaConf.register_new_resolver("pdiff_sweep_dirname", sweep_dirname, replace=True)
 
 
 def register_configs() -> None:

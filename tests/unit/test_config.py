@@ -4,6 +4,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import ValidationError
 
 from pdiff.config import Stage, validate
+from pdiff.config.overrides import sweep_dirname
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class
 from pdiff.pipeline.run import preflight, run_pipeline
@@ -147,3 +148,13 @@ def test_an_option_of_another_design_names_the_design_it_belongs_to(tmp_path):
 def test_design_settings_are_checked_by_their_design(overrides, message, tmp_path):
     with pytest.raises(ConfigError, match=message):
         preflight(compose_config([*overrides, f"paths.output_dir={tmp_path}"]), [Stage.train])
+
+
+def test_a_sweep_point_whose_overrides_do_not_fit_a_file_name_gets_a_short_unique_folder():
+    short = "seed=1,trainer=deepspeed"
+    assert sweep_dirname(short) == short
+    long_names = [",".join(f"evaluate.baselines.option_{i}={value}" for i in range(12)) for value in (1, 2)]
+    folders = [sweep_dirname(name) for name in long_names]
+    assert all(len(folder.encode()) <= 200 for folder in folders) and folders[0] != folders[1]
+    assert folders[0].startswith("evaluate.baselines.option_0=1,") and folders[0] == sweep_dirname(long_names[0])
+    assert len(sweep_dirname("é" * 150).encode()) <= 200  # cut on a character, never inside one
