@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
+# The suite runs on this many processes (pytest-xdist); tests that share a machine-wide resource (a cluster, a
+# rendezvous port) keep to one of them (tests/conftest.py).
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast setup lint bench benchmark
 
@@ -22,7 +25,8 @@ test: setup
 	bash slurm/local-cluster.sh up
 	bash slurm/two-hosts.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks
-	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests $(ARGS); \
+	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) \
+	  --dist loadgroup $(ARGS); \
 	  status=$$?; bash slurm/two-hosts.sh stop; exit $$status
 
 # The unit tier alone (a few minutes): no root, no SLURM cluster, no pipeline or benchmark subprocess.

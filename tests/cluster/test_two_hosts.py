@@ -65,8 +65,8 @@ def shared():
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def module_shared():
+@pytest.fixture(scope="session")
+def session_shared():
     path = shared_dir()
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -110,13 +110,13 @@ def assert_ranks_on_both_hosts(run: Path) -> None:
     assert sorted(meta["hosts"]) == [f"{host} ({address})" for host, address in HOSTS.items()], meta["hosts"]
 
 
-@pytest.fixture(scope="module")
-def zero3_across_hosts(smoke_run, module_shared) -> Path:
+@pytest.fixture(scope="session")  # not per module: `pytest -n` may run another module's tests in between
+def zero3_across_hosts(smoke_run, session_shared) -> Path:
     """TRAIN with ZeRO-3 through `sbatch slurm/train_deepspeed.sh`, a rank on each host, uninterrupted."""
-    out = copy_zoo(smoke_run.out, module_shared / "zero3")
-    job = submit_train(out, module_shared / "zero3.out", *ZERO3)
+    out = copy_zoo(smoke_run.out, session_shared / "zero3")
+    job = submit_train(out, session_shared / "zero3.out", *ZERO3)
     state = wait_for(lambda: finished(job), f"job {job}")
-    assert state == "COMPLETED", (module_shared / "zero3.out").read_text()[-3000:]
+    assert state == "COMPLETED", (session_shared / "zero3.out").read_text()[-3000:]
     return out
 
 

@@ -34,14 +34,14 @@ def torchrun(args: list[str], script: Path = REPO / "launch" / "sweep.py"):
                           cwd=REPO)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when `pytest -n` interleaves modules
 def zoo_run(smoke_run) -> Path:
     """A collected zoo for TRAIN (its collection is experiment=smoke's): the shared smoke run, copied from, never
     written to."""
     return smoke_run.out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when `pytest -n` interleaves modules
 def zero2_run(zoo_run, tmp_path_factory) -> Path:
     """The documented interface: torchrun, 2 ranks, ZeRO-2, W&B offline."""
     out = copy_zoo(zoo_run, tmp_path_factory.mktemp("zero2") / "run")

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 SMOKE = ["experiment=smoke", "threads=1"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when `pytest -n` interleaves modules
 def finished(tmp_path_factory):
     """One finished experiment=smoke run (the latent design), shared: tests that change it work on a copy."""
     out = tmp_path_factory.mktemp("faults") / "run"

@@ -30,7 +30,7 @@ def folder_digest(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once per worker, even when `pytest -n` interleaves modules
 def finished(tmp_path_factory):
     """A finished tiny MNIST-1D run and the arguments that made it."""
     base = tmp_path_factory.mktemp("reports")
