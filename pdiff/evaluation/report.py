@@ -19,6 +19,7 @@ from pdiff.evaluation.costs import RECALIBRATION_KEY, RUN_KEY_PREFIX  # noqa: E4
 from pdiff.evaluation.memorization import FRONTIERS, average_labels, averaged_members  # noqa: E402
 from pdiff.evaluation.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
 from pdiff.evaluation.verdict import family_entries, frontier_envelope, noise_frontier, verdict_line  # noqa: E402
+from pdiff.evaluation.zoo_check import zoo_sentence, zoo_word  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
@@ -222,8 +223,10 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
                              f"| {f['nn_l2_mean']:.4g} | {f['nn_cos_mean']:.3g} | {f['max_iou_mean']:.3f} "
                              f"| {_number(f['pairwise_iou_within'])} | {100 * f['novel_fraction']:.0f}% |")
     timing_rows = "\n".join(f"| {stage} | {seconds:.1f} |" for stage, seconds in _stage_times(report["timings_s"]))
+    warning = zoo_sentence(report["zoo_check"], report["n_test"])
     return (f"# pdiff report: {report['task']}\n\n"
-            f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; accuracy in percent on "
+            + (f"{warning}\n\n" if warning else "")
+            + f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; accuracy in percent on "
             f"{report['n_test']:,} test samples (read only by this stage).\n\n"
             + "\n".join(rows)
             + f"\n\nGenerated minus original: best {delta['best']:+.2f}, mean {delta['mean']:+.2f}, "
@@ -332,7 +335,7 @@ def summary_line(stage: str, output_dir: Path, report: dict | None, seconds: flo
     return (f"pdiff: {report['task']} K={report['k']} D={report['param_count']} | original best/mean/min "
             f"{o['best']:.2f}/{o['mean']:.2f}/{o['min']:.2f} | generated best/mean/min {g['best']:.2f}/{g['mean']:.2f}/"
             f"{g['min']:.2f} (n={g['n']}) | verdict, margin [{100 * verdict['confidence']:g}% interval]: "
-            f"{verdict_line(verdict)} | {seconds:.1f} s | {output_dir / 'report.md'}")
+            f"{verdict_line(verdict)} | {zoo_word(report['zoo_check'])} | {seconds:.1f} s | {output_dir / 'report.md'}")
 
 
 class ReportIndex(Callback):

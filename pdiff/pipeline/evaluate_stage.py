@@ -21,6 +21,7 @@ from pdiff.evaluation.memorization import evaluate_populations, memorization_nor
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.evaluation.report import build_report, log_report, summarize, write_report
 from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
+from pdiff.evaluation.zoo_check import zoo_check
 from pdiff.generators import design_class
 from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.pipeline.stages import EVALUATE_TIMINGS, GENERATED_META, GENERATED_PARAMS, Run, base_model
@@ -90,6 +91,7 @@ def run_evaluate(run: Run) -> dict:
     report["n_test"] = len(y_test)
     report["verdict"] = compute_verdict(table, resampled, point_baselines(cfg.evaluate.baselines),
                                         bootstrap.confidence)
+    report["zoo_check"] = zoo_check(report)
     write_report(run.output_dir, report, accuracies, per_model, len(y_test),
                  {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
                  verdict_sentences(report["verdict"], table), phases=design_class(cfg).phases)

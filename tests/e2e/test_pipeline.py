@@ -28,7 +28,7 @@ from tests.helpers.runs import copy_run, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization", "verdict",
-               "validation", "n_test", "keep_best", "cost"}
+               "validation", "n_test", "keep_best", "cost", "zoo_check"}
 MEMORIZATION_KEYS = {"nn_l2_mean", "max_iou_mean", "acc_mean", "novel_fraction"}
 POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.15", "gaussian", "average16", "average",
                "interpolation", "selected_top1", "selected_5pct", "selected_10pct", "selected_25pct",

@@ -1,6 +1,7 @@
 """The report's training-curve panels follow the design's phases, and its text names the average baselines by m."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,9 +17,11 @@ from pdiff.evaluation.report import (
     build_report,
     plot_training_curves,
     render_markdown,
+    summary_line,
     write_report,
 )
 from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
+from pdiff.evaluation.zoo_check import zoo_check
 
 LATENT = {"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}
 FLOW = {"flow": "Flow matching (velocity)"}
@@ -108,6 +111,7 @@ def run_report(tmp_path):
     report["cost"] = cost_per_model({"train_ae": 1.0, "generate": 0.5}, 3, 12, 10)
     report["memorization"], report["n_test"] = table, 40
     report["verdict"] = compute_verdict(table, resampled, points, 0.95)
+    report["zoo_check"] = zoo_check(report)
     per_model = {f"max_iou:{name}": torch.full((len(acc),), 0.9) for name, acc in accuracies.items()}
     return report, accuracies, per_model
 
@@ -132,3 +136,30 @@ def test_write_report_draws_the_phases_it_is_given(tmp_path, run_report, figures
     assert not list(tmp_path.glob(".*.tmp"))  # every file was renamed into place
     with pytest.raises(TypeError, match="phases"):
         write_report(tmp_path, report, accuracies, per_model, 40, vectors, [])  # the design's phases are required
+
+
+def _checked(std: float, iou: float | None, low: float, high: float) -> dict:
+    report = {"original": {"std": std}, "memorization": {"originals": {"pairwise_iou_within": iou}},
+              "verdict": {"noise": {"low": low, "high": high}}}
+    return zoo_check(report)
+
+
+def test_a_zoo_discriminates_only_with_a_spread_the_test_set_resolves_and_errors_that_differ():
+    default_run = _checked(0.3166, 0.8452, 0.18, 0.4991)  # make run's zoo (mnist1d_mlp, 16,000 test signals)
+    assert default_run == {"accuracy_std": 0.3166, "error_iou": 0.8452, "resolution": 0.1595, "discriminates": True}
+    assert not _checked(0.0, 1.0, -0.0, 0.0)["discriminates"]  # one model copied K times (digits_cnn's zoo)
+    assert not _checked(0.3, 0.8, -0.6, 0.36)["discriminates"]  # a test set of 1,000: margins of 0.48 unresolved
+    assert not _checked(0.5, 0.995, -0.1, 0.1)["discriminates"]  # spread, but every original errs alike
+
+
+def test_a_report_of_a_zoo_that_cannot_discriminate_opens_with_why_and_names_the_knobs(run_report):
+    report, _, _ = run_report
+    report["zoo_check"] = {"accuracy_std": 0.0, "error_iou": 1.0, "resolution": 0.0, "discriminates": False}
+    first_lines = render_markdown(report, []).splitlines()[:3]
+    assert first_lines[2].startswith("**This zoo cannot tell a generator from a copy.** Its originals' test "
+                                     "accuracies spread by 0.000 points (std)")
+    assert "`task.collect.lr`" in first_lines[2] and "`task.collect.runs`" in first_lines[2]
+    assert "ZOO CANNOT DISCRIMINATE" in summary_line("all", Path("run"), report, 1.0)
+    report["zoo_check"]["discriminates"] = True
+    assert "cannot tell" not in render_markdown(report, [])
+    assert "| zoo discriminates |" in summary_line("all", Path("run"), report, 1.0)
