@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from pdiff.cluster.chain import submit_pipeline
 from pdiff.entry import exit_on_error, prepare_argv, register_configs
-from pdiff.generators.registry import warn_unread_overrides
+from pdiff.pipeline.unread import note_unread_overrides
 
 register_configs()
 
@@ -19,7 +19,7 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     with exit_on_error():
-        warn_unread_overrides(cfg, list(HydraConfig.get().overrides.task))
+        note_unread_overrides(cfg, list(HydraConfig.get().overrides.task))
         sys.exit(submit_pipeline(cfg))
 
 

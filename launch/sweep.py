@@ -13,8 +13,8 @@ from omegaconf import DictConfig, open_dict
 
 from pdiff.entry import exit_on_error, prepare_argv, register_configs
 from pdiff.evaluation.seed_table import sweep_group
-from pdiff.generators.registry import warn_unread_overrides
 from pdiff.pipeline.run import run_pipeline
+from pdiff.pipeline.unread import note_unread_overrides
 
 register_configs()
 
@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
             cfg.logger.group = cfg.logger.group or sweep_group(hydra_cfg.sweep.dir)
             cfg.logger.run_name = cfg.logger.run_name or hydra_cfg.job.override_dirname or None
     with exit_on_error():
-        warn_unread_overrides(cfg, list(hydra_cfg.overrides.task))
+        note_unread_overrides(cfg, list(hydra_cfg.overrides.task))
         run_pipeline(cfg)
 
 

@@ -284,3 +284,5 @@ class Config:
     deterministic: bool = True  # GPU: deterministic kernels (bit-exact resume); false: cudnn autotuning
     seed: int = 0
     threads: int = 0  # 0: leave torch's default
+    # set by the entry point, not by hand: the command-line overrides this run never reads (pdiff.pipeline.unread)
+    ignored_overrides: list[str] = field(default_factory=list)

@@ -38,6 +38,18 @@ _TORCHVISION = {
 }
 
 
+# The data.* settings only some sources read (the rest of `data` applies to all): each source's own.
+SOURCE_SETTINGS = {DataName.digits: (), DataName.npz: ("path",), DataName.mnist1d: ("root", "mnist1d"),
+                   DataName.mnist: ("root",), DataName.cifar10: ("root",), DataName.cifar100: ("root",)}
+
+
+def unread_data_settings(name: DataName) -> dict[str, list[str]]:
+    """{data.<setting>: the sources that read it} for each source-specific setting that source `name` never reads."""
+    settings = {setting for each in SOURCE_SETTINGS.values() for setting in each} - set(SOURCE_SETTINGS[name])
+    return {f"data.{setting}": [source.value for source, own in SOURCE_SETTINGS.items() if setting in own]
+            for setting in sorted(settings)}
+
+
 @dataclass
 class Dataset:
     """Normalised train, validation and test tensors; x is [N, *input_shape] float32, y is [N] int64."""

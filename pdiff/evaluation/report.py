@@ -223,9 +223,11 @@ def render_markdown(report: dict, verdict_lines: list[str]) -> str:
                              f"| {f['nn_l2_mean']:.4g} | {f['nn_cos_mean']:.3g} | {f['max_iou_mean']:.3f} "
                              f"| {_number(f['pairwise_iou_within'])} | {100 * f['novel_fraction']:.0f}% |")
     timing_rows = "\n".join(f"| {stage} | {seconds:.1f} |" for stage, seconds in _stage_times(report["timings_s"]))
-    warning = zoo_sentence(report["zoo_check"], report["n_test"])
+    warning, ignored = zoo_sentence(report["zoo_check"], report["n_test"]), report.get("ignored_overrides", [])
     return (f"# pdiff report: {report['task']}\n\n"
             + (f"{warning}\n\n" if warning else "")
+            + (f"Overrides this run never read (ignored): {'; '.join(f'`{line}`' for line in ignored)}.\n\n"
+               if ignored else "")
             + f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; accuracy in percent on "
             f"{report['n_test']:,} test samples (read only by this stage).\n\n"
             + "\n".join(rows)

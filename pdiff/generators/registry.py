@@ -62,13 +62,8 @@ def _check_conditioning(design: type[Generator], cfg) -> None:
                           f"accuracies; leave it at 1.0 ({why})")
 
 
-def warn_unread_overrides(cfg, overrides: list[str]) -> list[str]:
-    """Warn about (and return) the command-line overrides of a group some design reads but this one never does."""
+def unread_groups(cfg) -> set[str]:
+    """The config groups some design reads but this run's design never does (its overrides are ignored)."""
     design = design_of(cfg)
     owned = {group for each in DESIGNS.values() for group in (*each.reads, *each.uses)}
-    unread = owned - {*design.reads, *design.uses}
-    ignored = [override for override in overrides if override.lstrip("+~").split("=")[0].split(".")[0] in unread]
-    if ignored:
-        log.warning("generator=%s never reads %s; ignored: %s", design.design, " or ".join(sorted(unread)),
-                    " ".join(ignored))
-    return ignored
+    return owned - {*design.reads, *design.uses}

@@ -92,6 +92,7 @@ def run_evaluate(run: Run) -> dict:
     report["verdict"] = compute_verdict(table, resampled, point_baselines(cfg.evaluate.baselines),
                                         bootstrap.confidence)
     report["zoo_check"] = zoo_check(report)
+    report["ignored_overrides"] = list(cfg.ignored_overrides)
     write_report(run.output_dir, report, accuracies, per_model, len(y_test),
                  {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},
                  verdict_sentences(report["verdict"], table), phases=design_class(cfg).phases)

@@ -28,7 +28,8 @@ from tests.helpers.runs import copy_run, ok, run_sweep
 
 pytestmark = pytest.mark.slow
 REPORT_KEYS = {"task", "k", "param_count", "original", "generated", "timings_s", "memorization", "verdict",
-               "validation", "n_test", "keep_best", "cost", "zoo_check"}
+               "validation", "n_test", "keep_best", "cost", "zoo_check",
+               "ignored_overrides"}
 MEMORIZATION_KEYS = {"nn_l2_mean", "max_iou_mean", "acc_mean", "novel_fraction"}
 POPULATIONS = {"originals", "generated", "noise_0.001", "noise_0.05", "noise_0.15", "gaussian", "average16", "average",
                "interpolation", "selected_top1", "selected_5pct", "selected_10pct", "selected_25pct",
@@ -327,11 +328,17 @@ def test_task_network_in_bf16_autocast_runs_the_pipeline(tmp_path):
     assert report["original"]["mean"] > 80 and report["generated"]["n"] == 8
 
 
-def test_compiled_task_network_and_denoiser_run_the_pipeline(tmp_path):
+def test_compiled_task_network_and_denoiser_run_the_pipeline_and_name_an_override_it_never_reads(tmp_path):
     out = tmp_path / "run"  # a process of its own: torch.compile's caches and workers stay in it
-    ok(run_sweep(["experiment=smoke", "task.compile=true", "denoiser.compile=true", *TINY, f"paths.output_dir={out}"]))
+    result = ok(run_sweep(["experiment=smoke", "task.compile=true", "denoiser.compile=true", "data.mnist1d.seed=7",
+                           *TINY, f"paths.output_dir={out}"]))
     report = json.loads((out / "report.json").read_text())
     assert report["original"]["mean"] > 90 and report["generated"]["n"] == 8
+    ignored = ("data.mnist1d.seed=7 (data.mnist1d is read only when data.name is mnist1d; this run has "
+               "data.name=digits)")
+    assert report["ignored_overrides"] == [ignored]
+    assert f"ignored: {ignored}" in result.stdout.splitlines()[0]  # warned at the start, before any work
+    assert f"Overrides this run never read (ignored): `{ignored}`." in (out / "report.md").read_text()
     assert not any(key.startswith("_orig_mod") for key in load_file(out / "zoo" / "base_model.safetensors"))
 
 

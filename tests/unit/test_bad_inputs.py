@@ -19,11 +19,11 @@ from pdiff.generators import design_class
 from pdiff.generators.base import GENERATOR_CHECKSUMS, Conditioning, verify_generator
 from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
-from pdiff.generators.registry import warn_unread_overrides
 from pdiff.pipeline.output_dir import folder_problem
 from pdiff.pipeline.run import check_zoo_size, preflight, usable_threads
 from pdiff.pipeline.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.pipeline.stages import check_runs_belong, warn_outside_zoo
+from pdiff.pipeline.unread import note_unread_overrides, unread_overrides
 from pdiff.tracking import RUN_ID_FILE, Tracker, _wandb_run_id
 from pdiff.training.fit import fit
 from pdiff.zoo.store import BASE_WEIGHTS
@@ -70,13 +70,31 @@ def test_a_design_is_checked_only_on_the_groups_it_reads(tmp_path):
         check(["diffusion.optim.lr=-1"], tmp_path)
 
 
-def test_overrides_of_groups_the_design_never_reads_are_named(tmp_path, caplog):
+def test_overrides_of_groups_the_design_never_reads_are_named_and_kept_for_the_report(tmp_path, caplog):
     cfg = compose_config(["generator=flow", f"paths.output_dir={tmp_path}"])
     overrides = ["ae.optim.warmup_steps=-50", "+diffusion.timesteps=10", "denoiser.width=64", "seed=1"]
-    assert warn_unread_overrides(cfg, overrides) == overrides[:2]
-    assert "generator=flow never reads ae or diffusion; ignored: ae.optim.warmup_steps=-50" in caplog.text
+    assert note_unread_overrides(cfg, overrides) == ["ae.optim.warmup_steps=-50 (generator=flow never reads ae)",
+                                                     "+diffusion.timesteps=10 (generator=flow never reads diffusion)"]
+    assert "ignored: ae.optim.warmup_steps=-50 (generator=flow never reads ae)" in caplog.text
+    assert list(cfg.ignored_overrides) == unread_overrides(cfg, overrides)
     latent = compose_config([f"paths.output_dir={tmp_path}"])
-    assert warn_unread_overrides(latent, overrides) == []
+    assert unread_overrides(latent, overrides) == []
+
+
+def test_data_settings_another_source_reads_are_named_with_the_source_that_reads_them(tmp_path):
+    digits = compose_config(["task=digits_cnn", f"paths.output_dir={tmp_path}"])
+    overrides = ["data.mnist1d.seed=7", "data.mnist1d.test_seed=2007", "data.path=x.npz", "data.root=/d",
+                 "data.val_fraction=0.2"]
+    assert unread_overrides(digits, overrides) == [
+        "data.mnist1d.seed=7 (data.mnist1d is read only when data.name is mnist1d; this run has data.name=digits)",
+        "data.mnist1d.test_seed=2007 (data.mnist1d is read only when data.name is mnist1d; this run has "
+        "data.name=digits)",
+        "data.path=x.npz (data.path is read only when data.name is npz; this run has data.name=digits)",
+        "data.root=/d (data.root is read only when data.name is mnist1d or mnist or cifar10 or cifar100; this run has "
+        "data.name=digits)"]
+    mnist1d = compose_config(["task=mnist1d_mlp", f"paths.output_dir={tmp_path}"])
+    assert unread_overrides(mnist1d, overrides) == [
+        "data.path=x.npz (data.path is read only when data.name is npz; this run has data.name=mnist1d)"]
 
 
 def test_a_flow_generator_folder_ignores_the_autoencoder_but_not_its_own_knobs(tmp_path):
