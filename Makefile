@@ -11,7 +11,7 @@ TEST_WORKERS ?= 2
 .PHONY: run test test-fast setup lint bench benchmark
 
 run: setup
-	$(BIN)/python launch/sweep.py task=mnist1d_mlp $(ARGS)
+	$(BIN)/python launch/sweep.py $(ARGS)
 
 # The MNIST-1D benchmark over 3 seeds (a Hydra multirun); prints the table of means and stds.
 benchmark: setup

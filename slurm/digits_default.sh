@@ -1,5 +1,5 @@
 #!/bin/bash
-# The embedded default task (digits CNN, last two BatchNorm layers, K=200), whole pipeline in one job.
+# The digits task (digits CNN, last two BatchNorm layers, K=200: data embedded), whole pipeline in one job.
 #   [PDIFF_OUTPUT_DIR=DIR] sbatch slurm/digits_default.sh [hydra overrides ...]
 # Requeueable: every stage resumes from its files in the output folder.
 #SBATCH --job-name=pdiff-digits
@@ -10,5 +10,5 @@
 #SBATCH --output=slurm-%x-%j.out
 set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")/..}"
-srun .venv/bin/python launch/sweep.py "paths.output_dir=${PDIFF_OUTPUT_DIR:-outputs/digits_cnn/job${SLURM_JOB_ID:-local}}" \
+srun .venv/bin/python launch/sweep.py task=digits_cnn "paths.output_dir=${PDIFF_OUTPUT_DIR:-outputs/digits_cnn/job${SLURM_JOB_ID:-local}}" \
   "threads=${SLURM_CPUS_PER_TASK:-2}" "$@"

@@ -46,7 +46,7 @@ def pytest_runtest_setup(item) -> None:
 
 @pytest.fixture
 def smoke_cfg(tmp_path) -> DictConfig:
-    return compose_config(["experiment=smoke", f"paths.output_dir={tmp_path / 'run'}"])
+    return compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path / 'run'}"])
 
 
 

@@ -26,7 +26,8 @@ from tests.helpers.configs import QUICK_EVALUATION, REPO, TINY, compose_config
 from tests.helpers.runs import ok, run_sweep
 
 pytestmark = pytest.mark.slow
-SMALL = ["experiment=smoke", "threads=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1", "cluster.timeout_min=10"]
+SMALL = ["experiment=smoke", "task=digits_cnn", "threads=1", "cluster.cpus_per_task=1", "cluster.mem_gb=1",
+         "cluster.timeout_min=10"]
 
 
 def submit(args, timeout=600):
@@ -157,11 +158,12 @@ def test_bad_cluster_config_stops_before_submission(overrides, message, tmp_path
 def test_hydra_submitit_sweep_over_seeds_is_one_array(tmp_path):
     out = tmp_path / "sweep"
     args = ["-m", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.timeout_min=10",
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "experiment=smoke", "threads=1",
-            f"paths.output_dir={out}", "seed=0,1"]
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "experiment=smoke", "task=digits_cnn",
+            "threads=1", f"paths.output_dir={out}", "seed=0,1"]
     ok(run_sweep(args))
     reports = sorted(out.glob("*/report.json"))
-    assert [p.parent.name for p in reports] == [f"experiment=smoke,seed={s},threads=1" for s in range(2)]
+    assert [p.parent.name for p in reports] == [f"experiment=smoke,seed={s},task=digits_cnn,threads=1"
+                                                for s in range(2)]
     assert {json.loads(p.read_text())["generated"]["n"] for p in reports} == {20}
     logs = sorted((out / ".submitit").glob("*_*/*_log.out"))
     assert len({p.parent.name.split("_")[0] for p in logs}) == 1  # one array, a task per seed
@@ -174,7 +176,7 @@ def test_hand_written_sbatch_script_runs_the_pipeline(tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline", PDIFF_OUTPUT_DIR=str(out))
     done = subprocess.run(["sbatch", "--wait", "--cpus-per-task=1", "--mem=1G", f"--output={tmp_path}/job.out",
-                           "slurm/digits_default.sh", "experiment=smoke", *TINY], cwd=REPO, env=env,
+                           "slurm/digits_default.sh", "experiment=smoke", "task=digits_cnn", *TINY], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr + (tmp_path / "job.out").read_text()[-3000:]
     report = json.loads((out / "report.json").read_text())

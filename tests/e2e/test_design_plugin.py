@@ -114,7 +114,8 @@ def test_a_design_from_a_test_module_runs_end_to_end_with_its_own_curves(tmp_pat
         return drawn
     monkeypatch.setattr(pdiff.evaluation.report, "plot_training_curves", spy)
     out = tmp_path / "run"
-    report = run_pipeline(compose_toy(["experiment=smoke", "generator=toy", "threads=1", f"paths.output_dir={out}"]))
+    report = run_pipeline(compose_toy(["experiment=smoke", "task=digits_cnn",
+                                       "generator=toy", "threads=1", f"paths.output_dir={out}"]))
 
     assert report["generated"]["n"] == 20 and 0.0 <= report["generated"]["mean"] <= 100.0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

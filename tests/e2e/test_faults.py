@@ -20,7 +20,7 @@ from tests.helpers.configs import REPO, compose_config
 from tests.helpers.runs import ok, run_sweep
 
 pytestmark = pytest.mark.slow
-SMOKE = ["experiment=smoke", "threads=1"]
+SMOKE = ["experiment=smoke", "task=digits_cnn", "threads=1"]
 
 
 @pytest.fixture(scope="session")  # once per worker, even when `pytest -n` interleaves modules

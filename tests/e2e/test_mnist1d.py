@@ -97,3 +97,16 @@ def test_runs_of_a_whole_batchnorm_network_and_align_of_a_subset_are_refused(tmp
         run_pipeline(compose_config(["experiment=smoke", "task=mnist1d_mlp", "task.collect.align=true",
                                      f"paths.output_dir={out}"]))
     assert not (out / "zoo").exists()
+
+
+def test_a_zoo_without_spread_says_so_at_the_top_of_its_report(tmp_path):
+    """One trajectory at a vanishing collection lr: K copies of one model. Every family ties, and the report
+    opens by saying that this zoo cannot tell a generator from a copy, naming the knobs."""
+    out = tmp_path / "run"
+    run_pipeline(compose_config(["task=mnist1d_mlp", "task.collect.lr=1e-7", "task.collect.runs=1", "experiment=smoke",
+                                 f"data.root={tmp_path / 'data'}", "data.mnist1d.val_samples=500",
+                                 "data.mnist1d.test_samples=2000", *TINY, f"paths.output_dir={out}"]))
+    check = json.loads((out / "report.json").read_text())["zoo_check"]
+    assert check["discriminates"] is False and check["accuracy_std"] < check["resolution"]
+    opening = (out / "report.md").read_text().splitlines()[2]
+    assert opening.startswith("**This zoo cannot tell a generator from a copy.**") and "`task.collect.lr`" in opening

@@ -151,16 +151,19 @@ def test_changed_config_never_overwrites_a_collected_zoo(smoke_run, tmp_path):
     out = copy_run(smoke_run, tmp_path / "run", ("zoo", "timings.json"))
     zoo_bytes = (out / "zoo" / "zoo.safetensors").read_bytes()
     with pytest.raises(ConfigError, match=r"task.param.k: 20 -> 30"):
-        run_pipeline(compose_config(["experiment=smoke", "task.param.k=30", f"paths.output_dir={out}"]))
+        run_pipeline(compose_config(["experiment=smoke", "task=digits_cnn",
+                                     "task.param.k=30", f"paths.output_dir={out}"]))
     assert (out / "zoo" / "zoo.safetensors").read_bytes() == zoo_bytes
 
 
 def test_stages_run_one_at_a_time_from_the_previous_stage_files(smoke_run, tmp_path, capsys):
     with pytest.raises(ZooError, match="run stage=collect first"):
-        run_pipeline(compose_config(["experiment=smoke", "stage=train", f"paths.output_dir={tmp_path / 'empty'}"]))
+        run_pipeline(compose_config(["experiment=smoke", "task=digits_cnn",
+                                     "stage=train", f"paths.output_dir={tmp_path / 'empty'}"]))
     out = copy_run(smoke_run, tmp_path / "run", ("zoo", "timings.json"))  # what stage=collect leaves
     for stage in ("train", "generate", "evaluate"):
-        run_pipeline(compose_config(["experiment=smoke", "threads=1", f"stage={stage}", "sampler=ddim",
+        run_pipeline(compose_config(["experiment=smoke", "task=digits_cnn",
+                                     "threads=1", f"stage={stage}", "sampler=ddim",
                                      f"paths.output_dir={out}"]))
         printed = capsys.readouterr().out
         assert f"stage={stage}" in printed or "report.md" in printed
@@ -169,12 +172,13 @@ def test_stages_run_one_at_a_time_from_the_previous_stage_files(smoke_run, tmp_p
     for name in weights:  # stage=train alone trains what the whole pipeline trained from the same zoo
         assert (out / "generator" / name).read_bytes() == (smoke_run.out / "generator" / name).read_bytes(), name
     assert json.loads((out / "generated" / "generated.json").read_text())["sampler"] == "ddim"
-    check_finished_run(out, compose_config(["experiment=smoke", "sampler=ddim", f"paths.output_dir={out}"]))
+    check_finished_run(out, compose_config(["experiment=smoke", "task=digits_cnn",
+                                            "sampler=ddim", f"paths.output_dir={out}"]))
 
 
 def test_config_error_stops_before_any_work(tmp_path):
     out = tmp_path / "run"
-    result = run_sweep(["experiment=smoke", "task.param.k=0", f"paths.output_dir={out}"])
+    result = run_sweep(["experiment=smoke", "task=digits_cnn", "task.param.k=0", f"paths.output_dir={out}"])
     assert result.returncode != 0 and "task.param.k=0 is invalid: must be an integer >= 2" in result.stderr
     assert not (out / "zoo").exists()
 
@@ -240,13 +244,13 @@ def test_every_experiment_runs_at_a_tiny_size(experiment, tmp_path):
 
 def test_multirun_writes_one_report_per_seed_a_table_and_one_wandb_group(tmp_path):
     out = tmp_path / "sweep"
-    result = ok(run_sweep(["-m", "experiment=smoke", "sampler=ddim", "logger=wandb",
+    result = ok(run_sweep(["-m", "experiment=smoke", "task=digits_cnn", "sampler=ddim", "logger=wandb",
                            "logger.tags=[bench]", f"paths.output_dir={out}", "seed=0,1"]))
     reports = sorted(out.glob("*/report.json"))
     assert f"pdiff: 2 reports under {out}" in result.stdout
     assert all(str(p.parent / "report.md") in result.stdout for p in reports)
-    names = ["experiment=smoke,logger.tags=[bench],logger=wandb,sampler=ddim,seed=0",
-             "experiment=smoke,logger.tags=[bench],logger=wandb,sampler=ddim,seed=1"]
+    names = ["experiment=smoke,logger.tags=[bench],logger=wandb,sampler=ddim,seed=0,task=digits_cnn",
+             "experiment=smoke,logger.tags=[bench],logger=wandb,sampler=ddim,seed=1,task=digits_cnn"]
     assert [p.parent.name for p in reports] == names
     means = [json.loads(p.read_text())["generated"]["mean"] for p in reports]
     table = json.loads((out / "sweep.json").read_text())
@@ -316,13 +320,14 @@ def test_device_cuda_without_a_gpu_stops_before_any_work_naming_device(tmp_path)
         pytest.skip("this machine has a CUDA GPU: device=cuda is valid here")
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="device=cuda is invalid: this job sees no CUDA GPU"):
-        run_pipeline(compose_config(["experiment=smoke", "device=cuda", f"paths.output_dir={out}"]))
+        run_pipeline(compose_config(["experiment=smoke", "task=digits_cnn", "device=cuda", f"paths.output_dir={out}"]))
     assert not (out / "zoo").exists() and not (out / "config.yaml").exists()
 
 
 def test_task_network_in_bf16_autocast_runs_the_pipeline(tmp_path):
     out = tmp_path / "run"
-    run_pipeline(compose_config(["experiment=smoke", "task.precision=bf16", "trainer.precision=bf16", *TINY,
+    run_pipeline(compose_config(["experiment=smoke", "task=digits_cnn",
+                                 "task.precision=bf16", "trainer.precision=bf16", *TINY,
                                  f"paths.output_dir={out}"]))
     report = json.loads((out / "report.json").read_text())
     assert report["original"]["mean"] > 80 and report["generated"]["n"] == 8
@@ -330,7 +335,8 @@ def test_task_network_in_bf16_autocast_runs_the_pipeline(tmp_path):
 
 def test_compiled_task_network_and_denoiser_run_the_pipeline_and_name_an_override_it_never_reads(tmp_path):
     out = tmp_path / "run"  # a process of its own: torch.compile's caches and workers stay in it
-    result = ok(run_sweep(["experiment=smoke", "task.compile=true", "denoiser.compile=true", "data.mnist1d.seed=7",
+    result = ok(run_sweep(["experiment=smoke", "task=digits_cnn",
+                           "task.compile=true", "denoiser.compile=true", "data.mnist1d.seed=7",
                            *TINY, f"paths.output_dir={out}"]))
     report = json.loads((out / "report.json").read_text())
     assert report["original"]["mean"] > 90 and report["generated"]["n"] == 8
@@ -344,7 +350,8 @@ def test_compiled_task_network_and_denoiser_run_the_pipeline_and_name_an_overrid
 
 def test_accuracy_conditioned_flow_with_batchnorm_recalibration_runs_the_pipeline(tmp_path):
     out = tmp_path / "run"
-    args = ["experiment=smoke", "generator=flow_conditioned", "task.param.layers=[*]", "task.collect.lr=0.01",
+    args = ["experiment=smoke", "task=digits_cnn",
+            "generator=flow_conditioned", "task.param.layers=[*]", "task.collect.lr=0.01",
             "evaluate.recalibrate_batches=2", *QUICK_EVALUATION, f"paths.output_dir={out}"]
     cfg = compose_config(args)
     run_pipeline(cfg)

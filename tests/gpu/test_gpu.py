@@ -40,7 +40,7 @@ def zoo_run(tmp_path_factory):
 
 def test_smoke_pipeline_runs_on_cuda(tmp_path):
     out = tmp_path / "run"
-    result = ok(run_sweep(["experiment=smoke", "device=cuda", f"paths.output_dir={out}"]))
+    result = ok(run_sweep(["experiment=smoke", "task=digits_cnn", "device=cuda", f"paths.output_dir={out}"]))
     report = json.loads((out / "report.json").read_text())
     assert report["original"]["mean"] > 90 and report["generated"]["n"] == 20, result.stdout[-2000:]
     assert "memorization" in report and (out / "memorization.png").is_file()
@@ -48,7 +48,7 @@ def test_smoke_pipeline_runs_on_cuda(tmp_path):
 
 def test_token_design_runs_on_cuda(tmp_path):
     out = tmp_path / "run"
-    ok(run_sweep(["experiment=smoke", "generator=token", "ae.token_size=16", "denoiser.window=4",
+    ok(run_sweep(["experiment=smoke", "task=digits_cnn", "generator=token", "ae.token_size=16", "denoiser.window=4",
                   "diffusion.optim.batch_size=16", "denoiser.code.optim.steps=60",
                   "denoiser.code.optim.warmup_steps=10", "device=cuda",
                   f"paths.output_dir={out}"]))

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
-TRAIN = ("experiment=smoke", "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",
+TRAIN = ("experiment=smoke", "task=digits_cnn",
+         "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",
          "diffusion.cadence.save_every=50")
 WEIGHTS = ("autoencoder.safetensors", "denoiser.safetensors", "denoiser_ema.safetensors")
 

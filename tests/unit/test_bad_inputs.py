@@ -150,7 +150,7 @@ def test_generator_files_are_checked_against_their_checksums(tmp_path):
 
 
 def test_a_diverging_generator_stops_naming_the_knob_and_saves_nothing(tmp_path):
-    cfg = compose_config(["experiment=smoke", "ae.optim.lr=1e6", "ae.optim.warmup_steps=0",
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.lr=1e6", "ae.optim.warmup_steps=0",
                           f"paths.output_dir={tmp_path}"])
     data = torch.randn(20, 64) * 100
     tracker = Tracker(tmp_path, cfg.logger, {})
@@ -221,11 +221,12 @@ def test_a_target_outside_the_zoo_is_warned_about(caplog):
 
 
 def test_runs_of_another_collection_are_never_merged(tmp_path):
-    cfg = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"])
     atomic.write_safetensors(tmp_path / BASE_WEIGHTS, {"w": torch.ones(3)})
     base = atomic.sha256(tmp_path / BASE_WEIGHTS)
     own = {"config_sha256": atomic.json_digest(stage_inputs(cfg, Stage.collect)), "base_sha256": base}
-    other_lr = compose_config(["experiment=smoke", "task.collect.lr=0.2", f"paths.output_dir={tmp_path}"])
+    other_lr = compose_config(["experiment=smoke", "task=digits_cnn",
+                               "task.collect.lr=0.2", f"paths.output_dir={tmp_path}"])
     paths = [tmp_path / "run-0000-of-0003", tmp_path / "run-0001-of-0003", tmp_path / "run-0002-of-0003"]
     check_runs_belong(cfg, tmp_path, paths, [own, own, own])
     with pytest.raises(ZooError, match=r"run-0001-of-0003 \(another config\), run-0002-of-0003 \(another base "
@@ -241,7 +242,7 @@ def test_a_folder_pdiff_did_not_make_or_a_dangling_link_is_refused(tmp_path):
     (mine / "chapter1.tex").write_text("...")
     assert "is a folder pdiff did not make, holding chapter1.tex" in folder_problem(mine)
     with pytest.raises(ConfigError, match="is a folder pdiff did not make"):
-        preflight(compose_config(["experiment=smoke", f"paths.output_dir={mine}"]), [Stage.collect])
+        preflight(compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={mine}"]), [Stage.collect])
     assert sorted(path.name for path in mine.iterdir()) == ["chapter1.tex"]
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "gone")
@@ -257,7 +258,7 @@ def test_a_folder_pdiff_did_not_make_or_a_dangling_link_is_refused(tmp_path):
 
 
 def test_a_stage_folder_without_its_inputs_or_with_edited_inputs_is_refused(tmp_path):
-    cfg = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"])
     zoo = tmp_path / "zoo"
     zoo.mkdir()
     claim_stage_dir(zoo, stage_inputs(cfg, Stage.collect), keep_on_change=True)
@@ -277,14 +278,14 @@ def test_a_stage_folder_without_its_inputs_or_with_edited_inputs_is_refused(tmp_
 
 
 def test_a_changed_design_is_named_rather_than_the_groups_that_follow_from_it(tmp_path):
-    latent = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
-    flow = compose_config(["experiment=smoke", "generator=flow", f"paths.output_dir={tmp_path}"])
+    latent = compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"])
+    flow = compose_config(["experiment=smoke", "task=digits_cnn", "generator=flow", f"paths.output_dir={tmp_path}"])
     claim_stage_dir(tmp_path, stage_inputs(latent, Stage.train), keep_on_change=True)
     assert changed_inputs(tmp_path, stage_inputs(flow, Stage.train)) == ["generator.design: 'latent' -> 'flow'"]
 
 
 def test_rows_of_an_attempt_killed_before_its_first_resume_point_are_dropped(tmp_path):
-    cfg = compose_config(["experiment=smoke", "ae.optim.steps=20", "ae.cadence.log_every=10",
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=20", "ae.cadence.log_every=10",
                           f"paths.output_dir={tmp_path}"])
     tracker = Tracker(tmp_path, cfg.logger, {})
     for step in (10, 20):  # what a killed attempt logged; it saved no checkpoint

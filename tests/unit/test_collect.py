@@ -12,7 +12,7 @@ from tests.helpers.configs import compose_config
 
 
 def _setup(tmp_path):
-    cfg = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"])
     data = load_dataset(cfg.data)
     torch.manual_seed(0)
     model = digits_cnn((1, 8, 8), 10, 8)

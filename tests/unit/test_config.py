@@ -25,7 +25,10 @@ def test_every_option_of_every_group_composes_and_validates(group, option, tmp_p
 
 
 def test_defaults_are_the_reference_choice(tmp_path):
-    cfg = compose_config([f"paths.output_dir={tmp_path}"])
+    bare = compose_config([f"paths.output_dir={tmp_path}"], test_task=False)  # `python launch/sweep.py`: make run's job
+    assert (bare.task.name, bare.data.name.value, bare.generator.design) == ("mnist1d_mlp", "mnist1d", "flow")
+    assert bare.task.collect.runs == 10 and bare.task.collect.lr == 0.5  # a zoo that can discriminate
+    cfg = compose_config(["task=digits_cnn", f"paths.output_dir={tmp_path}"])
     assert cfg.task.name == "digits_cnn" and cfg.task.param.k == 200
     assert list(cfg.task.param.layers) == ["bn3", "bn4"]
     assert cfg.diffusion.timesteps == 1000 and cfg.diffusion.beta_start == 1e-4 and cfg.diffusion.beta_end == 2e-2

@@ -61,7 +61,7 @@ def test_negative_variances_are_clamped_at_zero_and_nothing_else_changes():
 
 
 def test_whole_model_collection_keeps_the_runs_statistics_in_every_checkpoint(tmp_path):
-    cfg = compose_config(["experiment=smoke", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"])
     data = load_dataset(cfg.data)
     model = _trained_statistics(digits_cnn((1, 8, 8), 10, 8), (1, 8, 8), 1)
     spec = select_parameters(model, ["*"], statistics=True)

@@ -33,7 +33,8 @@ def _run(cfg, tmp_path, checkpoint, stop_at=None):
 
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, grad_accum):
-    cfg = compose_config(["experiment=smoke", "ae.optim.steps=40", "ae.cadence.save_every=10", "ae.optim.batch_size=8",
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn",
+                          "ae.optim.steps=40", "ae.cadence.save_every=10", "ae.optim.batch_size=8",
                           f"trainer.grad_accum={grad_accum}", f"paths.output_dir={tmp_path}"])
     reference = _run(cfg, tmp_path, "a")
     with pytest.raises(Interrupt):
@@ -48,7 +49,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, grad_accu
 def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
     runs = []
     for grad_accum in (1, 4):
-        cfg = compose_config(["experiment=smoke", "ae.optim.steps=15", "ae.optim.batch_size=8",
+        cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=15", "ae.optim.batch_size=8",
                               f"trainer.grad_accum={grad_accum}", f"paths.output_dir={tmp_path}"])
         runs.append(_run(cfg, tmp_path, f"accum{grad_accum}"))
     for key, value in runs[0].weights.items():
@@ -56,11 +57,11 @@ def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
 
 
 def test_resuming_with_another_trainer_layout_is_refused(tmp_path):
-    cfg = compose_config(["experiment=smoke", "ae.optim.steps=20", "ae.cadence.save_every=10",
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=20", "ae.cadence.save_every=10",
                           f"paths.output_dir={tmp_path}"])
     with pytest.raises(Interrupt):
         _run(cfg, tmp_path, "c", stop_at=15)
-    changed = compose_config(["experiment=smoke", "ae.optim.steps=20", "trainer.grad_accum=2",
+    changed = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=20", "trainer.grad_accum=2",
                               f"paths.output_dir={tmp_path}"])
     with pytest.raises(ValueError, match="grad_accum"):
         _run(changed, tmp_path, "c")
@@ -76,7 +77,7 @@ def test_global_batch_is_a_multiple_of_ranks_times_micro_batches():
 def test_plain_trainer_in_bf16_autocast_trains_like_fp32(tmp_path):
     runs = {}
     for precision in ("fp32", "bf16"):
-        cfg = compose_config(["experiment=smoke", "ae.optim.steps=30", "ae.optim.batch_size=8",
+        cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=30", "ae.optim.batch_size=8",
                               f"trainer.precision={precision}", f"paths.output_dir={tmp_path}"])
         runs[precision] = _run(cfg, tmp_path, f"precision_{precision}")
     assert all(value.dtype == torch.float32 for value in runs["bf16"].weights.values())  # fp32 master weights
