@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(config_name="config", overrides=["paths.output_dir=unused"])
+        cfg = compose(config_name="config", overrides=["task=digits_cnn", "paths.output_dir=unused"])
     data = load_dataset(cfg.data)
     cnn = digits_cnn((1, 8, 8), 10, cfg.task.net.width)
     images = torch.randn(args.resnet_images, 3, 32, 32)

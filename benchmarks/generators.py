@@ -51,7 +51,8 @@ def main() -> None:
     rows = []
     for variant in VARIANTS:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-            cfg = compose(config_name="config", overrides=[f"ae={variant}", "paths.output_dir=unused"])
+            cfg = compose(config_name="config", overrides=["task=digits_cnn", f"ae={variant}",
+                                                               "paths.output_dir=unused"])
         for dim in args.dims:
             torch.manual_seed(0)
             autoencoder = build_autoencoder(cfg.ae, dim).train()

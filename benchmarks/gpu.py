@@ -184,7 +184,7 @@ def main() -> None:
     batch, steps = (256, 20) if on_gpu else (32, 2)
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(config_name="config", overrides=["paths.output_dir=unused"])
+        cfg = compose(config_name="config", overrides=["task=cifar100_resnet18", "paths.output_dir=unused"])
     result = {"device": str(torch.cuda.get_device_name(device) if on_gpu else "cpu"), "batch": batch}
     result["base_fp32"] = base_training(device, "fp32", batch, steps, peak)
     result["base_bf16"] = base_training(device, "bf16", batch, steps, peak)

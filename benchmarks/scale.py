@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 DESIGN_OVERRIDES = {  # each measured design as the config a user selects
     # 32 windows of 64 token latents per step; the model codes' denoiser gets the same step budget as the others
     "token": ["generator=token", "diffusion.optim.batch_size=32", "denoiser.code.cadence.save_every=1000000000"],
-    "pdiff_v1": ["ae=pdiff_v1"],
+    "pdiff_v1": ["generator=latent", "ae=pdiff_v1"],
 }
 DESIGNS = tuple(DESIGN_OVERRIDES)
 K = 16

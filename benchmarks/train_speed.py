@@ -57,10 +57,11 @@ class MetricsInMemory:
 
 
 def _cfg(trainer: str, zero_stage: int, steps: int, **ae) -> DictConfig:
-    """The default config (configs/), with this trainer and a benchmark-sized optimisation."""
+    """The digits task's config (its latent design), with this trainer and a benchmark-sized optimisation."""
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        cfg = compose(config_name="config", overrides=[f"trainer={trainer}", "paths.output_dir=unused"])
+        cfg = compose(config_name="config", overrides=["task=digits_cnn", f"trainer={trainer}",
+                                                       "paths.output_dir=unused"])
     optim, cadence = {"steps": steps, "batch_size": 200, "warmup_steps": 10}, {"log_every": 50, "save_every": 10**9}
     return OmegaConf.merge(cfg, {"trainer": {"zero_stage": zero_stage},
                                  "ae": {**ae, "optim": optim, "cadence": cadence},
