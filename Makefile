@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
-# The suite runs on this many processes (pytest-xdist); tests that share a machine-wide resource (a cluster, a
-# rendezvous port) keep to one of them (tests/conftest.py).
+# The suite runs on this many processes (pytest-xdist, --dist loadfile): a file's tests run in one of them, one at
+# a time (the two-host tests crash a host; the DeepSpeed tests share torchrun's port).
 TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast setup lint bench benchmark
@@ -26,7 +26,7 @@ test: setup
 	bash slurm/two-hosts.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks
 	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) \
-	  --dist loadgroup $(ARGS); \
+	  --dist loadfile $(ARGS); \
 	  status=$$?; bash slurm/two-hosts.sh stop; exit $$status
 
 # The unit tier alone (a few minutes): no root, no SLURM cluster, no pipeline or benchmark subprocess.

@@ -20,19 +20,6 @@ os.environ["WANDB_SILENT"] = "true"
 register_configs()
 
 
-# Tests that share a machine-wide resource run one at a time, in one worker of `pytest -n` (--dist loadgroup): the
-# crash of a host kills every job on it, torchrun's default rendezvous port is one, the local cluster has 2 CPUs.
-SHARED_RESOURCES = {"test_two_hosts.py": "two_hosts", "cluster": "slurm", "distributed": "torchrun"}
-
-
-def pytest_collection_modifyitems(items) -> None:
-    for item in items:
-        parts = item.path.relative_to(item.config.rootpath / "tests").parts
-        group = SHARED_RESOURCES.get(parts[-1]) or SHARED_RESOURCES.get(parts[0])
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_runtest_setup(item) -> None:
     """A `gpu` test skips without CUDA, naming it; with PDIFF_REQUIRE_GPU=1 (the GPU check) it fails instead."""
     if item.get_closest_marker("gpu") is None or torch.cuda.is_available():

@@ -59,6 +59,7 @@ def kill_job_processes(job_id: str) -> None:
     submitit ignores SIGTERM.)"""
     array, _, index = job_id.partition("_")
     wanted = {"SLURM_ARRAY_JOB_ID": array, "SLURM_ARRAY_TASK_ID": index} if index else {"SLURM_JOB_ID": array}
+    wanted["SLURM_CLUSTER_NAME"] = "pdiff"  # the one-node cluster's, not the two-host one's job of the same id
     killed = []
     for process in psutil.process_iter(["cmdline"]):
         command = process.info["cmdline"] or []

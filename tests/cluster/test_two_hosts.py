@@ -24,7 +24,7 @@ from tests.helpers.configs import QUICK_EVALUATION, REPO, compose_config
 from tests.helpers.runs import ok
 from tests.helpers.training import TRAIN, copy_zoo, losses, max_weight_diff
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow  # one file: `pytest -n --dist loadfile` runs it in one worker, test by test
 CONF = "/etc/pdiff-two-hosts/slurm.conf"
 HOSTS = {"pdiff-node1": "10.77.27.11", "pdiff-node2": "10.77.27.12"}
 SHARED = Path("/var/tmp/pdiff-two-hosts-tests")
