@@ -5,6 +5,7 @@
 #   bash slurm/local-cluster.sh stop     cancel all jobs, stop every daemon (idempotent)
 #   bash slurm/local-cluster.sh status   print daemon states and sinfo; exit 0 when fully up, 3 otherwise
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common-settings.sh"
 
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 CONF=/etc/slurm
@@ -114,29 +115,8 @@ SlurmctldPidFile=${PIDFILE[slurmctld]}
 SlurmdPidFile=${PIDFILE[slurmd]}
 SlurmctldLogFile=${LOG[slurmctld]}
 SlurmdLogFile=${LOG[slurmd]}
-AuthType=auth/munge
-# Credentials expire fast so a requeued job restarts in seconds, not minutes.
-AuthInfo=cred_expire=5
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-# Without it a job that asks for no memory takes the whole node.
-DefMemPerCPU=1024
-# Start array tasks at once and schedule every 2 s (defaults: 3 s steps, passes every 60 s).
-SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=5
-# submitit ignores SIGTERM; do not wait 30 s before SIGKILL.
-KillWait=10
-MailProg=/bin/true
-# A node that was DOWN comes back by itself once slurmd registers.
-ReturnToService=2
-# The node line wins over what slurmd detects (no DRAIN for "Low CPUs" and the like).
-SlurmdParameters=config_overrides
+$(common_settings)
 MaxArraySize=1001
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
 $node
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF

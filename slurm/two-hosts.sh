@@ -11,6 +11,7 @@
 # The hosts' subnet exists only on this machine: an `unreachable` route for it stays in the root namespace from
 # the first `up` on, so no packet to a test address can ever leave the machine, teardown included.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common-settings.sh"
 
 CLUSTER=pdiff-two-hosts
 SUBNET=10.77.27
@@ -112,24 +113,9 @@ SlurmctldPidFile=$CTLD_PIDFILE
 SlurmdPidFile=/run/$CLUSTER-slurmd-%n.pid
 SlurmctldLogFile=$LOGS/$CLUSTER-slurmctld.log
 SlurmdLogFile=$LOGS/$CLUSTER-slurmd-%n.log
-AuthType=auth/munge
-AuthInfo=cred_expire=5
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-MpiDefault=none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core_Memory
-DefMemPerCPU=1024
-SchedulerParameters=batch_sched_delay=0,sched_interval=2,bf_interval=5
-KillWait=10
-MailProg=/bin/true
-ReturnToService=2
-SlurmdParameters=config_overrides
+$(common_settings)
 # A host that stops answering is DOWN after 10 s (default 300 s), and its jobs are requeued (--requeue).
 SlurmdTimeout=10
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/slurmdbd
-AccountingStorageHost=localhost
 EOF
   for node in "${NODES[@]}"; do
     echo "NodeName=$node NodeAddr=${ADDR[$node]} NodeHostname=$node $line RealMemory=$memory" >>"$CONF.new"
