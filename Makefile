@@ -5,10 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 # The suite runs on this many processes (pytest-xdist, --dist loadfile): a file's tests run in one of them, one at
-# a time (the two-host tests crash a host; the DeepSpeed tests share torchrun's port). 2 takes ~17 min instead of
-# ~24, but the killed/time-limited collection test (tests/cluster/test_slurm.py) failed once under that load: its
-# resumed run rewrote a resume-point part. Until that is understood, one process is the default.
-TEST_WORKERS ?= 1
+# a time (the two-host tests crash a host; the DeepSpeed tests share torchrun's port). 2 takes ~17 min, 1 ~24.
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast setup lint bench benchmark
 

@@ -125,6 +125,17 @@ def _state_part(state_path: Path, part: int) -> Path:
     return state_path.with_name(f"{state_path.stem}.part{part}.safetensors")
 
 
+def _write_part(path: Path, chunk: dict[str, torch.Tensor]) -> None:
+    """Write a part, unless an interruption between it and its resume point left the same part there already
+    (collection is deterministic: a redone part equals it, and a part is then written once)."""
+    if path.is_file():
+        kept = atomic.read_safetensors(path)
+        if kept.keys() == chunk.keys() and all(torch.equal(kept[key], chunk[key]) for key in chunk):
+            return
+        log.warning("%s held other checkpoints than the resumed collection made; it is rewritten", path.name)
+    atomic.write_safetensors(path, chunk)
+
+
 def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collect_cfg, k: int,
                         augment: Augmentation | None, seed: int, state_path: Path,
                         execution: Execution = FP32_EAGER) -> tuple[torch.Tensor, torch.Tensor]:
@@ -173,9 +184,8 @@ def collect_checkpoints(model: nn.Module, spec: ParamSpec, data: Dataset, collec
             with execution.autocast(data.x_val.device):
                 accuracies.append(torch.tensor(accuracy(tail, val_features, data.y_val), dtype=torch.float64))
             if len(vectors) % collect_cfg.save_state_every == 0 or len(vectors) == k:
-                atomic.write_safetensors(_state_part(state_path, parts),
-                                         {"vectors": torch.stack(vectors[saved:]).cpu(),
-                                          "accuracy": torch.stack(accuracies[saved:])})
+                _write_part(_state_part(state_path, parts), {"vectors": torch.stack(vectors[saved:]).cpu(),
+                                                             "accuracy": torch.stack(accuracies[saved:])})
                 parts, saved = parts + 1, len(vectors)
                 atomic.write_torch(state_path, {"parts": parts, "optimizer": optimizer.state_dict()})
             bar.advance(status=f"acc {float(accuracies[-1]):.2f}%")

@@ -60,6 +60,32 @@ def test_interrupted_collection_resumes_to_the_same_checkpoints(tmp_path, monkey
     assert torch.equal(resumed, full) and torch.equal(resumed_acc, full_acc)  # bit for bit, momentum and all
 
 
+def test_a_part_left_before_its_resume_point_is_kept_when_the_redone_checkpoints_equal_it(tmp_path, monkeypatch):
+    """Killed between a part's write and its resume point's: the resumed run redoes those checkpoints and keeps the
+    part on disk (written once), as a requeued array task must."""
+    cfg, data, model, spec = _setup(tmp_path)
+    collect_cfg, start = cfg.task.collect, {k: v.clone() for k, v in model.state_dict().items()}
+    writes, write_torch = [], atomic.write_torch
+
+    def write_torch_then_die(path, state):
+        writes.append(path)
+        if len(writes) == 2:  # part 1 is on disk, its resume point is not
+            raise Killed
+        write_torch(path, state)
+    monkeypatch.setattr("pdiff.zoo.collect.atomic.write_torch", write_torch_then_die)
+    with pytest.raises(Killed):
+        collect_checkpoints(model, spec, data, collect_cfg, 10, False, 1, tmp_path / "s.pt")
+    monkeypatch.undo()
+    part = tmp_path / "s.part1.safetensors"
+    kept = (part.stat().st_ino, part.stat().st_mtime_ns)
+    model.load_state_dict(start)
+    resumed, _ = collect_checkpoints(model, spec, data, collect_cfg, 10, False, 1, tmp_path / "s.pt")
+    assert (part.stat().st_ino, part.stat().st_mtime_ns) == kept
+    model.load_state_dict(start)
+    full, _ = collect_checkpoints(model, spec, data, collect_cfg, 10, False, 1, tmp_path / "full.pt")
+    assert torch.equal(resumed, full)
+
+
 def test_diverging_collection_stops_naming_the_learning_rate_and_keeps_what_was_saved(tmp_path):
     cfg, data, model, spec = _setup(tmp_path)
     collect_cfg = OmegaConf.merge(cfg.task.collect, {"lr": 1e12, "save_state_every": 1})
