@@ -146,7 +146,7 @@ def read_safetensors_metadata(path: Path) -> dict[str, str]:
     return json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else metadata
 
 
-MAPPABLE_DTYPES = {"F32": np.float32, "F64": np.float64}
+MAPPABLE_DTYPES = {"F32": np.float32, "F64": np.float64, "I64": np.int64}
 STREAM_BYTES = 64 * 2**20
 
 
@@ -156,8 +156,13 @@ def _safetensors_header(path: Path) -> tuple[int, dict]:
         return size, json.loads(handle.read(size))
 
 
+def safetensors_names(path: Path) -> list[str]:
+    """The tensor names a safetensors file holds (its header only is read)."""
+    return [name for name in _safetensors_header(path)[1] if name != "__metadata__"]
+
+
 def map_tensor(path: Path, name: str) -> torch.Tensor:
-    """One float tensor of a safetensors file as a memory map, read on demand (no copy, no pickle).
+    """One float (or int64) tensor of a safetensors file as a memory map, read on demand (no copy, no pickle).
 
     The map is copy-on-write: the file is never changed, whatever is done to the tensor.
     """

@@ -29,6 +29,10 @@ class Purpose(Enum):
     batch_noise = "batch_noise"  # generator training noise at step `index` (from a training seed)
     epoch_order = "epoch_order"  # the permutation of epoch `index` (from a training seed)
     augment = "augment"  # image augmentation at step `index` (from a training seed)
+    task_split = "task_split"  # which tasks of a family are held out and which are trained on
+    task_head = "task_head"  # a task network's head initialisation (index: the task seed; shared across tasks)
+    task_order = "task_order"  # a task's data order (index: "<task>:<task seed>")
+    task_control = "task_control"  # the random descriptors of the generator's control, and their noise
 
 
 def _word(name: str) -> int:

@@ -105,6 +105,33 @@ class CollectConfig:
     align: bool = False  # whole models from several runs: permute each run's hidden units onto run 0 (Git Re-Basin)
 
 
+class FamilyName(Enum):
+    none = "none"  # one task: the zoo's checkpoints all solve task.name
+    subsets = "subsets"  # binary class-subset tasks of the data's classes: descriptor = the subset's bit code
+
+
+class HeldOutSplit(Enum):
+    complement = "complement"  # held-out codes drawn at random; neither they nor their complements are trained on
+    pair = "pair"  # held out: codes that separate family.pair's two classes; trained: codes that never do
+
+
+@dataclass
+class FamilyConfig:
+    """A zoo of many tasks (weights for tasks the zoo never saw): which tasks it trains on, which it holds out."""
+
+    name: FamilyName = FamilyName.none
+    split: HeldOutSplit = HeldOutSplit.complement
+    split_seed: int = 0  # which tasks are held out and which are trained on
+    train_tasks: int = 200
+    held_out: int = 20
+    seeds: int = 1  # runs per training task (own head initialisation and data order each)
+    pair: list[int] = field(default_factory=lambda: [0, 1])  # split=pair: the two classes held-out tasks separate
+    epochs: int = 6  # SGD epochs on a task's labels before its first checkpoint
+    checkpoints: int = 5  # checkpoints per (task, seed), one epoch apart
+    eval_split: str = "test"  # where the evaluate stage scores held-out tasks: test, or val (choosing settings)
+    k_nearest: int = 5  # the average-of-k-nearest-tasks baseline
+
+
 @dataclass
 class TaskConfig:
     name: str = MISSING
@@ -115,6 +142,7 @@ class TaskConfig:
     collect: CollectConfig = field(default_factory=CollectConfig)
     precision: Precision = Precision.fp32  # bf16: autocast for base training, collection and evaluation
     compile: bool = False  # torch.compile the network's training forward (base training and collection)
+    family: FamilyConfig = field(default_factory=FamilyConfig)
 
 
 @dataclass
@@ -189,6 +217,9 @@ class GenerateConfig:
     target_acc: float | None = None  # a design conditioned on the checkpoints' accuracies aims here (percent)
     target_quantile: float | None = None  # or at this quantile of the zoo's accuracies (1.0: its best checkpoint)
     guidance: float = 1.0  # classifier-free guidance scale: 1 is the conditional model, > 1 pushes further
+    # a zoo of many tasks: generate for this task's descriptor (a subset's classes, e.g. [0, 3, 7]); unset: n models
+    # for every held-out task (and as many for random descriptors, a control)
+    task: list[float] | None = None
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pdiff.evaluation.seed_table import SWEEP_TABLE, sweep_group, sweep_table, w
 from pdiff.evaluation.verdict import family_entries, frontier_envelope, noise_frontier, verdict_line  # noqa: E402
 from pdiff.evaluation.zoo_check import zoo_sentence, zoo_word  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
+from pdiff.unseen.report import task_summary_line  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
 MEMORIZATION_PLOT = "memorization.png"
@@ -333,6 +334,8 @@ def summary_line(stage: str, output_dir: Path, report: dict | None, seconds: flo
     """The one line a run ends with: the report's accuracies, or the stage that ran."""
     if report is None:
         return f"pdiff: stage={stage} done in {seconds:.1f} s -> {output_dir}"
+    if "family" in report:
+        return task_summary_line(report, seconds, output_dir)
     o, g, verdict = report["original"], report["generated"], report["verdict"]
     return (f"pdiff: {report['task']} K={report['k']} D={report['param_count']} | original best/mean/min "
             f"{o['best']:.2f}/{o['mean']:.2f}/{o['min']:.2f} | generated best/mean/min {g['best']:.2f}/{g['mean']:.2f}/"

@@ -69,10 +69,12 @@ PhaseTimer = Callable[[str], None]  # called with a phase name ("train_autoencod
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What generation aims at (generate.target_acc, percent) and how hard (generate.guidance)."""
+    """What generation aims at (generate.target_acc, percent; or, in a zoo of many tasks, each model's task
+    descriptor [n, d]) and how hard (generate.guidance)."""
 
-    target_acc: float
+    target_acc: float | None
     guidance: float = 1.0
+    descriptors: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, generate_cfg, zoo_accuracy: torch.Tensor) -> Conditioning | None:

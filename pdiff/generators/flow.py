@@ -79,16 +79,21 @@ VELOCITY_WEIGHTS = "velocity_ema.safetensors"
 VELOCITY_RAW_WEIGHTS = "velocity.safetensors"
 
 
-def build_velocity(denoiser_cfg, dim: int, conditional: bool) -> VelocityMLP:
-    return VelocityMLP(dim, denoiser_cfg.width, denoiser_cfg.depth, denoiser_cfg.time_dim, conditional)
+def build_velocity(denoiser_cfg, dim: int, conditional: bool, condition_dim: int = 1) -> VelocityMLP:
+    return VelocityMLP(dim, denoiser_cfg.width, denoiser_cfg.depth, denoiser_cfg.time_dim, conditional,
+                       condition_dim)
 
 
-def conditioned_loss(dropout: float):
-    """Flow matching on rows [x_1 | normalised accuracy]: each row sees its accuracy, or the null condition
-    with probability `dropout` (drawn from the batch's noise, so ranks and resumes agree)."""
+def conditioned_loss(dropout: float, condition_dim: int = 1):
+    """Flow matching on rows [x_1 | condition]: the last `condition_dim` columns are the row's condition (its
+    normalised accuracy, or its task's descriptor); each row sees it, or the null condition with probability
+    `dropout` (drawn from the batch's noise, so ranks and resumes agree)."""
     def loss(model, rows: torch.Tensor, noise: BatchNoise) -> torch.Tensor:
         kept = noise.rand() >= dropout
-        return flow_matching_loss(model, rows[:, :-1], noise, {"condition": rows[:, -1], "conditioned": kept})
+        condition = rows[:, -condition_dim:]
+        return flow_matching_loss(model, rows[:, :-condition_dim], noise,
+                                  {"condition": condition if condition_dim > 1 else condition[:, 0],
+                                   "conditioned": kept})
     return loss
 
 
@@ -106,9 +111,10 @@ class FlowGenerator(Generator):
     normalizer: ParamNormalizer
     basis: PCABasis
     velocity: VelocityMLP  # the EMA weights: the ones that sample
-    accuracy_stats: tuple[float, float] | None  # (mean, std) of the zoo's accuracies when conditioned
+    accuracy_stats: tuple[float, float] | None  # (mean, std) of the zoo's accuracies when conditioned on them
     raw_velocity: VelocityMLP | None = field(default=None)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    descriptor_dim: int = 0  # > 0: conditioned on each checkpoint's task descriptor (a zoo of many tasks)
 
     @classmethod
     def conditioned(cls, cfg) -> bool:
@@ -131,23 +137,28 @@ class FlowGenerator(Generator):
         normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(generator_cfg.normalization))
         basis = PCABasis.fit(zoo.vectors, generator_cfg.pca_components, normalizer)
         x1 = basis.encode(normalizer.normalize(zoo.vectors.float())).float()
-        stats, rows = None, x1
-        if generator_cfg.condition:
+        stats, rows, descriptor_dim = None, x1, 0
+        if generator_cfg.condition and zoo.tasks is not None:  # many tasks: the condition is the task
+            descriptor_dim = int(zoo.tasks.descriptor.shape[1])
+            rows = torch.cat([x1, zoo.tasks.descriptor.float()], 1)
+        elif generator_cfg.condition:
             accuracy = zoo.val_accuracy.double()
             stats = (float(accuracy.mean()), float(accuracy.std().clamp_min(1e-6)))
             rows = torch.cat([x1, ((accuracy - stats[0]) / stats[1]).float()[:, None]], 1)
         seed = derive_seed(cfg.seed, Purpose.denoiser)
         torch.manual_seed(seed)
-        conditional = bool(generator_cfg.condition)
-        loss = conditioned_loss(generator_cfg.condition_dropout) if conditional else flow_matching_loss
-        fitted = fit(build_velocity(cfg.denoiser, x1.shape[1], conditional), loss, rows, generator_cfg.optim,
+        conditional, condition_dim = bool(generator_cfg.condition), max(descriptor_dim, 1)
+        loss = conditioned_loss(generator_cfg.condition_dropout, condition_dim) if conditional else \
+            flow_matching_loss
+        build = lambda: build_velocity(cfg.denoiser, x1.shape[1], conditional, condition_dim)  # noqa: E731
+        fitted = fit(build(), loss, rows, generator_cfg.optim,
                      generator_cfg.cadence, cfg.trainer, name="flow", seed=seed,
                      checkpoint_dir=directory / "flow_checkpoint", tracker=tracker,
                      ema_decay=generator_cfg.ema_decay, device=device, compile_forward=cfg.denoiser.compile,
                      knob="generator.optim")
-        raw, ema = trained_pair(lambda: build_velocity(cfg.denoiser, x1.shape[1], conditional), fitted)
+        raw, ema = trained_pair(build, fitted)
         timer("train_flow")
-        return cls(normalizer, basis, ema, stats, raw)
+        return cls(normalizer, basis, ema, stats, raw, descriptor_dim=descriptor_dim)
 
     @classmethod
     def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> FlowGenerator:
@@ -157,13 +168,17 @@ class FlowGenerator(Generator):
         for prefix, module in (("normalizer.", normalizer), ("basis.", basis)):
             module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
         stats = tuple(meta["accuracy_stats"]) if meta["accuracy_stats"] else None
-        velocity = build_velocity(cfg.denoiser, int(meta["flow_dim"]), stats is not None)
+        descriptor_dim = int(meta.get("descriptor_dim", 0))
+        velocity = build_velocity(cfg.denoiser, int(meta["flow_dim"]), stats is not None or descriptor_dim > 0,
+                                  max(descriptor_dim, 1))
         velocity.load_state_dict(atomic.read_safetensors(Path(directory) / VELOCITY_WEIGHTS))
-        return cls(normalizer.to(device), basis.to(device), velocity.to(device).eval(), stats, device=device)
+        return cls(normalizer.to(device), basis.to(device), velocity.to(device).eval(), stats, device=device,
+                   descriptor_dim=descriptor_dim)
 
     @torch.no_grad()
     def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
-        """n vectors [n, D], integrated as one batch; with `conditioning`, guided toward its target accuracy."""
+        """n vectors [n, D], integrated as one batch; with `conditioning`, guided toward its target accuracy (or
+        each row toward its task descriptor)."""
         dim = self.basis.k or self.normalizer.mean.numel()
         velocity = self._guided(n, conditioning)
         name = SamplerName(sampler_cfg.name).value
@@ -173,11 +188,15 @@ class FlowGenerator(Generator):
         return self.normalizer.denormalize(self.basis.decode(x)).cpu()
 
     def _guided(self, n: int, conditioning: Conditioning | None):
-        """v(x, t): unconditional, or v_null + w (v_target - v_null) toward the normalised target accuracy."""
-        if conditioning is None or self.accuracy_stats is None:
+        """v(x, t): unconditional, or v_null + w (v_target - v_null) toward the normalised target accuracy, or
+        toward each row's task descriptor."""
+        if conditioning is not None and conditioning.descriptors is not None and self.descriptor_dim:
+            condition = conditioning.descriptors.to(self.device, torch.float32).view(n, self.descriptor_dim)
+        elif conditioning is not None and conditioning.target_acc is not None and self.accuracy_stats is not None:
+            target = (conditioning.target_acc - self.accuracy_stats[0]) / self.accuracy_stats[1]
+            condition = torch.full((n,), target, device=self.device)
+        else:
             return lambda x, t: self.velocity(x, t)
-        target = (conditioning.target_acc - self.accuracy_stats[0]) / self.accuracy_stats[1]
-        condition = torch.full((n,), target, device=self.device)
         keep, drop = torch.ones(n, dtype=torch.bool, device=self.device), torch.zeros(n, dtype=torch.bool,
                                                                                           device=self.device)
 
@@ -203,4 +222,5 @@ class FlowGenerator(Generator):
     @property
     def meta(self) -> dict:
         return {"pca_components": self.basis.k, "flow_dim": self.basis.k or int(self.normalizer.mean.numel()),
-                "accuracy_stats": list(self.accuracy_stats) if self.accuracy_stats else None}
+                "accuracy_stats": list(self.accuracy_stats) if self.accuracy_stats else None,
+                "descriptor_dim": self.descriptor_dim}

@@ -25,7 +25,9 @@ from pdiff.evaluation.zoo_check import zoo_check
 from pdiff.generators import design_class
 from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.pipeline.stages import EVALUATE_TIMINGS, GENERATED_META, GENERATED_PARAMS, Run, base_model
+from pdiff.pipeline.task_evaluate import run_task_evaluate
 from pdiff.seeds import Purpose, generator_for
+from pdiff.unseen.families import has_family
 from pdiff.zoo.store import ParamZoo, load_base_weights
 
 EVAL_PREDICTIONS = "predictions.safetensors"
@@ -39,6 +41,8 @@ def run_evaluate(run: Run) -> dict:
     memorisation table, the verdict with its intervals, the report and its plots."""
     cfg, generated_dir = run.cfg, run.output_dir / "generated"
     check_generated_matches(cfg, generated_dir)
+    if has_family(cfg):
+        return run_task_evaluate(run)
     directory = run.dir("eval")
     inputs = stage_inputs(cfg, Stage.evaluate)
     if changed_inputs(directory, inputs):

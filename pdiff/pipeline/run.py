@@ -34,6 +34,7 @@ from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, r
 from pdiff.tracking import Tracker
 from pdiff.training import distributed
 from pdiff.training.devices import check_precision, resolve_device
+from pdiff.unseen.families import check_family, has_family
 from pdiff.zoo.collect import check_runs
 from pdiff.zoo.params import select_parameters
 
@@ -65,6 +66,8 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
                               f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
                               "BatchNorm layers")
         check_runs(cfg.task.collect, model, spec, cfg.evaluate.recalibrate_batches)
+        if has_family(cfg):
+            check_family(cfg.task, data.num_classes)
         check_zoo_size(cfg, spec.dim, Path(cfg.paths.output_dir).expanduser().resolve())
 
 

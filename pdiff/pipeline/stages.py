@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig
 
 from pdiff import atomic
-from pdiff.config import Precision, SamplerName, Stage, to_container
+from pdiff.config import FamilyName, Precision, SamplerName, Stage, to_container
 from pdiff.data.datasets import Augmentation, Dataset, load_dataset
 from pdiff.data.tasknets import build_task_net
 from pdiff.errors import GeneratorError, ZooError
@@ -28,10 +28,12 @@ from pdiff.evaluation.costs import RECALIBRATION_KEY, run_key
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import Conditioning, verify_generator
 from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs
-from pdiff.seeds import Purpose, derive_seed
+from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker
 from pdiff.training import distributed
 from pdiff.training.devices import Execution, memory_format
+from pdiff.unseen.collect import TaskRecipe, collect_tasks, run_pairs, task_network
+from pdiff.unseen.families import SubsetFamily, has_family, task_family
 from pdiff.zoo.align import align_runs
 from pdiff.zoo.collect import checkpoint_interval, collect_checkpoints, train_base
 from pdiff.zoo.params import ParamSpec, is_whole_model, select_parameters
@@ -165,6 +167,9 @@ def run_collection(run: Run, index: int) -> None:
     if path.is_file():
         return
     started = time.perf_counter()
+    if has_family(cfg):
+        _collect_task_run(run, index, path, started)
+        return
     model, spec = base_model(run)
     init_seed, base_acc, base_digest = derive_seed(cfg.seed, Purpose.base), None, None
     if is_whole_model(model, spec) and index > 0:  # its own base model, from scratch
@@ -190,6 +195,27 @@ def run_collection(run: Run, index: int) -> None:
     log.info("collect: run %d/%d: %d checkpoints in %.1f s", index + 1, runs, len(vectors), seconds)
 
 
+def _collect_task_run(run: Run, index: int, path: Path, started: float) -> None:
+    """Collection run `index` of a zoo of many tasks: its share of the (training task, seed) pairs."""
+    cfg, directory = run.cfg, _zoo_dir(run)
+    family, split = task_family(cfg, run.data.num_classes)
+    pairs = run_pairs(split.train, cfg.task.family.seeds, index, cfg.task.collect.runs)
+    base_state = load_base_weights(directory)
+    tensors = collect_tasks(pairs, family, run.data, cfg.task.net, base_state, TaskRecipe.from_config(cfg.task),
+                            cfg.seed, path.with_suffix(".state.safetensors"))
+    _, spec = task_network(cfg.task.net, run.data.input_shape, base_state, cfg.seed, 0)
+    seconds = time.perf_counter() - started
+    run.record_time(run_key(index), seconds)
+    epochs = cfg.task.family.epochs
+    record = {"pairs": [list(pair) for pair in pairs], "init_seed": None, "collect_seed": None, "base_val_acc": None,
+              "steps": [epochs + c + 1 for _ in pairs for c in range(cfg.task.family.checkpoints)],
+              "config_sha256": atomic.json_digest(stage_inputs(cfg, Stage.collect)),
+              "base_sha256": atomic.sha256(directory / BASE_WEIGHTS)}
+    atomic.write_safetensors(path, tensors, metadata={"spec": json.dumps(spec.to_json()), "run": json.dumps(record)})
+    log.info("collect: run %d/%d: %d tasks, %d checkpoints in %.1f s", index + 1, cfg.task.collect.runs, len(pairs),
+             len(tensors["task"]), seconds)
+
+
 def run_merge(run: Run) -> None:
     """Join the collection runs, in run order (each aligned onto run 0 with task.collect.align), into the zoo."""
     cfg, directory = run.cfg, _zoo_dir(run)
@@ -207,6 +233,10 @@ def run_merge(run: Run) -> None:
             "checkpoint_run": [index for index, record in enumerate(records) for _ in record["steps"]],
             "checkpoint_step": [step for record in records for step in record["steps"]],
             "run_records": records, "aligned": bool(cfg.task.collect.align), "config": to_container(cfg)}
+    if has_family(cfg):
+        family, split = task_family(cfg, run.data.num_classes)
+        meta["family"] = {"name": FamilyName(cfg.task.family.name).value, "train": split.train,
+                          "held_out": split.held_out, "split_check": family.split_check(split)}
     if cfg.task.collect.align:
         model, _ = base_model(run)
         paths, meta["alignment"] = align_runs(model.cpu(), spec, paths, directory / "runs" / "aligned")
@@ -272,9 +302,14 @@ def run_generate(run: Run) -> None:
     started = time.perf_counter()
     verify_generator(run.output_dir / "generator")
     generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
-    conditioning = Conditioning.from_config(cfg.generate, zoo.val_accuracy)
-    warn_outside_zoo(conditioning, zoo.val_accuracy)
-    params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, conditioning)
+    extra: dict[str, torch.Tensor] = {}
+    if zoo.tasks is not None:
+        params, extra = sample_for_tasks(generator, zoo, cfg)
+        conditioning = None
+    else:
+        conditioning = Conditioning.from_config(cfg.generate, zoo.val_accuracy)
+        warn_outside_zoo(conditioning, zoo.val_accuracy)
+        params = generator.sample(cfg.generate.n, cfg.sampler, cfg.seed, conditioning)
     broken = int((~torch.isfinite(params).all(1)).sum())
     if broken:
         raise GeneratorError(f"{broken} of {len(params)} generated models hold non-finite values (the generator in "
@@ -283,12 +318,35 @@ def run_generate(run: Run) -> None:
                              "with a lower learning rate")
     claim_stage_dir(directory, inputs, keep_on_change=False)
     run.forget_times(EVALUATE_TIMINGS)  # they measured the evaluation of other models
-    atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params})
+    atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params, **extra})
     atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": zoo.spec.dim,
+                                                   "tasks": sorted(set(extra["task"].tolist())) if extra else None,
                                                    "sampler": SamplerName(cfg.sampler.name).value,
                                                    "target_acc": conditioning.target_acc if conditioning else None,
                                                    "guidance": conditioning.guidance if conditioning else None})
     run.record_time("generate", time.perf_counter() - started)
+
+
+def sample_for_tasks(generator, zoo: ParamZoo, cfg: DictConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """A zoo of many tasks: generate.n models for the task generate.task names, or for every held-out task and
+    as many for random codes (the control), all in one batch. Returns the task models [T*n, D] and {task: [T*n]
+    codes, control_params, control_task} (no controls for generate.task)."""
+    family = SubsetFamily(int(zoo.tasks.descriptor.shape[1]))
+    n = cfg.generate.n
+    if cfg.generate.task is not None:
+        codes = torch.tensor([family.code_of(list(cfg.generate.task))]).repeat_interleave(n)
+        controls = torch.zeros(0, dtype=torch.int64)
+    else:
+        codes = torch.tensor(zoo.meta["family"]["held_out"]).repeat_interleave(n)
+        draws = torch.randint(0, len(family.codes), (len(codes),),
+                              generator=generator_for(cfg.seed, Purpose.task_control))
+        controls = torch.tensor(family.codes)[draws]
+    both = torch.cat([codes, controls])
+    params = generator.sample(len(both), cfg.sampler, cfg.seed,
+                              Conditioning(None, float(cfg.generate.guidance), family.descriptor(both)))
+    log.info("generate: %d models for %d tasks, %d for random descriptors", len(codes), len(set(codes.tolist())),
+             len(controls))
+    return params[:len(codes)], {"task": codes, "control_params": params[len(codes):], "control_task": controls}
 
 
 def warn_outside_zoo(conditioning: Conditioning | None, val_accuracy: torch.Tensor) -> bool:

@@ -19,6 +19,24 @@ FORMAT_VERSION = 2  # 2: per-checkpoint accuracy is validation accuracy (1 recor
 
 
 
+TASK_TENSORS = ("descriptor", "task", "task_seed")
+
+
+@dataclass
+class TaskRows:
+    """Each checkpoint's task in a zoo of many tasks: its descriptor [K, d], its task id and its task seed [K]."""
+
+    descriptor: torch.Tensor
+    task: torch.Tensor
+    task_seed: torch.Tensor
+
+    @classmethod
+    def read(cls, path: Path) -> TaskRows | None:
+        if "task" not in atomic.safetensors_names(path):
+            return None
+        return cls(*(atomic.map_tensor(path, name).clone() for name in TASK_TENSORS))
+
+
 @dataclass
 class ParamZoo:
     """K checkpoints of a parameter subset, each with its validation accuracy (percent)."""
@@ -27,6 +45,7 @@ class ParamZoo:
     val_accuracy: torch.Tensor  # [K] float64, percent, on the validation split (never test)
     spec: ParamSpec
     meta: dict
+    tasks: TaskRows | None = None  # a zoo of many tasks: each checkpoint's task
 
     @property
     def k(self) -> int:
@@ -38,21 +57,24 @@ class ParamZoo:
             return self
         keep = max(2, math.ceil(fraction * self.k))
         rows = self.val_accuracy.argsort(descending=True, stable=True)[:keep].sort().values
+        tasks = TaskRows(*(getattr(self.tasks, name)[rows] for name in TASK_TENSORS)) if self.tasks else None
         return ParamZoo(self.vectors[rows], self.val_accuracy[rows], self.spec,
-                        dict(self.meta, k=keep, trained_on=rows.tolist()))
+                        dict(self.meta, k=keep, trained_on=rows.tolist()), tasks)
 
     @classmethod
     def merge(cls, directory: Path, runs: list[Path], spec: ParamSpec, meta: dict) -> ParamZoo:
         """Join collection runs row-wise into the zoo, streamed: the K x D matrix is never in memory at once."""
         directory = Path(directory)
         tensors_path = directory / ZOO_TENSORS
-        atomic.concat_safetensors(tensors_path, runs, ["params", "val_accuracy"], {})
+        many = "task" in atomic.safetensors_names(runs[0])
+        atomic.concat_safetensors(tensors_path, runs, ["params", "val_accuracy", *(TASK_TENSORS if many else ())],
+                                  {})
         accuracy = atomic.map_tensor(tensors_path, "val_accuracy").clone()
         meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
                     val_accuracy=[round(float(a), 4) for a in accuracy],
                     sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
         atomic.write_checked_json(directory / ZOO_META, meta)
-        return cls(atomic.map_tensor(tensors_path, "params"), accuracy, spec, meta)
+        return cls(atomic.map_tensor(tensors_path, "params"), accuracy, spec, meta, TaskRows.read(tensors_path))
 
     @classmethod
     def exists(cls, directory: Path) -> bool:
@@ -81,7 +103,7 @@ class ParamZoo:
         if tuple(vectors.shape) != (meta["k"], spec.dim) or accuracy.shape[0] != meta["k"]:
             raise ZooError(f"{tensors_path}: params {tuple(vectors.shape)} and val_accuracy {tuple(accuracy.shape)} "
                            f"do not match k={meta['k']}, dim={spec.dim} in {meta_path}")
-        return cls(vectors, accuracy, spec, meta)
+        return cls(vectors, accuracy, spec, meta, TaskRows.read(tensors_path))
 
 
 def run_sizes(k: int, runs: int) -> list[int]:

@@ -1,6 +1,6 @@
 """The flow design's velocity network: a residual MLP over a flat vector, with time and (optionally) a
-scalar condition (the checkpoint's accuracy) embedded and added in every block; a learned null condition
-stands in when the condition is dropped (classifier-free guidance)."""
+condition (the checkpoint's accuracy, or its task's descriptor) embedded and added in every block; a learned
+null condition stands in when the condition is dropped (classifier-free guidance)."""
 
 from __future__ import annotations
 
@@ -23,14 +23,16 @@ class ResidualBlock(nn.Module):
 
 
 class VelocityMLP(nn.Module):
-    """v(x_t, t [, condition]) for x_t [B, dim]; `conditioned` [B] bool says which rows see their condition."""
+    """v(x_t, t [, condition]) for x_t [B, dim] and a condition [B] or [B, condition_dim]; `conditioned` [B] bool
+    says which rows see their condition."""
 
-    def __init__(self, dim: int, width: int, depth: int, time_dim: int, conditional: bool = False):
+    def __init__(self, dim: int, width: int, depth: int, time_dim: int, conditional: bool = False,
+                 condition_dim: int = 1):
         super().__init__()
         self.time_dim = time_dim
         self.inp = nn.Linear(dim, width)
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, width), nn.SiLU(), nn.Linear(width, width))
-        self.condition_mlp = nn.Sequential(nn.Linear(1, width), nn.SiLU(), nn.Linear(width, width)) \
+        self.condition_mlp = nn.Sequential(nn.Linear(condition_dim, width), nn.SiLU(), nn.Linear(width, width)) \
             if conditional else None
         self.null_condition = nn.Parameter(torch.zeros(width)) if conditional else None
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(depth))
@@ -45,7 +47,7 @@ class VelocityMLP(nn.Module):
             if condition is None:
                 emb = emb + self.null_condition
             else:
-                own = self.condition_mlp(condition.view(-1, 1).to(x_t.dtype))
+                own = self.condition_mlp(condition.view(len(x_t), -1).to(x_t.dtype))
                 emb = emb + torch.where(conditioned.view(-1, 1), own, self.null_condition.expand_as(own))
         h = self.inp(x_t)
         for block in self.blocks:
