@@ -57,7 +57,8 @@ def run_task_evaluate(run: Run) -> dict:
         log.info("evaluate: task %d (distance %d): generated %.2f%%, trained %.2f%%, nearest with swap %.2f%%", code,
                  rows[-1]["distance"], rows[-1]["generated_mean"], rows[-1]["baselines"]["trained"],
                  rows[-1]["baselines"]["nearest_symmetric"])
-    report = {"task": cfg.task.name, "family": zoo.meta["family"]["name"], "split": HeldOutSplit(family_cfg.split).value,
+    report = {"task": cfg.task.name, "family": zoo.meta["family"]["name"],
+              "split": HeldOutSplit(family_cfg.split).value,
               "eval_split": family_cfg.eval_split, "seed": cfg.seed, "k": zoo.k, "dim": zoo.spec.dim,
               "train_tasks": len(zoo.meta["family"]["train"]), "split_check": zoo.meta["family"]["split_check"],
               "finetune_steps": steps, "confidence": CONFIDENCE,
