@@ -28,6 +28,9 @@ DESIGN_KEY = "generator.design"
 SUPERSEDED_DIR = "superseded"
 
 
+FAMILY_EVALUATION_KEYS = ("eval_split", "k_nearest")  # task.family settings only the evaluate stage reads
+
+
 def stage_groups(cfg: DictConfig) -> dict[Stage, tuple[str, ...]]:
     """The config groups each stage's own outputs depend on (train: the generator node + what its design reads).
     The test split's settings of `data` belong to evaluate alone (own_inputs)."""
@@ -40,9 +43,13 @@ def stage_groups(cfg: DictConfig) -> dict[Stage, tuple[str, ...]]:
 def own_inputs(cfg: DictConfig, stage: Stage, full: dict) -> dict:
     """What `stage` itself reads: its groups; for collect, `data` without the test split's settings and with the
     training arrays' digest; for evaluate, also the test split's settings and the test arrays' digest (a new
-    test set re-evaluates without touching zoo/, generator/ or generated/)."""
+    test set re-evaluates without touching zoo/, generator/ or generated/); task.family's scoring settings are
+    evaluate's too."""
     own = {key: full[key] for key in stage_groups(cfg)[stage]}
     if stage is Stage.collect:
+        own["task"] = copy.deepcopy(own["task"])
+        for key in FAMILY_EVALUATION_KEYS:  # how held-out tasks are scored is evaluate's
+            own["task"]["family"].pop(key, None)
         data = copy.deepcopy(own["data"])
         for key in TEST_SPLIT_KEYS:
             group, _, name = key.partition(".")
@@ -51,6 +58,7 @@ def own_inputs(cfg: DictConfig, stage: Stage, full: dict) -> dict:
     if stage is Stage.evaluate:
         test = {key: full["data"][key.partition(".")[0]][key.partition(".")[2]] for key in TEST_SPLIT_KEYS}
         own["test_data"] = {**test, "sha256": split_fingerprint(cfg.data, "test")}
+        own["family_evaluation"] = {key: full["task"]["family"][key] for key in FAMILY_EVALUATION_KEYS}
     return own
 
 

@@ -22,14 +22,14 @@ LAYERS = [
     ("tracking", "diffusion", "data"),
     ("training",),
     ("zoo",),
-    ("evaluation",),
+    ("evaluation", "unseen"),
     ("generators",),
     ("pipeline",),
     ("cluster",),
     ("entry",),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
-ML_UNITS = ("data", "zoo", "diffusion", "generators", "training", "evaluation")
+ML_UNITS = ("data", "zoo", "diffusion", "generators", "training", "evaluation", "unseen")
 Rule = Callable[[str, str], "str | None"]
 
 
