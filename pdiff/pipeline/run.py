@@ -34,7 +34,7 @@ from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, r
 from pdiff.tracking import Tracker
 from pdiff.training import distributed
 from pdiff.training.devices import check_precision, resolve_device
-from pdiff.unseen.families import check_family, has_family
+from pdiff.unseen.families import SubsetFamily, check_family, has_family
 from pdiff.zoo.collect import check_runs
 from pdiff.zoo.params import select_parameters
 
@@ -54,6 +54,8 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     if problem:
         raise ConfigError(f"paths.output_dir={cfg.paths.output_dir!r} {problem}")
     design_class(cfg)
+    if has_family(cfg):
+        check_family_design(cfg, stages)
     check_stage_folders(cfg, stages)
     if Stage.collect in stages or Stage.evaluate in stages:
         check_data_available(cfg.data)
@@ -69,6 +71,17 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
         if has_family(cfg):
             check_family(cfg.task, data.num_classes)
         check_zoo_size(cfg, spec.dim, Path(cfg.paths.output_dir).expanduser().resolve())
+
+
+def check_family_design(cfg: DictConfig, stages: list[Stage]) -> None:
+    """ConfigError unless a zoo of many tasks has a design that takes the descriptor, and generate.task names a task."""
+    design = cfg.generator.design
+    if design != "flow" or not cfg.generator.get("condition", False):
+        raise ConfigError(f"generator.design={design!r} (generator.condition={cfg.generator.get('condition')}) cannot "
+                          "generate for a task: a zoo of many tasks needs the descriptor-conditioned flow, "
+                          "generator=flow_pca or generator=flow_conditioned")
+    if Stage.generate in stages and cfg.generate.task is not None:
+        SubsetFamily(load_dataset(cfg.data).num_classes).code_of(list(cfg.generate.task))
 
 
 def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:

@@ -154,3 +154,18 @@ def test_margins_get_intervals_over_tasks_and_a_status():
 def test_fine_tuning_matches_the_flops_of_generating_one_model():
     assert matched_finetune_steps(6 * 100 * 10 * 7, task_params=100, batch_size=10) == 7
     assert matched_finetune_steps(1.0, task_params=100, batch_size=10) == 1
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["generator=flow", "generator.condition=false"],
+     "generator.design='flow' (generator.condition=False) cannot generate for a task"),
+    (["stage=generate", "generate.task=[3,10]"], "generate.task=[3.0, 10.0] is invalid: list the classes of a non-empty "
+                                                 "proper subset of the 10 classes"),
+])
+def test_a_run_on_many_tasks_is_refused_before_any_work(overrides, message, tmp_path):
+    from pdiff.pipeline.run import run_pipeline
+    cfg = compose_config(["experiment=unseen_subsets", *overrides, f"paths.output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ConfigError) as error:
+        run_pipeline(cfg)
+    assert message in str(error.value)
+    assert not (tmp_path / "run" / "zoo").exists()
