@@ -159,8 +159,8 @@ def test_fine_tuning_matches_the_flops_of_generating_one_model():
 @pytest.mark.parametrize("overrides, message", [
     (["generator=flow", "generator.condition=false"],
      "generator.design='flow' (generator.condition=False) cannot generate for a task"),
-    (["stage=generate", "generate.task=[3,10]"], "generate.task=[3.0, 10.0] is invalid: list the classes of a non-empty "
-                                                 "proper subset of the 10 classes"),
+    (["stage=generate", "generate.task=[3,10]"],
+     "generate.task=[3.0, 10.0] is invalid: list the classes of a non-empty proper subset of the 10 classes"),
 ])
 def test_a_run_on_many_tasks_is_refused_before_any_work(overrides, message, tmp_path):
     from pdiff.pipeline.run import run_pipeline
