@@ -6,6 +6,7 @@ needs; and the exit with one line for every failure pdiff explains (PdiffError),
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from pdiff.training.distributed import strip_launcher_args
 # Hydra names a sweep point's folder in the job, on the node: registered when this module is imported, so the job's
 # process (which imports it to run the task function) has it too.
 OmegaConf.register_new_resolver("pdiff_sweep_dirname", sweep_dirname, replace=True)
+OmegaConf.register_new_resolver("pdiff_product", lambda *factors: math.prod(int(f) for f in factors), replace=True)
 
 
 def register_configs() -> None:

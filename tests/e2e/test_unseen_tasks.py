@@ -19,7 +19,7 @@ from tests.helpers.configs import REPO, compose_config
 
 pytestmark = pytest.mark.slow
 SIZE = ["task.base.epochs=2", "task.family.train_tasks=12", "task.family.held_out=3", "task.family.checkpoints=2",
-        "task.family.epochs=1", "task.param.k=24", "task.collect.runs=2", "generator.optim.steps=60",
+        "task.family.epochs=1", "task.collect.runs=2", "generator.optim.steps=60",
         "generator.optim.warmup_steps=10", "generator.pca_components=8", "denoiser.width=32", "generate.n=4",
         "sampler.steps=10",
         "data.mnist1d.num_samples=1000", "data.mnist1d.val_samples=500", "data.mnist1d.test_samples=1000"]

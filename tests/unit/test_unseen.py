@@ -157,7 +157,7 @@ def test_fine_tuning_matches_the_flops_of_generating_one_model():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["generator=flow", "generator.condition=false"],
+    (["generator=flow", "generator.condition=false", "generate.guidance=1.0"],
      "generator.design='flow' (generator.condition=False) cannot generate for a task"),
     (["stage=generate", "generate.task=[3,10]"],
      "generate.task=[3.0, 10.0] is invalid: list the classes of a non-empty proper subset of the 10 classes"),
