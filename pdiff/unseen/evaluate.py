@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from pdiff.config import SamplerName
 from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import accuracy
+from pdiff.evaluation.intervals import percentile_interval
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.unseen.baselines import TaskZoo, compose, matched_finetune_steps
 from pdiff.unseen.collect import TaskRecipe, task_network, train_task
@@ -124,9 +126,7 @@ def summarize(rows: list[dict], seed: int) -> dict[str, dict]:
     summary = {}
     for name in (REFERENCE, *BASELINES):
         margins = torch.tensor([row["generated_mean"] - row["baselines"][name] for row in rows], dtype=torch.float64)
-        resampled = margins[draws].mean(1)
-        tail = (1 - CONFIDENCE) / 2
-        low, high = torch.quantile(resampled, torch.tensor([tail, 1 - tail], dtype=torch.float64)).tolist()
+        low, high = percentile_interval(margins[draws].mean(1), CONFIDENCE)
         status = "beats" if low > 0 else "loses" if high < 0 else "ties"
         summary[name] = {"margin": round(float(margins.mean()), 4), "low": round(low, 4), "high": round(high, 4),
                          "status": status, "baseline_mean": round(mean([row["baselines"][name] for row in rows]), 4)}
@@ -141,6 +141,6 @@ def generation_flops(velocity_params: int, steps: int, guidance: float, evaluati
 
 def finetune_steps_for(velocity_params: int, sampler_cfg, guidance: float, task_params: int, batch_size: int) -> int:
     """Fine-tuning steps at the compute of generating one model (Heun calls the velocity twice a step)."""
-    per_step = 2 if str(getattr(sampler_cfg.name, "value", sampler_cfg.name)) == "heun" else 1
+    per_step = 2 if SamplerName(sampler_cfg.name) is SamplerName.heun else 1
     flops = generation_flops(velocity_params, int(sampler_cfg.steps), guidance, per_step)
     return matched_finetune_steps(flops, task_params, batch_size)
