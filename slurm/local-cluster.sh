@@ -4,12 +4,13 @@
 #   bash slurm/local-cluster.sh up       install what is missing, configure, start (idempotent)
 #   bash slurm/local-cluster.sh stop     cancel all jobs, stop every daemon (idempotent)
 #   bash slurm/local-cluster.sh status   print daemon states and sinfo; exit 0 when fully up, 3 otherwise
-set -euo pipefail
+set -eEuo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common-settings.sh"
 
 PACKAGES=(slurmctld slurmd slurm-client munge slurmdbd mariadb-server)
 CONF=/etc/slurm
 LOGS=/var/log/slurm
+APT_LOG=/var/log/pdiff-local-cluster-apt.log
 DB_PASS=pdiff-local
 # Daemons in start order: name (as in /proc/PID/comm) and pidfile.
 NAMES=(munged mariadbd slurmdbd slurmctld slurmd)
@@ -34,6 +35,8 @@ declare -A LOG=(
 
 say() { printf '[local-cluster] %s\n' "$*"; }
 die() { say "ERROR: $*" >&2; exit 1; }
+# Any other failure is one line too: the command, its status and the logs to read (set -E: inside functions too).
+trap 'die "\`$BASH_COMMAND\` failed (exit $?, line $LINENO); logs: $LOGS/*.log, /var/log/munge/munged.log"' ERR
 
 alive() {  # alive NAME: its pidfile names a live (not zombie) process that really is NAME
   local file=${PIDFILE[$1]} pid
@@ -82,8 +85,9 @@ install_packages() {
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   # Try the existing package lists first; refresh them only if that fails (fresh machine).
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null 2>&1 ||
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; }
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$APT_LOG" 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >>"$APT_LOG" 2>&1 ||
+    die "apt-get could not install ${missing[*]} (log: $APT_LOG)"
 }
 
 put_file() {  # put_file PATH < CONTENT: replace PATH only when the content differs; 0 if it changed
@@ -274,6 +278,6 @@ serialized() {  # serialized COMMAND: one up/stop at a time (make test and a she
 case "${1:-}" in
   up) serialized up ;;
   stop) serialized stop ;;
-  status) status ;;
+  status) status || exit $? ;;
   *) echo "usage: bash slurm/local-cluster.sh up|stop|status" >&2; exit 2 ;;
 esac

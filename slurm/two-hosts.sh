@@ -8,10 +8,14 @@
 #   bash slurm/two-hosts.sh crash pdiff-node2   the host fails: off the network, then everything on it killed
 #                                    (no goodbye reaches the other host); `up` brings it back as a reboot would
 # Clients talk to it with SLURM_CONF=/etc/pdiff-two-hosts/slurm.conf (partition `two`, nodes pdiff-node[1-2]).
+# The checkout this script lives in is seen by every host at its own path, as a cluster's shared file system would
+# show it, wherever it was cloned (/tmp included: the hosts' own /tmp is private); `up` from a second checkout
+# adds it (restarting an idle host's slurmd), and `status` fails while a host cannot see the caller's checkout.
 # The hosts' subnet exists only on this machine: an `unreachable` route for it stays in the root namespace from
 # the first `up` on, so no packet to a test address can ever leave the machine, teardown included.
-set -euo pipefail
+set -eEuo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common-settings.sh"
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 
 CLUSTER=pdiff-two-hosts
 SUBNET=10.77.27
@@ -23,7 +27,8 @@ declare -A ADDR=([pdiff-node1]=$SUBNET.11 [pdiff-node2]=$SUBNET.12)
 declare -A VETH=([pdiff-node1]=pdiff-veth1 [pdiff-node2]=pdiff-veth2)
 CONF_DIR=/etc/$CLUSTER
 CONF=$CONF_DIR/slurm.conf
-STATE=/var/lib/$CLUSTER  # hosts file, spool folders and each host's private /tmp
+STATE=/var/lib/$CLUSTER  # hosts file, spool folders, each host's private /tmp
+SHARED_LIST=$STATE/shared-checkouts  # one path a line: the checkouts every host sees at their own paths
 LOGS=/var/log/slurm
 CTLD_PORT=6827  # apart from the single-node cluster's 6817/6818
 SLURMD_PORT=6828
@@ -32,6 +37,8 @@ slurmd_pidfile() { echo "/run/$CLUSTER-slurmd-$1.pid"; }
 
 say() { printf '[two-hosts] %s\n' "$*"; }
 die() { say "ERROR: $*" >&2; exit 1; }
+# Any other failure is one line too: the command, its status and the logs to read (set -E: inside functions too).
+trap 'die "\`$BASH_COMMAND\` failed (exit $?, line $LINENO); logs: $LOGS/$CLUSTER-*.log"' ERR
 
 alive() {  # alive PIDFILE COMM: the pidfile names a live (not zombie) process called COMM
   local pid
@@ -123,11 +130,31 @@ EOF
   echo "PartitionName=two Nodes=$(IFS=,; echo "${NODES[*]}") Default=YES MaxTime=INFINITE State=UP" >>"$CONF.new"
   if cmp -s "$CONF.new" "$CONF"; then
     rm "$CONF.new"
-  else
-    mv "$CONF.new" "$CONF"
-    alive "$CTLD_PIDFILE" slurmctld && { client scontrol reconfigure >/dev/null 2>&1 || true; }
+    return 0
   fi
+  mv "$CONF.new" "$CONF"
+  # Picked up by a controller that is already running; a stopped one reads it at start (a first run).
+  if alive "$CTLD_PIDFILE" slurmctld; then client scontrol reconfigure >/dev/null 2>&1 || true; fi
 }
+
+share_checkout() {  # the caller's checkout joins the list that every host binds at its own path
+  local kept=() line
+  if [[ -f $SHARED_LIST ]]; then
+    while IFS= read -r line; do
+      if [[ -d $line && $line != "$REPO" ]]; then kept+=("$line"); fi  # checkouts removed since are dropped
+    done <"$SHARED_LIST"
+  fi
+  printf '%s\n' "${kept[@]}" "$REPO" | grep -v '^$' >"$SHARED_LIST.new"
+  mv "$SHARED_LIST.new" "$SHARED_LIST"
+}
+
+sees_checkout() {  # sees_checkout NODE: NODE's slurmd (so its jobs too) sees this checkout at its own path
+  local pid
+  pid=$(<"$(slurmd_pidfile "$1")") || return 1
+  [[ -e /proc/$pid/root$REPO/slurm/two-hosts.sh ]]
+}
+
+node_jobs() { client squeue -h -w "$1" -o %i 2>/dev/null || true; }
 
 start_daemons() {
   if ! alive "$CTLD_PIDFILE" slurmctld; then
@@ -137,21 +164,28 @@ start_daemons() {
   fi
   local node
   for node in "${NODES[@]}"; do
-    alive "$(slurmd_pidfile "$node")" slurmd && continue
+    if alive "$(slurmd_pidfile "$node")" slurmd; then
+      sees_checkout "$node" && continue
+      # A host started from another checkout: only a new mount namespace can show it this one as well.
+      [[ -z $(node_jobs "$node") ]] ||
+        die "$node cannot see $REPO and runs jobs; rerun \`bash slurm/two-hosts.sh up\` once they end"
+      say "$node: restarting its slurmd so that it sees $REPO"
+      stop_pidfile "$(slurmd_pidfile "$node")" slurmd
+    fi
     start_slurmd "$node"
   done
   wait_for 60 "both hosts" "$LOGS/$CLUSTER-slurmd-${NODES[1]}.log" nodes_ready
 }
 
-start_slurmd() {  # start_slurmd NODE: slurmd inside NODE's namespace, with NODE's hostname, hosts file, /tmp
-  local node=$1
+start_slurmd() {  # start_slurmd NODE: slurmd inside NODE's namespaces (slurm/host-boot.sh sets the host up)
+  local node=$1 checkouts=()
   rm -f "$(slurmd_pidfile "$node")"
+  mapfile -t checkouts <"$SHARED_LIST"
   # `ip netns exec` would remount /sys and slurmd fails on cgroups there: enter the network namespace alone.
   # Job steps inherit all of it: gethostname() is the node's name and resolves to the node's address.
-  setsid nsenter --net="/run/netns/$node" unshare --uts --mount --propagation private sh -c "
-    mount --bind $STATE/hosts /etc/hosts && mount --bind $STATE/$node/tmp /tmp &&
-    mount -t tmpfs -o size=2g tmpfs /dev/shm && hostname $node &&
-    exec /usr/sbin/slurmd -f $CONF -N $node" </dev/null >>"$LOGS/$CLUSTER-slurmd-$node.log" 2>&1 9>&- &
+  setsid nsenter --net="/run/netns/$node" unshare --uts --mount --propagation private \
+    bash "$REPO/slurm/host-boot.sh" "$node" "$STATE" "$CONF" "${checkouts[@]}" \
+    </dev/null >>"$LOGS/$CLUSTER-slurmd-$node.log" 2>&1 9>&- &
 }
 
 up() {
@@ -160,6 +194,7 @@ up() {
     die "munge or SLURM is missing: run \`bash slurm/local-cluster.sh up\` first"
   make_network
   write_files
+  share_checkout
   start_daemons
   say "up in $((SECONDS - started))s: partition two, $(client sinfo -h -p two -N -o '%N %t' | paste -sd, -)" \
     "(SLURM_CONF=$CONF)"
@@ -216,7 +251,15 @@ status() {
   local rc=0 node
   if alive "$CTLD_PIDFILE" slurmctld; then echo "slurmctld  running"; else echo "slurmctld  stopped"; rc=3; fi
   for node in "${NODES[@]}"; do
-    if alive "$(slurmd_pidfile "$node")" slurmd; then echo "$node running"; else echo "$node stopped"; rc=3; fi
+    if ! alive "$(slurmd_pidfile "$node")" slurmd; then
+      echo "$node stopped"
+      rc=3
+    elif ! sees_checkout "$node"; then
+      echo "$node running, but it cannot see $REPO: run \`bash slurm/two-hosts.sh up\` from this checkout"
+      rc=3
+    else
+      echo "$node running"
+    fi
   done
   if ((rc == 0)); then
     client sinfo -p two -N || rc=3
@@ -234,7 +277,7 @@ serialized() {
 case "${1:-}" in
   up) serialized up ;;
   stop) serialized stop ;;
-  status) status ;;
+  status) status || exit $? ;;
   crash) serialized crash "${2:-}" ;;
   *) echo "usage: bash slurm/two-hosts.sh up|stop|status|crash NODE" >&2; exit 2 ;;
 esac

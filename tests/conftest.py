@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,10 +16,31 @@ from tests.helpers.configs import SMOKE, compose_config
 from tests.helpers.runs import FinishedRun, ok, run_sweep
 from tests.helpers.training import TRAIN, copy_zoo
 
+
+def _private_home() -> Path | None:
+    """A $HOME of this test run's own, made by the first pytest process and inherited by its xdist workers and every
+    subprocess and SLURM job they start: nothing a user's home or settings hold (W&B or matplotlib settings, pdiff's
+    MNIST-1D cache, XDG folders) reaches a test. Returns the folder when this process made it (it removes it)."""
+    if "PDIFF_TEST_HOME" in os.environ:
+        return None
+    home = Path(tempfile.mkdtemp(prefix="pdiff-test-home-"))
+    for variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "MPLCONFIGDIR", "WANDB_DIR",
+                     "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "SLURM_CONF"):
+        os.environ.pop(variable, None)
+    os.environ.update(PDIFF_TEST_HOME=str(home), HOME=str(home))
+    return home
+
+
+_MADE_HOME = _private_home()
 os.environ["PDIFF_QUIET"] = "1"
 os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 register_configs()
+
+
+def pytest_unconfigure(config) -> None:
+    if _MADE_HOME is not None:
+        shutil.rmtree(_MADE_HOME, ignore_errors=True)
 
 
 def pytest_runtest_setup(item) -> None:

@@ -123,7 +123,8 @@ def test_output_dir_overrides_are_checked_before_hydra(tmp_path):
     cases = {f"paths.output_dir={existing}": "is an existing file",
              f"paths.output_dir={existing}/run": f"lies under {existing}, an existing file",
              "paths.output_dir=": "is empty: the whole pipeline would be written into the current folder",
-             "paths.output_dir=''": "is empty", f"++paths.output_dir=/tmp,{existing}": "is an existing file"}
+             "paths.output_dir=''": "is empty",
+             f"++paths.output_dir={tmp_path / 'new'},{existing}": "is an existing file"}
     for override, problem in cases.items():
         with pytest.raises(ConfigError, match=r"paths.output_dir='.*' is invalid: ") as raised:
             check_output_dir_overrides(["-m", "seed=1", override])
