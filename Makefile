@@ -36,12 +36,10 @@ test-fast: setup
 
 setup: $(VENV)/.installed
 
-# torch and torchvision first, pinned to the releases on this machine's disk (pip's cap stays).
+# torch and torchvision first, pinned to the releases on this machine's disk (pip's cap stays); pip's output goes to
+# .venv/setup.log, and a failure is one line naming it.
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $@
+	VENV=$(VENV) bash scripts/setup-venv.sh $(PYTHON)
 
 lint: setup
 	$(BIN)/ruff check pdiff launch tests benchmarks

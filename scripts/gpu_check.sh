@@ -27,7 +27,8 @@ fetch() {
     --abi cp312 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d "$WHEELS" \
     "pydantic-core==$core"
   DS_BUILD_OPS=0 "$PY" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WHEELS" "${SOURCE_ONLY[@]}"
-  du -sh "$WHEELS" && ls "$WHEELS"
+  du -sh "$WHEELS"
+  ls "$WHEELS"
 }
 
 run() {
