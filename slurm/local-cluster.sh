@@ -90,10 +90,18 @@ install_packages() {
     die "apt-get could not install ${missing[*]} (log: $APT_LOG)"
 }
 
+HEADER="# Written by slurm/local-cluster.sh; edits here are overwritten by the next \`up\`."
+
 put_file() {  # put_file PATH < CONTENT: replace PATH only when the content differs; 0 if it changed
   local new
   new=$(cat)
   [[ -f $1 && $(<"$1") == "$new" ]] && return 1
+  # A configuration this script did not write (a real cluster's) is never overwritten. (An earlier version wrote
+  # slurmdbd.conf without the header; its password line is this script's own.)
+  if [[ -f $1 ]] && ! grep -qxF -e "$HEADER" -e "StoragePass=$DB_PASS" "$1"; then
+    die "$1 was not written by slurm/local-cluster.sh (this machine's own SLURM?): it is left as it is; move it" \
+      "aside to run the local test cluster here, or run pdiff against your cluster without \`up\`"
+  fi
   printf '%s\n' "$new" >"$1"
 }
 
@@ -108,7 +116,7 @@ write_config() {
     sed -E 's/^NodeName=[^ ]+/NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=localhost/')
   [[ -n $node ]] || die "slurmd -C printed no node line"
   if put_file "$CONF/slurm.conf" <<EOF
-# Written by slurm/local-cluster.sh; edits here are overwritten by the next \`up\`.
+$HEADER
 ClusterName=pdiff
 SlurmctldHost=localhost
 SlurmUser=slurm
@@ -129,6 +137,7 @@ EOF
     alive slurmctld && { scontrol reconfigure >/dev/null 2>&1 || true; }
   fi
   put_file "$CONF/slurmdbd.conf" <<EOF || true
+$HEADER
 AuthType=auth/munge
 DbdHost=localhost
 DbdPort=6819
