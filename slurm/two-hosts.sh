@@ -139,6 +139,7 @@ EOF
 
 share_checkout() {  # the caller's checkout joins the list that every host binds at its own path
   local kept=() line
+  [[ $REPO != *$'\n'* ]] || die "the checkout's path holds a newline, which the hosts' list cannot: clone elsewhere"
   if [[ -f $SHARED_LIST ]]; then
     while IFS= read -r line; do
       if [[ -d $line && $line != "$REPO" ]]; then kept+=("$line"); fi  # checkouts removed since are dropped
