@@ -1,17 +1,18 @@
-"""SLURM through submitit: the pipeline as a chain of jobs, and a fresh submitit folder per Hydra sweep.
+"""SLURM through submitit: the pipeline as a chain of jobs; a Hydra sweep's launcher checked, and given a fresh
+submitit folder, before it submits.
 
 The chain: base training -> collection array (one task per collection run) -> merge + train (on
 cluster.tasks_per_node DeepSpeed ranks) -> generate + evaluate, each `afterok` on the one before. Only
 the jobs an output folder still needs are submitted. Every job resumes from its own files, so a requeue
-(preemption, time limit, `scontrol requeue`) loses nothing.
+(preemption, time limit, `scontrol requeue`) loses nothing. What either route asks of SLURM is checked against
+the live cluster first (pdiff/cluster/slurm.py).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import shutil
-import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -22,8 +23,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from pdiff.cluster.jobs import Job, job_resources, pending_jobs, run_job
+from pdiff.cluster.slurm import chain_request, check_request, launcher_request, max_array_size, slurm
 from pdiff.config import Config, to_container
-from pdiff.errors import ChainFailed, ConfigError
+from pdiff.errors import ChainFailed, ConfigError, PdiffError
 from pdiff.evaluation.report import summary_line
 from pdiff.pipeline.run import preflight
 from pdiff.pipeline.stages import STAGE_ORDER
@@ -44,42 +46,6 @@ class StageJob(submitit.helpers.Checkpointable):
 class SubmittedJob:
     name: str
     job: submitit.Job
-
-
-
-def _slurm(*args: str) -> str:
-    try:
-        done = subprocess.run(args, capture_output=True, text=True, timeout=30)
-    except FileNotFoundError as error:
-        raise ConfigError(f"SLURM is not installed here ({args[0]} not found); for a local cluster run "
-                          "`bash slurm/local-cluster.sh up`") from error
-    if done.returncode != 0:
-        raise ConfigError(f"`{' '.join(args)}` failed: {done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout
-
-
-def max_array_size(cluster_cfg) -> int:
-    if cluster_cfg.max_array_size:
-        return int(cluster_cfg.max_array_size)
-    match = re.search(r"MaxArraySize\s*=\s*(\d+)", _slurm("scontrol", "show", "config"))
-    return int(match.group(1)) if match else 1001
-
-
-def check_cluster(cluster_cfg) -> None:
-    """Partition and CPU count against the live cluster, before anything is submitted."""
-    partitions = [p.rstrip("*") for p in _slurm("sinfo", "-h", "-o", "%P").split()]
-    partition = cluster_cfg.partition
-    if partition is not None and partition not in partitions:
-        raise ConfigError(f"cluster.partition={partition!r} is not a partition of this cluster; allowed: {partitions}")
-    query = ["sinfo", "-h", "-o", "%c"] + (["-p", partition] if partition else [])
-    cpus = max(int(value.rstrip("+")) for value in _slurm(*query).split())
-    if cluster_cfg.cpus_per_task > cpus:
-        raise ConfigError(f"cluster.cpus_per_task={cluster_cfg.cpus_per_task} is more than a node of partition "
-                          f"{partition or '(default)'} has: at most {cpus}")
-    if cluster_cfg.tasks_per_node * cluster_cfg.cpus_per_task > cpus:
-        raise ConfigError(f"cluster.tasks_per_node={cluster_cfg.tasks_per_node} x cluster.cpus_per_task="
-                          f"{cluster_cfg.cpus_per_task} CPUs do not fit a node of partition "
-                          f"{partition or '(default)'}: at most {cpus} CPUs")
 
 
 SLURM_NAMES = {Job.base: "base", Job.collect: "collect", Job.train: "train", Job.report: "report"}  # pdiff-<name>
@@ -107,16 +73,31 @@ def _array_id(job: submitit.Job) -> str:
 
 
 def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
-    """Submit the jobs this output folder still needs; returns them in chain order and the submitit folder."""
+    """Submit the jobs this output folder still needs; returns them in chain order and the submitit folder. When
+    sbatch refuses one, the jobs submitted before it are cancelled and a ConfigError says why."""
     preflight(cfg, list(STAGE_ORDER))  # the chain runs every stage this folder still needs
-    check_cluster(cfg.cluster)
+    check_request(chain_request(cfg.cluster))
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     pending = pending_jobs(cfg)
     folder = output_dir / ".submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    submitted: list[SubmittedJob] = []
+    try:
+        _submit_pending(cfg, pending, folder, submitted)
+    except submitit.core.utils.FailedJobError as error:
+        for item in submitted:
+            item.job.cancel(check=False)
+        reason = (str(error).strip().splitlines() or ["no message"])[-1]
+        raise ConfigError(f"sbatch refused a job of the chain ({reason}); the {len(submitted)} jobs submitted "
+                          "before it were cancelled: check the cluster.* settings") from None
+    return submitted, folder
+
+
+def _submit_pending(cfg: DictConfig, pending: list[tuple[Job, int | None]], folder: Path,
+                    submitted: list[SubmittedJob]) -> None:
+    """Submit `pending` in chain order, each job `afterok` on the one before, appending each to `submitted`."""
     config = to_container(cfg)
     runs = [index for job, index in pending if job is Job.collect]
     chunk = max_array_size(cfg.cluster)
-    submitted: list[SubmittedJob] = []
     after: list[str] = []
     if (Job.base, None) in pending:
         base = _executor(cfg.cluster, folder, Job.base, after).submit(StageJob(), config, Job.base)
@@ -135,7 +116,6 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
             handle = _executor(cfg.cluster, folder, job, after).submit(StageJob(), config, job)
             submitted.append(SubmittedJob(job.value, handle))
             after = [str(handle.job_id)]
-    return submitted, folder
 
 
 TERMINAL_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
@@ -146,7 +126,7 @@ def final_state(job_id: str, timeout_s: float = 60.0) -> str:
     """The job's end state from accounting (which lags the job itself by a moment)."""
     deadline, state = time.monotonic() + timeout_s, "UNKNOWN"
     while time.monotonic() < deadline:
-        lines = _slurm("sacct", "-n", "-X", "-P", "-j", job_id, "--format=State").split()
+        lines = slurm("sacct", "-n", "-X", "-P", "-j", job_id, "--format=State").split()
         state = lines[-1] if lines else state  # ids restart on a new controller: the newest record is ours
         if state.startswith(TERMINAL_STATES):
             return state
@@ -185,6 +165,19 @@ def submit_pipeline(cfg: DictConfig) -> int:
     report = OmegaConf.to_container(OmegaConf.load(output_dir / "report.json"))
     print(summary_line("all", output_dir, report, time.perf_counter() - started))
     return 0
+
+
+class CheckSlurmLauncher(Callback):
+    """Hydra callback: before a sweep on the submitit_slurm launcher submits anything, its settings against SLURM's
+    rules and the live cluster; a missing controller or an impossible request exits with one line."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            request = launcher_request(config)
+            if request is not None:
+                check_request(request)
+        except PdiffError as error:
+            sys.exit(f"pdiff: error: {error}")  # Hydra turns a callback's exception into a warning and goes on
 
 
 class FreshSubmititFolder(Callback):

@@ -44,6 +44,7 @@ from .validate import (
     to_container,
     validate,
     validate_generate,
+    validate_slurm_request,
     validate_trainer,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "GenerateConfig", "GeneratorConfig", "HeldOutSplit",
     "LoggerConfig", "LoggerName", "Mnist1dConfig", "Normalization", "OptimConfig", "ParamConfig", "PathsConfig",
     "Precision", "SGDConfig", "SamplerName", "Stage", "TaskConfig", "TrainerConfig", "TrainerName", "WandbMode",
-    "refuse_unknown_keys", "require", "to_container", "validate", "validate_generate", "validate_trainer",
+    "refuse_unknown_keys", "require", "to_container", "validate", "validate_generate", "validate_slurm_request",
+    "validate_trainer",
     "whole_node_overrides",
 ]

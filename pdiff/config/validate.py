@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,9 @@ def validate_trainer(cfg: DictConfig) -> None:
     require(not trainer.offload_optimizer or trainer.zero_stage >= 1, "trainer.offload_optimizer",
             trainer.offload_optimizer, f"needs trainer.zero_stage >= 1 (it is {trainer.zero_stage})")
     cluster = cfg.cluster
-    require(cluster.tasks_per_node >= 1, "cluster.tasks_per_node", cluster.tasks_per_node, "must be >= 1")
+    validate_slurm_request(cluster, lambda name: f"cluster.{name}")
     require(cluster.tasks_per_node == 1 or deepspeed, "cluster.tasks_per_node", cluster.tasks_per_node,
             "more than one task per training job needs trainer=deepspeed")
-    require(cluster.nodes >= 1, "cluster.nodes", cluster.nodes, "must be >= 1")
     require(cluster.nodes == 1 or deepspeed, "cluster.nodes", cluster.nodes,
             "a training job on several nodes needs trainer=deepspeed")
     jobs = ("base", "collect", "train", "report")
@@ -164,6 +164,34 @@ def validate_trainer(cfg: DictConfig) -> None:
     if "train" in cluster.gpu_jobs and gpus:
         require(cluster.tasks_per_node <= gpus, "cluster.tasks_per_node", cluster.tasks_per_node,
                 f"must be <= cluster.gpus_per_node={gpus}: each training rank needs its own GPU")
+
+
+SLURM_RULES: tuple[tuple[str, Callable[[int], bool], str], ...] = (  # (setting, ok, rule) of a SLURM request
+    ("nodes", lambda n: n >= 1, "must be >= 1"),
+    ("tasks_per_node", lambda n: n >= 1, "must be >= 1"),
+    ("cpus_per_task", lambda n: n >= 1, "must be >= 1"),
+    ("mem_gb", lambda n: n >= 1, "must be >= 1 (GB per node)"),
+    ("timeout_min", lambda n: n >= 1, "must be >= 1 (minutes): SLURM reads 0 or less as no time limit, so the "
+     "checkpoint and requeue before the limit would never come"),
+    ("signal_delay_s", lambda n: 0 <= n <= 65535, "must be in [0, 65535] (seconds before the time limit)"),
+    ("array_parallelism", lambda n: n >= 1, "must be >= 1 (array tasks running at once)"),
+    ("max_requeues", lambda n: n >= 0, "must be >= 0"),
+    ("max_array_size", lambda n: n >= 1, "must be >= 1 (or null: the cluster's MaxArraySize)"),
+)
+
+
+def validate_slurm_request(settings: Mapping[str, Any], key_of: Callable[[str], str]) -> None:
+    """What jobs ask SLURM for (cluster.*, or a Hydra launcher's settings named as in SLURM_RULES) by SLURM's own
+    rules; `key_of` gives the key a message names. A setting that is absent or None is left to SLURM's default."""
+    for name, ok, rule in SLURM_RULES:
+        value = settings.get(name)
+        if value is not None:
+            require(ok(value), key_of(name), value, rule)
+    timeout_min, delay = settings.get("timeout_min"), settings.get("signal_delay_s")
+    if timeout_min is not None and delay is not None:
+        require(delay < 60 * timeout_min, key_of("signal_delay_s"), delay,
+                f"must be less than the time limit, {key_of('timeout_min')}={timeout_min} min ({60 * timeout_min} s): "
+                "a job would be signalled to requeue as soon as it starts")
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import matplotlib
@@ -14,7 +15,7 @@ from hydra.experimental.callback import Callback  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
-from pdiff.config import LoggerName  # noqa: E402
+from pdiff.config import LoggerName, Stage  # noqa: E402
 from pdiff.evaluation.costs import RECALIBRATION_KEY, RUN_KEY_PREFIX  # noqa: E402
 from pdiff.evaluation.memorization import FRONTIERS, average_labels, averaged_members  # noqa: E402
 from pdiff.evaluation.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
@@ -343,12 +344,26 @@ def summary_line(stage: str, output_dir: Path, report: dict | None, seconds: flo
             f"{verdict_line(verdict)} | {zoo_word(report['zoo_check'])} | {seconds:.1f} s | {output_dir / 'report.md'}")
 
 
+def own_report(output_dir: Path, stage: Stage) -> dict | None:
+    """The report a run of `stage` into `output_dir` ends with: its report.json when the run evaluates."""
+    path = output_dir / "report.json"
+    return json.loads(path.read_text()) if stage in (Stage.all, Stage.evaluate) and path.is_file() else None
+
+
 class ReportIndex(Callback):
     """Hydra callback: after a multirun, print where each sweep point's report is, then the mean and std of
-    every figure over the points (sweep.md), logged to the sweep's W&B group when logger=wandb."""
+    every figure over the points (sweep.md), logged to the sweep's W&B group when logger=wandb. A multirun whose
+    one folder is the sweep folder itself (`-m` with no override that names a point) ends with the run's own line."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()  # Hydra makes its callbacks just before the multirun starts
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
+        if config.hydra.job.override_dirname == "":  # it names the points' folders (hydra.sweep.subdir)
+            stage, seconds = Stage(config.stage), time.perf_counter() - self.started
+            print(summary_line(stage.value, sweep_dir, own_report(sweep_dir, stage), seconds))
+            return
         reports = sorted(sweep_dir.glob("*/report.json"))
         print(f"pdiff: {len(reports)} reports under {sweep_dir}")
         for path in reports:

@@ -148,6 +148,9 @@ def test_bad_cluster_config_stops_launch_submit_before_submission(tmp_path):
     (["cluster.cpus_per_task=64"], "cluster.cpus_per_task=64 is more than a node of partition debug has"),
     (["trainer=deepspeed", "cluster.tasks_per_node=3"],
      "cluster.tasks_per_node=3 x cluster.cpus_per_task=1 CPUs do not fit a node of partition debug: at most 2"),
+    (["trainer=deepspeed", "cluster.nodes=2"], "cluster.nodes=2 is more than partition debug gives a job: at most 1 "
+                                               "node (the job would wait forever)"),
+    (["cluster.mem_gb=100000"], "cluster.mem_gb=100000 is more memory than a node of partition debug has: at most"),
 ])
 def test_bad_cluster_config_stops_before_submission(overrides, message, tmp_path):
     with pytest.raises(ConfigError) as error:

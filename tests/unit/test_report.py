@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
 
 from pdiff.config import BaselinesConfig
 from pdiff.evaluation import report as report_module
@@ -14,6 +16,7 @@ from pdiff.evaluation.memorization import FRONTIERS, point_baselines
 from pdiff.evaluation.report import (
     CURVES_PLOT,
     NO_ROWS,
+    ReportIndex,
     build_report,
     plot_training_curves,
     render_markdown,
@@ -22,6 +25,7 @@ from pdiff.evaluation.report import (
 )
 from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
 from pdiff.evaluation.zoo_check import zoo_check
+from tests.helpers.configs import CONFIGS
 
 LATENT = {"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}
 FLOW = {"flow": "Flow matching (velocity)"}
@@ -163,3 +167,22 @@ def test_a_report_of_a_zoo_that_cannot_discriminate_opens_with_why_and_names_the
     report["zoo_check"]["discriminates"] = True
     assert "cannot tell" not in render_markdown(report, [])
     assert "| zoo discriminates |" in summary_line("all", Path("run"), report, 1.0)
+
+
+def multirun_config(overrides: list[str]) -> DictConfig:
+    """The config with its hydra node, as a Hydra callback receives it."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_a_bare_multirun_ends_with_the_runs_own_line(tmp_path, run_report, capsys):
+    report = run_report[0]
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    ReportIndex().on_multirun_end(multirun_config([f"paths.output_dir={tmp_path}", "cluster.mem_gb=1"]))
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("pdiff: toy K=12 D=30 | original best/mean/min") and "| verdict, margin" in line
+    assert line.endswith(f"s | {tmp_path / 'report.md'}")
+    ReportIndex().on_multirun_end(multirun_config([f"paths.output_dir={tmp_path}", "stage=train"]))
+    assert capsys.readouterr().out.startswith("pdiff: stage=train done in ")
+    ReportIndex().on_multirun_end(multirun_config([f"paths.output_dir={tmp_path}", "seed=1"]))
+    assert capsys.readouterr().out.splitlines() == [f"pdiff: 0 reports under {tmp_path}"]  # its point: DIR/seed=1
