@@ -25,6 +25,7 @@ from pdiff.cluster.jobs import Job, job_resources, pending_jobs, run_job
 from pdiff.config import Config, to_container
 from pdiff.errors import ChainFailed, ConfigError
 from pdiff.evaluation.report import summary_line
+from pdiff.pipeline.output_dir import mark_made_by_pdiff
 from pdiff.pipeline.run import preflight
 from pdiff.pipeline.stages import STAGE_ORDER
 
@@ -112,6 +113,7 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     check_cluster(cfg.cluster)
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     pending = pending_jobs(cfg)
+    mark_made_by_pdiff(output_dir)
     folder = output_dir / ".submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     config = to_container(cfg)
     runs = [index for job, index in pending if job is Job.collect]
@@ -194,6 +196,7 @@ class FreshSubmititFolder(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        mark_made_by_pdiff(Path(config.hydra.sweep.dir).expanduser())  # its points are marked only once they run
         template = OmegaConf.select(config, "hydra.launcher.submitit_folder", default=None)
         if not template:
             return

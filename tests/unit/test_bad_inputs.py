@@ -19,8 +19,8 @@ from pdiff.generators import design_class
 from pdiff.generators.base import GENERATOR_CHECKSUMS, Conditioning, verify_generator
 from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
-from pdiff.pipeline.output_dir import folder_problem
-from pdiff.pipeline.run import check_zoo_size, preflight, usable_threads
+from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
+from pdiff.pipeline.run import check_zoo_size, preflight, run_pipeline, usable_threads
 from pdiff.pipeline.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.pipeline.stages import check_runs_belong, warn_outside_zoo
 from pdiff.pipeline.unread import note_unread_overrides, unread_overrides
@@ -252,9 +252,33 @@ def test_a_folder_pdiff_did_not_make_or_a_dangling_link_is_refused(tmp_path):
     (hydra_only / "sweep.log").write_text("")  # Hydra's job log, written before pdiff starts
     assert folder_problem(hydra_only) is None
     sweep = tmp_path / "sweep"
-    (sweep / "seed=0").mkdir(parents=True)
+    mark_made_by_pdiff(sweep / "seed=0")
     (sweep / "seed=0" / "config.yaml").write_text("seed: 0\n")
     assert folder_problem(sweep) is None
+    assert folder_problem(link / "run").startswith(f"lies under {link}, a dangling symbolic link (to ")
+    with pytest.raises(ConfigError, match=r"lies under .*link, a dangling symbolic link"):
+        preflight(compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={link / 'run'}"]),
+                  [Stage.collect])
+
+
+@pytest.mark.parametrize("held", ["config.yaml", "zoo", ".submitit", "sweep.json", ".pdiff.lock", ".pdiff"])
+def test_a_folder_is_pdiffs_by_the_marker_it_wrote_not_by_file_names(held, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    if held in ("zoo", ".submitit"):
+        (mine / held).mkdir()
+    else:
+        (mine / held).write_text("the user's own\n")
+    assert "is a folder pdiff did not make" in folder_problem(mine)
+    (mine / "config.yaml").write_text("mine: true\n")
+    with pytest.raises(ConfigError, match="is a folder pdiff did not make"):
+        run_pipeline(compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={mine}"]))
+    assert (mine / "config.yaml").read_text() == "mine: true\n"
+    mark_made_by_pdiff(mine)
+    assert folder_problem(mine) is None
+    (tmp_path / "old").mkdir()  # a run of a pdiff from before the marker
+    (tmp_path / "old" / ".pdiff.lock").write_text("pid 12 on node1, since 2024-05-01 10:00:00")
+    assert folder_problem(tmp_path / "old") is None
 
 
 def test_a_stage_folder_without_its_inputs_or_with_edited_inputs_is_refused(tmp_path):
