@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections import namedtuple
 
 import numpy as np
@@ -27,7 +29,7 @@ from pdiff.pipeline.unread import note_unread_overrides, unread_overrides
 from pdiff.tracking import RUN_ID_FILE, Tracker, _wandb_run_id
 from pdiff.training.fit import fit
 from pdiff.zoo.store import BASE_WEIGHTS
-from tests.helpers.configs import compose_config
+from tests.helpers.configs import REPO, compose_config
 
 
 def check(overrides: list[str], tmp_path) -> None:
@@ -336,3 +338,37 @@ def test_collection_inputs_digest_only_the_training_arrays_of_an_npz(tmp_path, m
         assert stage_inputs(cfg, stage)["data"]["train_sha256"] is not None
     assert read == ["train"]
     assert stage_inputs(cfg, Stage.evaluate)["test_data"]["sha256"] is not None and read == ["train", "test"]
+
+
+def test_the_thread_count_is_an_input_of_every_stage(tmp_path):
+    """threads=1 and threads=2 make different base models and zoos: a folder records which it was made with."""
+    one, two = (compose_config(["experiment=smoke", f"threads={n}", f"paths.output_dir={tmp_path}"]) for n in (1, 2))
+    assert all(stage_inputs(one, stage)["threads"] == 1 for stage in Stage if stage is not Stage.all)
+    claim_stage_dir(tmp_path, stage_inputs(one, Stage.collect), keep_on_change=True)
+    assert changed_inputs(tmp_path, stage_inputs(two, Stage.collect)) == ["threads: 1 -> 2"]
+
+
+def test_data_settings_collection_never_reads_leave_a_finished_zoo_alone(tmp_path):
+    base = ["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"]
+    made = compose_config(base)
+    for stage in (Stage.collect, Stage.evaluate):
+        claim_stage_dir(tmp_path / stage.value, stage_inputs(made, stage), keep_on_change=False)
+    smaller = compose_config([*base, "data.eval_batch_size=64"])  # lowered after running out of memory at evaluate
+    assert changed_inputs(tmp_path / "collect", stage_inputs(smaller, Stage.collect)) == []
+    assert changed_inputs(tmp_path / "evaluate", stage_inputs(smaller, Stage.evaluate)) == [
+        "test_data.eval_batch_size: 1000 -> 64"]  # recalibration batches are that size: evaluate again
+    unread = compose_config([*base, "data.mnist1d.seed=7", "data.mnist1d.test_seed=9", "data.root=/elsewhere"])
+    for stage in (Stage.collect, Stage.evaluate):
+        assert changed_inputs(tmp_path / stage.value, stage_inputs(unread, stage)) == [], stage
+
+
+def test_a_quoted_home_folder_is_where_hydra_writes_its_log_too(tmp_path):
+    """paths.output_dir='~/DIR': Hydra's sweep.log goes into $HOME/DIR with pdiff's files, not into ./~/DIR."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env = dict(os.environ, HOME=str(home), PDIFF_QUIET="1", PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(REPO / "launch" / "sweep.py"), "experiment=smoke", "stage=evaluate",
+                             "paths.output_dir='~/DIR'"], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert result.returncode == 1 and "no generated models in" in result.stderr, result.stderr[-2000:]
+    assert (home / "DIR" / "sweep.log").is_file() and not (cwd / "~").exists()
