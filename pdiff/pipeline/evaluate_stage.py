@@ -59,9 +59,10 @@ def run_evaluate(run: Run) -> dict:
     made_from = {GENERATED_DIGEST: atomic.sha256(generated_dir / GENERATED_PARAMS),
                  TEST_DIGEST: tensors_digest(run.data.x_test, run.data.y_test),
                  ZOO_DIGESTS: json.dumps(zoo.meta["sha256"], sort_keys=True)}
-    if results.is_file() and _cached_from(results) != made_from:
+    stale, changed = results.is_file() and _cached_from(results) != made_from, changed_inputs(directory, inputs)
+    if stale and not changed:  # (a change of inputs moves them aside below, naming the keys)
         supersede(directory, "holds predictions of other models or test data", evaluation_outputs(run.output_dir))
-    if changed_inputs(directory, inputs) or not results.is_file():
+    if stale or changed:
         run.forget_times(EVALUATE_TIMINGS)  # they measured another test set, other models or other settings
     claim_stage_dir(directory, inputs, keep_on_change=False, companions=evaluation_outputs(run.output_dir))
     generated = atomic.read_safetensors(generated_dir / GENERATED_PARAMS)["params"]

@@ -29,7 +29,7 @@ INPUTS_FILE = "inputs.json"
 DESIGN_KEY = "generator.design"
 SUPERSEDED_DIR = "superseded"
 RECORD_KEY = "inputs"  # the key of a stage's last file (RECORD_FILES) that repeats its inputs.json
-RECORD_FILES = ("zoo.json", "generator.json", "generated.json")
+RECORD_FILES = ("zoo.json", "generator.json", "generated.json")  # ZOO_META, GENERATOR_META, GENERATED_META
 
 
 FAMILY_EVALUATION_KEYS = ("eval_split", "k_nearest")  # task.family settings only the evaluate stage reads
