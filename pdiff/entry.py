@@ -7,6 +7,7 @@ needs; and the exit with one line for every failure pdiff explains (PdiffError),
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ from pdiff.training.distributed import strip_launcher_args
 # process (which imports it to run the task function) has it too.
 OmegaConf.register_new_resolver("pdiff_sweep_dirname", sweep_dirname, replace=True)
 OmegaConf.register_new_resolver("pdiff_product", lambda *factors: math.prod(int(f) for f in factors), replace=True)
+# Hydra's run and sweep folders: paths.output_dir as pdiff reads it (~ is the home folder, never a folder named ~)
+OmegaConf.register_new_resolver("pdiff_expanduser", lambda path: os.path.expanduser(str(path)), replace=True)
 
 
 def register_configs() -> None:

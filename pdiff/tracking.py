@@ -104,16 +104,26 @@ def run_tags(logger_cfg, config: dict) -> list[str]:
     return list(dict.fromkeys(str(tag)[:64] for tag in tags if tag))
 
 
+def recorded_run_id(output_dir: Path) -> str | None:
+    """The W&B run id DIR/wandb_run_id.txt holds (None without the file); ConfigError naming the file when it holds
+    no valid id."""
+    id_file = Path(output_dir) / RUN_ID_FILE
+    if not id_file.is_file():
+        return None
+    run_id = id_file.read_text(errors="replace").strip()
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise ConfigError(f"{id_file} holds {run_id[:40]!r}, not a W&B run id (1-64 letters, digits, _ or -): "
+                          "restore the id of this folder's W&B run (the suffix of DIR/wandb/*-run-<id>), or "
+                          "delete the file to start a new run")
+    return run_id
+
+
 def _wandb_run_id(output_dir: Path) -> str:
     """This folder's W&B run id (DIR/wandb_run_id.txt), made on the first run; ConfigError naming the file when it
     holds no valid id, and a warning when it is gone while earlier runs of this folder are in DIR/wandb."""
     id_file = output_dir / RUN_ID_FILE
-    if id_file.is_file():
-        run_id = id_file.read_text(errors="replace").strip()
-        if not RUN_ID_PATTERN.fullmatch(run_id):
-            raise ConfigError(f"{id_file} holds {run_id[:40]!r}, not a W&B run id (1-64 letters, digits, _ or -): "
-                              "restore the id of this folder's W&B run (the suffix of DIR/wandb/*-run-<id>), or "
-                              "delete the file to start a new run")
+    run_id = recorded_run_id(output_dir)
+    if run_id is not None:
         return run_id
     earlier = sorted(path.name for path in (output_dir / "wandb").glob("*run-*") if path.is_dir())
     if earlier:

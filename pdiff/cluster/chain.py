@@ -27,6 +27,7 @@ from pdiff.cluster.slurm import chain_request, check_request, launcher_request, 
 from pdiff.config import Config, to_container
 from pdiff.errors import ChainFailed, ConfigError, PdiffError
 from pdiff.evaluation.report import summary_line
+from pdiff.pipeline.output_dir import mark_made_by_pdiff
 from pdiff.pipeline.run import preflight
 from pdiff.pipeline.stages import STAGE_ORDER
 
@@ -79,6 +80,7 @@ def submit_chain(cfg: DictConfig) -> tuple[list[SubmittedJob], Path]:
     check_request(chain_request(cfg.cluster))
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     pending = pending_jobs(cfg)
+    mark_made_by_pdiff(output_dir)
     folder = output_dir / ".submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     submitted: list[SubmittedJob] = []
     try:
@@ -187,6 +189,7 @@ class FreshSubmititFolder(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        mark_made_by_pdiff(Path(config.hydra.sweep.dir).expanduser())  # its points are marked only once they run
         template = OmegaConf.select(config, "hydra.launcher.submitit_folder", default=None)
         if not template:
             return

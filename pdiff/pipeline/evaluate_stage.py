@@ -23,8 +23,16 @@ from pdiff.evaluation.report import build_report, log_report, summarize, write_r
 from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
 from pdiff.evaluation.zoo_check import zoo_check
 from pdiff.generators import design_class
-from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs
-from pdiff.pipeline.stages import EVALUATE_TIMINGS, GENERATED_META, GENERATED_PARAMS, Run, base_model
+from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs, supersede
+from pdiff.pipeline.stages import (
+    EVALUATE_TIMINGS,
+    GENERATED_META,
+    GENERATED_PARAMS,
+    Run,
+    base_model,
+    evaluation_outputs,
+    generated_damage,
+)
 from pdiff.pipeline.task_evaluate import run_task_evaluate
 from pdiff.seeds import Purpose, generator_for
 from pdiff.unseen.families import has_family
@@ -33,7 +41,8 @@ from pdiff.zoo.store import ParamZoo, load_base_weights
 EVAL_PREDICTIONS = "predictions.safetensors"
 EVAL_MEMORIZATION = "memorization.json"
 GENERATED_DIGEST = "generated_sha256"  # the predictions' metadata: the generated models they were made from
-TEST_DIGEST = "test_sha256"  # and the test data they were made on
+TEST_DIGEST = "test_sha256"  # the test data they were made on
+ZOO_DIGESTS = "zoo_sha256"  # and the zoo's files (its checkpoints and the base model they are written into)
 
 
 def run_evaluate(run: Run) -> dict:
@@ -45,16 +54,20 @@ def run_evaluate(run: Run) -> dict:
         return run_task_evaluate(run)
     directory = run.dir("eval")
     inputs = stage_inputs(cfg, Stage.evaluate)
-    if changed_inputs(directory, inputs):
-        run.forget_times(EVALUATE_TIMINGS)  # they measured another test set or other settings
-    claim_stage_dir(directory, inputs, keep_on_change=False)
     zoo = ParamZoo.load(run.output_dir / "zoo")
     results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
-    generated = atomic.read_safetensors(generated_dir / GENERATED_PARAMS)["params"]
     made_from = {GENERATED_DIGEST: atomic.sha256(generated_dir / GENERATED_PARAMS),
-                 TEST_DIGEST: tensors_digest(run.data.x_test, run.data.y_test)}
+                 TEST_DIGEST: tensors_digest(run.data.x_test, run.data.y_test),
+                 ZOO_DIGESTS: json.dumps(zoo.meta["sha256"], sort_keys=True)}
+    stale, changed = results.is_file() and _cached_from(results) != made_from, changed_inputs(directory, inputs)
+    if stale and not changed:  # (a change of inputs moves them aside below, naming the keys)
+        supersede(directory, "holds predictions of other models or test data", evaluation_outputs(run.output_dir))
+    if stale or changed:
+        run.forget_times(EVALUATE_TIMINGS)  # they measured another test set, other models or other settings
+    claim_stage_dir(directory, inputs, keep_on_change=False, companions=evaluation_outputs(run.output_dir))
+    generated = atomic.read_safetensors(generated_dir / GENERATED_PARAMS)["params"]
     normalizer = memorization_normalizer(zoo.spec, zoo.vectors)
-    if results.is_file() and table_path.is_file() and _cached_from(results) == made_from:
+    if results.is_file() and table_path.is_file():
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
@@ -105,19 +118,26 @@ def run_evaluate(run: Run) -> dict:
 
 
 def check_generated_matches(cfg: DictConfig, generated_dir: Path) -> None:
-    """GeneratorError when generated/ holds no models; ConfigError when they were made with another config."""
+    """GeneratorError when generated/ holds no models, or models that are not the ones its generated.json describes
+    (replaced, truncated); ConfigError when they were made with another config."""
     if not (generated_dir / GENERATED_META).is_file():
         raise GeneratorError(f"no generated models in {generated_dir}: run stage=generate first")
-    made_with = changed_inputs(generated_dir, stage_inputs(cfg, Stage.generate))
+    inputs = stage_inputs(cfg, Stage.generate)
+    made_with = changed_inputs(generated_dir, inputs)
     if made_with:
         raise ConfigError(f"{generated_dir} was made with another config ({', '.join(made_with[:6])}): run "
                           "stage=generate with this config first, or evaluate with the config that made it")
+    damage = generated_damage(generated_dir, inputs)
+    if damage:
+        raise GeneratorError(f"{generated_dir} {damage}: run stage=generate with this config to make them again "
+                             "(the old files go to superseded/)")
 
 
 def _cached_from(results: Path) -> dict:
-    """What cached predictions were made from (their metadata: the generated models' and the test data's digests)."""
+    """What cached predictions were made from (their metadata: the digests of the generated models, the test data
+    and the zoo)."""
     meta = atomic.read_safetensors_metadata(results)
-    return {key: meta.get(key) for key in (GENERATED_DIGEST, TEST_DIGEST)}
+    return {key: meta.get(key) for key in (GENERATED_DIGEST, TEST_DIGEST, ZOO_DIGESTS)}
 
 
 def tensors_digest(*tensors: torch.Tensor) -> str:

@@ -4,20 +4,26 @@ it (hydra.run.dir=${paths.output_dir})."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep
 from hydra.errors import HydraException
 
+from pdiff import atomic
 from pdiff.errors import ConfigError
 
 
 def folder_problem(folder: Path) -> str | None:
     """Why files cannot be written in `folder` (made with its parents when absent), or None when they can."""
     folder = Path(folder).expanduser()
-    if folder.is_symlink() and not folder.exists():
-        return f"is a dangling symbolic link (to {os.readlink(folder)}): remove it, or point it at a folder"
+    for path in (folder, *folder.parents):
+        if path.is_symlink() and not path.exists():
+            where = "is" if path == folder else f"lies under {path},"
+            return f"{where} a dangling symbolic link (to {os.readlink(path)}): remove it, or point it at a folder"
+        if path.exists():
+            break
     if folder.is_dir() and not made_by_pdiff(folder):
         held = sorted(entry.name for entry in folder.iterdir())
         return (f"is a folder pdiff did not make, holding {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}: "
@@ -32,17 +38,36 @@ def folder_problem(folder: Path) -> str | None:
 
 
 OUTPUT_DIR_KEY = "paths.output_dir"
-# what a folder pdiff made holds (a run: its lock and config; a multirun: its points; a SLURM chain: .submitit)
-PDIFF_MARKERS = (".pdiff.lock", "config.yaml", "zoo", ".submitit", "sweep.json")
 HYDRA_JOB_LOGS = ("sweep.log", "submit.log")  # Hydra writes its job's log into the run folder before pdiff starts
+MARKER_FILE = ".pdiff"  # written into every output folder before anything else, by a run or a SLURM chain
+MARKER_TEXT = "pdiff output folder: pdiff may write here\n"
+LEGACY_LOCK = re.compile(r"pid \d+ on \S+, since \d{4}-\d\d-\d\d")  # what pdiff before the marker left in .pdiff.lock
+
+
+def _head(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")[:200]
+    except OSError:
+        return ""
+
+
+def _marked(folder: Path) -> bool:
+    """`folder` holds pdiff's marker (or, made before the marker, the lock line a pdiff run wrote)."""
+    return _head(folder / MARKER_FILE) == MARKER_TEXT or bool(LEGACY_LOCK.match(_head(folder / ".pdiff.lock")))
 
 
 def made_by_pdiff(folder: Path) -> bool:
-    """An empty folder, or one holding what pdiff writes (or a multirun's points, each holding it)."""
+    """An empty folder, or one holding pdiff's marker (or a multirun's points, each holding it). Names alone prove
+    nothing: a folder of the user's holding a config.yaml or a zoo/ is not pdiff's."""
     entries = [entry for entry in folder.iterdir() if entry.name not in HYDRA_JOB_LOGS]
-    if not entries or any((folder / marker).exists() for marker in PDIFF_MARKERS):
-        return True
-    return any(entry.is_dir() and any((entry / marker).exists() for marker in PDIFF_MARKERS) for entry in entries)
+    return not entries or _marked(folder) or any(entry.is_dir() and _marked(entry) for entry in entries)
+
+
+def mark_made_by_pdiff(folder: Path) -> None:
+    """Make `folder` (with its parents) and mark it as pdiff's, before anything else is written into it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if _head(folder / MARKER_FILE) != MARKER_TEXT:
+        atomic.write_text(folder / MARKER_FILE, MARKER_TEXT)
 
 
 def _given_values(override) -> list:

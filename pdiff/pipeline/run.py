@@ -20,23 +20,24 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pdiff import atomic
-from pdiff.config import Stage, TrainerName, to_container, validate
+from pdiff.config import LoggerName, Stage, TrainerName, to_container, validate
 from pdiff.data.datasets import check_data_available, load_dataset
 from pdiff.data.tasknets import build_task_net
 from pdiff.errors import ConfigError
 from pdiff.evaluation.report import summary_line
-from pdiff.generators import design_class
+from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import verify_generator
 from pdiff.pipeline.evaluate_stage import check_generated_matches, run_evaluate
-from pdiff.pipeline.output_dir import folder_problem
-from pdiff.pipeline.stage_dirs import refuse_changed, stage_inputs
+from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
+from pdiff.pipeline.stage_dirs import changed_inputs, refuse_changed, stage_inputs
 from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, run_train
-from pdiff.tracking import Tracker
+from pdiff.tracking import Tracker, recorded_run_id
 from pdiff.training import distributed
 from pdiff.training.devices import check_precision, resolve_device
 from pdiff.unseen.families import SubsetFamily, check_family, has_family
 from pdiff.zoo.collect import check_runs
 from pdiff.zoo.params import select_parameters
+from pdiff.zoo.store import ParamZoo
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".pdiff.lock"
@@ -56,6 +57,8 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     design_class(cfg)
     if has_family(cfg):
         check_family_design(cfg, stages)
+    if LoggerName(cfg.logger.name) is LoggerName.wandb:
+        recorded_run_id(Path(cfg.paths.output_dir).expanduser().resolve())
     check_stage_folders(cfg, stages)
     if Stage.collect in stages or Stage.evaluate in stages:
         check_data_available(cfg.data)
@@ -85,13 +88,22 @@ def check_family_design(cfg: DictConfig, stages: list[Stage]) -> None:
 
 
 def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
-    """ConfigError when the zoo, or the generator that `stages` train or sample, was made with another config."""
+    """Whatever a stage of `stages` would refuse once started, before config.yaml says what the folder holds:
+    ConfigError when the zoo, or the generator that `stages` train or sample, was made with another config; the
+    stages' errors for a stage folder's damaged inputs.json, or a zoo, generator or generated models whose files
+    do not match their digests."""
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     refuse_changed(output_dir / "zoo", stage_inputs(cfg, Stage.collect))  # every stage reads the zoo
+    if ParamZoo.exists(output_dir / "zoo"):
+        ParamZoo.load(output_dir / "zoo")
     if Stage.train in stages or Stage.generate in stages:
         refuse_changed(output_dir / "generator", stage_inputs(cfg, Stage.train))
-    if Stage.generate in stages and Stage.train not in stages:
-        verify_generator(output_dir / "generator")  # before config.yaml says what generated/ will hold
+    if Stage.generate in stages and (Stage.train not in stages or generator_exists(output_dir / "generator")):
+        verify_generator(output_dir / "generator")
+    if Stage.generate in stages:
+        changed_inputs(output_dir / "generated", stage_inputs(cfg, Stage.generate))
+    if Stage.evaluate in stages:
+        changed_inputs(output_dir / "eval", stage_inputs(cfg, Stage.evaluate))
     if Stage.evaluate in stages and Stage.generate not in stages:
         check_generated_matches(cfg, output_dir / "generated")
 
@@ -140,7 +152,7 @@ def output_lock(cfg: DictConfig) -> Iterator[None]:
         yield
         return
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    mark_made_by_pdiff(output_dir)
     with open(output_dir / LOCK_FILE, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -4,6 +4,9 @@ DIR/zoo        collect:  base_model.safetensors, runs/, zoo.safetensors + zoo.js
 DIR/generator  train:    the design's weights + generator.json
 DIR/generated  generate: params.safetensors + generated.json
 DIR/eval       evaluate (pdiff/pipeline/evaluate_stage.py): predictions, memorisation table; then DIR/report.*
+
+zoo.json, generator.json and generated.json, each written last, record the stage's inputs (RECORD_KEY) and the
+digests of the files later stages read; new generated models move the old evaluation and report to superseded/.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pdiff.errors import GeneratorError, ZooError
 from pdiff.evaluation.costs import RECALIBRATION_KEY, run_key
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import Conditioning, verify_generator
-from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs
+from pdiff.pipeline.stage_dirs import RECORD_KEY, changed_inputs, claim_stage_dir, inputs_diff, stage_inputs, supersede
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker
 from pdiff.training import distributed
@@ -45,6 +48,8 @@ GENERATED_PARAMS = "params.safetensors"
 GENERATED_META = "generated.json"
 EVALUATE_TIMINGS = ("evaluate", RECALIBRATION_KEY)  # timings.json keys the evaluate stage measures
 TIMINGS_FILE = "timings.json"
+PARAMS_DIGEST = "params_sha256"  # generated.json: the digest of the models it describes
+REPORT_FILES = ("report.json", "report.md")  # with DIR/*.png, what the evaluate stage writes beside eval/
 
 
 @dataclass
@@ -232,7 +237,8 @@ def run_merge(run: Run) -> None:
     meta = {"task": cfg.task.name, "seed": cfg.seed, "runs": runs, "run_sizes": run_sizes(cfg.task.param.k, runs),
             "checkpoint_run": [index for index, record in enumerate(records) for _ in record["steps"]],
             "checkpoint_step": [step for record in records for step in record["steps"]],
-            "run_records": records, "aligned": bool(cfg.task.collect.align), "config": to_container(cfg)}
+            "run_records": records, "aligned": bool(cfg.task.collect.align), "config": to_container(cfg),
+            RECORD_KEY: stage_inputs(cfg, Stage.collect)}
     if has_family(cfg):
         family, split = task_family(cfg, run.data.num_classes)
         meta["family"] = {"name": FamilyName(cfg.task.family.name).value, "train": split.train,
@@ -284,16 +290,52 @@ def run_train(run: Run) -> None:
     hosts = distributed.rank_hosts()
     if run.env.is_main:
         generator.save(directory, {"config": to_container(cfg), "dim": zoo.spec.dim, "k": zoo.k,
-                                   "ranks": run.env.world_size, "hosts": hosts})
+                                   "ranks": run.env.world_size, "hosts": hosts,
+                                   RECORD_KEY: stage_inputs(cfg, Stage.train)})
     distributed.barrier()
 
 
+def generated_damage(directory: Path, inputs: dict) -> str | None:
+    """Why complete generated models in `directory`, made with `inputs`, cannot be used: generated.json not as
+    pdiff wrote it, recording other inputs, or params.safetensors not the file it describes (replaced,
+    truncated); None when they can."""
+    try:
+        record = atomic.read_checked_json(directory / GENERATED_META)
+    except ZooError:
+        return f"holds a {GENERATED_META} that pdiff did not write (edited, damaged, or from an older pdiff)"
+    recorded = inputs_diff(record.get(RECORD_KEY) or {}, inputs)
+    if recorded:
+        return f"holds a {GENERATED_META} of models made with another config ({', '.join(recorded[:6])})"
+    params = directory / GENERATED_PARAMS
+    if not params.is_file() or atomic.sha256(params) != record.get(PARAMS_DIGEST):
+        return f"holds a {GENERATED_PARAMS} that is not the one {GENERATED_META} describes (replaced or damaged)"
+    return None
+
+
+def generated_problem(directory: Path, inputs: dict) -> str | None:
+    """Why `directory` does not hold the models `inputs` make: none complete, another config, or damage; None when
+    it does."""
+    if not (directory / GENERATED_META).is_file():
+        return "holds no complete generation"
+    changed = changed_inputs(directory, inputs)
+    if changed:
+        return f"was made with another config ({', '.join(changed[:6])})"
+    return generated_damage(directory, inputs)
+
+
+def evaluation_outputs(output_dir: Path) -> tuple[Path, ...]:
+    """What the evaluate stage writes beside eval/: the report and its plots."""
+    return (*(output_dir / name for name in REPORT_FILES), *sorted(output_dir.glob("*.png")))
+
+
 def run_generate(run: Run) -> None:
-    """Sample generate.n models; the folder's old models (made with another config) are moved aside only once the
-    new ones exist, so a generation that fails leaves them where they were."""
+    """Sample generate.n models; the folder's old models (made with another config, or damaged) are moved aside only
+    once the new ones exist, so a generation that fails leaves them where they were. The evaluation of the old
+    models (eval/, the report and its plots) goes aside with them."""
     cfg, directory = run.cfg, run.dir("generated")
     inputs = stage_inputs(cfg, Stage.generate)
-    if (directory / GENERATED_META).is_file() and not changed_inputs(directory, inputs):
+    problem = generated_problem(directory, inputs)
+    if problem is None:
         log.info("generate: %s is complete, skipping", directory)
         return
     zoo = ParamZoo.load(run.output_dir / "zoo")
@@ -316,14 +358,16 @@ def run_generate(run: Run) -> None:
                              f"{run.output_dir / 'generator'} or sampler={SamplerName(cfg.sampler.name).value} "
                              "diverged); nothing was written. Check the sampler settings, or retrain the generator "
                              "with a lower learning rate")
+    supersede(directory, problem)
     claim_stage_dir(directory, inputs, keep_on_change=False)
+    supersede(run.output_dir / "eval", "evaluated other generated models", evaluation_outputs(run.output_dir))
     run.forget_times(EVALUATE_TIMINGS)  # they measured the evaluation of other models
     atomic.write_safetensors(directory / GENERATED_PARAMS, {"params": params, **extra})
-    atomic.write_json(directory / GENERATED_META, {"n": cfg.generate.n, "dim": zoo.spec.dim,
-                                                   "tasks": sorted(set(extra["task"].tolist())) if extra else None,
-                                                   "sampler": SamplerName(cfg.sampler.name).value,
-                                                   "target_acc": conditioning.target_acc if conditioning else None,
-                                                   "guidance": conditioning.guidance if conditioning else None})
+    atomic.write_checked_json(directory / GENERATED_META, {
+        "n": cfg.generate.n, "dim": zoo.spec.dim, "tasks": sorted(set(extra["task"].tolist())) if extra else None,
+        "sampler": SamplerName(cfg.sampler.name).value, "target_acc": conditioning.target_acc if conditioning else None,
+        "guidance": conditioning.guidance if conditioning else None,
+        PARAMS_DIGEST: atomic.sha256(directory / GENERATED_PARAMS), RECORD_KEY: inputs})
     run.record_time("generate", time.perf_counter() - started)
 
 

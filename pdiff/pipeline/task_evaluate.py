@@ -14,7 +14,7 @@ from pdiff.config import HeldOutSplit, Stage
 from pdiff.data.tasknets import build_task_net, run_in_batches
 from pdiff.generators.flow import VELOCITY_WEIGHTS
 from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
-from pdiff.pipeline.stages import GENERATED_PARAMS, Run
+from pdiff.pipeline.stages import GENERATED_PARAMS, Run, evaluation_outputs
 from pdiff.unseen.baselines import TaskZoo
 from pdiff.unseen.collect import TaskRecipe, head_name
 from pdiff.unseen.evaluate import CONFIDENCE, HeldOutInputs, Scorer, finetune_steps_for, score_task, summarize
@@ -29,7 +29,8 @@ def run_task_evaluate(run: Run) -> dict:
     cfg, family_cfg = run.cfg, run.cfg.task.family
     started = time.perf_counter()
     directory = run.dir("eval")
-    claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False)
+    claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False,
+                    companions=evaluation_outputs(run.output_dir))
     zoo = ParamZoo.load(run.output_dir / "zoo")
     generated = atomic.read_safetensors(run.output_dir / "generated" / GENERATED_PARAMS)
     family = SubsetFamily(int(zoo.tasks.descriptor.shape[1]))

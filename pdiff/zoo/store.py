@@ -15,6 +15,7 @@ from pdiff.zoo.params import ParamSpec
 ZOO_TENSORS = "zoo.safetensors"
 ZOO_META = "zoo.json"
 BASE_WEIGHTS = "base_model.safetensors"
+CHECKED_FILES = (ZOO_TENSORS, BASE_WEIGHTS)  # the zoo's files later stages read, checked by their digest in zoo.json
 FORMAT_VERSION = 2  # 2: per-checkpoint accuracy is validation accuracy (1 recorded test accuracy)
 
 
@@ -72,7 +73,8 @@ class ParamZoo:
         accuracy = atomic.map_tensor(tensors_path, "val_accuracy").clone()
         meta = dict(meta, format_version=FORMAT_VERSION, k=len(accuracy), dim=spec.dim, spec=spec.to_json(),
                     val_accuracy=[round(float(a), 4) for a in accuracy],
-                    sha256={ZOO_TENSORS: atomic.sha256(tensors_path)})
+                    sha256={name: atomic.sha256(directory / name) for name in CHECKED_FILES
+                            if (directory / name).is_file()})
         atomic.write_checked_json(directory / ZOO_META, meta)
         return cls(atomic.map_tensor(tensors_path, "params"), accuracy, spec, meta, TaskRows.read(tensors_path))
 
@@ -93,10 +95,11 @@ class ParamZoo:
             raise ZooError(f"{meta_path} has format_version {meta.get('format_version')}, this pdiff reads "
                            f"{FORMAT_VERSION} (its checkpoints carry validation, not test, accuracies); re-run "
                            "stage=collect into a new paths.output_dir")
-        digest = atomic.sha256(tensors_path)
-        if meta.get("sha256", {}).get(ZOO_TENSORS) != digest:
-            raise ZooError(f"{tensors_path} does not match the checksum recorded in {meta_path}: the file is corrupted "
-                           "or was changed; re-run stage=collect into a new paths.output_dir")
+        for name, digest in {ZOO_TENSORS: None, **meta.get("sha256", {})}.items():
+            if not (directory / name).is_file() or atomic.sha256(directory / name) != digest:
+                raise ZooError(f"{directory / name} does not match the checksum recorded in {meta_path}: the file is "
+                               "missing, corrupted or was replaced; restore it, or re-run stage=collect into a new "
+                               "paths.output_dir")
         spec = ParamSpec.from_json(meta["spec"])
         vectors = atomic.map_tensor(tensors_path, "params")
         accuracy = atomic.map_tensor(tensors_path, "val_accuracy").clone()

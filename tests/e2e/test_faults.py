@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pdiff import atomic
+from pdiff.errors import ConfigError, GeneratorError, ZooError
 from pdiff.pipeline.run import LOCK_FILE, run_pipeline
 from tests.helpers.configs import REPO, compose_config
 from tests.helpers.runs import ok, run_sweep
@@ -70,6 +71,11 @@ def test_regenerating_keeps_the_old_models_and_evaluate_refuses_a_mismatch(run_c
     assert len(atomic.read_safetensors(run_copy / "generated" / "params.safetensors")["params"]) == 6
     (archive,) = (run_copy / "superseded").glob("generated-*")
     assert (archive / "params.safetensors").read_bytes() == old_params
+    (evaluation,) = (run_copy / "superseded").glob("eval-*")  # the n=20 report goes aside with its models
+    moved = {path.name for path in evaluation.iterdir()}
+    assert {"report.json", "report.md", "accuracy.png", "predictions.safetensors"} <= moved
+    assert not (run_copy / "report.json").exists() and not list(run_copy.glob("*.png"))
+    assert not (run_copy / "eval").exists() or not any((run_copy / "eval").iterdir())
     refused(run_sweep([*SMOKE, "stage=evaluate", f"paths.output_dir={run_copy}"]), "generate.n: 6 -> 20")
     report = ok(run_sweep([*SMOKE, "stage=evaluate", "generate.n=6", f"paths.output_dir={run_copy}"]))
     assert "(n=6)" in report.stdout
@@ -137,12 +143,13 @@ def test_evaluating_models_made_with_another_n_is_refused_before_the_config_is_r
     assert (run_copy / "config.yaml").read_text() == config and "n: 6" in config
 
 
-def test_deleted_inputs_files_and_an_edited_zoo_json_are_refused(run_copy):
+def test_deleted_inputs_files_fall_back_to_the_record_each_stage_wrote_last(run_copy):
     for inputs in run_copy.glob("*/inputs.json"):
         inputs.unlink()
-    refused(run_sweep([*SMOKE, "task.param.k=30", f"paths.output_dir={run_copy}"]),
-            "inputs.json: missing, yet the folder holds")
+    refused(run_sweep([*SMOKE, "task.param.k=30", f"paths.output_dir={run_copy}"]), "task.param.k: 20 -> 30")
     assert not list(run_copy.glob("*/inputs.json"))  # nothing claims a config it was not made with
+    ok(run_sweep([*SMOKE, f"paths.output_dir={run_copy}"]))  # the config that made it, as the message advises
+    assert (run_copy / "zoo" / "inputs.json").is_file() and (run_copy / "generator" / "inputs.json").is_file()
 
 
 def test_a_zoo_json_with_swapped_spec_names_is_refused(run_copy):
@@ -223,3 +230,61 @@ def test_an_output_folder_pdiff_did_not_make_or_a_dangling_link_is_refused(tmp_p
     link = tmp_path / "link"
     link.symlink_to(tmp_path / "gone")
     refused(run_sweep([*SMOKE, f"paths.output_dir={link}"]), "is a dangling symbolic link")
+
+
+# Round 4 (issue 36): every refusal before config.yaml is written; every file the report depends on checked by digest.
+
+def _refused_in_process(overrides: list[str], error: type, message: str) -> None:
+    with pytest.raises(error, match=message) as raised:
+        run_pipeline(compose_config([*SMOKE, *overrides]))
+    assert "\n" not in str(raised.value)
+
+
+def test_replaced_or_truncated_generated_models_are_refused_and_nothing_is_rewritten(run_copy, tmp_path):
+    before = {path: path.read_bytes() for path in (run_copy / "report.json", run_copy / "config.yaml",
+                                                   run_copy / "eval" / "predictions.safetensors")}
+    params = run_copy / "generated" / "params.safetensors"
+    other = atomic.read_safetensors(params)
+    atomic.write_safetensors(params, {"params": other["params"].flip(0)})  # another run's file, the same shape
+    evaluate = ["stage=evaluate", f"paths.output_dir={run_copy}"]
+    _refused_in_process(evaluate, GeneratorError, "params.safetensors that is not the one generated.json describes")
+    params.write_bytes(params.read_bytes()[:1000])  # truncated: no SafetensorError traceback
+    _refused_in_process(evaluate, GeneratorError, "params.safetensors that is not the one generated.json describes")
+    forty = tmp_path / "forty"  # 6 models and their generated.json, put into this 20-model folder
+    shutil.copytree(run_copy, forty)
+    run_pipeline(compose_config([*SMOKE, "stage=generate", "generate.n=6", f"paths.output_dir={forty}"]))
+    for name in ("params.safetensors", "generated.json"):
+        shutil.copy2(forty / "generated" / name, run_copy / "generated" / name)
+    _refused_in_process(evaluate, GeneratorError, r"generated.json of models made with another config \(generate.n: 6 "
+                                                  "-> 20")
+    assert {path: path.read_bytes() for path in before} == before and not (run_copy / "superseded").exists()
+    run_pipeline(compose_config([*SMOKE, "stage=generate", f"paths.output_dir={run_copy}"]))  # made again
+    assert len(list((run_copy / "superseded").glob("generated-*"))) == 1
+
+
+def test_a_swapped_base_model_is_refused_whether_or_not_eval_is_cached(run_copy, tmp_path):
+    base = run_copy / "zoo" / "base_model.safetensors"
+    atomic.write_safetensors(base, {name: tensor + 0.01 for name, tensor in atomic.read_safetensors(base).items()})
+    report = (run_copy / "report.json").read_bytes()
+    for _ in range(2):
+        _refused_in_process(["stage=evaluate", f"paths.output_dir={run_copy}"], ZooError,
+                            "base_model.safetensors does not match the checksum recorded in")
+        shutil.rmtree(run_copy / "eval", ignore_errors=True)
+    assert (run_copy / "report.json").read_bytes() == report
+
+
+@pytest.mark.parametrize("damage", ["generator file", "wandb id", "generated inputs"])
+def test_a_refused_run_never_rewrites_config_yaml(damage, run_copy):
+    """Each route once refused only after config.yaml said n=40 while the folder held n=20."""
+    config = (run_copy / "config.yaml").read_bytes()
+    args = ["generate.n=40", f"paths.output_dir={run_copy}"]
+    if damage == "generator file":
+        (run_copy / "generator" / "autoencoder.safetensors").unlink()
+        _refused_in_process(args, GeneratorError, "autoencoder.safetensors is missing from the trained generator")
+    elif damage == "wandb id":
+        (run_copy / "wandb_run_id.txt").write_text("not an id!\n")
+        _refused_in_process(["logger=wandb", *args], ConfigError, "wandb_run_id.txt holds 'not an id!'")
+    else:
+        (run_copy / "generated" / "inputs.json").write_text("{broken")
+        _refused_in_process(["stage=generate", *args], ZooError, "generated/inputs.json is not valid JSON")
+    assert (run_copy / "config.yaml").read_bytes() == config

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections import namedtuple
 
 import numpy as np
@@ -19,15 +21,15 @@ from pdiff.generators import design_class
 from pdiff.generators.base import GENERATOR_CHECKSUMS, Conditioning, verify_generator
 from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
-from pdiff.pipeline.output_dir import folder_problem
-from pdiff.pipeline.run import check_zoo_size, preflight, usable_threads
+from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
+from pdiff.pipeline.run import check_zoo_size, preflight, run_pipeline, usable_threads
 from pdiff.pipeline.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.pipeline.stages import check_runs_belong, warn_outside_zoo
 from pdiff.pipeline.unread import note_unread_overrides, unread_overrides
 from pdiff.tracking import RUN_ID_FILE, Tracker, _wandb_run_id
 from pdiff.training.fit import fit
 from pdiff.zoo.store import BASE_WEIGHTS
-from tests.helpers.configs import compose_config
+from tests.helpers.configs import REPO, compose_config
 
 
 def check(overrides: list[str], tmp_path) -> None:
@@ -252,9 +254,33 @@ def test_a_folder_pdiff_did_not_make_or_a_dangling_link_is_refused(tmp_path):
     (hydra_only / "sweep.log").write_text("")  # Hydra's job log, written before pdiff starts
     assert folder_problem(hydra_only) is None
     sweep = tmp_path / "sweep"
-    (sweep / "seed=0").mkdir(parents=True)
+    mark_made_by_pdiff(sweep / "seed=0")
     (sweep / "seed=0" / "config.yaml").write_text("seed: 0\n")
     assert folder_problem(sweep) is None
+    assert folder_problem(link / "run").startswith(f"lies under {link}, a dangling symbolic link (to ")
+    with pytest.raises(ConfigError, match=r"lies under .*link, a dangling symbolic link"):
+        preflight(compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={link / 'run'}"]),
+                  [Stage.collect])
+
+
+@pytest.mark.parametrize("held", ["config.yaml", "zoo", ".submitit", "sweep.json", ".pdiff.lock", ".pdiff"])
+def test_a_folder_is_pdiffs_by_the_marker_it_wrote_not_by_file_names(held, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    if held in ("zoo", ".submitit"):
+        (mine / held).mkdir()
+    else:
+        (mine / held).write_text("the user's own\n")
+    assert "is a folder pdiff did not make" in folder_problem(mine)
+    (mine / "config.yaml").write_text("mine: true\n")
+    with pytest.raises(ConfigError, match="is a folder pdiff did not make"):
+        run_pipeline(compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={mine}"]))
+    assert (mine / "config.yaml").read_text() == "mine: true\n"
+    mark_made_by_pdiff(mine)
+    assert folder_problem(mine) is None
+    (tmp_path / "old").mkdir()  # a run of a pdiff from before the marker
+    (tmp_path / "old" / ".pdiff.lock").write_text("pid 12 on node1, since 2024-05-01 10:00:00")
+    assert folder_problem(tmp_path / "old") is None
 
 
 def test_a_stage_folder_without_its_inputs_or_with_edited_inputs_is_refused(tmp_path):
@@ -312,3 +338,37 @@ def test_collection_inputs_digest_only_the_training_arrays_of_an_npz(tmp_path, m
         assert stage_inputs(cfg, stage)["data"]["train_sha256"] is not None
     assert read == ["train"]
     assert stage_inputs(cfg, Stage.evaluate)["test_data"]["sha256"] is not None and read == ["train", "test"]
+
+
+def test_the_thread_count_is_an_input_of_every_stage(tmp_path):
+    """threads=1 and threads=2 make different base models and zoos: a folder records which it was made with."""
+    one, two = (compose_config(["experiment=smoke", f"threads={n}", f"paths.output_dir={tmp_path}"]) for n in (1, 2))
+    assert all(stage_inputs(one, stage)["threads"] == 1 for stage in Stage if stage is not Stage.all)
+    claim_stage_dir(tmp_path, stage_inputs(one, Stage.collect), keep_on_change=True)
+    assert changed_inputs(tmp_path, stage_inputs(two, Stage.collect)) == ["threads: 1 -> 2"]
+
+
+def test_data_settings_collection_never_reads_leave_a_finished_zoo_alone(tmp_path):
+    base = ["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"]
+    made = compose_config(base)
+    for stage in (Stage.collect, Stage.evaluate):
+        claim_stage_dir(tmp_path / stage.value, stage_inputs(made, stage), keep_on_change=False)
+    smaller = compose_config([*base, "data.eval_batch_size=64"])  # lowered after running out of memory at evaluate
+    assert changed_inputs(tmp_path / "collect", stage_inputs(smaller, Stage.collect)) == []
+    assert changed_inputs(tmp_path / "evaluate", stage_inputs(smaller, Stage.evaluate)) == [
+        "test_data.eval_batch_size: 1000 -> 64"]  # recalibration batches are that size: evaluate again
+    unread = compose_config([*base, "data.mnist1d.seed=7", "data.mnist1d.test_seed=9", "data.root=/elsewhere"])
+    for stage in (Stage.collect, Stage.evaluate):
+        assert changed_inputs(tmp_path / stage.value, stage_inputs(unread, stage)) == [], stage
+
+
+def test_a_quoted_home_folder_is_where_hydra_writes_its_log_too(tmp_path):
+    """paths.output_dir='~/DIR': Hydra's sweep.log goes into $HOME/DIR with pdiff's files, not into ./~/DIR."""
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    env = dict(os.environ, HOME=str(home), PDIFF_QUIET="1", PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, str(REPO / "launch" / "sweep.py"), "experiment=smoke", "stage=evaluate",
+                             "paths.output_dir='~/DIR'"], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+    assert result.returncode == 1 and "no generated models in" in result.stderr, result.stderr[-2000:]
+    assert (home / "DIR" / "sweep.log").is_file() and not (cwd / "~").exists()
