@@ -196,3 +196,18 @@ def test_a_small_family_zoo_is_not_held_to_the_one_task_evaluation(tmp_path):
                           f"paths.output_dir={tmp_path / 'run'}"])
     assert cfg.task.param.k == 8 and cfg.evaluate.baselines.average_of == 16
     preflight(cfg, [Stage.collect, Stage.train, Stage.generate, Stage.evaluate])
+
+
+def test_evaluation_scores_only_held_out_tasks_and_says_so_before_eval_is_touched(tmp_path):
+    from pdiff.pipeline.task_evaluate import scored_tasks
+    assert scored_tasks([5, 9, 12], [9, 9, 5, 5], tmp_path) == [5, 9]  # the split's order
+    with pytest.raises(ConfigError, match=r"holds models for task\(s\) \[3\], which the zoo did not hold out"):
+        scored_tasks([5, 9], [9, 9, 3, 3], tmp_path)
+
+
+def test_one_task_without_controls_is_summarized_as_ties_without_random_descriptor():
+    row = {"generated_mean": 80.0, "baselines": {REFERENCE: 85.0, **{name: 70.0 for name in BASELINES
+                                                                      if name != "random_descriptor"}}}
+    summary = summarize([row], seed=0)
+    assert set(summary) == {REFERENCE, *BASELINES} - {"random_descriptor"}
+    assert {entry["status"] for entry in summary.values()} == {"ties"} and summary["nearest"]["margin"] == 10.0
