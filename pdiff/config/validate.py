@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pdiff.errors import ConfigError
 
-from .schema import NUMPY_SEED_MAX, SEED_MAX, Precision, SamplerName, TrainerName
+from .schema import NUMPY_SEED_MAX, SEED_MAX, FamilyName, Precision, SamplerName, TrainerName
 
 
 def require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -50,27 +50,10 @@ def validate(cfg: DictConfig) -> None:
             f"{mnist1d.seed}: the same seed would repeat the training signals")
     require(0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
             "must be in (0, 1): the share of each class's training samples held out for validation")
-    baselines = cfg.evaluate.baselines
-    scales = list(baselines.noise_scales)
-    require(len(set(scales)) >= 2 and len(set(scales)) == len(scales) and all(s > 0 for s in scales),
-            "evaluate.baselines.noise_scales", scales, "needs at least 2 distinct scales, each > 0 (the noise "
-            "frontier is a curve)")
-    require(baselines.models_per_scale >= 1, "evaluate.baselines.models_per_scale", baselines.models_per_scale,
-            "must be >= 1")
     require(cfg.evaluate.recalibrate_batches >= 0, "evaluate.recalibrate_batches", cfg.evaluate.recalibrate_batches,
             "must be >= 0 (0: no BatchNorm recalibration)")
-    require(2 <= baselines.average_of <= k, "evaluate.baselines.average_of", baselines.average_of,
-            f"must be in [2, task.param.k={k}] (originals averaged per model)")
-    fractions = list(baselines.selected_fractions)
-    require(all(0.0 < q <= 1.0 for q in fractions) and len(set(fractions)) == len(fractions),
-            "evaluate.baselines.selected_fractions", fractions, "must be distinct fractions in (0, 1]")
-    require(0.0 < baselines.selected_noise_fraction <= 1.0, "evaluate.baselines.selected_noise_fraction",
-            baselines.selected_noise_fraction, "must be in (0, 1]")
-    bootstrap = cfg.evaluate.bootstrap
-    require(bootstrap.resamples >= 100, "evaluate.bootstrap.resamples", bootstrap.resamples,
-            "must be >= 100 (the interval's ends are percentiles of the resamples)")
-    require(0.5 <= bootstrap.confidence < 1.0, "evaluate.bootstrap.confidence", bootstrap.confidence,
-            "must be in [0.5, 1)")
+    if FamilyName(cfg.task.family.name) is FamilyName.none:  # a zoo of many tasks is scored by pdiff.unseen
+        validate_baselines(cfg.evaluate, k)
     require(cfg.data.eval_batch_size >= 1, "data.eval_batch_size", cfg.data.eval_batch_size, "must be >= 1")
     require(cfg.threads >= 0, "threads", cfg.threads, "must be >= 0 (0: torch's default)")
     require(not cfg.denoiser.get("compile") or TrainerName(cfg.trainer.name) is TrainerName.plain, "denoiser.compile",
@@ -119,6 +102,29 @@ def refuse_unknown_keys(node: DictConfig, prefix: str = "") -> None:
         value = node._get_node(key)
         if isinstance(value, DictConfig) and not value._is_missing() and not value._is_none():
             refuse_unknown_keys(value, f"{path}.")
+
+
+def validate_baselines(evaluate, k: int) -> None:
+    """The one-task evaluation's baselines and bootstrap (a zoo of many tasks never reads them)."""
+    baselines = evaluate.baselines
+    scales = list(baselines.noise_scales)
+    require(len(set(scales)) >= 2 and len(set(scales)) == len(scales) and all(s > 0 for s in scales),
+            "evaluate.baselines.noise_scales", scales, "needs at least 2 distinct scales, each > 0 (the noise "
+            "frontier is a curve)")
+    require(baselines.models_per_scale >= 1, "evaluate.baselines.models_per_scale", baselines.models_per_scale,
+            "must be >= 1")
+    require(2 <= baselines.average_of <= k, "evaluate.baselines.average_of", baselines.average_of,
+            f"must be in [2, task.param.k={k}] (originals averaged per model)")
+    fractions = list(baselines.selected_fractions)
+    require(all(0.0 < q <= 1.0 for q in fractions) and len(set(fractions)) == len(fractions),
+            "evaluate.baselines.selected_fractions", fractions, "must be distinct fractions in (0, 1]")
+    require(0.0 < baselines.selected_noise_fraction <= 1.0, "evaluate.baselines.selected_noise_fraction",
+            baselines.selected_noise_fraction, "must be in (0, 1]")
+    bootstrap = evaluate.bootstrap
+    require(bootstrap.resamples >= 100, "evaluate.bootstrap.resamples", bootstrap.resamples,
+            "must be >= 100 (the interval's ends are percentiles of the resamples)")
+    require(0.5 <= bootstrap.confidence < 1.0, "evaluate.bootstrap.confidence", bootstrap.confidence,
+            "must be in [0.5, 1)")
 
 
 def validate_generate(generate) -> None:

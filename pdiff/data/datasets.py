@@ -24,7 +24,7 @@ from pdiff.data.cifar import read_cifar
 from pdiff.data.mnist1d import ARRAYS as MNIST1D_ARRAYS
 from pdiff.data.mnist1d import CLASSES as MNIST1D_CLASSES
 from pdiff.data.mnist1d import load_mnist1d, training_size
-from pdiff.errors import ConfigError
+from pdiff.errors import ConfigError, DataError
 from pdiff.seeds import Purpose, generator_for
 
 DIGITS_SPLIT_FILE = "digits_split.json"
@@ -340,6 +340,8 @@ def _torchvision(name: DataName, root) -> tuple[torch.Tensor, torch.Tensor, Test
         else:
             x_train, y_train, x_test, y_test, classes = read_cifar(directory / subdir, cls)
             arrays = [(x_train, y_train), (x_test, y_test)]
+    except DataError:
+        raise  # a malformed CIFAR file: the message names the file and the rule
     except (RuntimeError, OSError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as error:  # absent/corrupt
         raise ConfigError(f"data.root={str(root)!r}: {name.value} at {directory / subdir} cannot be read "
                           f"({_one_line(error)}); {_download_hint(cls_name, root)}") from error

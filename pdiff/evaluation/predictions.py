@@ -38,6 +38,8 @@ class ParameterEvaluator:
         self.spec, self.batched, self.batch_size = spec, batched and recalibration is None, batch_size
         head, self.tail = split_network(model, spec.entries[0].name)
         self.features = run_in_batches(head, x_test)
+        if self.batched:  # the vmapped tail runs in float32 (_batched_logits): its input too, cast once
+            self.features = self.features.float()
         self.recalibration = [run_in_batches(head, batch) for batch in recalibration] if recalibration else None
         self.norms = [(f"{name}." if name else "", m) for name, m in self.tail.named_modules()
                       if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
@@ -55,6 +57,13 @@ class ParameterEvaluator:
 
     def _logits(self, tail_params: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(self.tail, {**self.fixed, **tail_params}, (self.features,))
+
+    def _batched_logits(self, batched: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[M, n_test, classes] logits of M models at once, in float32 whatever autocast the caller set (bf16 under
+        task.precision=bf16): vmap's batch-norm rule needs its input and running statistics in one dtype, and
+        statistics cast to bf16 would lose digits."""
+        with torch.autocast(self.features.device.type, enabled=False):
+            return vmap(self._logits)(batched)
 
     @torch.no_grad()
     def predictions(self, vectors: torch.Tensor) -> torch.Tensor:
@@ -90,7 +99,7 @@ class ParameterEvaluator:
         written = clamp_statistics(self.spec, self.spec.unflatten(chunk))
         batched = {self.tail_names[name]: value for name, value in written.items()}
         if self.batched:
-            return vmap(self._logits)(batched).argmax(-1)
+            return self._batched_logits(batched).argmax(-1)
         outputs = []
         for index in range(len(chunk)):
             params = {**self.fixed, **{name: value[index] for name, value in batched.items()}}

@@ -108,7 +108,7 @@ def run_evaluate(run: Run) -> dict:
     report["n_test"] = len(y_test)
     report["verdict"] = compute_verdict(table, resampled, point_baselines(cfg.evaluate.baselines),
                                         bootstrap.confidence)
-    report["zoo_check"] = zoo_check(report)
+    report["zoo_check"] = zoo_check(report, resampled, list(cfg.evaluate.baselines.noise_scales))
     report["ignored_overrides"] = list(cfg.ignored_overrides)
     write_report(run.output_dir, report, accuracies, per_model, len(y_test),
                  {"originals": normalizer.normalize(zoo.vectors), "generated": normalizer.normalize(generated)},

@@ -34,7 +34,7 @@ from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, r
 from pdiff.tracking import Tracker, recorded_run_id
 from pdiff.training import distributed
 from pdiff.training.devices import check_precision, resolve_device
-from pdiff.unseen.families import SubsetFamily, check_family, has_family
+from pdiff.unseen.families import check_family, check_family_counts, check_generate_task, has_family
 from pdiff.zoo.collect import check_runs
 from pdiff.zoo.params import select_parameters
 from pdiff.zoo.store import ParamZoo
@@ -50,13 +50,15 @@ ZOO_WARN_BYTES = 2**30  # a zoo larger than this is announced with its size befo
 
 def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     """Every config check that can fail, before any work starts (nothing is written before it passes)."""
+    if has_family(cfg):
+        check_family_design(cfg)  # first: validate()'s generic checks are a one-task zoo's
     validate(cfg)
     problem = folder_problem(Path(cfg.paths.output_dir))
     if problem:
         raise ConfigError(f"paths.output_dir={cfg.paths.output_dir!r} {problem}")
     design_class(cfg)
-    if has_family(cfg):
-        check_family_design(cfg, stages)
+    if has_family(cfg) and cfg.generate.task is not None and (Stage.generate in stages or Stage.evaluate in stages):
+        check_generate_task(cfg, load_dataset(cfg.data).num_classes, scored=Stage.evaluate in stages)
     if LoggerName(cfg.logger.name) is LoggerName.wandb:
         recorded_run_id(Path(cfg.paths.output_dir).expanduser().resolve())
     check_stage_folders(cfg, stages)
@@ -76,15 +78,14 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
         check_zoo_size(cfg, spec.dim, Path(cfg.paths.output_dir).expanduser().resolve())
 
 
-def check_family_design(cfg: DictConfig, stages: list[Stage]) -> None:
-    """ConfigError unless a zoo of many tasks has a design that takes the descriptor, and generate.task names a task."""
+def check_family_design(cfg: DictConfig) -> None:
+    """ConfigError unless a zoo of many tasks has a design that takes the descriptor, and counts that make a zoo."""
+    check_family_counts(cfg.task.family)
     design = cfg.generator.design
     if design != "flow" or not cfg.generator.get("condition", False):
         raise ConfigError(f"generator.design={design!r} (generator.condition={cfg.generator.get('condition')}) cannot "
                           "generate for a task: a zoo of many tasks needs the descriptor-conditioned flow, "
-                          "generator=flow_pca or generator=flow_conditioned")
-    if Stage.generate in stages and cfg.generate.task is not None:
-        SubsetFamily(load_dataset(cfg.data).num_classes).code_of(list(cfg.generate.task))
+                          "generator=flow_pca_tasks (experiment=unseen_subsets's), flow_pca or flow_conditioned")
 
 
 def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import torch
 
 from pdiff import atomic
 from pdiff.config import HeldOutSplit, Stage
 from pdiff.data.tasknets import build_task_net, run_in_batches
+from pdiff.errors import ConfigError
 from pdiff.generators.flow import VELOCITY_WEIGHTS
 from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
 from pdiff.pipeline.stages import GENERATED_PARAMS, Run, evaluation_outputs
@@ -28,11 +30,11 @@ log = logging.getLogger(__name__)
 def run_task_evaluate(run: Run) -> dict:
     cfg, family_cfg = run.cfg, run.cfg.task.family
     started = time.perf_counter()
-    directory = run.dir("eval")
-    claim_stage_dir(directory, stage_inputs(cfg, Stage.evaluate), keep_on_change=False,
-                    companions=evaluation_outputs(run.output_dir))
     zoo = ParamZoo.load(run.output_dir / "zoo")
     generated = atomic.read_safetensors(run.output_dir / "generated" / GENERATED_PARAMS)
+    held_out = scored_tasks(zoo.meta["family"]["held_out"], generated["task"].tolist(), run.output_dir / "generated")
+    claim_stage_dir(run.dir("eval"), stage_inputs(cfg, Stage.evaluate), keep_on_change=False,  # after the checks
+                    companions=evaluation_outputs(run.output_dir))
     family = SubsetFamily(int(zoo.tasks.descriptor.shape[1]))
     data = run.data
     x_eval, y_eval = (data.x_test, data.y_test) if family_cfg.eval_split == "test" else (data.x_val, data.y_val)
@@ -49,12 +51,12 @@ def run_task_evaluate(run: Run) -> dict:
                            TaskRecipe.from_config(cfg.task), cfg.seed, family_cfg.seeds, family_cfg.k_nearest, steps)
     scorer = Scorer(inputs)
     tasks = TaskZoo(zoo, family, head_name(scorer.model))
-    held_out = [code for code in zoo.meta["family"]["held_out"] if code in set(generated["task"].tolist())]
+    controls = generated["control_params"]  # one per generated model, or none (generate.task)
     rows = []
     for code in held_out:
         mine = generated["task"] == code
-        rows.append(score_task(code, tasks, generated["params"][mine], generated["control_params"][mine], inputs,
-                               scorer))
+        rows.append(score_task(code, tasks, generated["params"][mine], controls[mine] if len(controls) else controls,
+                               inputs, scorer))
         log.info("evaluate: task %d (distance %d): generated %.2f%%, trained %.2f%%, nearest with swap %.2f%%", code,
                  rows[-1]["distance"], rows[-1]["generated_mean"], rows[-1]["baselines"]["trained"],
                  rows[-1]["baselines"]["nearest_symmetric"])
@@ -70,3 +72,14 @@ def run_task_evaluate(run: Run) -> dict:
     write_task_report(run.output_dir, report)
     run.record_time("evaluate", time.perf_counter() - started)
     return report
+
+
+def scored_tasks(held_out: list[int], generated_tasks: list[int], generated_dir: Path) -> list[int]:
+    """The held-out tasks generated/ holds models for, in the split's order; ConfigError (before eval/ is touched)
+    when it holds models for a task the zoo did not hold out: the evaluation scores tasks the zoo never saw."""
+    others = sorted(set(generated_tasks) - set(held_out))
+    if others:
+        raise ConfigError(f"{generated_dir} holds models for task(s) {others[:5]}, which the zoo did not hold out: "
+                          "the evaluate stage scores held-out tasks only. Generate for a held-out task (or leave "
+                          "generate.task unset) and evaluate again")
+    return [code for code in held_out if code in set(generated_tasks)]

@@ -18,9 +18,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from pdiff.errors import RendezvousError
 from pdiff.training import rendezvous
 
 DEFAULT_PORT = 29500
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -54,22 +56,43 @@ def _first_host(nodelist: str) -> str:
     return nodelist.split(",")[0].split("[")[0]
 
 
+def _integer(env: Mapping[str, str], key: str, default: int, low: int = 0, high: int | None = None) -> int:
+    """Environment variable `key` as an integer in [low, high] (`default` when unset); RendezvousError naming it."""
+    text = env.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
+        raise RendezvousError(f"environment variable {key}={text!r} is invalid: it must be {allowed}; set it so, or "
+                              "unset it")
+    return value
+
+
+def _port(env: Mapping[str, str], default: int) -> int:
+    return _integer(env, "MASTER_PORT", default, low=1, high=MAX_PORT)
+
+
 def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
-    """Rank, world and rendezvous from torchrun/deepspeed (RANK, WORLD_SIZE...) or SLURM (SLURM_PROCID...)."""
+    """Rank, world and rendezvous from torchrun/deepspeed (RANK, WORLD_SIZE...) or SLURM (SLURM_PROCID...).
+    RendezvousError names a variable that is not a valid number (MASTER_PORT=abc, a port above 65535)."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        return DistEnv(int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]),
-                       env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", DEFAULT_PORT)), "env")
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        job_id = int(env.get("SLURM_JOB_ID", "0"))
+        return DistEnv(_integer(env, "RANK", 0), _integer(env, "LOCAL_RANK", 0), _integer(env, "WORLD_SIZE", 1, 1),
+                       env.get("MASTER_ADDR", "127.0.0.1"), _port(env, DEFAULT_PORT), "env")
+    if _integer(env, "SLURM_NTASKS", 1, 1) > 1 and "SLURM_PROCID" in env:
+        job_id = _integer(env, "SLURM_JOB_ID", 0)
         master_addr, address_from = env.get("MASTER_ADDR"), "MASTER_ADDR"
         if not master_addr:
             nodelist = env.get("SLURM_JOB_NODELIST", "127.0.0.1")
             master_addr, address_from = _first_host(nodelist), f"the first node of SLURM_JOB_NODELIST={nodelist}"
-        return DistEnv(int(env["SLURM_PROCID"]), int(env.get("SLURM_LOCALID", 0)), int(env["SLURM_NTASKS"]),
-                       master_addr, int(env.get("MASTER_PORT", 15000 + job_id % 20000)), "slurm", address_from,
-                       int(env.get("SLURM_JOB_NUM_NODES", env.get("SLURM_NNODES", "1"))))
-    return DistEnv()
+        return DistEnv(_integer(env, "SLURM_PROCID", 0), _integer(env, "SLURM_LOCALID", 0),
+                       _integer(env, "SLURM_NTASKS", 1, 1), master_addr, _port(env, 15000 + job_id % 20000), "slurm",
+                       address_from, _integer(env, "SLURM_JOB_NUM_NODES", _integer(env, "SLURM_NNODES", 1, 1), 1))
+    return DistEnv(master_port=_port(env, DEFAULT_PORT))  # a single process's group of one (DeepSpeed) uses it
 
 
 def free_port() -> int:

@@ -103,9 +103,10 @@ def score_task(code: int, tasks: TaskZoo, generated: torch.Tensor, control: torc
         "average_k_nearest": mean(scorer(average, y)),
         "ridge": mean(scorer(tasks.ridge([code]), y)),
         "composed": float((compose(inputs.base_logits, code, family) == y).float().mean() * 100),
-        "random_descriptor": mean(scorer(control, y)),
         "majority": majority,
     }
+    if len(control):  # generate.task makes no control models
+        baselines["random_descriptor"] = mean(scorer(control, y))
     zoo = tasks.zoo.vectors.float()
     gaps = torch.cdist(generated.float(), zoo).min(1)
     own_gaps = torch.cdist(torch.cat(reference).float(), zoo).min(1).values
@@ -120,14 +121,16 @@ def score_task(code: int, tasks: TaskZoo, generated: torch.Tensor, control: torc
 
 def summarize(rows: list[dict], seed: int) -> dict[str, dict]:
     """Each baseline's margin (generated minus baseline, mean over held-out tasks) with its bootstrap interval over
-    the held-out tasks, and a status: beats (interval above 0), loses (below 0) or ties."""
+    the held-out tasks, and a status: beats (interval above 0), loses (below 0) or ties (always, for one task:
+    an interval over one task is a point). Baselines the rows lack (random_descriptor after generate.task) are left
+    out."""
     generator = generator_for(seed, Purpose.bootstrap, "held_out_tasks")
     draws = torch.randint(0, len(rows), (RESAMPLES, len(rows)), generator=generator)
     summary = {}
-    for name in (REFERENCE, *BASELINES):
+    for name in [name for name in (REFERENCE, *BASELINES) if name in rows[0]["baselines"]]:
         margins = torch.tensor([row["generated_mean"] - row["baselines"][name] for row in rows], dtype=torch.float64)
         low, high = percentile_interval(margins[draws].mean(1), CONFIDENCE)
-        status = "beats" if low > 0 else "loses" if high < 0 else "ties"
+        status = "ties" if len(rows) < 2 else "beats" if low > 0 else "loses" if high < 0 else "ties"
         summary[name] = {"margin": round(float(margins.mean()), 4), "low": round(low, 4), "high": round(high, 4),
                          "status": status, "baseline_mean": round(mean([row["baselines"][name] for row in rows]), 4)}
     return summary

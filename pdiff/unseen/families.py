@@ -53,7 +53,15 @@ class SubsetFamily:
                 len(members) == self.classes:
             raise ConfigError(f"generate.task={list(classes)} is invalid: list the classes of a non-empty proper "
                               f"subset of the {self.classes} classes (integers in [0, {self.classes - 1}])")
+        if len(members) != len(classes):
+            twice = sorted({int(c) for c in classes if list(classes).count(c) > 1})
+            raise ConfigError(f"generate.task={list(classes)} is invalid: it names class(es) {twice} more than "
+                              "once; list each class of the subset once")
         return sum(1 << c for c in members)
+
+    def classes_of(self, code: int) -> list[int]:
+        """The classes of task `code`, as generate.task lists them."""
+        return [c for c in range(self.classes) if code >> c & 1]
 
     def complement(self, code: int) -> int:
         return self.full ^ code
@@ -103,14 +111,22 @@ class SubsetFamily:
                 "symmetric_in_training": sum(self.symmetric(code) in train for code in split.held_out)}
 
 
-def check_family(task_cfg, classes: int) -> None:
-    """ConfigError for a task.family that cannot make its split (checked before any work)."""
-    cfg = task_cfg.family
+def check_family_counts(family_cfg) -> None:
+    """ConfigError for a count of task.family that makes no zoo (checked first: task.param.k follows from them)."""
+    cfg = family_cfg
     require(cfg.train_tasks >= 2, "task.family.train_tasks", cfg.train_tasks, "must be >= 2")
     require(cfg.held_out >= 1, "task.family.held_out", cfg.held_out, "must be >= 1")
     for key in ("seeds", "checkpoints", "k_nearest"):
         require(cfg[key] >= 1, f"task.family.{key}", cfg[key], "must be >= 1")
+    require(cfg.k_nearest <= cfg.train_tasks, "task.family.k_nearest", cfg.k_nearest,
+            f"must be <= task.family.train_tasks={cfg.train_tasks} (the nearest training tasks averaged)")
     require(cfg.epochs >= 0, "task.family.epochs", cfg.epochs, "must be >= 0")
+
+
+def check_family(task_cfg, classes: int) -> None:
+    """ConfigError for a task.family that cannot make its split (checked before any work)."""
+    cfg = task_cfg.family
+    check_family_counts(cfg)
     require(task_cfg.param.k == zoo_size(cfg), "task.param.k", task_cfg.param.k,
             f"a zoo of many tasks holds task.family.train_tasks x seeds x checkpoints = {zoo_size(cfg)} checkpoints: "
             "set task.param.k to that")
@@ -132,6 +148,20 @@ def check_family(task_cfg, classes: int) -> None:
         require(cfg.held_out <= len(family.codes) // 2, "task.family.held_out", cfg.held_out,
                 f"at most {len(family.codes) // 2} (one of each complement pair)")
     family.split(cfg)
+
+
+def check_generate_task(cfg, classes: int, scored: bool) -> None:
+    """ConfigError unless generate.task names a task of the family; when the run evaluates it (`scored`), one of
+    the held-out tasks: the evaluation scores a task against the zoo it never saw."""
+    family = SubsetFamily(classes)
+    code = family.code_of(list(cfg.generate.task))
+    held_out = family.split(cfg.task.family).held_out
+    if scored and code not in held_out:
+        named = ", ".join(str(family.classes_of(each)).replace(" ", "") for each in held_out[:5])
+        raise ConfigError(f"generate.task={list(cfg.generate.task)} is not one of the split's held-out tasks: the "
+                          f"evaluate stage scores held-out tasks only. Name a held-out task ({named}"
+                          f"{', ...' if len(held_out) > 5 else ''}), leave generate.task unset, or run stage=generate "
+                          "alone for a training task")
 
 
 def has_family(cfg) -> bool:

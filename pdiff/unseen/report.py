@@ -97,6 +97,6 @@ def task_summary_line(report: dict, seconds: float, output_dir: Path) -> str:
     """The one line a run on held-out tasks ends with."""
     summary = report["summary"]
     parts = " ".join(f"{name} {summary[name]['margin']:+.2f} [{summary[name]['low']:+.2f},{summary[name]['high']:+.2f}]"
-                     for name in ("nearest_symmetric", "random_descriptor", REFERENCE))
+                     for name in ("nearest_symmetric", "random_descriptor", REFERENCE) if name in summary)
     return (f"pdiff: {report['task']} {len(report['rows'])} held-out tasks ({report['split']}) | generated "
             f"{report['generated_mean']:.2f}% | margin vs {parts} | {seconds:.1f} s | {output_dir / 'report.md'}")

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pdiff import atomic
+from pdiff.errors import ConfigError
 from pdiff.pipeline.run import run_pipeline
 from pdiff.unseen.evaluate import BASELINES, REFERENCE
 from pdiff.unseen.families import SubsetFamily
@@ -72,14 +73,26 @@ def test_held_out_tasks_get_every_baseline_and_their_labels_are_read_only_by_eva
         [row["baselines"][REFERENCE] for row in again["rows"]]  # evaluate did read the permuted labels
 
 
-def test_generate_task_makes_models_for_one_named_task(tmp_path):
-    out = tmp_path / "run"
+def test_generate_task_makes_models_for_one_named_task_and_evaluate_scores_it(tmp_path):
+    out, family = tmp_path / "run", SubsetFamily(10)
     run_pipeline(compose_config(tiny(tmp_path, "stage=collect", f"paths.output_dir={out}")))
     run_pipeline(compose_config(tiny(tmp_path, "stage=train", f"paths.output_dir={out}")))
     run_pipeline(compose_config(tiny(tmp_path, "stage=generate", "generate.task=[0,3,7]", f"paths.output_dir={out}")))
     generated = atomic.read_safetensors(out / "generated" / "params.safetensors")
     assert generated["task"].tolist() == [0b10001001] * 4 and generated["control_params"].shape[0] == 0
     assert json.loads((out / "generated" / "generated.json").read_text())["tasks"] == [0b10001001]
+
+    split = family.split(compose_config(tiny(tmp_path)).task.family)
+    held_out, trained = (f"generate.task=[{','.join(map(str, family.classes_of(code)))}]"
+                         for code in (split.held_out[1], split.train[0]))
+    report = run_pipeline(compose_config(tiny(tmp_path, held_out, f"paths.output_dir={out}")))  # generate, evaluate
+    assert [row["task"] for row in report["rows"]] == [split.held_out[1]]
+    assert set(report["summary"]) == {REFERENCE, *BASELINES} - {"random_descriptor"}  # no controls were made
+    assert {entry["status"] for entry in report["summary"].values()} == {"ties"}  # one task: no interval
+    made = {path: path.read_bytes() for path in [out / "report.json", *(out / "eval").iterdir()]}
+    with pytest.raises(ConfigError, match="is not one of the split's held-out tasks"):
+        run_pipeline(compose_config(tiny(tmp_path, "stage=evaluate", trained, f"paths.output_dir={out}")))
+    assert {path: path.read_bytes() for path in made} == made and not list((out / "superseded").glob("eval-*"))
 
 
 def test_the_benchmark_writes_a_row_for_every_held_out_task_with_every_baseline(tmp_path):

@@ -39,6 +39,27 @@ def test_detect_reads_torchrun_slurm_or_nothing():
     assert not detect({}).distributed
 
 
+@pytest.mark.parametrize("launcher", [{"RANK": "0", "WORLD_SIZE": "2"}, {"SLURM_PROCID": "0", "SLURM_NTASKS": "2",
+                                                                         "SLURM_JOB_NODELIST": "localhost"}, {}])
+@pytest.mark.parametrize("port", ["99999", "abc", "0"])
+def test_a_master_port_that_is_no_port_is_named_in_one_line(launcher, port):
+    with pytest.raises(RendezvousError, match=rf"environment variable MASTER_PORT='{port}' is invalid: it must be an "
+                                              r"integer in \[1, 65535\]"):
+        detect({**launcher, "MASTER_PORT": port})
+    with pytest.raises(RendezvousError, match=r"environment variable WORLD_SIZE='two' is invalid: it must be an "
+                                              r"integer >= 1"):
+        detect({"RANK": "0", "WORLD_SIZE": "two"})
+    assert detect({"MASTER_PORT": "12345"}).master_port == 12345  # a single process's group of one uses it
+
+
+def test_a_run_with_a_bad_master_port_is_refused_before_it_writes(tmp_path, monkeypatch):
+    from pdiff.pipeline.run import run_pipeline
+    monkeypatch.setenv("MASTER_PORT", "abc")
+    with pytest.raises(RendezvousError, match="MASTER_PORT='abc'"):
+        run_pipeline(compose_config(["experiment=smoke", f"paths.output_dir={tmp_path / 'run'}"]))
+    assert not (tmp_path / "run").exists()
+
+
 def _slurm_task(job_id: int, rank: int, tasks: int = 4) -> dict[str, str]:
     return {"SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank % 2), "SLURM_NTASKS": str(tasks),
             "SLURM_JOB_ID": str(job_id), "SLURM_JOB_NODELIST": "localhost"}

@@ -62,6 +62,26 @@ def test_batched_evaluation_matches_naive(build, layers, shape, batched):
     assert torch.equal(read_vector(model, spec), base)  # the base network is left untouched
 
 
+@pytest.mark.parametrize("build, layers, shape", [
+    (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32)),
+    (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (1, 8, 8)),
+])
+def test_batched_evaluation_runs_under_bf16_autocast(build, layers, shape):
+    """task.precision=bf16 sets autocast around evaluation; vmapped BatchNorm once refused bf16 inputs with float32
+    statistics (`expected scalar type BFloat16 but found Float`) after collection and training had run."""
+    torch.manual_seed(0)
+    model = build().eval()
+    spec = select_parameters(model, layers)
+    base = read_vector(model, spec)
+    vectors = base + 0.1 * base.abs().mean() * torch.randn(5, spec.dim)
+    x = torch.randn(24, *shape)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        evaluator = ParameterEvaluator(model, spec, x, max_chunk=2, batched=True, batch_size=10)
+        predicted = evaluator.predictions(vectors)
+    agree = (predicted == _naive_predictions(model, spec, vectors, x)).float().mean()
+    assert predicted.shape == (5, 24) and agree >= 0.9  # the head ran in bf16: near ties may round apart
+
+
 @pytest.mark.parametrize("build, layers, shape, recalibrated", [
     (lambda: digits_cnn((1, 8, 8), 10, 4), ["*"], (1, 8, 8), {"bn1", "bn2", "bn3", "bn4"}),
     (lambda: mlp_bn((6,), 4, [16, 16]), ["bn2"], (6,), {"bn2"}),  # bn1 is in the frozen head: its own statistics

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from pdiff.config import BaselinesConfig
 from pdiff.evaluation import report as report_module
 from pdiff.evaluation.costs import cost_per_model
+from pdiff.evaluation.intervals import bootstrap_accuracies
 from pdiff.evaluation.keep_best import keep_best
 from pdiff.evaluation.memorization import FRONTIERS, point_baselines
 from pdiff.evaluation.report import (
@@ -115,7 +116,7 @@ def run_report(tmp_path):
     report["cost"] = cost_per_model({"train_ae": 1.0, "generate": 0.5}, 3, 12, 10)
     report["memorization"], report["n_test"] = table, 40
     report["verdict"] = compute_verdict(table, resampled, points, 0.95)
-    report["zoo_check"] = zoo_check(report)
+    report["zoo_check"] = zoo_check(report, resampled, [0.05, 0.15, 0.3])
     per_model = {f"max_iou:{name}": torch.full((len(acc),), 0.9) for name, acc in accuracies.items()}
     return report, accuracies, per_model
 
@@ -142,18 +143,47 @@ def test_write_report_draws_the_phases_it_is_given(tmp_path, run_report, figures
         write_report(tmp_path, report, accuracies, per_model, 40, vectors, [])  # the design's phases are required
 
 
-def _checked(std: float, iou: float | None, low: float, high: float) -> dict:
-    report = {"original": {"std": std}, "memorization": {"originals": {"pairwise_iou_within": iou}},
-              "verdict": {"noise": {"low": low, "high": high}}}
-    return zoo_check(report)
+SCALES = [0.01, 0.1, 0.3]
+
+
+def _zoo_and_test_set(generated_acc: float, generated_similarity: float, matched: float, test_samples: int = 20000,
+                      std: float = 0.3, iou: float | None = 0.85, correlated: bool = True) -> tuple[dict, dict]:
+    """A report's inputs to zoo_check for one zoo and test set and the generated models given: (report, resampled).
+    `correlated` noise models err where the originals err (a paired comparison resolves small margins)."""
+    torch.manual_seed(0)
+    easy = torch.rand(test_samples) > 0.2  # every model is right on these, unless its own flips say otherwise
+    originals = easy ^ (torch.rand(12, test_samples) < 0.02)
+    noise = {f"{prefix}{scale:g}": (originals[:4] if correlated else easy) ^ (torch.rand(4, test_samples) < scale / 10)
+             for prefix in FRONTIERS.values() for scale in SCALES}
+    torch.manual_seed(int(generated_acc * 100))  # the generated models and the matched scale differ per design
+    extra = {"generated": easy ^ (torch.rand(10, test_samples) < 0.03),
+             f"noise_matched_{matched:.3g}": originals[:4] ^ (torch.rand(4, test_samples) < matched / 10)}
+    resampled = bootstrap_accuracies({"originals": originals, **noise, **extra}, 1000, seed=0)
+    table = {"originals": {**_row(80.0, 0.9), "pairwise_iou_within": iou}, "generated": _row(generated_acc,
+                                                                                              generated_similarity)}
+    table.update({name: _row(float(resampled[name].mean()), 1.0 - float(name.split("_")[-1]))
+                  for name in [*noise, *extra] if name != "generated"})
+    report = {"original": {"std": std}, "memorization": table, "verdict": compute_verdict(table, resampled, (), 0.95)}
+    return report, resampled
+
+
+def test_whether_a_zoo_discriminates_does_not_depend_on_the_generator():
+    """The same zoo and test set, two designs (their own accuracy, similarity and matched noise scale): one answer,
+    although the noise family's interval differs between them."""
+    first, second = _zoo_and_test_set(80.5, 0.95, 0.05), _zoo_and_test_set(79.0, 0.75, 0.5)
+    assert first[0]["verdict"]["noise"]["low"] != second[0]["verdict"]["noise"]["low"]
+    assert zoo_check(*first, SCALES) == zoo_check(*second, SCALES)
 
 
 def test_a_zoo_discriminates_only_with_a_spread_the_test_set_resolves_and_errors_that_differ():
-    default_run = _checked(0.3166, 0.8452, 0.18, 0.4991)  # make run's zoo (mnist1d_mlp, 16,000 test signals)
-    assert default_run == {"accuracy_std": 0.3166, "error_iou": 0.8452, "resolution": 0.1595, "discriminates": True}
-    assert not _checked(0.0, 1.0, -0.0, 0.0)["discriminates"]  # one model copied K times (digits_cnn's zoo)
-    assert not _checked(0.3, 0.8, -0.6, 0.36)["discriminates"]  # a test set of 1,000: margins of 0.48 unresolved
-    assert not _checked(0.5, 0.995, -0.1, 0.1)["discriminates"]  # spread, but every original errs alike
+    check = zoo_check(*_zoo_and_test_set(80.5, 0.95, 0.05), SCALES)
+    assert check["discriminates"] and 0.0 < check["resolution"] < 0.3
+    copies = zoo_check(*_zoo_and_test_set(80.5, 0.95, 0.05, std=0.0, iou=1.0), SCALES)
+    assert not copies["discriminates"]  # one model copied K times (digits_cnn's zoo)
+    small = zoo_check(*_zoo_and_test_set(80.5, 0.95, 0.05, test_samples=1000, correlated=False), SCALES)
+    assert not small["discriminates"] and small["resolution"] > 0.3  # a small test set: the spread is unresolved
+    same = zoo_check(*_zoo_and_test_set(80.5, 0.95, 0.05, std=0.5, iou=0.995), SCALES)
+    assert not same["discriminates"]  # spread, but every original errs alike
 
 
 def test_a_report_of_a_zoo_that_cannot_discriminate_opens_with_why_and_names_the_knobs(run_report):

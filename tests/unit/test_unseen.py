@@ -156,16 +156,58 @@ def test_fine_tuning_matches_the_flops_of_generating_one_model():
     assert matched_finetune_steps(1.0, task_params=100, batch_size=10) == 1
 
 
+def _a_training_task() -> str:
+    """generate.task=[...] naming a task experiment=unseen_subsets's zoo trains on."""
+    train = FAMILY.split(compose_config(["experiment=unseen_subsets"]).task.family).train
+    return f"generate.task=[{','.join(map(str, FAMILY.classes_of(train[0])))}]"
+
+
+# The design is checked before the one-task checks (guidance, average_of), and the family's counts before task.param.k
+# that follows from them: each refusal names what to change.
 @pytest.mark.parametrize("overrides, message", [
-    (["generator=flow", "generator.condition=false", "generate.guidance=1.0"],
-     "generator.design='flow' (generator.condition=False) cannot generate for a task"),
+    (["generator=flow"], "generator.design='flow' (generator.condition=False) cannot generate for a task"),
+    (["generator=latent"], "generator.design='latent' (generator.condition=None) cannot generate for a task"),
+    (["generator=token"], "generator.design='token' (generator.condition=None) cannot generate for a task"),
+    (["task.family.seeds=0"], "task.family.seeds=0 is invalid: must be >= 1"),
+    (["task.family.train_tasks=12", "task.family.k_nearest=1000"],
+     "task.family.k_nearest=1000 is invalid: must be <= task.family.train_tasks=12"),
     (["stage=generate", "generate.task=[3,10]"],
      "generate.task=[3.0, 10.0] is invalid: list the classes of a non-empty proper subset of the 10 classes"),
+    (["stage=generate", "generate.task=[0,0]"], "generate.task=[0.0, 0.0] is invalid: it names class(es) [0] more "
+                                                "than once"),
+    (["stage=evaluate", _a_training_task()], "is not one of the split's held-out tasks: the evaluate stage scores "
+                                             "held-out tasks only"),
 ])
 def test_a_run_on_many_tasks_is_refused_before_any_work(overrides, message, tmp_path):
     from pdiff.pipeline.run import run_pipeline
     cfg = compose_config(["experiment=unseen_subsets", *overrides, f"paths.output_dir={tmp_path / 'run'}"])
     with pytest.raises(ConfigError) as error:
         run_pipeline(cfg)
-    assert message in str(error.value)
-    assert not (tmp_path / "run" / "zoo").exists()
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_small_family_zoo_is_not_held_to_the_one_task_evaluation(tmp_path):
+    """evaluate.baselines.average_of=16 (the one-task evaluation's) is more than this zoo's K=8; never read here."""
+    from pdiff.config import Stage
+    from pdiff.pipeline.run import preflight
+    cfg = compose_config(["experiment=unseen_subsets", "task.family.train_tasks=4", "task.family.held_out=2",
+                          "task.family.checkpoints=2", "task.family.k_nearest=3", "task.collect.runs=2",
+                          f"paths.output_dir={tmp_path / 'run'}"])
+    assert cfg.task.param.k == 8 and cfg.evaluate.baselines.average_of == 16
+    preflight(cfg, [Stage.collect, Stage.train, Stage.generate, Stage.evaluate])
+
+
+def test_evaluation_scores_only_held_out_tasks_and_says_so_before_eval_is_touched(tmp_path):
+    from pdiff.pipeline.task_evaluate import scored_tasks
+    assert scored_tasks([5, 9, 12], [9, 9, 5, 5], tmp_path) == [5, 9]  # the split's order
+    with pytest.raises(ConfigError, match=r"holds models for task\(s\) \[3\], which the zoo did not hold out"):
+        scored_tasks([5, 9], [9, 9, 3, 3], tmp_path)
+
+
+def test_one_task_without_controls_is_summarized_as_ties_without_random_descriptor():
+    row = {"generated_mean": 80.0, "baselines": {REFERENCE: 85.0, **{name: 70.0 for name in BASELINES
+                                                                      if name != "random_descriptor"}}}
+    summary = summarize([row], seed=0)
+    assert set(summary) == {REFERENCE, *BASELINES} - {"random_descriptor"}
+    assert {entry["status"] for entry in summary.values()} == {"ties"} and summary["nearest"]["margin"] == 10.0
