@@ -62,7 +62,10 @@ class ParameterEvaluator:
         """[M, n_test, classes] logits of M models at once, in float32 whatever autocast the caller set (bf16 under
         task.precision=bf16): vmap's batch-norm rule needs its input and running statistics in one dtype, and
         statistics cast to bf16 would lose digits."""
-        with torch.autocast(self.features.device.type, enabled=False):
+        device_type = self.features.device.type
+        if not torch.amp.is_autocast_available(device_type):  # no autocast to turn off (the meta device)
+            return vmap(self._logits)(batched)
+        with torch.autocast(device_type, enabled=False):
             return vmap(self._logits)(batched)
 
     @torch.no_grad()
