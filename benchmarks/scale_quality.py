@@ -25,6 +25,8 @@ from pathlib import Path
 
 from table_output import emit
 
+from pdiff.pipeline.output_dir import mark_made_by_pdiff
+
 REPO = Path(__file__).resolve().parents[1]
 RUNGS = {"1e4": "mnist1d_full", "1e5": "mnist1d_mlp_1e5", "1e6": "mnist1d_mlp_1e6"}
 # the token design as docs/large_models.md runs it on whole networks: the best quarter of the zoo, 32 code components
@@ -83,6 +85,7 @@ def linked_copy(zoo_run: Path, folder: Path) -> None:
     """The collected zoo into a design's folder as hard links (later stages never write into zoo/), with the
     collection's timings so that the report counts them."""
     if not (folder / "zoo").is_dir():
+        mark_made_by_pdiff(folder)
         shutil.copytree(zoo_run / "zoo", folder / "zoo", copy_function=os.link)
     timings = json.loads((zoo_run / "timings.json").read_text())
     (folder / "timings.json").write_text(json.dumps({k: v for k, v in timings.items() if k.startswith("collect")}))

@@ -32,16 +32,18 @@ RECORD_KEY = "inputs"  # the key of a stage's last file (RECORD_FILES) that repe
 RECORD_FILES = ("zoo.json", "generator.json", "generated.json")  # ZOO_META, GENERATOR_META, GENERATED_META
 
 
+# Recorded with each stage's own value, never a reason to refuse or redo a folder: `threads` sets the order of the
+# CPU's floating-point reductions, so each stage's outputs depend on the count it ran with (its inputs.json says
+# which), yet a zoo collected on 1 thread is the same zoo to a generator trained on 4.
+PROVENANCE_KEYS = ("threads",)
 FAMILY_EVALUATION_KEYS = ("eval_split", "k_nearest")  # task.family settings only the evaluate stage reads
 EVALUATION_DATA_KEYS = (*TEST_SPLIT_KEYS, "eval_batch_size")  # data.* settings only the evaluate stage reads
 
 
 def stage_groups(cfg: DictConfig) -> dict[Stage, tuple[str, ...]]:
     """The config groups each stage's own outputs depend on (train: the generator node + what its design reads).
-    The settings of `data` only evaluation reads belong to evaluate alone (own_inputs). `threads` sets the order
-    of every floating-point reduction on the CPU, so a zoo (and all that follows from it) depends on it as on
-    `seed`."""
-    return {Stage.collect: ("task", "data", "seed", "threads"),
+    The settings of `data` only evaluation reads belong to evaluate alone (own_inputs)."""
+    return {Stage.collect: ("task", "data", "seed"),
             Stage.train: ("generator", *design_of(cfg).reads),
             Stage.generate: ("generate", "sampler"),
             Stage.evaluate: ("evaluate",)}
@@ -67,7 +69,7 @@ def own_inputs(cfg: DictConfig, stage: Stage, full: dict) -> dict:
     evaluation reads, with the training arrays' digest; for evaluate, those settings and the test arrays' digest (a
     new test set re-evaluates without touching zoo/, generator/ or generated/); task.family's scoring settings are
     evaluate's too."""
-    own = {key: full[key] for key in stage_groups(cfg)[stage]}
+    own = {key: full[key] for key in (*stage_groups(cfg)[stage], *PROVENANCE_KEYS)}  # later stages' win in the merge
     data = copy.deepcopy(full["data"])
     evaluation = {key: _pop(data, key) for key in EVALUATION_DATA_KEYS}
     if stage is Stage.collect:
@@ -142,9 +144,9 @@ def changed_inputs(directory: Path, inputs: dict) -> list[str]:
 
 
 def inputs_diff(old: dict, new: dict) -> list[str]:
-    """'key: old -> new' for each config key that differs; only the design when it differs."""
+    """'key: old -> new' for each config key that differs (PROVENANCE_KEYS aside); only the design when it differs."""
     old, new = _flat(old), _flat(new)
-    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in PROVENANCE_KEYS)
     changed = [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys]
     return [line for line in changed if line.startswith(f"{DESIGN_KEY}:")] or changed
 

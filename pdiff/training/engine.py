@@ -225,7 +225,13 @@ class DeepSpeedEngine(Engine):
         if device.type == "cpu":
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         import deepspeed
+        import deepspeed.ops
 
+        # DeepSpeed's communication start compiles its shared-memory all-reduce (a C++ op, built at first use into
+        # ~/.cache/torch_extensions), which only inference_all_reduce uses, never training. Marked incompatible it
+        # is not built: no compiler run, nothing cached in $HOME, and no build that fails where the checkout's path
+        # holds a space (torch's ninja files leave paths unquoted).
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
         self.config = deepspeed_config(trainer_cfg, optim_cfg, micro_batch, world_size, on_gpu=device.type == "cuda")
         self.engine, self.optimizer, _, self.schedule = deepspeed.initialize(

@@ -110,7 +110,8 @@ def test_killed_two_rank_training_resumes_where_the_uninterrupted_run_ends(zoo_r
 
 def test_deepspeed_launcher_and_a_single_zero3_process_match_plain(zoo_run, plain_train_run, tmp_path):
     launcher = copy_zoo(zoo_run, tmp_path / "launcher")
-    ok(subprocess.run([str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2",
+    # the launcher script run by the interpreter: its shebang cannot hold a path with a space (a clone in one)
+    ok(subprocess.run([sys.executable, str(Path(sys.executable).parent / "deepspeed"), "--num_accelerators", "2",
                         str(REPO / "launch" / "sweep.py"), "stage=train", "trainer=deepspeed", "trainer.zero_stage=1",
                         *TRAIN, f"paths.output_dir={launcher}"],
                        capture_output=True, text=True, timeout=600, env=_env(), cwd=REPO))

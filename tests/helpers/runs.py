@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pdiff import atomic
+from pdiff.pipeline.output_dir import mark_made_by_pdiff
 from pdiff.zoo.store import ParamZoo, run_path
 from tests.helpers.configs import REPO
 
@@ -53,6 +54,7 @@ def copy_run(run: FinishedRun, dest: Path, parts: tuple[str, ...] | None = None)
         shutil.copytree(run.out, dest, symlinks=True)
         return dest
     dest.mkdir(parents=True)
+    mark_made_by_pdiff(dest)  # what a run writes first: the copy is pdiff's folder like the run's own
     for part in parts:
         source = run.out / part
         if source.is_dir():

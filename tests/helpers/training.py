@@ -8,6 +8,8 @@ from pathlib import Path
 
 from safetensors.torch import load_file
 
+from pdiff.pipeline.output_dir import mark_made_by_pdiff
+
 TRAIN = ("experiment=smoke", "task=digits_cnn",
          "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",
          "diffusion.cadence.save_every=50")
@@ -15,8 +17,9 @@ WEIGHTS = ("autoencoder.safetensors", "denoiser.safetensors", "denoiser_ema.safe
 
 
 def copy_zoo(zoo_run: Path, dest: Path) -> Path:
-    """A new run folder `dest` holding only `zoo_run`'s collected zoo (what stage=train reads)."""
+    """A new run folder `dest` holding only `zoo_run`'s collected zoo (what stage=train reads), marked as pdiff's."""
     dest.mkdir(parents=True)
+    mark_made_by_pdiff(dest)
     shutil.copytree(zoo_run / "zoo", dest / "zoo")
     shutil.copy(zoo_run / "timings.json", dest / "timings.json")
     return dest

@@ -23,7 +23,7 @@ from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
 from pdiff.pipeline.run import check_zoo_size, preflight, run_pipeline, usable_threads
-from pdiff.pipeline.stage_dirs import SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
+from pdiff.pipeline.stage_dirs import INPUTS_FILE, SUPERSEDED_DIR, changed_inputs, claim_stage_dir, stage_inputs
 from pdiff.pipeline.stages import check_runs_belong, warn_outside_zoo
 from pdiff.pipeline.unread import note_unread_overrides, unread_overrides
 from pdiff.tracking import RUN_ID_FILE, Tracker, _wandb_run_id
@@ -340,12 +340,16 @@ def test_collection_inputs_digest_only_the_training_arrays_of_an_npz(tmp_path, m
     assert stage_inputs(cfg, Stage.evaluate)["test_data"]["sha256"] is not None and read == ["train", "test"]
 
 
-def test_the_thread_count_is_an_input_of_every_stage(tmp_path):
-    """threads=1 and threads=2 make different base models and zoos: a folder records which it was made with."""
+def test_each_stage_records_the_thread_count_it_ran_with_and_a_finished_zoo_serves_any(tmp_path):
+    """threads=1 and threads=2 make different base models and zoos: each stage folder records the count it was
+    made with; a later stage on another count still reads the zoo (its own folder records its own count)."""
     one, two = (compose_config(["experiment=smoke", f"threads={n}", f"paths.output_dir={tmp_path}"]) for n in (1, 2))
     assert all(stage_inputs(one, stage)["threads"] == 1 for stage in Stage if stage is not Stage.all)
-    claim_stage_dir(tmp_path, stage_inputs(one, Stage.collect), keep_on_change=True)
-    assert changed_inputs(tmp_path, stage_inputs(two, Stage.collect)) == ["threads: 1 -> 2"]
+    claim_stage_dir(tmp_path / "zoo", stage_inputs(one, Stage.collect), keep_on_change=True)
+    claim_stage_dir(tmp_path / "generator", stage_inputs(two, Stage.train), keep_on_change=True)
+    assert changed_inputs(tmp_path / "zoo", stage_inputs(two, Stage.collect)) == []
+    assert [atomic.read_checked_json(tmp_path / part / INPUTS_FILE)["threads"] for part in ("zoo", "generator")] == [
+        1, 2]
 
 
 def test_data_settings_collection_never_reads_leave_a_finished_zoo_alone(tmp_path):
