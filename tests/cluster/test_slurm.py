@@ -19,6 +19,7 @@ from pdiff import atomic
 from pdiff.cluster.chain import submit_pipeline
 from pdiff.config import Stage
 from pdiff.errors import ConfigError
+from pdiff.pipeline.output_dir import mark_made_by_pdiff
 from pdiff.pipeline.run import run_pipeline
 from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
 from pdiff.zoo.store import run_path
@@ -125,7 +126,8 @@ def test_killed_and_time_limited_collection_tasks_resume_to_the_uninterrupted_ch
 def test_a_failing_task_stops_the_chain_and_is_reported(tmp_path):
     out = tmp_path / "run"
     args = [*SMALL, "task.collect.runs=2", f"paths.output_dir={out}"]
-    (out / "zoo").mkdir(parents=True)
+    mark_made_by_pdiff(out)  # a folder of pdiff's whose zoo/ holds a damaged base model
+    (out / "zoo").mkdir()
     claim_stage_dir(out / "zoo", stage_inputs(compose_config(args), Stage.collect), keep_on_change=True)
     (out / "zoo" / "base_model.safetensors").write_bytes(b"not a safetensors file")
     result = submit([*args, "--wait"])
