@@ -25,7 +25,7 @@ test: setup
 	bash slurm/local-cluster.sh up
 	bash slurm/two-hosts.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks
-	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) \
+	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --durations=15 \
 	  --dist loadfile $(ARGS); \
 	  status=$$?; bash slurm/two-hosts.sh stop; exit $$status
 

@@ -20,10 +20,11 @@ from tests.helpers.training import TRAIN, copy_zoo
 def _private_home() -> Path | None:
     """A $HOME of this test run's own, made by the first pytest process and inherited by its xdist workers and every
     subprocess and SLURM job they start: nothing a user's home or settings hold (W&B or matplotlib settings, pdiff's
-    MNIST-1D cache, XDG folders) reaches a test. Returns the folder when this process made it (it removes it)."""
+    MNIST-1D cache, XDG folders) reaches a test. It lies in /var/tmp, which every test host sees (their /tmp is
+    their own), as a cluster's nodes share $HOME. Returns the folder when this process made it (it removes it)."""
     if "PDIFF_TEST_HOME" in os.environ:
         return None
-    home = Path(tempfile.mkdtemp(prefix="pdiff-test-home-"))
+    home = Path(tempfile.mkdtemp(prefix="pdiff-test-home-", dir="/var/tmp"))
     for variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "MPLCONFIGDIR", "WANDB_DIR",
                      "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "SLURM_CONF"):
         os.environ.pop(variable, None)

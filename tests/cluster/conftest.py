@@ -18,6 +18,14 @@ def _cluster_problem() -> str | None:
     return None
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the test item (`item.rep_call`), for fixtures that keep a failed test's files."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
 @pytest.fixture(autouse=True)
 def slurm_cluster():
     problem = _cluster_problem()

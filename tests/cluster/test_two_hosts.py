@@ -59,10 +59,15 @@ def shared_dir() -> Path:
 
 
 @pytest.fixture
-def shared():
+def shared(request):
+    """A folder every host sees; kept after a failed test, with its jobs' logs, and named."""
     path = shared_dir()
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"the failed test's shared folder (job logs) is kept: {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
