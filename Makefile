@@ -24,14 +24,14 @@ benchmark: setup
 test: setup
 	bash slurm/local-cluster.sh up
 	bash slurm/two-hosts.sh up
-	$(BIN)/ruff check pdiff launch tests benchmarks
+	$(BIN)/ruff check pdiff launch tests benchmarks && $(BIN)/ruff format --check pdiff launch tests benchmarks
 	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --durations=15 \
 	  --dist loadfile $(ARGS); \
 	  status=$$?; bash slurm/two-hosts.sh stop; exit $$status
 
 # The unit tier alone (a few minutes): no root, no SLURM cluster, no pipeline or benchmark subprocess.
 test-fast: setup
-	$(BIN)/ruff check pdiff launch tests benchmarks
+	$(BIN)/ruff check pdiff launch tests benchmarks && $(BIN)/ruff format --check pdiff launch tests benchmarks
 	$(BIN)/python -m pytest tests/unit -m "not slow" $(ARGS)
 
 setup: $(VENV)/.installed
@@ -42,7 +42,7 @@ $(VENV)/.installed: pyproject.toml
 	VENV=$(VENV) bash scripts/setup-venv.sh $(PYTHON)
 
 lint: setup
-	$(BIN)/ruff check pdiff launch tests benchmarks
+	$(BIN)/ruff check pdiff launch tests benchmarks && $(BIN)/ruff format --check pdiff launch tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/pipeline.py --out benchmarks/results/pipeline.json task=mnist1d_mlp

@@ -28,8 +28,13 @@ ENV = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
 
 def _run(script: str, args: list[str]) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(REPO / "launch" / script), *args], env=ENV, cwd=REPO,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "launch" / script), *args],
+        env=ENV,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         sys.exit(f"{script} {' '.join(args)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
     return time.perf_counter() - started
@@ -42,11 +47,18 @@ def _queue_empty() -> None:
 
 def _collection_wall(root: Path, runs: int, k: int, overrides: list[str]) -> float:
     out = root / f"collect_{runs}"
-    args = [*overrides, f"task.param.k={k}", f"task.collect.runs={runs}", "threads=1", "cluster.cpus_per_task=1",
-            f"paths.output_dir={out}"]
+    args = [
+        *overrides,
+        f"task.param.k={k}",
+        f"task.collect.runs={runs}",
+        "threads=1",
+        "cluster.cpus_per_task=1",
+        f"paths.output_dir={out}",
+    ]
     _queue_empty()
     _run("submit.py", args)
-    # Only the collection is timed: the rest of the chain is cancelled while it waits on its dependency.
+    # Only the collection is timed: the rest of the chain is cancelled while it waits on its
+    # dependency.
     for name in ("pdiff-train", "pdiff-report"):
         subprocess.run(["scancel", f"--name={name}"], check=False)
     run_files = [run_path(out / "zoo", index, runs) for index in range(runs)]
@@ -57,22 +69,44 @@ def _collection_wall(root: Path, runs: int, k: int, overrides: list[str]) -> flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--collect-k", type=int, default=1000, help="checkpoints in the collection comparison")
+    parser.add_argument(
+        "--collect-k", type=int, default=1000, help="checkpoints in the collection comparison"
+    )
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="pdiff-cluster-bench-"))
     in_process = _run("sweep.py", [*args.overrides, f"paths.output_dir={root / 'in_process'}"])
-    chain = _run("submit.py", [*args.overrides, "cluster.cpus_per_task=2", f"paths.output_dir={root / 'chain'}",
-                               "--wait"])
+    chain = _run(
+        "submit.py",
+        [
+            *args.overrides,
+            "cluster.cpus_per_task=2",
+            f"paths.output_dir={root / 'chain'}",
+            "--wait",
+        ],
+    )
     one, two = (_collection_wall(root, runs, args.collect_k, args.overrides) for runs in (1, 2))
-    result = {"in_process_s": round(in_process, 2), "slurm_chain_s": round(chain, 2),
-              "cluster_overhead_s": round(chain - in_process, 2), "chain_over_in_process": round(chain / in_process, 3),
-              "collect_1_task_s": round(one, 2), "collect_2_tasks_s": round(two, 2),
-              "collect_speedup_2_tasks": round(one / two, 3), "collect_k": args.collect_k,
-              "overrides": args.overrides, "folder": str(root)}
-    rows = [[key, value] for key, value in result.items() if key not in ("overrides", "folder", "collect_k")]
+    result = {
+        "in_process_s": round(in_process, 2),
+        "slurm_chain_s": round(chain, 2),
+        "cluster_overhead_s": round(chain - in_process, 2),
+        "chain_over_in_process": round(chain / in_process, 3),
+        "collect_1_task_s": round(one, 2),
+        "collect_2_tasks_s": round(two, 2),
+        "collect_speedup_2_tasks": round(one / two, 3),
+        "collect_k": args.collect_k,
+        "overrides": args.overrides,
+        "folder": str(root),
+    }
+    rows = [
+        [key, value]
+        for key, value in result.items()
+        if key not in ("overrides", "folder", "collect_k")
+    ]
     emit("pdiff on SLURM", ["measure", "value"], rows, result, args.out)
 
 

@@ -1,4 +1,5 @@
-"""Training speed of each autoencoder variant and of the latent denoiser on its latent, on this machine.
+"""Training speed of each autoencoder variant and of the latent denoiser on its latent, on this
+machine.
 
     python benchmarks/generators.py --out FILE.json [--dims 128 2048] [--steps 20]
 
@@ -40,7 +41,9 @@ def steps_per_second(model: torch.nn.Module, loss_of, batch: torch.Tensor, steps
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--dims", type=int, nargs="+", default=[128, 2048])
     parser.add_argument("--steps", type=int, default=20)
@@ -51,23 +54,46 @@ def main() -> None:
     rows = []
     for variant in VARIANTS:
         with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-            cfg = compose(config_name="config", overrides=["task=digits_cnn", f"ae={variant}",
-                                                               "paths.output_dir=unused"])
+            cfg = compose(
+                config_name="config",
+                overrides=["task=digits_cnn", f"ae={variant}", "paths.output_dir=unused"],
+            )
         for dim in args.dims:
             torch.manual_seed(0)
             autoencoder = build_autoencoder(cfg.ae, dim).train()
             zoo = torch.randn(args.k, dim)
             denoiser = build_denoiser(cfg.denoiser, autoencoder.latent_shape[0])
             latents = torch.randn(args.k, *autoencoder.latent_shape)
-            rows.append({
-                "ae": variant, "dim": dim, "latent_shape": list(autoencoder.latent_shape),
-                "ae_params": sum(p.numel() for p in autoencoder.parameters()),
-                "ae_steps_per_s": round(steps_per_second(
-                    autoencoder, partial(reconstruction_loss, autoencoder), zoo, args.steps), 2),
-                "denoiser_steps_per_s": round(steps_per_second(
-                    denoiser, partial(diffusion.training_losses, denoiser), latents, args.steps), 2)})
-    emit(f"generator training speed, full batch K={args.k}, {torch.get_num_threads()} threads", list(rows[0]),
-         [list(row.values()) for row in rows], {"k": args.k, "steps": args.steps, "rows": rows}, args.out)
+            rows.append(
+                {
+                    "ae": variant,
+                    "dim": dim,
+                    "latent_shape": list(autoencoder.latent_shape),
+                    "ae_params": sum(p.numel() for p in autoencoder.parameters()),
+                    "ae_steps_per_s": round(
+                        steps_per_second(
+                            autoencoder, partial(reconstruction_loss, autoencoder), zoo, args.steps
+                        ),
+                        2,
+                    ),
+                    "denoiser_steps_per_s": round(
+                        steps_per_second(
+                            denoiser,
+                            partial(diffusion.training_losses, denoiser),
+                            latents,
+                            args.steps,
+                        ),
+                        2,
+                    ),
+                }
+            )
+    emit(
+        f"generator training speed, full batch K={args.k}, {torch.get_num_threads()} threads",
+        list(rows[0]),
+        [list(row.values()) for row in rows],
+        {"k": args.k, "steps": args.steps, "rows": rows},
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -1,19 +1,22 @@
-"""p-diff's reference job on one device: ResNet-18 CIFAR throughput, collection, evaluation, generator, sampling.
+"""p-diff's reference job on one device: ResNet-18 CIFAR throughput, collection, evaluation,
+generator, sampling.
 
     python benchmarks/gpu.py --out FILE.json [--device auto|cpu|cuda] [--models N] [--images N]
 
-Everything runs through pdiff's own code on synthetic CIFAR-shaped data (the real data cannot be fetched
-here), with pdiff's device settings (TF32, cudnn autotuning, channels-last, bf16 autocast):
-- base training images/s (fp32 and bf16) and its model FLOP utilisation (FLOPs counted by torch on one
-  step; peak: --peak-tflops, 790 for an H200 in bf16, unknown on a CPU);
+Everything runs through pdiff's own code on synthetic CIFAR-shaped data (the real data cannot be
+fetched here), with pdiff's device settings (TF32, cudnn autotuning, channels-last, bf16 autocast):
+- base training images/s (fp32 and bf16) and its model FLOP utilisation (FLOPs counted by torch on
+  one step; peak: --peak-tflops, 790 for an H200 in bf16, unknown on a CPU);
 - one collection checkpoint (an epoch of 50,000 augmented images, layer4.1.bn1/bn2 trained);
-- evaluation of N generated BN subsets on the test images: naive (each model whole) vs pdiff (head once,
-  then the tail, vmapped), with the count of differing predictions;
-- autoencoder and denoiser steps/s (the default latent design at D=2,048) and sampling N models (DDPM, DDIM);
-- the projected wall time of the reference job: 30 base epochs + 200 collection epochs + the generator's
-  default steps + sampling + evaluating 200 models on 10,000 images. On a GPU the goal is under an hour.
-On a CPU the defaults shrink (--models 8, --images 500, fewer steps) so it ends in minutes: every row says
-what it measured, and the projection scales the measured rates.
+- evaluation of N generated BN subsets on the test images: naive (each model whole) vs pdiff (head
+  once, then the tail, vmapped), with the count of differing predictions;
+- autoencoder and denoiser steps/s (the default latent design at D=2,048) and sampling N models
+  (DDPM, DDIM);
+- the projected wall time of the reference job: 30 base epochs + 200 collection epochs + the
+  generator's default steps + sampling + evaluating 200 models on 10,000 images. On a GPU the goal
+  is under an hour.
+On a CPU the defaults shrink (--models 8, --images 500, fewer steps) so it ends in minutes: every
+row says what it measured, and the projection scales the measured rates.
 """
 
 from __future__ import annotations
@@ -57,12 +60,16 @@ def timed(device: torch.device, work, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def base_training(device, precision: str, batch: int, steps: int, peak_tflops: float | None) -> dict:
+def base_training(
+    device, precision: str, batch: int, steps: int, peak_tflops: float | None
+) -> dict:
     torch.manual_seed(0)
     x = torch.randn(batch * 4, 3, 32, 32, device=device)
     x = x.to(memory_format=memory_format(device, x))
     y = torch.randint(0, 100, (batch * 4,), device=device)
-    model = resnet18_cifar((3, 32, 32), 100).to(device, memory_format=memory_format(device, x)).train()
+    model = (
+        resnet18_cifar((3, 32, 32), 100).to(device, memory_format=memory_format(device, x)).train()
+    )
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     augment = Augmentation(rotate_degrees=15.0)
     counter = iter(range(10**9))
@@ -70,10 +77,14 @@ def base_training(device, precision: str, batch: int, steps: int, peak_tflops: f
     def step():
         with autocast(device, precision):
             sgd_step(model, optimizer, *training_batch(x, y, next(counter), batch, 0, augment))
+
     with FlopCounterMode(display=False) as flops:
         step()
     seconds = timed(device, step, steps)
-    row = {"images_per_s": round(batch / seconds, 1), "flop_per_image": flops.get_total_flops() / batch}
+    row = {
+        "images_per_s": round(batch / seconds, 1),
+        "flop_per_image": flops.get_total_flops() / batch,
+    }
     achieved = row["flop_per_image"] * row["images_per_s"]
     row["mfu"] = round(achieved / (peak_tflops * 1e12), 4) if peak_tflops else None
     row["tflops"] = round(achieved / 1e12, 2)
@@ -85,16 +96,23 @@ def collection_checkpoint(device, batch: int, steps: int) -> dict:
     torch.manual_seed(0)
     x = torch.randn(batch * 4, 3, 32, 32, device=device)
     y = torch.randint(0, 100, (batch * 4,), device=device)
-    model = resnet18_cifar((3, 32, 32), 100).to(device, memory_format=memory_format(device, x)).eval()
+    model = (
+        resnet18_cifar((3, 32, 32), 100).to(device, memory_format=memory_format(device, x)).eval()
+    )
     spec = select_parameters(model, LAYERS)
     for name, param in model.named_parameters():
         param.requires_grad_(name in spec.names)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9
+    )
     counter = iter(range(10**9))
 
     def step():
         with autocast(device, "bf16"):
-            sgd_step(model, optimizer, *training_batch(x, y, next(counter), batch, 0, Augmentation(15.0)))
+            sgd_step(
+                model, optimizer, *training_batch(x, y, next(counter), batch, 0, Augmentation(15.0))
+            )
+
     seconds = timed(device, step, steps) * (TRAIN_IMAGES // batch)
     return {"seconds_per_checkpoint": round(seconds, 2)}
 
@@ -116,6 +134,7 @@ def evaluation(device, models: int, images: int) -> dict:
                 params[name].copy_(value[0])
             out.append(torch.cat([model(chunk).argmax(-1) for chunk in x.split(1000)]).cpu())
         return torch.stack(out)
+
     started = time.perf_counter()
     slow = naive()
     synchronize(device)
@@ -126,8 +145,14 @@ def evaluation(device, models: int, images: int) -> dict:
     fast = ParameterEvaluator(model, spec, x, max_chunk=models, batched=True).predictions(vectors)
     synchronize(device)
     fast_s = time.perf_counter() - started
-    return {"models": models, "images": images, "naive_s": round(naive_s, 3), "pdiff_s": round(fast_s, 4),
-            "speedup": round(naive_s / fast_s, 1), "differing_predictions": int((slow != fast).sum())}
+    return {
+        "models": models,
+        "images": images,
+        "naive_s": round(naive_s, 3),
+        "pdiff_s": round(fast_s, 4),
+        "speedup": round(naive_s / fast_s, 1),
+        "differing_predictions": int((slow != fast).sum()),
+    }
 
 
 def generator_steps(device, cfg, steps: int) -> dict:
@@ -135,13 +160,25 @@ def generator_steps(device, cfg, steps: int) -> dict:
     torch.manual_seed(0)
     rates = {}
     diffusion = build_diffusion(cfg.diffusion)
-    networks = {"ae": (build_autoencoder(cfg.ae, 2048), reconstruction_loss, torch.randn(K, 2048), cfg.ae.optim),
-                "diffusion": (build_denoiser(cfg.denoiser, 4), diffusion.training_losses, torch.randn(K, 4, 16),
-                              cfg.diffusion.optim)}
+    networks = {
+        "ae": (
+            build_autoencoder(cfg.ae, 2048),
+            reconstruction_loss,
+            torch.randn(K, 2048),
+            cfg.ae.optim,
+        ),
+        "diffusion": (
+            build_denoiser(cfg.denoiser, 4),
+            diffusion.training_losses,
+            torch.randn(K, 4, 16),
+            cfg.diffusion.optim,
+        ),
+    }
     for name, (network, loss_of_batch, data, optim) in networks.items():
         engine = build_engine(network, optim, cfg.trainer, K, 1, device)
-        rates[f"{name}_steps_per_s"] = round(1 / timed(device, training_step(engine, loss_of_batch, data.to(device)),
-                                                       steps), 1)
+        rates[f"{name}_steps_per_s"] = round(
+            1 / timed(device, training_step(engine, loss_of_batch, data.to(device)), steps), 1
+        )
     return rates
 
 
@@ -153,6 +190,7 @@ def training_step(engine, loss_of_batch, batch: torch.Tensor):
         noise = BatchNoise(0, next(counter), len(batch), slice(0, len(batch)), device=engine.device)
         engine.backward(loss_of_batch(engine, batch, noise))
         engine.step()
+
     return step
 
 
@@ -161,31 +199,55 @@ def sampling(device, cfg, models: int) -> dict:
     diffusion = build_diffusion(cfg.diffusion)
     denoiser = build_denoiser(cfg.denoiser, 4).to(device).eval()
     out = {}
-    for name, sampler in (("ddpm", {"name": "ddpm"}), ("ddim", {"name": "ddim", "steps": 60, "eta": 0.0})):
+    for name, sampler in (
+        ("ddpm", {"name": "ddpm"}),
+        ("ddim", {"name": "ddim", "steps": 60, "eta": 0.0}),
+    ):
         sampler_cfg = OmegaConf.create(sampler)
-        seconds = timed(device, lambda c=sampler_cfg: diffusion.sample(denoiser, (models, 4, 16), c,
-                                                                      torch.Generator().manual_seed(0), device), 1)
+        seconds = timed(
+            device,
+            lambda c=sampler_cfg: diffusion.sample(
+                denoiser, (models, 4, 16), c, torch.Generator().manual_seed(0), device
+            ),
+            1,
+        )
         out[f"{name}_s"] = round(seconds, 3)
     return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--models", type=int, help="generated models to evaluate (default 200 on a GPU, 8 on a CPU)")
-    parser.add_argument("--images", type=int, help="test images (default 10,000 on a GPU, 500 on a CPU)")
-    parser.add_argument("--peak-tflops", type=float, help="the device's peak (default 790: H200 bf16; none on CPU)")
+    parser.add_argument(
+        "--models", type=int, help="generated models to evaluate (default 200 on a GPU, 8 on a CPU)"
+    )
+    parser.add_argument(
+        "--images", type=int, help="test images (default 10,000 on a GPU, 500 on a CPU)"
+    )
+    parser.add_argument(
+        "--peak-tflops", type=float, help="the device's peak (default 790: H200 bf16; none on CPU)"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device, deterministic=False)  # throughput: cudnn autotuning
     on_gpu = device.type == "cuda"
-    models, images = args.models or (200 if on_gpu else 8), args.images or (TEST_IMAGES if on_gpu else 500)
+    models, images = (
+        args.models or (200 if on_gpu else 8),
+        args.images or (TEST_IMAGES if on_gpu else 500),
+    )
     peak = args.peak_tflops or (790.0 if on_gpu else None)
     batch, steps = (256, 20) if on_gpu else (32, 2)
     register_configs()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(config_name="config", overrides=["task=cifar100_resnet18", "paths.output_dir=unused"])
-    result = {"device": str(torch.cuda.get_device_name(device) if on_gpu else "cpu"), "batch": batch}
+        cfg = compose(
+            config_name="config", overrides=["task=cifar100_resnet18", "paths.output_dir=unused"]
+        )
+    result = {
+        "device": str(torch.cuda.get_device_name(device) if on_gpu else "cpu"),
+        "batch": batch,
+    }
     result["base_fp32"] = base_training(device, "fp32", batch, steps, peak)
     result["base_bf16"] = base_training(device, "bf16", batch, steps, peak)
     result["collection"] = collection_checkpoint(device, batch, steps)
@@ -194,27 +256,55 @@ def main() -> None:
     result["sampling"] = sampling(device, cfg, K)
     fastest = max(result["base_fp32"]["images_per_s"], result["base_bf16"]["images_per_s"])
     evaluation_200 = result["evaluation"]["pdiff_s"] * (K / models) * (TEST_IMAGES / images)
-    projected = {"base_training_s": BASE_EPOCHS * TRAIN_IMAGES / fastest,
-                 "collection_s": COLLECT_EPOCHS * result["collection"]["seconds_per_checkpoint"],
-                 "generator_s": cfg.ae.optim.steps / result["generator"]["ae_steps_per_s"]
-                 + cfg.diffusion.optim.steps / result["generator"]["diffusion_steps_per_s"],
-                 "sampling_s": result["sampling"]["ddpm_s"], "evaluation_s": evaluation_200}
+    projected = {
+        "base_training_s": BASE_EPOCHS * TRAIN_IMAGES / fastest,
+        "collection_s": COLLECT_EPOCHS * result["collection"]["seconds_per_checkpoint"],
+        "generator_s": cfg.ae.optim.steps / result["generator"]["ae_steps_per_s"]
+        + cfg.diffusion.optim.steps / result["generator"]["diffusion_steps_per_s"],
+        "sampling_s": result["sampling"]["ddpm_s"],
+        "evaluation_s": evaluation_200,
+    }
     projected["total_h"] = sum(projected.values()) / 3600
     result["projected_reference_job"] = {key: round(value, 2) for key, value in projected.items()}
-    rows = [["base training fp32", f"{result['base_fp32']['images_per_s']} img/s",
-             f"MFU {result['base_fp32']['mfu']}, {result['base_fp32']['tflops']} TFLOP/s"],
-            ["base training bf16", f"{result['base_bf16']['images_per_s']} img/s",
-             f"MFU {result['base_bf16']['mfu']}, {result['base_bf16']['tflops']} TFLOP/s"],
-            ["one collection checkpoint", f"{result['collection']['seconds_per_checkpoint']} s", "50,000 images"],
-            [f"evaluate {models} models x {images} images", f"{result['evaluation']['speedup']}x naive",
-             f"{result['evaluation']['differing_predictions']} predictions differ"],
-            ["autoencoder / denoiser", f"{result['generator']['ae_steps_per_s']} / "
-             f"{result['generator']['diffusion_steps_per_s']} steps/s", "D=2,048, K=200"],
-            [f"sample {K} models", f"DDPM {result['sampling']['ddpm_s']} s", f"DDIM {result['sampling']['ddim_s']} s"],
-            ["projected reference job", f"{projected['total_h']:.2f} h", "goal on a GPU: < 1 h"]]
+    rows = [
+        [
+            "base training fp32",
+            f"{result['base_fp32']['images_per_s']} img/s",
+            f"MFU {result['base_fp32']['mfu']}, {result['base_fp32']['tflops']} TFLOP/s",
+        ],
+        [
+            "base training bf16",
+            f"{result['base_bf16']['images_per_s']} img/s",
+            f"MFU {result['base_bf16']['mfu']}, {result['base_bf16']['tflops']} TFLOP/s",
+        ],
+        [
+            "one collection checkpoint",
+            f"{result['collection']['seconds_per_checkpoint']} s",
+            "50,000 images",
+        ],
+        [
+            f"evaluate {models} models x {images} images",
+            f"{result['evaluation']['speedup']}x naive",
+            f"{result['evaluation']['differing_predictions']} predictions differ",
+        ],
+        [
+            "autoencoder / denoiser",
+            f"{result['generator']['ae_steps_per_s']} / "
+            f"{result['generator']['diffusion_steps_per_s']} steps/s",
+            "D=2,048, K=200",
+        ],
+        [
+            f"sample {K} models",
+            f"DDPM {result['sampling']['ddpm_s']} s",
+            f"DDIM {result['sampling']['ddim_s']} s",
+        ],
+        ["projected reference job", f"{projected['total_h']:.2f} h", "goal on a GPU: < 1 h"],
+    ]
     emit(f"pdiff on {result['device']}", ["measure", "value", "note"], rows, result, args.out)
-    print(f"gpu: projected reference job {projected['total_h']:.2f} h on {result['device']}; evaluation "
-          f"{result['evaluation']['speedup']}x naive with {result['evaluation']['differing_predictions']} differences")
+    print(
+        f"gpu: projected reference job {projected['total_h']:.2f} h on {result['device']}; evaluation "
+        f"{result['evaluation']['speedup']}x naive with {result['evaluation']['differing_predictions']} differences"
+    )
 
 
 if __name__ == "__main__":

@@ -2,19 +2,19 @@
 
     python benchmarks/scale.py --out FILE.json [--dims 1e4 1e5 1e6 1e7] [--steps 10] [--timeout 600]
 
-For each D a synthetic zoo (K=16, tensors of at most 2^20 values, like a network's layers) is written as a
-real zoo on disk. Each (design, D) then runs in its own process, through pdiff's own code:
-- token (`generator=token`): per-tensor normaliser from the memory-mapped zoo, `--steps` steps of the token
-  autoencoder, the latents of every token, `--steps` steps of the window denoiser;
-- pdiff_v1 (`ae=pdiff_v1`, p-diff's conv autoencoder): per-tensor normaliser, `--steps` autoencoder steps on
-  a batch of all 16 vectors, then `--steps` steps of the latent denoiser.
-Both train through the Generator interface (Generator.train), as the pipeline does.
-s_per_step is the autoencoder's steady-state step time (the first step is not counted). Peak RSS is the
-process's high-water mark; bytes_per_param is (peak - RSS after imports) / D, and
-marginal_bytes_per_param the extra peak per extra parameter from the previous size (what grows with D).
-With generator=token the denoiser takes 32 windows (2,048 token latents) per step, as docs/large_models.md
-advises. A process above
---rss-limit-gb is stopped and recorded as "oom", one over --timeout as "timeout".
+For each D a synthetic zoo (K=16, tensors of at most 2^20 values, like a network's layers) is
+written as a real zoo on disk. Each (design, D) then runs in its own process, through pdiff's own
+code:
+- token (`generator=token`): per-tensor normaliser from the memory-mapped zoo, `--steps` steps of
+  the token autoencoder, the latents of every token, `--steps` steps of the window denoiser;
+- pdiff_v1 (`ae=pdiff_v1`, p-diff's conv autoencoder): per-tensor normaliser, `--steps` autoencoder
+  steps on a batch of all 16 vectors, then `--steps` steps of the latent denoiser.
+Both train through the Generator interface (Generator.train), as the pipeline does. s_per_step is
+the autoencoder's steady-state step time (the first step is not counted). Peak RSS is the process's
+high-water mark; bytes_per_param is (peak - RSS after imports) / D, and marginal_bytes_per_param the
+extra peak per extra parameter from the previous size (what grows with D). With generator=token the
+denoiser takes 32 windows (2,048 token latents) per step, as docs/large_models.md advises. A process
+above --rss-limit-gb is stopped and recorded as "oom", one over --timeout as "timeout".
 """
 
 from __future__ import annotations
@@ -42,8 +42,13 @@ from pdiff.zoo.store import ParamZoo, run_path
 
 REPO = Path(__file__).resolve().parents[1]
 DESIGN_OVERRIDES = {  # each measured design as the config a user selects
-    # 32 windows of 64 token latents per step; the model codes' denoiser gets the same step budget as the others
-    "token": ["generator=token", "diffusion.optim.batch_size=32", "denoiser.code.cadence.save_every=1000000000"],
+    # 32 windows of 64 token latents per step; the model codes' denoiser gets the same step budget
+    # as the others
+    "token": [
+        "generator=token",
+        "diffusion.optim.batch_size=32",
+        "denoiser.code.cadence.save_every=1000000000",
+    ],
     "pdiff_v1": ["generator=latent", "ae=pdiff_v1"],
 }
 DESIGNS = tuple(DESIGN_OVERRIDES)
@@ -62,11 +67,16 @@ def peak_rss() -> int:
 
 
 def write_synthetic_zoo(directory: Path, dim: int, seed: int = 0) -> None:
-    """K vectors near a common centre (a zoo's shape), cut into tensors of at most MAX_TENSOR values."""
+    """K vectors near a common centre (a zoo's shape), cut into tensors of at most MAX_TENSOR
+    values."""
     sizes = [MAX_TENSOR] * (dim // MAX_TENSOR) + ([dim % MAX_TENSOR] if dim % MAX_TENSOR else [])
     offsets = [sum(sizes[:index]) for index in range(len(sizes))]
-    spec = ParamSpec(tuple(ParamEntry(f"layer{index}.weight", (size,), offset)
-                           for index, (size, offset) in enumerate(zip(sizes, offsets))))
+    spec = ParamSpec(
+        tuple(
+            ParamEntry(f"layer{index}.weight", (size,), offset)
+            for index, (size, offset) in enumerate(zip(sizes, offsets))
+        )
+    )
     generator = torch.Generator().manual_seed(seed)
     centre = torch.randn(dim, generator=generator) * 0.05
     vectors = centre + 0.01 * torch.randn(K, dim, generator=generator)
@@ -98,27 +108,57 @@ def per_step(times: list[float]) -> float:
 
 
 def worker(design: str, zoo_dir: Path, steps: int) -> dict:
-    """One (design, D) measurement in this process, through the Generator interface; returns the row."""
+    """One (design, D) measurement in this process, through the Generator interface; returns the
+    row."""
     baseline = peak_rss()
     register_configs()
-    cadence = ["ae.cadence.log_every=1", "diffusion.cadence.log_every=1", f"ae.cadence.save_every={10**9}",
-               f"diffusion.cadence.save_every={10**9}"]
-    budget = [f"ae.optim.steps={steps}", f"diffusion.optim.steps={steps}", "ae.optim.warmup_steps=1",
-              "diffusion.optim.warmup_steps=1"]
+    cadence = [
+        "ae.cadence.log_every=1",
+        "diffusion.cadence.log_every=1",
+        f"ae.cadence.save_every={10**9}",
+        f"diffusion.cadence.save_every={10**9}",
+    ]
+    budget = [
+        f"ae.optim.steps={steps}",
+        f"diffusion.optim.steps={steps}",
+        "ae.optim.warmup_steps=1",
+        "diffusion.optim.warmup_steps=1",
+    ]
     with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        own = [f"denoiser.code.optim.steps={steps}", "denoiser.code.optim.warmup_steps=1"] if design == "token" else []
-        cfg = compose(config_name="config", overrides=[*DESIGN_OVERRIDES[design], *cadence, *budget, *own,
-                                                        "paths.output_dir=unused"])
+        own = (
+            [f"denoiser.code.optim.steps={steps}", "denoiser.code.optim.warmup_steps=1"]
+            if design == "token"
+            else []
+        )
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                *DESIGN_OVERRIDES[design],
+                *cadence,
+                *budget,
+                *own,
+                "paths.output_dir=unused",
+            ],
+        )
     zoo = ParamZoo.load(zoo_dir)
     clock, started = StepClock(), time.perf_counter()
-    generator = design_class(cfg).train(zoo, cfg, Path(tempfile.mkdtemp(prefix="pdiff-scale-")), clock,
-                                        lambda phase: None, resolve_device(cfg.device))
+    generator = design_class(cfg).train(
+        zoo,
+        cfg,
+        Path(tempfile.mkdtemp(prefix="pdiff-scale-")),
+        clock,
+        lambda phase: None,
+        resolve_device(cfg.device),
+    )
     peak = peak_rss()
-    row = {"first_step_s": round(clock.times["ae"][0] - started, 3),
-           "s_per_step": round(per_step(clock.times["ae"]), 4),
-           "diffusion_s_per_step": round(per_step(clock.times["diffusion"]), 4),
-           "peak_rss_gb": round(peak / GIB, 3), "bytes_per_param": round((peak - baseline) / zoo.spec.dim, 1),
-           "generator_params": generator.parameter_count()}
+    row = {
+        "first_step_s": round(clock.times["ae"][0] - started, 3),
+        "s_per_step": round(per_step(clock.times["ae"]), 4),
+        "diffusion_s_per_step": round(per_step(clock.times["diffusion"]), 4),
+        "peak_rss_gb": round(peak / GIB, 3),
+        "bytes_per_param": round((peak - baseline) / zoo.spec.dim, 1),
+        "generator_params": generator.parameter_count(),
+    }
     if "ae/encode_s" in clock.values:
         row["encode_s"] = round(clock.values["ae/encode_s"], 2)
     if "tokens" in generator.meta:
@@ -126,10 +166,21 @@ def worker(design: str, zoo_dir: Path, steps: int) -> dict:
     return row
 
 
-def measure(design: str, zoo_dir: Path, dim: int, steps: int, timeout: float, rss_limit: float) -> dict:
+def measure(
+    design: str, zoo_dir: Path, dim: int, steps: int, timeout: float, rss_limit: float
+) -> dict:
     """Run the worker in a child process, watching its memory and time."""
     row = {"design": design, "D": dim}
-    command = [sys.executable, __file__, "--worker", design, "--zoo", str(zoo_dir), "--steps", str(steps)]
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        design,
+        "--zoo",
+        str(zoo_dir),
+        "--steps",
+        str(steps),
+    ]
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     process, started, peak, status = psutil.Process(child.pid), time.perf_counter(), 0, None
     while child.poll() is None:
@@ -144,24 +195,38 @@ def measure(design: str, zoo_dir: Path, dim: int, steps: int, timeout: float, rs
         if status:
             child.kill()
             child.wait()
-            return {**row, "s_per_step": None, "peak_rss_gb": round(peak / GIB, 3), "status": status}
+            return {
+                **row,
+                "s_per_step": None,
+                "peak_rss_gb": round(peak / GIB, 3),
+                "status": status,
+            }
         time.sleep(0.05)
     out, err = child.communicate()
     if child.returncode != 0:
         killed = child.returncode in (-9, 137) or any(sign in err for sign in OOM_SIGNS)
-        return {**row, "s_per_step": None, "peak_rss_gb": round(peak / GIB, 3), "status": "oom" if killed else "error",
-                "error": err.strip().splitlines()[-1] if err.strip() else f"exit {child.returncode}"}
+        return {
+            **row,
+            "s_per_step": None,
+            "peak_rss_gb": round(peak / GIB, 3),
+            "status": "oom" if killed else "error",
+            "error": err.strip().splitlines()[-1] if err.strip() else f"exit {child.returncode}",
+        }
     return {**row, **json.loads(out.strip().splitlines()[-1]), "status": "ok"}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path)
     parser.add_argument("--dims", type=float, nargs="+", default=[1e4, 1e5, 1e6, 1e7])
     parser.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per (design, D)")
-    parser.add_argument("--rss-limit-gb", type=float, default=20.0, help="stop a run above this resident memory")
+    parser.add_argument(
+        "--rss-limit-gb", type=float, default=20.0, help="stop a run above this resident memory"
+    )
     parser.add_argument("--worker", choices=DESIGNS, help=argparse.SUPPRESS)
     parser.add_argument("--zoo", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -178,19 +243,46 @@ def main() -> None:
             zoo_dir = Path(scratch) / f"zoo_{dim}"
             write_synthetic_zoo(zoo_dir, dim)
             for design in args.designs:
-                rows.append(measure(design, zoo_dir, dim, args.steps, args.timeout, args.rss_limit_gb))
+                rows.append(
+                    measure(design, zoo_dir, dim, args.steps, args.timeout, args.rss_limit_gb)
+                )
                 print(json.dumps(rows[-1]), flush=True)
             shutil.rmtree(zoo_dir)
     add_marginal_cost(rows)
-    columns = ["design", "D", "status", "s_per_step", "peak_rss_gb", "bytes_per_param", "marginal_bytes_per_param"]
-    emit(f"training cost vs D (K={K}, {args.steps} steps, {torch.get_num_threads()} threads)", columns,
-         [[row.get(column, "-") if row.get(column) is not None else "-" for column in columns] for row in rows],
-         rows, args.out)
+    columns = [
+        "design",
+        "D",
+        "status",
+        "s_per_step",
+        "peak_rss_gb",
+        "bytes_per_param",
+        "marginal_bytes_per_param",
+    ]
+    emit(
+        f"training cost vs D (K={K}, {args.steps} steps, {torch.get_num_threads()} threads)",
+        columns,
+        [
+            [row.get(column, "-") if row.get(column) is not None else "-" for column in columns]
+            for row in rows
+        ],
+        rows,
+        args.out,
+    )
     token = [row for row in rows if row["design"] == "token" and row["status"] == "ok"]
-    marginal = [row["marginal_bytes_per_param"] for row in token if row.get("marginal_bytes_per_param")]
-    spread = f"{max(marginal) / min(marginal):.2f}x" if len(marginal) > 1 and min(marginal) > 0 else "n/a"
-    print(f"scale: token design trains up to D={token[-1]['D']:,} ({len(token)} sizes ok); marginal bytes per "
-          f"parameter spread {spread}" if token else "scale: the token design trained no size")
+    marginal = [
+        row["marginal_bytes_per_param"] for row in token if row.get("marginal_bytes_per_param")
+    ]
+    spread = (
+        f"{max(marginal) / min(marginal):.2f}x"
+        if len(marginal) > 1 and min(marginal) > 0
+        else "n/a"
+    )
+    print(
+        f"scale: token design trains up to D={token[-1]['D']:,} ({len(token)} sizes ok); marginal bytes per "
+        f"parameter spread {spread}"
+        if token
+        else "scale: the token design trained no size"
+    )
 
 
 def add_marginal_cost(rows: list[dict]) -> None:

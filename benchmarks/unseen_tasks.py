@@ -1,12 +1,14 @@
-"""Weights for tasks the zoo never saw: the whole pipeline (in-process) on each held-out split and seed, then one
-table of every baseline's margin to the generated models, split by distance to the nearest training task.
+"""Weights for tasks the zoo never saw: the whole pipeline (in-process) on each held-out split and
+seed, then one table of every baseline's margin to the generated models, split by distance to the
+nearest training task.
 
     python benchmarks/unseen_tasks.py --out FILE.json [--family subsets] [--seeds 0 1 2]
         [--splits complement pair] [--eval-split test|val] [--work DIR] [-- hydra overrides ...]
 
-Each (seed, split) runs experiment=unseen_<family> into WORK/<family>-<split>-seed<seed> (a finished folder is
-reused, as the pipeline skips finished stages). JSON: `rows` (one per family, split, seed and held-out task),
-`summary` (one per family, split, seed and baseline: margin, low, high, status) and `split_check` (must be all 0).
+Each (seed, split) runs experiment=unseen_<family> into WORK/<family>-<split>-seed<seed> (a finished
+folder is reused, as the pipeline skips finished stages). JSON: `rows` (one per family, split, seed
+and held-out task), `summary` (one per family, split, seed and baseline: margin, low, high, status)
+and `split_check` (must be all 0).
 """
 
 from __future__ import annotations
@@ -29,30 +31,58 @@ FAMILIES = ("subsets",)
 SPLITS = ("complement", "pair")
 
 
-def run_point(family: str, split: str, seed: int, eval_split: str, work: Path, overrides: list[str]) -> dict:
+def run_point(
+    family: str, split: str, seed: int, eval_split: str, work: Path, overrides: list[str]
+) -> dict:
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(config_name="config", overrides=[
-            f"experiment=unseen_{family}", f"task.family.split={split}", f"seed={seed}",
-            f"task.family.eval_split={eval_split}", *overrides,
-            f"paths.output_dir={work / f'{family}-{split}-seed{seed}'}"])
+        cfg = compose(
+            config_name="config",
+            overrides=[
+                f"experiment=unseen_{family}",
+                f"task.family.split={split}",
+                f"seed={seed}",
+                f"task.family.eval_split={eval_split}",
+                *overrides,
+                f"paths.output_dir={work / f'{family}-{split}-seed{seed}'}",
+            ],
+        )
     return run_pipeline(cfg)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", required=True, type=Path, help="JSON file to write")
     parser.add_argument("--family", choices=FAMILIES, default="subsets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--splits", choices=SPLITS, nargs="+", default=list(SPLITS))
-    parser.add_argument("--eval-split", choices=("test", "val"), default="test",
-                        help="where held-out tasks are scored: val while choosing settings, test once at the end")
+    parser.add_argument(
+        "--eval-split",
+        choices=("test", "val"),
+        default="test",
+        help="where held-out tasks are scored: val while choosing settings, test once at the end",
+    )
     parser.add_argument("--work", type=Path, help="run folders (default: a fresh temporary folder)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run, e.g. generator.optim.steps=1000")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for every run, e.g. generator.optim.steps=1000",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pdiff-unseen-"))
     register_configs()
-    result = {"family": args.family, "seeds": args.seeds, "eval_split": args.eval_split, "overrides": args.overrides,
-              "work": str(work), "rows": [], "summary": [], "split_check": [], "seconds": {}}
+    result = {
+        "family": args.family,
+        "seeds": args.seeds,
+        "eval_split": args.eval_split,
+        "overrides": args.overrides,
+        "work": str(work),
+        "rows": [],
+        "summary": [],
+        "split_check": [],
+        "seconds": {},
+    }
     table = []
     for seed in args.seeds:
         for split in args.splits:
@@ -61,21 +91,51 @@ def main() -> None:
             result["seconds"][f"{split}-seed{seed}"] = round(time.perf_counter() - started, 1)
             point = {"family": args.family, "split": split, "seed": seed}
             result["split_check"].append({**point, **report["split_check"]})
-            result["rows"] += [{**point, "task": row["task"], "distance": row["distance"],
-                                "generated_mean": row["generated_mean"], "baselines": row["baselines"]}
-                               for row in report["rows"]]
-            result["summary"] += [{**point, "baseline": name, **entry} for name, entry in report["summary"].items()]
-            table += [[f"{split} seed {seed}", name, f"{entry['baseline_mean']:.2f}", f"{entry['margin']:+.2f}",
-                       f"[{entry['low']:+.2f}, {entry['high']:+.2f}]", entry["status"]]
-                      for name, entry in report["summary"].items()]
+            result["rows"] += [
+                {
+                    **point,
+                    "task": row["task"],
+                    "distance": row["distance"],
+                    "generated_mean": row["generated_mean"],
+                    "baselines": row["baselines"],
+                }
+                for row in report["rows"]
+            ]
+            result["summary"] += [
+                {**point, "baseline": name, **entry} for name, entry in report["summary"].items()
+            ]
+            table += [
+                [
+                    f"{split} seed {seed}",
+                    name,
+                    f"{entry['baseline_mean']:.2f}",
+                    f"{entry['margin']:+.2f}",
+                    f"[{entry['low']:+.2f}, {entry['high']:+.2f}]",
+                    entry["status"],
+                ]
+                for name, entry in report["summary"].items()
+            ]
             distances = sorted({row["distance"] for row in report["rows"]})
             for distance in distances:
                 rows = [row for row in report["rows"] if row["distance"] == distance]
-                table.append([f"{split} seed {seed}", f"distance {distance} ({len(rows)} tasks): generated",
-                              f"{group_mean(rows, 'generated'):.2f}", "", "", ""])
-    emit(f"unseen tasks: {args.family}, eval on {args.eval_split}; margin = generated - baseline, 95% interval over "
-         "held-out tasks", ["split / seed", "baseline", "accuracy", "margin", "interval", "status"], table, result,
-         args.out)
+                table.append(
+                    [
+                        f"{split} seed {seed}",
+                        f"distance {distance} ({len(rows)} tasks): generated",
+                        f"{group_mean(rows, 'generated'):.2f}",
+                        "",
+                        "",
+                        "",
+                    ]
+                )
+    emit(
+        f"unseen tasks: {args.family}, eval on {args.eval_split}; margin = generated - baseline, 95% interval over "
+        "held-out tasks",
+        ["split / seed", "baseline", "accuracy", "margin", "interval", "status"],
+        table,
+        result,
+        args.out,
+    )
     names = ", ".join((REFERENCE, *BASELINES))
     print(f"baselines: {names}; seconds per point: {result['seconds']}")
 

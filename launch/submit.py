@@ -1,6 +1,7 @@
-"""Submit the pdiff pipeline to SLURM as a chain of dependent jobs; `--wait` follows it to the report.
+"""Submit the pdiff pipeline to SLURM as a chain of dependent jobs; `--wait` follows it to the
+report.
 
-    python launch/submit.py [overrides ...] [--wait]      (--wait is cluster.wait=true)
+python launch/submit.py [overrides ...] [--wait]      (--wait is cluster.wait=true)
 """
 
 import sys

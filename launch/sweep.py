@@ -1,7 +1,7 @@
 """Run the pdiff pipeline (or one stage of it) from the Hydra config tree in configs/.
 
-    python launch/sweep.py [overrides ...]                                  (here)
-    python launch/sweep.py -m hydra/launcher=submitit_slurm [overrides ...]  (one SLURM job per sweep point)
+python launch/sweep.py [overrides ...]                                  (here) python
+launch/sweep.py -m hydra/launcher=submitit_slurm [overrides ...]  (one SLURM job per sweep point)
 """
 
 import sys
@@ -22,7 +22,9 @@ register_configs()
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode is RunMode.MULTIRUN:  # each sweep point gets its own folder under paths.output_dir
+    if (
+        hydra_cfg.mode is RunMode.MULTIRUN
+    ):  # each sweep point gets its own folder under paths.output_dir
         with open_dict(cfg):
             cfg.paths.output_dir = hydra_cfg.runtime.output_dir
             cfg.logger.group = cfg.logger.group or sweep_group(hydra_cfg.sweep.dir)

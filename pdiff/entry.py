@@ -1,7 +1,9 @@
-"""What every entry point does before and around its one library call (launch/sweep.py, launch/submit.py).
+"""What every entry point does before and around its one library call (launch/sweep.py,
+launch/submit.py).
 
-The one place that registers the configs and the designs' schemas with Hydra; the command-line rewrites Hydra
-needs; and the exit with one line for every failure pdiff explains (PdiffError), before any work where it can.
+The one place that registers the configs and the designs' schemas with Hydra; the command-line
+rewrites Hydra needs; and the exit with one line for every failure pdiff explains (PdiffError),
+before any work where it can.
 """
 
 from __future__ import annotations
@@ -24,17 +26,23 @@ from pdiff.generators import DESIGNS
 from pdiff.pipeline.output_dir import check_output_dir_overrides
 from pdiff.training.distributed import strip_launcher_args
 
-# Hydra names a sweep point's folder in the job, on the node: registered when this module is imported, so the job's
-# process (which imports it to run the task function) has it too.
+# Hydra names a sweep point's folder in the job, on the node: registered when this module is
+# imported, so the job's process (which imports it to run the task function) has it too.
 OmegaConf.register_new_resolver("pdiff_sweep_dirname", sweep_dirname, replace=True)
-OmegaConf.register_new_resolver("pdiff_product", lambda *factors: math.prod(int(f) for f in factors), replace=True)
-# Hydra's run and sweep folders: paths.output_dir as pdiff reads it (~ is the home folder, never a folder named ~)
-OmegaConf.register_new_resolver("pdiff_expanduser", lambda path: os.path.expanduser(str(path)), replace=True)
+OmegaConf.register_new_resolver(
+    "pdiff_product", lambda *factors: math.prod(int(f) for f in factors), replace=True
+)
+# Hydra's run and sweep folders: paths.output_dir as pdiff reads it (~ is the home folder, never a
+# folder named ~)
+OmegaConf.register_new_resolver(
+    "pdiff_expanduser", lambda path: os.path.expanduser(str(path)), replace=True
+)
 
 
 def register_configs() -> None:
-    """Store the root schema and every registered design's schemas in Hydra's ConfigStore, so each YAML file is
-    type-checked against its own (idempotent: a design registered later is stored by calling it again)."""
+    """Store the root schema and every registered design's schemas in Hydra's ConfigStore, so each
+    YAML file is type-checked against its own (idempotent: a design registered later is stored by
+    calling it again)."""
     store = ConfigStore.instance()
     store.store(name="base_config", node=Config)
     for design in DESIGNS.values():
@@ -44,9 +52,10 @@ def register_configs() -> None:
 
 
 def prepare_argv(argv: list[str], flags: dict[str, str] | None = None) -> list[str]:
-    """argv as Hydra should see it: the DeepSpeed launcher's --local_rank dropped, each of `flags` (e.g. --wait)
-    turned into its override, `task.net={...}` replacing the node; exits with one line when an override cannot be
-    parsed or paths.output_dir cannot be used (Hydra makes that folder before any pdiff code runs)."""
+    """argv as Hydra should see it: the DeepSpeed launcher's --local_rank dropped, each of `flags`
+    (e.g. --wait) turned into its override, `task.net={...}` replacing the node; exits with one line
+    when an override cannot be parsed or paths.output_dir cannot be used (Hydra makes that folder
+    before any pdiff code runs)."""
     args = strip_launcher_args(argv)
     for flag, override in (flags or {}).items():
         if flag in args:
@@ -58,7 +67,8 @@ def prepare_argv(argv: list[str], flags: dict[str, str] | None = None) -> list[s
 
 
 def _check_parsable(arguments: list[str]) -> None:
-    """ConfigError naming an override Hydra's parser refuses, with the quoting that fixes the usual cause."""
+    """ConfigError naming an override Hydra's parser refuses, with the quoting that fixes the usual
+    cause."""
     parser = OverridesParser.create()
     for argument in arguments:
         if argument.startswith("-") or "=" not in argument:
@@ -68,14 +78,17 @@ def _check_parsable(arguments: list[str]) -> None:
         except HydraException as error:
             key, _, value = argument.partition("=")
             detail = str(error).strip().splitlines()[0]
-            raise ConfigError(f"the override {argument!r} cannot be parsed ({detail}); a value holding non-ASCII "
-                              "letters, newlines or special characters (=, quotes, brackets) must be quoted: "
-                              f"'{key}=\"{value}\"'") from None
+            raise ConfigError(
+                f"the override {argument!r} cannot be parsed ({detail}); a value holding non-ASCII "
+                "letters, newlines or special characters (=, quotes, brackets) must be quoted: "
+                f"'{key}=\"{value}\"'"
+            ) from None
 
 
 @contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Exit with `pdiff: error: <message>` (or `pdiff: FAILED:` for a failed SLURM job) on a PdiffError."""
+    """Exit with `pdiff: error: <message>` (or `pdiff: FAILED:` for a failed SLURM job) on a
+    PdiffError."""
     try:
         yield
     except ChainFailed as error:

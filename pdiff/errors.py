@@ -1,14 +1,15 @@
 """What can fail, by kind: every error pdiff raises on purpose derives from PdiffError.
 
-An entry point catches PdiffError and prints its one-line message; anything else is a bug and keeps its traceback.
-This module imports nothing, so every layer (configuration included) may import it.
+An entry point catches PdiffError and prints its one-line message; anything else is a bug and keeps
+its traceback. This module imports nothing, so every layer (configuration included) may import it.
 """
 
 from __future__ import annotations
 
 
 class PdiffError(Exception):
-    """A failure pdiff explains in one line: the message names the value, file or job, and what to do."""
+    """A failure pdiff explains in one line: the message names the value, file or job, and what to
+    do."""
 
 
 class ConfigError(PdiffError, ValueError):
@@ -16,11 +17,13 @@ class ConfigError(PdiffError, ValueError):
 
 
 class DataError(PdiffError, ValueError):
-    """A data file or folder that is absent, unreadable or malformed; the message names it and the rule."""
+    """A data file or folder that is absent, unreadable or malformed; the message names it and the
+    rule."""
 
 
 class StorageError(PdiffError, OSError):
-    """A write that the disk (or the user's quota there) has no room for, or a folder pdiff may not write into."""
+    """A write that the disk (or the user's quota there) has no room for, or a folder pdiff may not
+    write into."""
 
 
 class ZooError(PdiffError, RuntimeError):
@@ -36,7 +39,8 @@ class TrainingError(PdiffError, RuntimeError):
 
 
 class TrainingDiverged(TrainingError):
-    """Training produced non-finite values: the message names the knob to change (a learning rate, usually)."""
+    """Training produced non-finite values: the message names the knob to change (a learning rate,
+    usually)."""
 
 
 class GeneratedNotFinite(TrainingError):
@@ -48,5 +52,5 @@ class ChainFailed(PdiffError, RuntimeError):
 
 
 class RendezvousError(PdiffError, RuntimeError):
-    """The ranks of a job cannot meet: a host name that does not resolve, a rendezvous address no rank can reach,
-    a port in use. The message names the host and the setting to change."""
+    """The ranks of a job cannot meet: a host name that does not resolve, a rendezvous address no
+    rank can reach, a port in use. The message names the host and the setting to change."""

@@ -18,15 +18,25 @@ from tests.helpers.training import TRAIN, copy_zoo
 
 
 def _private_home() -> Path | None:
-    """A $HOME of this test run's own, made by the first pytest process and inherited by its xdist workers and every
-    subprocess and SLURM job they start: nothing a user's home or settings hold (W&B or matplotlib settings, pdiff's
-    MNIST-1D cache, XDG folders) reaches a test. It lies in /var/tmp, which every test host sees (their /tmp is
-    their own), as a cluster's nodes share $HOME. Returns the folder when this process made it (it removes it)."""
+    """A $HOME of this test run's own, made by the first pytest process and inherited by its xdist
+    workers and every subprocess and SLURM job they start: nothing a user's home or settings hold
+    (W&B or matplotlib settings, pdiff's MNIST-1D cache, XDG folders) reaches a test. It lies in
+    /var/tmp, which every test host sees (their /tmp is their own), as a cluster's nodes share
+    $HOME. Returns the folder when this process made it (it removes it)."""
     if "PDIFF_TEST_HOME" in os.environ:
         return None
     home = Path(tempfile.mkdtemp(prefix="pdiff-test-home-", dir="/var/tmp"))
-    for variable in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "MPLCONFIGDIR", "WANDB_DIR",
-                     "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "SLURM_CONF"):
+    for variable in (
+        "XDG_CACHE_HOME",
+        "XDG_CONFIG_HOME",
+        "XDG_DATA_HOME",
+        "MPLCONFIGDIR",
+        "WANDB_DIR",
+        "WANDB_CONFIG_DIR",
+        "WANDB_CACHE_DIR",
+        "WANDB_DATA_DIR",
+        "SLURM_CONF",
+    ):
         os.environ.pop(variable, None)
     os.environ.update(PDIFF_TEST_HOME=str(home), HOME=str(home))
     return home
@@ -45,35 +55,38 @@ def pytest_unconfigure(config) -> None:
 
 
 def pytest_runtest_setup(item) -> None:
-    """A `gpu` test skips without CUDA, naming it; with PDIFF_REQUIRE_GPU=1 (the GPU check) it fails instead."""
+    """A `gpu` test skips without CUDA, naming it; with PDIFF_REQUIRE_GPU=1 (the GPU check) it fails
+    instead."""
     if item.get_closest_marker("gpu") is None or torch.cuda.is_available():
         return
-    reason = "CUDA is not available (torch.cuda.is_available() is False): the GPU tier needs a CUDA GPU"
+    reason = (
+        "CUDA is not available (torch.cuda.is_available() is False): the GPU tier needs a CUDA GPU"
+    )
     if os.environ.get("PDIFF_REQUIRE_GPU") == "1":
         pytest.fail(f"PDIFF_REQUIRE_GPU=1 but {reason}")
     pytest.skip(reason)
 
 
-
 @pytest.fixture
 def smoke_cfg(tmp_path) -> DictConfig:
-    return compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path / 'run'}"])
-
+    return compose_config(
+        ["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path / 'run'}"]
+    )
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> FinishedRun:
-    """One finished `experiment=smoke` run, made once per session for every test that only reads its outputs
-    (a test that changes them works on `copy_run`)."""
+    """One finished `experiment=smoke` run, made once per session for every test that only reads its
+    outputs (a test that changes them works on `copy_run`)."""
     out = tmp_path_factory.mktemp("smoke") / "run"
     result = ok(run_sweep([*SMOKE, f"paths.output_dir={out}"]))
     return FinishedRun(out, SMOKE, result.stdout + result.stderr)
 
 
-
 @pytest.fixture(scope="session")
 def plain_train_run(smoke_run, tmp_path_factory) -> Path:
-    """TRAIN in one plain process on the smoke run's zoo: what every multi-rank launch of it must follow."""
+    """TRAIN in one plain process on the smoke run's zoo: what every multi-rank launch of it must
+    follow."""
     out = copy_zoo(smoke_run.out, tmp_path_factory.mktemp("plain") / "run")
     ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"]))
     return out

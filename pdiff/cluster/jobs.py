@@ -1,9 +1,9 @@
 """The pipeline as cluster jobs: what each job runs, and which jobs an output folder still needs.
 
-    base   -> collect stage: the base model
-    collect -> collect stage: one collection run (an array task)
-    train  -> collect stage's merge, then the train stage (on all the job's tasks)
-    report -> generate and evaluate stages
+base   -> collect stage: the base model
+collect -> collect stage: one collection run (an array task)
+train  -> collect stage's merge, then the train stage (on all the job's tasks)
+report -> generate and evaluate stages
 """
 
 from __future__ import annotations
@@ -31,16 +31,22 @@ class Job(Enum):
 
 
 def job_steps(job: Job, index: int | None = None) -> list[Callable[[Run], object]]:
-    """What `job` runs, in order: stage runners from pdiff.pipeline.stages (the docstring above maps them to stages)."""
-    return {Job.base: [run_base], Job.collect: [lambda run: run_collection(run, index)],
-            Job.train: [run_merge, run_train], Job.report: [run_generate, run_evaluate]}[job]
+    """What `job` runs, in order: stage runners from pdiff.pipeline.stages (the docstring above maps
+    them to stages)."""
+    return {
+        Job.base: [run_base],
+        Job.collect: [lambda run: run_collection(run, index)],
+        Job.train: [run_merge, run_train],
+        Job.report: [run_generate, run_evaluate],
+    }[job]
 
 
 ON_ALL_RANKS = (run_train,)  # the other steps run on rank 0 while the other ranks wait
 
 
 def run_job(cfg: DictConfig, job: Job, index: int | None = None) -> str:
-    """One job of the chain as a cluster node runs it (the train job on all its tasks); returns the folder."""
+    """One job of the chain as a cluster node runs it (the train job on all its tasks); returns the
+    folder."""
     with opened_run(cfg) as run:
         for step in job_steps(job, index):
             if step in ON_ALL_RANKS:
@@ -51,11 +57,16 @@ def run_job(cfg: DictConfig, job: Job, index: int | None = None) -> str:
 
 
 def job_resources(cluster_cfg, job: Job) -> dict[str, int | None]:
-    """What `job` asks SLURM for: only the training job spans `cluster.nodes` nodes with several tasks
-    and all of a node's GPUs; the others run one task with one GPU when listed in `cluster.gpu_jobs`, else none."""
+    """What `job` asks SLURM for: only the training job spans `cluster.nodes` nodes with several
+    tasks and all of a node's GPUs; the others run one task with one GPU when listed in
+    `cluster.gpu_jobs`, else none."""
     gpus = cluster_cfg.gpus_per_node if job.value in cluster_cfg.gpu_jobs else None
     if job is Job.train:
-        return {"nodes": cluster_cfg.nodes, "tasks_per_node": cluster_cfg.tasks_per_node, "gpus_per_node": gpus}
+        return {
+            "nodes": cluster_cfg.nodes,
+            "tasks_per_node": cluster_cfg.tasks_per_node,
+            "gpus_per_node": gpus,
+        }
     return {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 1 if gpus else None}
 
 
@@ -73,8 +84,11 @@ def pending_jobs(cfg: DictConfig) -> list[tuple[Job, int | None]]:
         jobs += [(Job.collect, r) for r in range(runs) if not run_path(zoo_dir, r, runs).is_file()]
     if jobs or not generator_exists(generator_dir):
         jobs.append((Job.train, None))
-    report_current = ((out / "report.json").is_file() and (out / "eval" / EVAL_MEMORIZATION).is_file()
-                      and not changed_inputs(out / "eval", stage_inputs(cfg, Stage.evaluate)))
+    report_current = (
+        (out / "report.json").is_file()
+        and (out / "eval" / EVAL_MEMORIZATION).is_file()
+        and not changed_inputs(out / "eval", stage_inputs(cfg, Stage.evaluate))
+    )
     if jobs or not report_current:
         jobs.append((Job.report, None))
     return jobs

@@ -1,9 +1,11 @@
-"""Flow matching (rectified flow; Liu et al. 2023, Lipman et al. 2023): the one place its maths lives.
+"""Flow matching (rectified flow; Liu et al. 2023, Lipman et al. 2023): the one place its maths
+lives.
 
-    x_t = (1 - t) x_0 + t x_1,  x_0 ~ N(0, I) (noise at t = 0),  x_1 = data (t = 1),  target v = x_1 - x_0.
+    x_t = (1 - t) x_0 + t x_1,  x_0 ~ N(0, I) (noise at t = 0),  x_1 = data (t = 1),  target v = x_1
+    - x_0.
 
-A velocity model is called as `model(x_t, t, **model_kwargs)` with a per-sample time t in [0, 1] [B].
-Sampling integrates dx/dt = v from noise to data with Euler or Heun steps on a uniform grid.
+A velocity model is called as `model(x_t, t, **model_kwargs)` with a per-sample time t in [0, 1]
+[B]. Sampling integrates dx/dt = v from noise to data with Euler or Heun steps on a uniform grid.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ def _broadcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return t.view(-1, *([1] * (like.ndim - 1)))
 
 
-def flow_matching_loss(model: Callable[..., torch.Tensor], x1: torch.Tensor, noise: BatchNoise,
-                       model_kwargs: dict | None = None) -> torch.Tensor:
+def flow_matching_loss(
+    model: Callable[..., torch.Tensor],
+    x1: torch.Tensor,
+    noise: BatchNoise,
+    model_kwargs: dict | None = None,
+) -> torch.Tensor:
     """MSE between the predicted and the straight-line velocity at a uniform random time per sample."""
     x0 = noise.randn(*x1.shape[1:]).to(x1.dtype)
     t = noise.rand().to(x1.dtype)
@@ -32,11 +38,17 @@ def flow_matching_loss(model: Callable[..., torch.Tensor], x1: torch.Tensor, noi
 
 
 @torch.no_grad()
-def sample_flow(velocity: Velocity, shape: tuple[int, ...], sampler_cfg, generator: torch.Generator,
-                device: torch.device, progress: Callable[[], None] | None = None) -> torch.Tensor:
-    """x_1 of `shape` on `device`: x_0 drawn on the CPU by `generator` (the same on every device; standard
-    deviation sampler_cfg.temperature), then sampler_cfg.steps Euler (sampler=euler) or Heun (sampler=heun: 2
-    velocity calls a step) steps."""
+def sample_flow(
+    velocity: Velocity,
+    shape: tuple[int, ...],
+    sampler_cfg,
+    generator: torch.Generator,
+    device: torch.device,
+    progress: Callable[[], None] | None = None,
+) -> torch.Tensor:
+    """x_1 of `shape` on `device`: x_0 drawn on the CPU by `generator` (the same on every device;
+    standard deviation sampler_cfg.temperature), then sampler_cfg.steps Euler (sampler=euler) or
+    Heun (sampler=heun: 2 velocity calls a step) steps."""
     x = (torch.randn(shape, generator=generator) * sampler_cfg.temperature).to(device)
     grid = torch.linspace(0.0, 1.0, sampler_cfg.steps + 1)
     heun = sampler_name(sampler_cfg) == "heun"

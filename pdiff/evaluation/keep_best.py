@@ -1,9 +1,9 @@
-"""Pick models as a user would: "generate N, keep the best by validation" against "train N, keep the best by
-validation", at equal N, with paired-bootstrap intervals.
+"""Pick models as a user would: "generate N, keep the best by validation" against "train N, keep the
+best by validation", at equal N, with paired-bootstrap intervals.
 
-Each resample draws the test samples once (both pools are scored on the same draw) and, per pool, N models with
-replacement; the kept model is the drawn one with the highest validation accuracy, and its test accuracy on the
-resampled test set is what a user who kept it would get.
+Each resample draws the test samples once (both pools are scored on the same draw) and, per pool, N
+models with replacement; the kept model is the drawn one with the highest validation accuracy, and
+its test accuracy on the resampled test set is what a user who kept it would get.
 """
 
 from __future__ import annotations
@@ -17,20 +17,26 @@ POOLS = ("trained", "generated")
 
 
 def trained_pool(checkpoint_run: list[int]) -> torch.Tensor:
-    """Indices of the models a user trains with SGD: each independent run's last checkpoint (every checkpoint when
-    the zoo is one run)."""
+    """Indices of the models a user trains with SGD: each independent run's last checkpoint (every
+    checkpoint when the zoo is one run)."""
     runs = torch.tensor(checkpoint_run)
     if runs.unique().numel() < 2:
         return torch.arange(len(runs))
     return torch.tensor([int((runs == run).nonzero().max()) for run in runs.unique().tolist()])
 
 
-def keep_best(correct: dict[str, torch.Tensor], val_accuracy: dict[str, torch.Tensor], resamples: int, seed: int,
-              confidence: float) -> dict:
-    """For the pools "trained" and "generated" ({pool: [M, N_test] booleans}, {pool: [M] validation %}), at
-    N = the smaller pool's size: each pool's mean test accuracy, and the validation and test accuracy of its best
-    model by validation (the first N generated models; every trained one), each test figure with its interval, and
-    the margin generated - trained of the kept models with its interval."""
+def keep_best(
+    correct: dict[str, torch.Tensor],
+    val_accuracy: dict[str, torch.Tensor],
+    resamples: int,
+    seed: int,
+    confidence: float,
+) -> dict:
+    """For the pools "trained" and "generated" ({pool: [M, N_test] booleans}, {pool: [M] validation
+    %}), at N = the smaller pool's size: each pool's mean test accuracy, and the validation and test
+    accuracy of its best model by validation (the first N generated models; every trained one), each
+    test figure with its interval, and the margin generated - trained of the kept models with its
+    interval."""
     n = min(len(correct[pool]) for pool in POOLS)
     correct = {pool: correct[pool][:n] for pool in POOLS}
     val_accuracy = {pool: val_accuracy[pool][:n] for pool in POOLS}
@@ -52,10 +58,14 @@ def keep_best(correct: dict[str, torch.Tensor], val_accuracy: dict[str, torch.Te
     for pool in POOLS:
         acc = correct[pool].double().mean(1) * 100
         kept = int(val_accuracy[pool].argmax())
-        result[pool] = {"mean": round(float(acc.mean()), 4),
-                        "mean_interval": _rounded(torch.cat(draws[pool]["mean"]), confidence),
-                        "kept_index": kept, "kept_val": round(float(val_accuracy[pool][kept]), 4),
-                        "kept_test": round(float(acc[kept]), 4), "kept_test_interval": _rounded(best[pool], confidence)}
+        result[pool] = {
+            "mean": round(float(acc.mean()), 4),
+            "mean_interval": _rounded(torch.cat(draws[pool]["mean"]), confidence),
+            "kept_index": kept,
+            "kept_val": round(float(val_accuracy[pool][kept]), 4),
+            "kept_test": round(float(acc[kept]), 4),
+            "kept_test_interval": _rounded(best[pool], confidence),
+        }
     margin = best["generated"] - best["trained"]
     result["margin"] = round(result["generated"]["kept_test"] - result["trained"]["kept_test"], 4)
     result["margin_interval"] = _rounded(margin, confidence)

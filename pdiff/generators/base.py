@@ -1,4 +1,5 @@
-"""The Generator interface: train from a zoo, save to a folder, load from it, sample N parameter vectors."""
+"""The Generator interface: train from a zoo, save to a folder, load from it, sample N parameter
+vectors."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ class AutoencoderConfig:
 
 @dataclass
 class DiffusionConfig:
-    """The DDPM schedule, the EMA of the denoiser and how the denoiser is optimised (generator=latent|token)."""
+    """The DDPM schedule, the EMA of the denoiser and how the denoiser is optimised
+    (generator=latent|token)."""
 
     timesteps: int = 1000
     beta_start: float = 1e-4
@@ -64,13 +66,15 @@ GENERATOR_CHECKSUMS = "checksums.json"
 AE_WEIGHTS = "autoencoder.safetensors"
 DENOISER_WEIGHTS = "denoiser_ema.safetensors"
 DENOISER_RAW_WEIGHTS = "denoiser.safetensors"
-PhaseTimer = Callable[[str], None]  # called with a phase name ("train_autoencoder", ...) when it ends
+PhaseTimer = Callable[
+    [str], None
+]  # called with a phase name ("train_autoencoder", ...) when it ends
 
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What generation aims at (generate.target_acc, percent; or, in a zoo of many tasks, each model's task
-    descriptor [n, d]) and how hard (generate.guidance)."""
+    """What generation aims at (generate.target_acc, percent; or, in a zoo of many tasks, each
+    model's task descriptor [n, d]) and how hard (generate.guidance)."""
 
     target_acc: float | None
     guidance: float = 1.0
@@ -78,9 +82,12 @@ class Conditioning:
 
     @classmethod
     def from_config(cls, generate_cfg, zoo_accuracy: torch.Tensor) -> Conditioning | None:
-        """generate.target_acc, or generate.target_quantile of the zoo's accuracies; None when neither is set."""
+        """generate.target_acc, or generate.target_quantile of the zoo's accuracies; None when
+        neither is set."""
         if generate_cfg.target_quantile is not None:
-            target = float(torch.quantile(zoo_accuracy.double(), float(generate_cfg.target_quantile)))
+            target = float(
+                torch.quantile(zoo_accuracy.double(), float(generate_cfg.target_quantile))
+            )
         elif generate_cfg.target_acc is not None:
             target = float(generate_cfg.target_acc)
         else:
@@ -88,18 +95,21 @@ class Conditioning:
         return cls(target, float(generate_cfg.guidance))
 
 
-
 class Generator(ABC):
-    """A trained parameter generator. Subclasses are the designs; the pipeline sees only this interface.
+    """A trained parameter generator. Subclasses are the designs; the pipeline sees only this
+    interface.
 
-    A design declares what it owns: the group options it takes (`uses`), the config groups its training reads
-    besides its own `generator` node (`reads`, the train stage's provenance), its training phases (`phases`:
-    the `name` it passes to pdiff.training.fit.fit -> the title of its training-curve panel) and its config schemas
-    (`schemas`: group -> schema name -> dataclass, stored in Hydra's ConfigStore when it registers).
+    A design declares what it owns: the group options it takes (`uses`), the config groups its
+    training reads besides its own `generator` node (`reads`, the train stage's provenance), its
+    training phases (`phases`: the `name` it passes to pdiff.training.fit.fit -> the title of its
+    training-curve panel) and its config schemas (`schemas`: group -> schema name -> dataclass,
+    stored in Hydra's ConfigStore when it registers).
     """
 
     design: ClassVar[str]  # the name users select: generator=<design>
-    uses: ClassVar[dict[str, tuple[str, ...]]]  # config group -> the options of it this design takes
+    uses: ClassVar[
+        dict[str, tuple[str, ...]]
+    ]  # config group -> the options of it this design takes
     reads: ClassVar[tuple[str, ...]]  # config groups its training reads, besides generator
     phases: ClassVar[dict[str, str]]  # metric prefix of each training phase -> its panel title
     schemas: ClassVar[dict[str, dict[str, type]]] = {}
@@ -113,23 +123,36 @@ class Generator(ABC):
     @classmethod
     @abstractmethod
     def check_config(cls, cfg) -> None:
-        """ConfigError for a value of the design's own config that cannot work (the registry checked `uses`)."""
+        """ConfigError for a value of the design's own config that cannot work (the registry checked
+        `uses`)."""
 
     @classmethod
     @abstractmethod
-    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
-              device: torch.device) -> Generator:
-        """Train on `device` on every rank of the launch (checkpoints under `directory`); every rank returns it."""
+    def train(
+        cls,
+        zoo: ParamZoo,
+        cfg,
+        directory: Path,
+        tracker: Tracker,
+        timer: PhaseTimer,
+        device: torch.device,
+    ) -> Generator:
+        """Train on `device` on every rank of the launch (checkpoints under `directory`); every rank
+        returns it."""
 
     @classmethod
     @abstractmethod
     def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> Generator:
-        """The generator that `save` wrote to `directory`, for vectors laid out as `spec`, on `device`."""
+        """The generator that `save` wrote to `directory`, for vectors laid out as `spec`, on
+        `device`."""
 
     @abstractmethod
-    def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
-        """n new parameter vectors [n, D] on the CPU (raw, not normalised), from the run seed `seed`; aimed at
-        `conditioning` by a design that `conditions` (check_config refuses it for the others)."""
+    def sample(
+        self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None
+    ) -> torch.Tensor:
+        """n new parameter vectors [n, D] on the CPU (raw, not normalised), from the run seed
+        `seed`; aimed at `conditioning` by a design that `conditions` (check_config refuses it for
+        the others)."""
 
     @abstractmethod
     def networks(self) -> dict[str, nn.Module]:
@@ -145,12 +168,19 @@ class Generator(ABC):
         """What the design records in generator.json (and reads back in `load`)."""
 
     def save(self, directory: Path, run_meta: dict) -> None:
-        """Weights first, then their checksums, then generator.json (whose presence marks the generator complete)."""
+        """Weights first, then their checksums, then generator.json (whose presence marks the
+        generator complete)."""
         for name, tensors in self.files().items():
-            atomic.write_safetensors(directory / name, {key: value.cpu() for key, value in tensors.items()})
-        atomic.write_json(directory / GENERATOR_CHECKSUMS,
-                          {name: atomic.sha256(directory / name) for name in self.files()})
-        atomic.write_json(directory / GENERATOR_META, {**run_meta, **self.meta, "design": self.design})
+            atomic.write_safetensors(
+                directory / name, {key: value.cpu() for key, value in tensors.items()}
+            )
+        atomic.write_json(
+            directory / GENERATOR_CHECKSUMS,
+            {name: atomic.sha256(directory / name) for name in self.files()},
+        )
+        atomic.write_json(
+            directory / GENERATOR_META, {**run_meta, **self.meta, "design": self.design}
+        )
 
     def parameter_count(self) -> int:
         return sum(p.numel() for module in self.networks().values() for p in module.parameters())
@@ -161,23 +191,32 @@ def generator_exists(directory: Path) -> bool:
 
 
 def verify_generator(directory: Path) -> None:
-    """GeneratorError unless `directory` holds a complete generator whose files match their checksums."""
+    """GeneratorError unless `directory` holds a complete generator whose files match their
+    checksums."""
     directory = Path(directory)
     if not generator_exists(directory):
-        raise GeneratorError(f"no trained generator in {directory} ({GENERATOR_META} is missing): run stage=train "
-                             "first")
+        raise GeneratorError(
+            f"no trained generator in {directory} ({GENERATOR_META} is missing): run stage=train "
+            "first"
+        )
     if not (directory / GENERATOR_CHECKSUMS).is_file():
-        raise GeneratorError(f"{directory} has no {GENERATOR_CHECKSUMS} (its files cannot be checked): delete it and "
-                             "run stage=train again")
+        raise GeneratorError(
+            f"{directory} has no {GENERATOR_CHECKSUMS} (its files cannot be checked): delete it and "
+            "run stage=train again"
+        )
     checksums = json.loads((directory / GENERATOR_CHECKSUMS).read_text())
     for name, digest in checksums.items():
         path = directory / name
         if not path.is_file():
-            raise GeneratorError(f"{path} is missing from the trained generator: delete {directory} and run "
-                                 "stage=train again")
+            raise GeneratorError(
+                f"{path} is missing from the trained generator: delete {directory} and run "
+                "stage=train again"
+            )
         if atomic.sha256(path) != digest:
-            raise GeneratorError(f"{path} does not match its checksum in {directory / GENERATOR_CHECKSUMS}: the file "
-                                 f"is corrupted; delete {directory} and run stage=train again")
+            raise GeneratorError(
+                f"{path} does not match its checksum in {directory / GENERATOR_CHECKSUMS}: the file "
+                f"is corrupted; delete {directory} and run stage=train again"
+            )
 
 
 def read_meta(directory: Path) -> dict:
@@ -185,23 +224,37 @@ def read_meta(directory: Path) -> dict:
 
 
 def check_training(node, key: str) -> None:
-    """ConfigError for an `optim` / `cadence` pair (a training phase's budget) at config path `key` that cannot work."""
+    """ConfigError for an `optim` / `cadence` pair (a training phase's budget) at config path `key`
+    that cannot work."""
     optim, cadence = node.optim, node.cadence
-    for name, value in (("optim.steps", optim.steps), ("optim.batch_size", optim.batch_size),
-                        ("cadence.log_every", cadence.log_every), ("cadence.save_every", cadence.save_every)):
+    for name, value in (
+        ("optim.steps", optim.steps),
+        ("optim.batch_size", optim.batch_size),
+        ("cadence.log_every", cadence.log_every),
+        ("cadence.save_every", cadence.save_every),
+    ):
         require(value >= 1, f"{key}.{name}", value, "must be >= 1")
     require(optim.lr > 0, f"{key}.optim.lr", optim.lr, "must be > 0")
-    require(optim.weight_decay >= 0, f"{key}.optim.weight_decay", optim.weight_decay, "must be >= 0")
-    require(0 <= optim.warmup_steps <= optim.steps, f"{key}.optim.warmup_steps", optim.warmup_steps,
-            f"must be in [0, {key}.optim.steps={optim.steps}]")
+    require(
+        optim.weight_decay >= 0, f"{key}.optim.weight_decay", optim.weight_decay, "must be >= 0"
+    )
+    require(
+        0 <= optim.warmup_steps <= optim.steps,
+        f"{key}.optim.warmup_steps",
+        optim.warmup_steps,
+        f"must be in [0, {key}.optim.steps={optim.steps}]",
+    )
 
 
 def check_ema(decay: float, key: str) -> None:
     require(0.0 <= decay < 1.0, key, decay, "must be in [0, 1)")
 
 
-def autoencoder_file_state(normalizer: ParamNormalizer, autoencoder: nn.Module) -> dict[str, torch.Tensor]:
-    """What AE_WEIGHTS holds: the autoencoder's and the normaliser's tensors under their own prefixes."""
+def autoencoder_file_state(
+    normalizer: ParamNormalizer, autoencoder: nn.Module
+) -> dict[str, torch.Tensor]:
+    """What AE_WEIGHTS holds: the autoencoder's and the normaliser's tensors under their own
+    prefixes."""
     state = {f"autoencoder.{k}": v for k, v in autoencoder.state_dict().items()}
     state.update({f"normalizer.{k}": v for k, v in normalizer.state_dict().items()})
     return state
@@ -212,8 +265,8 @@ DIFFUSION_SCHEMAS = {"ddpm_schema": DiffusionConfig}
 
 
 class AutoencoderDenoiserGenerator(Generator):
-    """A design made of a normaliser + autoencoder and a denoiser (the EMA one samples; the raw one is kept
-    after training, to be saved). Subclasses are dataclasses holding these four fields."""
+    """A design made of a normaliser + autoencoder and a denoiser (the EMA one samples; the raw one
+    is kept after training, to be saved). Subclasses are dataclasses holding these four fields."""
 
     reads = ("ae", "denoiser", "diffusion")
     phases = {"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}
@@ -225,50 +278,93 @@ class AutoencoderDenoiserGenerator(Generator):
 
     @classmethod
     def check_config(cls, cfg) -> None:
-        """The autoencoder's noises and budget, the DDPM schedule, its EMA and budget, and the DDIM steps."""
+        """The autoencoder's noises and budget, the DDPM schedule, its EMA and budget, and the DDIM
+        steps."""
         ae, diffusion = cfg.ae, cfg.diffusion
-        require(ae.input_noise >= 0.0 and ae.latent_noise >= 0.0, "ae.input_noise/latent_noise",
-                (ae.input_noise, ae.latent_noise), "must be >= 0")
+        require(
+            ae.input_noise >= 0.0 and ae.latent_noise >= 0.0,
+            "ae.input_noise/latent_noise",
+            (ae.input_noise, ae.latent_noise),
+            "must be >= 0",
+        )
         check_training(ae, "ae")
-        require(diffusion.timesteps >= 2, "diffusion.timesteps", diffusion.timesteps, "must be >= 2")
-        require(0.0 < diffusion.beta_start < diffusion.beta_end < 1.0, "diffusion.beta_start/beta_end",
-                (diffusion.beta_start, diffusion.beta_end), "need 0 < beta_start < beta_end < 1")
+        require(
+            diffusion.timesteps >= 2, "diffusion.timesteps", diffusion.timesteps, "must be >= 2"
+        )
+        require(
+            0.0 < diffusion.beta_start < diffusion.beta_end < 1.0,
+            "diffusion.beta_start/beta_end",
+            (diffusion.beta_start, diffusion.beta_end),
+            "need 0 < beta_start < beta_end < 1",
+        )
         check_ema(diffusion.ema_decay, "diffusion.ema_decay")
         check_training(diffusion, "diffusion")
         if SamplerName(cfg.sampler.name) is SamplerName.ddim:
-            require(1 <= cfg.sampler.steps <= diffusion.timesteps, "sampler.steps", cfg.sampler.steps,
-                    f"must be in [1, diffusion.timesteps={diffusion.timesteps}]")
+            require(
+                1 <= cfg.sampler.steps <= diffusion.timesteps,
+                "sampler.steps",
+                cfg.sampler.steps,
+                f"must be in [1, diffusion.timesteps={diffusion.timesteps}]",
+            )
             require(cfg.sampler.eta >= 0.0, "sampler.eta", cfg.sampler.eta, "must be >= 0")
 
     def networks(self) -> dict[str, nn.Module]:
         return {"autoencoder": self.autoencoder, "denoiser": self.denoiser}
 
     def files(self) -> dict[str, dict[str, torch.Tensor]]:
-        files = {AE_WEIGHTS: autoencoder_file_state(self.normalizer, self.autoencoder),
-                 DENOISER_WEIGHTS: self.denoiser.state_dict()}
+        files = {
+            AE_WEIGHTS: autoencoder_file_state(self.normalizer, self.autoencoder),
+            DENOISER_WEIGHTS: self.denoiser.state_dict(),
+        }
         if self.raw_denoiser is not None:
             files[DENOISER_RAW_WEIGHTS] = self.raw_denoiser.state_dict()
         return files
 
 
-def load_autoencoder_file(directory: Path, normalizer: ParamNormalizer, autoencoder: nn.Module) -> None:
+def load_autoencoder_file(
+    directory: Path, normalizer: ParamNormalizer, autoencoder: nn.Module
+) -> None:
     """Fill `normalizer` and `autoencoder` in place from DIR/AE_WEIGHTS."""
     state = atomic.read_safetensors(Path(directory) / AE_WEIGHTS)
     for prefix, module in (("normalizer.", normalizer), ("autoencoder.", autoencoder)):
-        module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+        module.load_state_dict(
+            {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        )
 
 
-def fit_denoiser(cfg, build: Callable[[], nn.Module], loss, rows, directory: Path, tracker: Tracker,
-                 device: torch.device, name: str = "diffusion", budget=None) -> tuple[nn.Module, nn.Module]:
-    """A DDPM denoiser of the latent and token designs, seeded for its purpose (`name`) and fitted on `rows` with
-    the `optim` and `cadence` of `budget` (default `diffusion`) and diffusion.ema_decay (resumable from
-    DIR/<name>_checkpoint): its (raw, EMA) networks in eval mode."""
+def fit_denoiser(
+    cfg,
+    build: Callable[[], nn.Module],
+    loss,
+    rows,
+    directory: Path,
+    tracker: Tracker,
+    device: torch.device,
+    name: str = "diffusion",
+    budget=None,
+) -> tuple[nn.Module, nn.Module]:
+    """A DDPM denoiser of the latent and token designs, seeded for its purpose (`name`) and fitted
+    on `rows` with the `optim` and `cadence` of `budget` (default `diffusion`) and
+    diffusion.ema_decay (resumable from DIR/<name>_checkpoint): its (raw, EMA) networks in eval
+    mode."""
     budget = cfg.diffusion if budget is None else budget
     seed = derive_seed(cfg.seed, Purpose.denoiser, 0 if name == "diffusion" else name)
     torch.manual_seed(seed)
-    fitted = fit(build(), loss, rows, budget.optim, budget.cadence, cfg.trainer, name=name,
-                 seed=seed, checkpoint_dir=directory / f"{name}_checkpoint", tracker=tracker,
-                 ema_decay=cfg.diffusion.ema_decay, device=device, compile_forward=cfg.denoiser.compile)
+    fitted = fit(
+        build(),
+        loss,
+        rows,
+        budget.optim,
+        budget.cadence,
+        cfg.trainer,
+        name=name,
+        seed=seed,
+        checkpoint_dir=directory / f"{name}_checkpoint",
+        tracker=tracker,
+        ema_decay=cfg.diffusion.ema_decay,
+        device=device,
+        compile_forward=cfg.denoiser.compile,
+    )
     return trained_pair(build, fitted)
 
 

@@ -1,13 +1,15 @@
-"""Weight-space flow matching (generator=flow): no autoencoder, a rectified flow on the weights themselves.
+"""Weight-space flow matching (generator=flow): no autoencoder, a rectified flow on the weights
+themselves.
 
     zoo [K, D] --normaliser--> [K, D] --(optional) top-k PCA coefficients, whitened--> x_1 [K, d]
         --flow matching (velocity MLP, EMA; optionally conditioned on each checkpoint's accuracy)-->
         Euler / Heun from N(0, I) --> [N, d] --back through the basis and the normaliser--> [N, D]
 
 DeepWeightFlow (arXiv 2601.05052) flows on PCA coefficients of an aligned zoo; with
-generator.condition=true the velocity sees the checkpoint's validation accuracy (normalised over the zoo), dropped
-for generator.condition_dropout of the rows, so that sampling can aim at generate.target_acc with
-classifier-free guidance (G.pt conditions on a target loss in the same way).
+generator.condition=true the velocity sees the checkpoint's validation accuracy (normalised over the
+zoo), dropped for generator.condition_dropout of the rows, so that sampling can aim at
+generate.target_acc with classifier-free guidance (G.pt conditions on a target loss in the same
+way).
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ import torch
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import CadenceConfig, GeneratorConfig, Normalization, OptimConfig, SamplerName, require
+from pdiff.config import (
+    CadenceConfig,
+    GeneratorConfig,
+    Normalization,
+    OptimConfig,
+    SamplerName,
+    require,
+)
 from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.base import (
@@ -43,11 +52,14 @@ from pdiff.zoo.store import ParamZoo
 
 @dataclass
 class FlowGeneratorConfig(GeneratorConfig):
-    """Weight-space flow matching: no autoencoder; the flow runs on the normalised vectors or their PCA basis."""
+    """Weight-space flow matching: no autoencoder; the flow runs on the normalised vectors or their
+    PCA basis."""
 
     design: str = "flow"
     normalization: Normalization = Normalization.per_coordinate
-    pca_components: int = 0  # 0: the flow sees the normalised vectors; k: their top-k PCA coefficients, whitened
+    pca_components: int = (
+        0  # 0: the flow sees the normalised vectors; k: their top-k PCA coefficients, whitened
+    )
     condition: bool = False  # condition on each checkpoint's accuracy (classifier-free guidance; generate.target_acc)
     condition_dropout: float = 0.1  # fraction of training rows that see the null condition
     # how the velocity network (denoiser=velocity) trains: its own budget, cadence and EMA
@@ -58,7 +70,8 @@ class FlowGeneratorConfig(GeneratorConfig):
 
 @dataclass
 class VelocityConfig:
-    """The flow design's velocity network: a residual MLP with time (and condition) embedded in every block."""
+    """The flow design's velocity network: a residual MLP with time (and condition) embedded in
+    every block."""
 
     name: str = "velocity"
     width: int = 256
@@ -71,7 +84,9 @@ class VelocityConfig:
 class FlowSamplerConfig:
     name: SamplerName = SamplerName.euler  # euler, or heun (two velocity calls a step)
     steps: int = 50
-    temperature: float = 1.0  # the starting noise's standard deviation (< 1: samples nearer the flow's modes)
+    temperature: float = (
+        1.0  # the starting noise's standard deviation (< 1: samples nearer the flow's modes)
+    )
 
 
 BASIS_FILE = "basis.safetensors"
@@ -79,21 +94,35 @@ VELOCITY_WEIGHTS = "velocity_ema.safetensors"
 VELOCITY_RAW_WEIGHTS = "velocity.safetensors"
 
 
-def build_velocity(denoiser_cfg, dim: int, conditional: bool, condition_dim: int = 1) -> VelocityMLP:
-    return VelocityMLP(dim, denoiser_cfg.width, denoiser_cfg.depth, denoiser_cfg.time_dim, conditional,
-                       condition_dim)
+def build_velocity(
+    denoiser_cfg, dim: int, conditional: bool, condition_dim: int = 1
+) -> VelocityMLP:
+    return VelocityMLP(
+        dim,
+        denoiser_cfg.width,
+        denoiser_cfg.depth,
+        denoiser_cfg.time_dim,
+        conditional,
+        condition_dim,
+    )
 
 
 def conditioned_loss(dropout: float, condition_dim: int = 1):
-    """Flow matching on rows [x_1 | condition]: the last `condition_dim` columns are the row's condition (its
-    normalised accuracy, or its task's descriptor); each row sees it, or the null condition with probability
-    `dropout` (drawn from the batch's noise, so ranks and resumes agree)."""
+    """Flow matching on rows [x_1 | condition]: the last `condition_dim` columns are the row's
+    condition (its normalised accuracy, or its task's descriptor); each row sees it, or the null
+    condition with probability `dropout` (drawn from the batch's noise, so ranks and resumes agree).
+    """
+
     def loss(model, rows: torch.Tensor, noise: BatchNoise) -> torch.Tensor:
         kept = noise.rand() >= dropout
         condition = rows[:, -condition_dim:]
-        return flow_matching_loss(model, rows[:, :-condition_dim], noise,
-                                  {"condition": condition if condition_dim > 1 else condition[:, 0],
-                                   "conditioned": kept})
+        return flow_matching_loss(
+            model,
+            rows[:, :-condition_dim],
+            noise,
+            {"condition": condition if condition_dim > 1 else condition[:, 0], "conditioned": kept},
+        )
+
     return loss
 
 
@@ -104,17 +133,24 @@ class FlowGenerator(Generator):
     uses = {"denoiser": ("velocity",), "sampler": ("euler", "heun")}
     reads = ("denoiser",)  # and its own generator node: optim, cadence, ema_decay
     phases = {"flow": "Flow matching (velocity)"}
-    schemas = {"generator": {"flow_schema": FlowGeneratorConfig}, "denoiser": {"velocity_schema": VelocityConfig},
-               "sampler": {"euler_schema": FlowSamplerConfig, "heun_schema": FlowSamplerConfig}}
+    schemas = {
+        "generator": {"flow_schema": FlowGeneratorConfig},
+        "denoiser": {"velocity_schema": VelocityConfig},
+        "sampler": {"euler_schema": FlowSamplerConfig, "heun_schema": FlowSamplerConfig},
+    }
     condition_setting = "generator.condition=true"
 
     normalizer: ParamNormalizer
     basis: PCABasis
     velocity: VelocityMLP  # the EMA weights: the ones that sample
-    accuracy_stats: tuple[float, float] | None  # (mean, std) of the zoo's accuracies when conditioned on them
+    accuracy_stats: (
+        tuple[float, float] | None
+    )  # (mean, std) of the zoo's accuracies when conditioned on them
     raw_velocity: VelocityMLP | None = field(default=None)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    descriptor_dim: int = 0  # > 0: conditioned on each checkpoint's task descriptor (a zoo of many tasks)
+    descriptor_dim: int = (
+        0  # > 0: conditioned on each checkpoint's task descriptor (a zoo of many tasks)
+    )
 
     @classmethod
     def conditioned(cls, cfg) -> bool:
@@ -123,22 +159,41 @@ class FlowGenerator(Generator):
     @classmethod
     def check_config(cls, cfg) -> None:
         generator = cfg.generator
-        require(generator.pca_components >= 0, "generator.pca_components", generator.pca_components,
-                "must be >= 0 (0: no PCA)")
-        require(0.0 <= generator.condition_dropout < 1.0, "generator.condition_dropout",
-                generator.condition_dropout, "must be in [0, 1)")
+        require(
+            generator.pca_components >= 0,
+            "generator.pca_components",
+            generator.pca_components,
+            "must be >= 0 (0: no PCA)",
+        )
+        require(
+            0.0 <= generator.condition_dropout < 1.0,
+            "generator.condition_dropout",
+            generator.condition_dropout,
+            "must be in [0, 1)",
+        )
         check_training(generator, "generator")
         check_ema(generator.ema_decay, "generator.ema_decay")
 
     @classmethod
-    def train(cls, zoo: ParamZoo, cfg, directory: Path, tracker: Tracker, timer: PhaseTimer,
-              device: torch.device) -> FlowGenerator:
+    def train(
+        cls,
+        zoo: ParamZoo,
+        cfg,
+        directory: Path,
+        tracker: Tracker,
+        timer: PhaseTimer,
+        device: torch.device,
+    ) -> FlowGenerator:
         generator_cfg = cfg.generator
-        normalizer = ParamNormalizer.fit(zoo.spec, zoo.vectors, Normalization(generator_cfg.normalization))
+        normalizer = ParamNormalizer.fit(
+            zoo.spec, zoo.vectors, Normalization(generator_cfg.normalization)
+        )
         basis = PCABasis.fit(zoo.vectors, generator_cfg.pca_components, normalizer)
         x1 = basis.encode(normalizer.normalize(zoo.vectors.float())).float()
         stats, rows, descriptor_dim = None, x1, 0
-        if generator_cfg.condition and zoo.tasks is not None:  # many tasks: the condition is the task
+        if (
+            generator_cfg.condition and zoo.tasks is not None
+        ):  # many tasks: the condition is the task
             descriptor_dim = int(zoo.tasks.descriptor.shape[1])
             rows = torch.cat([x1, zoo.tasks.descriptor.float()], 1)
         elif generator_cfg.condition:
@@ -148,14 +203,28 @@ class FlowGenerator(Generator):
         seed = derive_seed(cfg.seed, Purpose.denoiser)
         torch.manual_seed(seed)
         conditional, condition_dim = bool(generator_cfg.condition), max(descriptor_dim, 1)
-        loss = conditioned_loss(generator_cfg.condition_dropout, condition_dim) if conditional else \
-            flow_matching_loss
+        loss = (
+            conditioned_loss(generator_cfg.condition_dropout, condition_dim)
+            if conditional
+            else flow_matching_loss
+        )
         build = lambda: build_velocity(cfg.denoiser, x1.shape[1], conditional, condition_dim)  # noqa: E731
-        fitted = fit(build(), loss, rows, generator_cfg.optim,
-                     generator_cfg.cadence, cfg.trainer, name="flow", seed=seed,
-                     checkpoint_dir=directory / "flow_checkpoint", tracker=tracker,
-                     ema_decay=generator_cfg.ema_decay, device=device, compile_forward=cfg.denoiser.compile,
-                     knob="generator.optim")
+        fitted = fit(
+            build(),
+            loss,
+            rows,
+            generator_cfg.optim,
+            generator_cfg.cadence,
+            cfg.trainer,
+            name="flow",
+            seed=seed,
+            checkpoint_dir=directory / "flow_checkpoint",
+            tracker=tracker,
+            ema_decay=generator_cfg.ema_decay,
+            device=device,
+            compile_forward=cfg.denoiser.compile,
+            knob="generator.optim",
+        )
         raw, ema = trained_pair(build, fitted)
         timer("train_flow")
         return cls(normalizer, basis, ema, stats, raw, descriptor_dim=descriptor_dim)
@@ -164,41 +233,76 @@ class FlowGenerator(Generator):
     def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> FlowGenerator:
         meta = read_meta(directory)
         state = atomic.read_safetensors(Path(directory) / BASIS_FILE)
-        normalizer, basis = ParamNormalizer(spec.dim), PCABasis(spec.dim, int(meta["pca_components"]))
+        normalizer, basis = (
+            ParamNormalizer(spec.dim),
+            PCABasis(spec.dim, int(meta["pca_components"])),
+        )
         for prefix, module in (("normalizer.", normalizer), ("basis.", basis)):
-            module.load_state_dict({k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)})
+            module.load_state_dict(
+                {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+            )
         stats = tuple(meta["accuracy_stats"]) if meta["accuracy_stats"] else None
         descriptor_dim = int(meta.get("descriptor_dim", 0))
-        velocity = build_velocity(cfg.denoiser, int(meta["flow_dim"]), stats is not None or descriptor_dim > 0,
-                                  max(descriptor_dim, 1))
+        velocity = build_velocity(
+            cfg.denoiser,
+            int(meta["flow_dim"]),
+            stats is not None or descriptor_dim > 0,
+            max(descriptor_dim, 1),
+        )
         velocity.load_state_dict(atomic.read_safetensors(Path(directory) / VELOCITY_WEIGHTS))
-        return cls(normalizer.to(device), basis.to(device), velocity.to(device).eval(), stats, device=device,
-                   descriptor_dim=descriptor_dim)
+        return cls(
+            normalizer.to(device),
+            basis.to(device),
+            velocity.to(device).eval(),
+            stats,
+            device=device,
+            descriptor_dim=descriptor_dim,
+        )
 
     @torch.no_grad()
-    def sample(self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None) -> torch.Tensor:
-        """n vectors [n, D], integrated as one batch; with `conditioning`, guided toward its target accuracy (or
-        each row toward its task descriptor)."""
+    def sample(
+        self, n: int, sampler_cfg, seed: int, conditioning: Conditioning | None = None
+    ) -> torch.Tensor:
+        """n vectors [n, D], integrated as one batch; with `conditioning`, guided toward its target
+        accuracy (or each row toward its task descriptor)."""
         dim = self.basis.k or self.normalizer.mean.numel()
         velocity = self._guided(n, conditioning)
         name = SamplerName(sampler_cfg.name).value
         with stage_progress(f"sample {n} models ({name})", total=sampler_cfg.steps) as bar:
-            x = sample_flow(velocity, (n, dim), sampler_cfg, generator_for(seed, Purpose.sampling), self.device,
-                            progress=bar.advance)
+            x = sample_flow(
+                velocity,
+                (n, dim),
+                sampler_cfg,
+                generator_for(seed, Purpose.sampling),
+                self.device,
+                progress=bar.advance,
+            )
         return self.normalizer.denormalize(self.basis.decode(x)).cpu()
 
     def _guided(self, n: int, conditioning: Conditioning | None):
-        """v(x, t): unconditional, or v_null + w (v_target - v_null) toward the normalised target accuracy, or
-        toward each row's task descriptor."""
-        if conditioning is not None and conditioning.descriptors is not None and self.descriptor_dim:
-            condition = conditioning.descriptors.to(self.device, torch.float32).view(n, self.descriptor_dim)
-        elif conditioning is not None and conditioning.target_acc is not None and self.accuracy_stats is not None:
+        """v(x, t): unconditional, or v_null + w (v_target - v_null) toward the normalised target
+        accuracy, or toward each row's task descriptor."""
+        if (
+            conditioning is not None
+            and conditioning.descriptors is not None
+            and self.descriptor_dim
+        ):
+            condition = conditioning.descriptors.to(self.device, torch.float32).view(
+                n, self.descriptor_dim
+            )
+        elif (
+            conditioning is not None
+            and conditioning.target_acc is not None
+            and self.accuracy_stats is not None
+        ):
             target = (conditioning.target_acc - self.accuracy_stats[0]) / self.accuracy_stats[1]
             condition = torch.full((n,), target, device=self.device)
         else:
             return lambda x, t: self.velocity(x, t)
-        keep, drop = torch.ones(n, dtype=torch.bool, device=self.device), torch.zeros(n, dtype=torch.bool,
-                                                                                          device=self.device)
+        keep, drop = (
+            torch.ones(n, dtype=torch.bool, device=self.device),
+            torch.zeros(n, dtype=torch.bool, device=self.device),
+        )
 
         def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             v_target = self.velocity(x, t, condition, keep)
@@ -206,6 +310,7 @@ class FlowGenerator(Generator):
                 return v_target
             v_null = self.velocity(x, t, condition, drop)
             return v_null + conditioning.guidance * (v_target - v_null)
+
         return guided
 
     def networks(self) -> dict[str, nn.Module]:
@@ -221,6 +326,9 @@ class FlowGenerator(Generator):
 
     @property
     def meta(self) -> dict:
-        return {"pca_components": self.basis.k, "flow_dim": self.basis.k or int(self.normalizer.mean.numel()),
-                "accuracy_stats": list(self.accuracy_stats) if self.accuracy_stats else None,
-                "descriptor_dim": self.descriptor_dim}
+        return {
+            "pca_components": self.basis.k,
+            "flow_dim": self.basis.k or int(self.normalizer.mean.numel()),
+            "accuracy_stats": list(self.accuracy_stats) if self.accuracy_stats else None,
+            "descriptor_dim": self.descriptor_dim,
+        }

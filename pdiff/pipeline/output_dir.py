@@ -1,5 +1,5 @@
-"""The output folder (paths.output_dir): whether it can be written, checked on the command line before Hydra makes
-it (hydra.run.dir=${paths.output_dir})."""
+"""The output folder (paths.output_dir): whether it can be written, checked on the command line
+before Hydra makes it (hydra.run.dir=${paths.output_dir})."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pdiff.errors import ConfigError
 
 
 def folder_problem(folder: Path) -> str | None:
-    """Why files cannot be written in `folder` (made with its parents when absent), or None when they can."""
+    """Why files cannot be written in `folder` (made with its parents when absent), or None when
+    they can."""
     folder = Path(folder).expanduser()
     for path in (folder, *folder.parents):
         if path.is_symlink() and not path.exists():
@@ -26,22 +27,41 @@ def folder_problem(folder: Path) -> str | None:
             break
     if folder.is_dir() and not made_by_pdiff(folder):
         held = sorted(entry.name for entry in folder.iterdir())
-        return (f"is a folder pdiff did not make, holding {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}: "
-                "pdiff writes only into a new or empty folder, or one it made")
-    existing = next(path for path in (folder, *folder.parents) if path.exists())  # "/" or "." at the end
+        return (
+            f"is a folder pdiff did not make, holding {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}: "
+            "pdiff writes only into a new or empty folder, or one it made"
+        )
+    existing = next(
+        path for path in (folder, *folder.parents) if path.exists()
+    )  # "/" or "." at the end
     if not existing.is_dir():
-        return "is an existing file" if existing == folder else f"lies under {existing}, an existing file"
+        return (
+            "is an existing file"
+            if existing == folder
+            else f"lies under {existing}, an existing file"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        why = "a read-only file system" if os.statvfs(existing).f_flag & os.ST_RDONLY else "no write permission"
+        why = (
+            "a read-only file system"
+            if os.statvfs(existing).f_flag & os.ST_RDONLY
+            else "no write permission"
+        )
         return f"cannot be written: {existing} is not writable ({why})"
     return None
 
 
 OUTPUT_DIR_KEY = "paths.output_dir"
-HYDRA_JOB_LOGS = ("sweep.log", "submit.log")  # Hydra writes its job's log into the run folder before pdiff starts
-MARKER_FILE = ".pdiff"  # written into every output folder before anything else, by a run or a SLURM chain
+HYDRA_JOB_LOGS = (
+    "sweep.log",
+    "submit.log",
+)  # Hydra writes its job's log into the run folder before pdiff starts
+MARKER_FILE = (
+    ".pdiff"  # written into every output folder before anything else, by a run or a SLURM chain
+)
 MARKER_TEXT = "pdiff output folder: pdiff may write here\n"
-LEGACY_LOCK = re.compile(r"pid \d+ on \S+, since \d{4}-\d\d-\d\d")  # what pdiff before the marker left in .pdiff.lock
+LEGACY_LOCK = re.compile(
+    r"pid \d+ on \S+, since \d{4}-\d\d-\d\d"
+)  # what pdiff before the marker left in .pdiff.lock
 
 
 def _head(path: Path) -> str:
@@ -53,18 +73,26 @@ def _head(path: Path) -> str:
 
 def _marked(folder: Path) -> bool:
     """`folder` holds pdiff's marker (or, made before the marker, the lock line a pdiff run wrote)."""
-    return _head(folder / MARKER_FILE) == MARKER_TEXT or bool(LEGACY_LOCK.match(_head(folder / ".pdiff.lock")))
+    return _head(folder / MARKER_FILE) == MARKER_TEXT or bool(
+        LEGACY_LOCK.match(_head(folder / ".pdiff.lock"))
+    )
 
 
 def made_by_pdiff(folder: Path) -> bool:
-    """An empty folder, or one holding pdiff's marker (or a multirun's points, each holding it). Names alone prove
-    nothing: a folder of the user's holding a config.yaml or a zoo/ is not pdiff's."""
+    """An empty folder, or one holding pdiff's marker (or a multirun's points, each holding it).
+    Names alone prove nothing: a folder of the user's holding a config.yaml or a zoo/ is not
+    pdiff's."""
     entries = [entry for entry in folder.iterdir() if entry.name not in HYDRA_JOB_LOGS]
-    return not entries or _marked(folder) or any(entry.is_dir() and _marked(entry) for entry in entries)
+    return (
+        not entries
+        or _marked(folder)
+        or any(entry.is_dir() and _marked(entry) for entry in entries)
+    )
 
 
 def mark_made_by_pdiff(folder: Path) -> None:
-    """Make `folder` (with its parents) and mark it as pdiff's, before anything else is written into it."""
+    """Make `folder` (with its parents) and mark it as pdiff's, before anything else is written into
+    it."""
     folder.mkdir(parents=True, exist_ok=True)
     if _head(folder / MARKER_FILE) != MARKER_TEXT:
         atomic.write_text(folder / MARKER_FILE, MARKER_TEXT)
@@ -79,11 +107,13 @@ def _given_values(override) -> list:
 
 
 def check_output_dir_overrides(overrides: list[str]) -> None:
-    """ConfigError for a command-line paths.output_dir that is empty, a file, or not writable, before Hydra makes the
-    run folder (hydra.run.dir=${paths.output_dir}: it would fail with a traceback, or write into the current folder).
+    """ConfigError for a command-line paths.output_dir that is empty, a file, or not writable,
+    before Hydra makes the run folder (hydra.run.dir=${paths.output_dir}: it would fail with a
+    traceback, or write into the current folder).
 
-    `overrides` is the command line after the program: flags (-m, --config-name X) and arguments that are no
-    override are skipped; values Hydra resolves later (interpolations) are left to it and to config.validate.
+    `overrides` is the command line after the program: flags (-m, --config-name X) and arguments
+    that are no override are skipped; values Hydra resolves later (interpolations) are left to it
+    and to config.validate.
     """
     parser = OverridesParser.create()
     for argument in overrides:
@@ -98,8 +128,13 @@ def check_output_dir_overrides(overrides: list[str]) -> None:
         for folder in _given_values(override):
             if folder is None or "${" in str(folder):
                 continue
-            problem = ("is empty: the whole pipeline would be written into the current folder"
-                       if not str(folder).strip() else folder_problem(Path(str(folder))))
+            problem = (
+                "is empty: the whole pipeline would be written into the current folder"
+                if not str(folder).strip()
+                else folder_problem(Path(str(folder)))
+            )
             if problem:
-                raise ConfigError(f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can be "
-                                  "made and written (new, or made by pdiff)")
+                raise ConfigError(
+                    f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can be "
+                    "made and written (new, or made by pdiff)"
+                )

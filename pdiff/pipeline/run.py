@@ -1,7 +1,8 @@
 """Run the pipeline in this process: check the whole config first, then each stage inside one run.
 
-The stages themselves (what each reads and writes) are in pdiff/pipeline/stages.py; stage-folder provenance in
-pdiff/pipeline/stage_dirs.py; the same stages as cluster jobs in pdiff/cluster/jobs.py.
+The stages themselves (what each reads and writes) are in pdiff/pipeline/stages.py; stage-folder
+provenance in pdiff/pipeline/stage_dirs.py; the same stages as cluster jobs in
+pdiff/cluster/jobs.py.
 """
 
 from __future__ import annotations
@@ -41,15 +42,20 @@ from pdiff.zoo.store import ParamZoo
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".pdiff.lock"
-STAGE_RUNNERS = {Stage.collect: run_collect, Stage.train: run_train, Stage.generate: run_generate,
-                 Stage.evaluate: run_evaluate}
+STAGE_RUNNERS = {
+    Stage.collect: run_collect,
+    Stage.train: run_train,
+    Stage.generate: run_generate,
+    Stage.evaluate: run_evaluate,
+}
 
 
 ZOO_WARN_BYTES = 2**30  # a zoo larger than this is announced with its size before collection starts
 
 
 def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
-    """Every config check that can fail, before any work starts (nothing is written before it passes)."""
+    """Every config check that can fail, before any work starts (nothing is written before it
+    passes)."""
     if has_family(cfg):
         check_family_design(cfg)  # first: validate()'s generic checks are a one-task zoo's
     validate(cfg)
@@ -57,8 +63,14 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     if problem:
         raise ConfigError(f"paths.output_dir={cfg.paths.output_dir!r} {problem}")
     design_class(cfg)
-    if has_family(cfg) and cfg.generate.task is not None and (Stage.generate in stages or Stage.evaluate in stages):
-        check_generate_task(cfg, load_dataset(cfg.data).num_classes, scored=Stage.evaluate in stages)
+    if (
+        has_family(cfg)
+        and cfg.generate.task is not None
+        and (Stage.generate in stages or Stage.evaluate in stages)
+    ):
+        check_generate_task(
+            cfg, load_dataset(cfg.data).num_classes, scored=Stage.evaluate in stages
+        )
     if LoggerName(cfg.logger.name) is LoggerName.wandb:
         recorded_run_id(Path(cfg.paths.output_dir).expanduser().resolve())
     check_stage_folders(cfg, stages)
@@ -67,11 +79,15 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     if Stage.collect in stages:
         data = load_dataset(cfg.data)
         model = build_task_net(cfg.task.net, data.input_shape, data.num_classes)
-        spec = select_parameters(model, list(cfg.task.param.layers), statistics=cfg.task.param.statistics)
+        spec = select_parameters(
+            model, list(cfg.task.param.layers), statistics=cfg.task.param.statistics
+        )
         if cfg.task.param.statistics and not spec.variance_names:
-            raise ConfigError(f"task.param.statistics=true carries BatchNorm running statistics, but no layer of "
-                              f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
-                              "BatchNorm layers")
+            raise ConfigError(
+                f"task.param.statistics=true carries BatchNorm running statistics, but no layer of "
+                f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
+                "BatchNorm layers"
+            )
         check_runs(cfg.task.collect, model, spec, cfg.evaluate.recalibrate_batches)
         if has_family(cfg):
             check_family(cfg.task, data.num_classes)
@@ -79,27 +95,34 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
 
 
 def check_family_design(cfg: DictConfig) -> None:
-    """ConfigError unless a zoo of many tasks has a design that takes the descriptor, and counts that make a zoo."""
+    """ConfigError unless a zoo of many tasks has a design that takes the descriptor, and counts
+    that make a zoo."""
     check_family_counts(cfg.task.family)
     design = cfg.generator.design
     if design != "flow" or not cfg.generator.get("condition", False):
-        raise ConfigError(f"generator.design={design!r} (generator.condition={cfg.generator.get('condition')}) cannot "
-                          "generate for a task: a zoo of many tasks needs the descriptor-conditioned flow, "
-                          "generator=flow_pca_tasks (experiment=unseen_subsets's), flow_pca or flow_conditioned")
+        raise ConfigError(
+            f"generator.design={design!r} (generator.condition={cfg.generator.get('condition')}) cannot "
+            "generate for a task: a zoo of many tasks needs the descriptor-conditioned flow, "
+            "generator=flow_pca_tasks (experiment=unseen_subsets's), flow_pca or flow_conditioned"
+        )
 
 
 def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
-    """Whatever a stage of `stages` would refuse once started, before config.yaml says what the folder holds:
-    ConfigError when the zoo, or the generator that `stages` train or sample, was made with another config; the
-    stages' errors for a stage folder's damaged inputs.json, or a zoo, generator or generated models whose files
-    do not match their digests."""
+    """Whatever a stage of `stages` would refuse once started, before config.yaml says what the
+    folder holds: ConfigError when the zoo, or the generator that `stages` train or sample, was made
+    with another config; the stages' errors for a stage folder's damaged inputs.json, or a zoo,
+    generator or generated models whose files do not match their digests."""
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
-    refuse_changed(output_dir / "zoo", stage_inputs(cfg, Stage.collect))  # every stage reads the zoo
+    refuse_changed(
+        output_dir / "zoo", stage_inputs(cfg, Stage.collect)
+    )  # every stage reads the zoo
     if ParamZoo.exists(output_dir / "zoo"):
         ParamZoo.load(output_dir / "zoo")
     if Stage.train in stages or Stage.generate in stages:
         refuse_changed(output_dir / "generator", stage_inputs(cfg, Stage.train))
-    if Stage.generate in stages and (Stage.train not in stages or generator_exists(output_dir / "generator")):
+    if Stage.generate in stages and (
+        Stage.train not in stages or generator_exists(output_dir / "generator")
+    ):
         verify_generator(output_dir / "generator")
     if Stage.generate in stages:
         changed_inputs(output_dir / "generated", stage_inputs(cfg, Stage.generate))
@@ -110,45 +133,66 @@ def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
 
 
 def check_zoo_size(cfg: DictConfig, dim: int, output_dir: Path) -> None:
-    """ConfigError when the zoo cannot fit on the output folder's disk; a warning with its size when it is large."""
+    """ConfigError when the zoo cannot fit on the output folder's disk; a warning with its size when
+    it is large."""
     k = cfg.task.param.k
     zoo_bytes = 2 * k * dim * 4  # float32, in the collection runs' files and in the merged zoo
     existing = next(parent for parent in (output_dir, *output_dir.parents) if parent.exists())
     free = shutil.disk_usage(existing).free
     size = f"task.param.k={k} checkpoints x {dim} parameters is {zoo_bytes / 2**30:.2f} GiB on disk"
     if zoo_bytes > free:
-        raise ConfigError(f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select fewer "
-                          "layers (task.param.layers), or use another paths.output_dir")
+        raise ConfigError(
+            f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select fewer "
+            "layers (task.param.layers), or use another paths.output_dir"
+        )
     if zoo_bytes > ZOO_WARN_BYTES:
         steps = k * (cfg.task.collect.steps_per_checkpoint or 1)
-        log.warning("%s (%.2f GiB free) and at least %d SGD steps of collection", size, free / 2**30, steps)
+        log.warning(
+            "%s (%.2f GiB free) and at least %d SGD steps of collection", size, free / 2**30, steps
+        )
 
 
 def usable_threads(threads: int) -> int:
-    """`threads`, capped (with a warning) at the cores this process may run on: more threads than cores only make
-    every one of them wait."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """`threads`, capped (with a warning) at the cores this process may run on: more threads than
+    cores only make every one of them wait."""
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     if threads > cores:
-        log.warning("threads=%d is more than the %d cores this job may use: using %d", threads, cores, cores)
+        log.warning(
+            "threads=%d is more than the %d cores this job may use: using %d", threads, cores, cores
+        )
         return cores
     return threads
 
 
-def open_run(cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None) -> Run:
-    """The output folder with the resolved config in it, and a tracker (rank 0's; a silent one elsewhere)."""
+def open_run(
+    cfg: DictConfig, env: distributed.DistEnv | None = None, device: torch.device | None = None
+) -> Run:
+    """The output folder with the resolved config in it, and a tracker (rank 0's; a silent one
+    elsewhere)."""
     env, device = env or distributed.DistEnv(), device or torch.device("cpu")
     if cfg.threads > 0:
         torch.set_num_threads(usable_threads(cfg.threads))
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     if env.is_main:
-        atomic.write_text(output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg))))
-    return Run(cfg, output_dir, Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main), env, device)
+        atomic.write_text(
+            output_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(to_container(cfg)))
+        )
+    return Run(
+        cfg,
+        output_dir,
+        Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main),
+        env,
+        device,
+    )
 
 
 @contextmanager
 def output_lock(cfg: DictConfig) -> Iterator[None]:
-    """Hold DIR/.pdiff.lock for this run (rank 0 of a launch): a second run into the same folder is refused."""
+    """Hold DIR/.pdiff.lock for this run (rank 0 of a launch): a second run into the same folder is
+    refused."""
     if not distributed.detect().is_main:
         yield
         return
@@ -160,22 +204,31 @@ def output_lock(cfg: DictConfig) -> Iterator[None]:
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise ConfigError(f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait for it "
-                              "to end, or use another paths.output_dir") from None
+            raise ConfigError(
+                f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait for it "
+                "to end, or use another paths.output_dir"
+            ) from None
         lock.truncate(0)
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        lock.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
         lock.flush()
         yield
 
 
 @contextmanager
 def opened_run(cfg: DictConfig) -> Iterator[Run]:
-    """open_run inside this launch's process group (started when there are several ranks or DeepSpeed)."""
+    """open_run inside this launch's process group (started when there are several ranks or
+    DeepSpeed)."""
     env, trainer = distributed.detect(), TrainerName(cfg.trainer.name)
     if env.distributed and trainer is not TrainerName.deepspeed:
-        raise ConfigError(f"this launch has {env.world_size} ranks ({env.launcher}) but trainer={trainer.value}; "
-                          "use trainer=deepspeed, or launch one process")
-    device = resolve_device(cfg.device, env.local_rank, cfg.deterministic)  # in the job: a login node may have no GPU
+        raise ConfigError(
+            f"this launch has {env.world_size} ranks ({env.launcher}) but trainer={trainer.value}; "
+            "use trainer=deepspeed, or launch one process"
+        )
+    device = resolve_device(
+        cfg.device, env.local_rank, cfg.deterministic
+    )  # in the job: a login node may have no GPU
     check_precision(cfg.trainer, device)
     if env.distributed or trainer is TrainerName.deepspeed:
         distributed.start(env, device)
@@ -196,7 +249,8 @@ def on_main_rank(run: Run, stage: Callable[[Run], object]) -> object:
 
 
 def run_pipeline(cfg: DictConfig) -> dict | None:
-    """Run `cfg.stage` (or all stages) into `cfg.paths.output_dir`; return the report when evaluation ran."""
+    """Run `cfg.stage` (or all stages) into `cfg.paths.output_dir`; return the report when
+    evaluation ran."""
     stage = Stage(cfg.stage)
     stages = list(STAGE_ORDER) if stage is Stage.all else [stage]
     preflight(cfg, stages)  # nothing is written before it passes
@@ -214,5 +268,9 @@ def _run_stages(cfg: DictConfig, stages: list[Stage]) -> dict | None:
             result = runner(run) if current is Stage.train else on_main_rank(run, runner)
             report = result if current is Stage.evaluate else report
     if run.env.is_main:
-        print(summary_line(Stage(cfg.stage).value, run.output_dir, report, time.perf_counter() - started))
+        print(
+            summary_line(
+                Stage(cfg.stage).value, run.output_dir, report, time.perf_counter() - started
+            )
+        )
     return report

@@ -1,5 +1,5 @@
-"""Who this process is in a multi-process run (torchrun, the deepspeed launcher or SLURM tasks), and the
-process group's start, reductions and clean end.
+"""Who this process is in a multi-process run (torchrun, the deepspeed launcher or SLURM tasks), and
+the process group's start, reductions and clean end.
 
 `detect()` is the one place rank, world size and the rendezvous address are read. A single process
 with no launcher is rank 0 of 1.
@@ -46,9 +46,12 @@ class DistEnv:
 
 
 def _first_host(nodelist: str) -> str:
-    """The first host of a SLURM node list ('node[01-04]' -> 'node01'), through scontrol when it is there."""
+    """The first host of a SLURM node list ('node[01-04]' -> 'node01'), through scontrol when it is
+    there."""
     try:
-        done = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30)
+        done = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, timeout=30
+        )
         if done.returncode == 0 and done.stdout.split():
             return done.stdout.split()[0]
     except FileNotFoundError:
@@ -56,8 +59,11 @@ def _first_host(nodelist: str) -> str:
     return nodelist.split(",")[0].split("[")[0]
 
 
-def _integer(env: Mapping[str, str], key: str, default: int, low: int = 0, high: int | None = None) -> int:
-    """Environment variable `key` as an integer in [low, high] (`default` when unset); RendezvousError naming it."""
+def _integer(
+    env: Mapping[str, str], key: str, default: int, low: int = 0, high: int | None = None
+) -> int:
+    """Environment variable `key` as an integer in [low, high] (`default` when unset);
+    RendezvousError naming it."""
     text = env.get(key)
     if text is None:
         return default
@@ -67,8 +73,10 @@ def _integer(env: Mapping[str, str], key: str, default: int, low: int = 0, high:
         value = None
     if value is None or value < low or (high is not None and value > high):
         allowed = f"an integer in [{low}, {high}]" if high is not None else f"an integer >= {low}"
-        raise RendezvousError(f"environment variable {key}={text!r} is invalid: it must be {allowed}; set it so, or "
-                              "unset it")
+        raise RendezvousError(
+            f"environment variable {key}={text!r} is invalid: it must be {allowed}; set it so, or "
+            "unset it"
+        )
     return value
 
 
@@ -77,22 +85,41 @@ def _port(env: Mapping[str, str], default: int) -> int:
 
 
 def detect(environ: Mapping[str, str] | None = None) -> DistEnv:
-    """Rank, world and rendezvous from torchrun/deepspeed (RANK, WORLD_SIZE...) or SLURM (SLURM_PROCID...).
-    RendezvousError names a variable that is not a valid number (MASTER_PORT=abc, a port above 65535)."""
+    """Rank, world and rendezvous from torchrun/deepspeed (RANK, WORLD_SIZE...) or SLURM
+    (SLURM_PROCID...). RendezvousError names a variable that is not a valid number (MASTER_PORT=abc,
+    a port above 65535)."""
     env = os.environ if environ is None else environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        return DistEnv(_integer(env, "RANK", 0), _integer(env, "LOCAL_RANK", 0), _integer(env, "WORLD_SIZE", 1, 1),
-                       env.get("MASTER_ADDR", "127.0.0.1"), _port(env, DEFAULT_PORT), "env")
+        return DistEnv(
+            _integer(env, "RANK", 0),
+            _integer(env, "LOCAL_RANK", 0),
+            _integer(env, "WORLD_SIZE", 1, 1),
+            env.get("MASTER_ADDR", "127.0.0.1"),
+            _port(env, DEFAULT_PORT),
+            "env",
+        )
     if _integer(env, "SLURM_NTASKS", 1, 1) > 1 and "SLURM_PROCID" in env:
         job_id = _integer(env, "SLURM_JOB_ID", 0)
         master_addr, address_from = env.get("MASTER_ADDR"), "MASTER_ADDR"
         if not master_addr:
             nodelist = env.get("SLURM_JOB_NODELIST", "127.0.0.1")
-            master_addr, address_from = _first_host(nodelist), f"the first node of SLURM_JOB_NODELIST={nodelist}"
-        return DistEnv(_integer(env, "SLURM_PROCID", 0), _integer(env, "SLURM_LOCALID", 0),
-                       _integer(env, "SLURM_NTASKS", 1, 1), master_addr, _port(env, 15000 + job_id % 20000), "slurm",
-                       address_from, _integer(env, "SLURM_JOB_NUM_NODES", _integer(env, "SLURM_NNODES", 1, 1), 1))
-    return DistEnv(master_port=_port(env, DEFAULT_PORT))  # a single process's group of one (DeepSpeed) uses it
+            master_addr, address_from = (
+                _first_host(nodelist),
+                f"the first node of SLURM_JOB_NODELIST={nodelist}",
+            )
+        return DistEnv(
+            _integer(env, "SLURM_PROCID", 0),
+            _integer(env, "SLURM_LOCALID", 0),
+            _integer(env, "SLURM_NTASKS", 1, 1),
+            master_addr,
+            _port(env, 15000 + job_id % 20000),
+            "slurm",
+            address_from,
+            _integer(env, "SLURM_JOB_NUM_NODES", _integer(env, "SLURM_NNODES", 1, 1), 1),
+        )
+    return DistEnv(
+        master_port=_port(env, DEFAULT_PORT)
+    )  # a single process's group of one (DeepSpeed) uses it
 
 
 def free_port() -> int:
@@ -103,27 +130,43 @@ def free_port() -> int:
 
 def export(env: DistEnv) -> None:
     """Write the env:// rendezvous variables torch.distributed and DeepSpeed read."""
-    os.environ.update(RANK=str(env.rank), LOCAL_RANK=str(env.local_rank), WORLD_SIZE=str(env.world_size),
-                      MASTER_ADDR=env.master_addr, MASTER_PORT=str(env.master_port))
+    os.environ.update(
+        RANK=str(env.rank),
+        LOCAL_RANK=str(env.local_rank),
+        WORLD_SIZE=str(env.world_size),
+        MASTER_ADDR=env.master_addr,
+        MASTER_PORT=str(env.master_port),
+    )
 
 
 def start(env: DistEnv, device: torch.device | None = None, timeout_min: int = 120) -> None:
     """Join the process group; a single process gets a group of one on a free port.
 
-    On a GPU (`device`, already set as this rank's) the group is `cpu:gloo,cuda:nccl`: NCCL for the GPU
-    tensors, gloo for the CPU ones (metric averages, barriers). On a CPU it is gloo.
+    On a GPU (`device`, already set as this rank's) the group is `cpu:gloo,cuda:nccl`: NCCL for the
+    GPU tensors, gloo for the CPU ones (metric averages, barriers). On a CPU it is gloo.
     """
     if dist.is_initialized():
         return
     if not env.distributed and "MASTER_PORT" not in os.environ:
         env = DistEnv(master_port=free_port())
     if env.distributed:
-        rendezvous.check(env.rank, env.master_addr, env.master_port, env.address_from, env.nodes,
-                         bind_port=env.launcher == "slurm")
+        rendezvous.check(
+            env.rank,
+            env.master_addr,
+            env.master_port,
+            env.address_from,
+            env.nodes,
+            bind_port=env.launcher == "slurm",
+        )
     export(env)
     on_gpu = device is not None and device.type == "cuda"
-    dist.init_process_group("cpu:gloo,cuda:nccl" if on_gpu else "gloo", rank=env.rank, world_size=env.world_size,
-                            timeout=datetime.timedelta(minutes=timeout_min), device_id=device if on_gpu else None)
+    dist.init_process_group(
+        "cpu:gloo,cuda:nccl" if on_gpu else "gloo",
+        rank=env.rank,
+        world_size=env.world_size,
+        timeout=datetime.timedelta(minutes=timeout_min),
+        device_id=device if on_gpu else None,
+    )
 
 
 def rank_hosts() -> list[str]:

@@ -53,7 +53,8 @@ class EMA:
 
 @dataclass
 class Fitted:
-    """Full fp32 weights after training (on every rank), the EMA weights when kept, and the last loss."""
+    """Full fp32 weights after training (on every rank), the EMA weights when kept, and the last
+    loss."""
 
     weights: dict[str, torch.Tensor]
     ema_weights: dict[str, torch.Tensor] | None
@@ -62,34 +63,55 @@ class Fitted:
 
 def check_finite(finite: bool, what: str, name: str, step: int, knob: str, lr: float) -> None:
     if not finite:
-        raise TrainingDiverged(f"{name} training diverged: {what} at step {step}; nothing was saved as trained. "
-                               f"Lower {knob}.lr (it is {lr:g} at this step) or raise {knob}.warmup_steps")
+        raise TrainingDiverged(
+            f"{name} training diverged: {what} at step {step}; nothing was saved as trained. "
+            f"Lower {knob}.lr (it is {lr:g} at this step) or raise {knob}.warmup_steps"
+        )
 
 
 def global_batch_size(requested: int, rows: int, parts: int) -> int:
     """The batch actually used: at most the zoo, and a multiple of ranks x micro-batches."""
     size = min(requested, rows) // parts * parts
     if size < 1:
-        raise ConfigError(f"a global batch of min(batch_size={requested}, zoo rows={rows}) cannot be split into "
-                          f"{parts} equal micro-batches (ranks x trainer.grad_accum); use fewer ranks or grad_accum")
+        raise ConfigError(
+            f"a global batch of min(batch_size={requested}, zoo rows={rows}) cannot be split into "
+            f"{parts} equal micro-batches (ranks x trainer.grad_accum); use fewer ranks or grad_accum"
+        )
     return size
 
 
 def take_rows(data, rows: torch.Tensor, dtype: torch.dtype, device: torch.device):
-    """Rows of a tensor, or of a row source with `take(rows, dtype, device)` (zoo tokens read on demand), on device."""
+    """Rows of a tensor, or of a row source with `take(rows, dtype, device)` (zoo tokens read on
+    demand), on device."""
     if isinstance(data, torch.Tensor):
         return data[rows].to(device=device, dtype=dtype)
     return data.take(rows, dtype, device)
 
 
-def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_cfg, trainer_cfg, *, name: str,
-        seed: int, checkpoint_dir: Path, tracker: Tracker, knob: str | None = None, ema_decay: float | None = None,
-        device: torch.device | None = None, compile_forward: bool = False) -> Fitted:
-    """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps on `device`; resumable.
+def fit(
+    model: nn.Module,
+    loss_of_batch: LossOfBatch,
+    data,
+    optim_cfg,
+    cadence_cfg,
+    trainer_cfg,
+    *,
+    name: str,
+    seed: int,
+    checkpoint_dir: Path,
+    tracker: Tracker,
+    knob: str | None = None,
+    ema_decay: float | None = None,
+    device: torch.device | None = None,
+    compile_forward: bool = False,
+) -> Fitted:
+    """Train `model` on rows of `data` (a tensor or a row source) for optim_cfg.steps on `device`;
+    resumable.
 
-    Logs every cadence_cfg.log_every steps and writes a resume point every cadence_cfg.save_every (the only
-    host syncs). A non-finite loss at either stops training with TrainingDiverged naming `knob` (the config
-    path of optim_cfg; by default NAME.optim), before anything is saved. The returned weights are on the CPU.
+    Logs every cadence_cfg.log_every steps and writes a resume point every cadence_cfg.save_every
+    (the only host syncs). A non-finite loss at either stops training with TrainingDiverged naming
+    `knob` (the config path of optim_cfg; by default NAME.optim), before anything is saved. The
+    returned weights are on the CPU.
     """
     knob = knob or f"{name}.optim"
     env = distributed.detect()
@@ -97,9 +119,16 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
     batch_size = global_batch_size(optim_cfg.batch_size, len(data), parts)
     micro = batch_size // parts
     if batch_size != min(optim_cfg.batch_size, len(data)):
-        log.info("%s: global batch %d (a multiple of %d ranks x %d micro-batches)", name, batch_size,
-                 env.world_size, trainer_cfg.grad_accum)
-    engine = build_engine(model, optim_cfg, trainer_cfg, micro, env.world_size, device, compile_forward)
+        log.info(
+            "%s: global batch %d (a multiple of %d ranks x %d micro-batches)",
+            name,
+            batch_size,
+            env.world_size,
+            trainer_cfg.grad_accum,
+        )
+    engine = build_engine(
+        model, optim_cfg, trainer_cfg, micro, env.world_size, device, compile_forward
+    )
     ema = EMA(engine, ema_decay) if ema_decay is not None else None
     step = 0
     resumed = engine.load(checkpoint_dir)
@@ -108,10 +137,14 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
         if ema is not None:
             ema.load(extra)
         log.info("%s training resumes at step %d/%d", name, step, optim_cfg.steps)
-    tracker.rewind(name, step)  # rows an interrupted attempt logged after its last resume point (or before any)
+    tracker.rewind(
+        name, step
+    )  # rows an interrupted attempt logged after its last resume point (or before any)
     engine.module.train()
     loss_value, started, window_start = float("nan"), time.perf_counter(), step
-    with stage_progress(f"train {name}", total=optim_cfg.steps, completed=step, visible=env.is_main) as bar:
+    with stage_progress(
+        f"train {name}", total=optim_cfg.steps, completed=step, visible=env.is_main
+    ) as bar:
         while step < optim_cfg.steps:
             indices = batch_indices(step, len(data), batch_size, seed)
             losses = []
@@ -133,12 +166,21 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
             if logs or saves:
                 loss_value = sum(float(loss) for loss in losses) / len(losses)
                 loss_value = distributed.mean_across_ranks({"loss": loss_value})["loss"]
-                check_finite(math.isfinite(loss_value), f"loss {loss_value}", name, step, knob, engine.lr)
+                check_finite(
+                    math.isfinite(loss_value), f"loss {loss_value}", name, step, knob, engine.lr
+                )
             if logs:
                 elapsed = time.perf_counter() - started
                 steps_per_s = (step - window_start) / max(elapsed, 1e-9)
-                tracker.log({f"{name}/loss": loss_value, f"{name}/lr": engine.lr, f"{name}/step": step,
-                             f"{name}/steps_per_s": steps_per_s, f"{name}/samples_per_s": steps_per_s * batch_size})
+                tracker.log(
+                    {
+                        f"{name}/loss": loss_value,
+                        f"{name}/lr": engine.lr,
+                        f"{name}/step": step,
+                        f"{name}/steps_per_s": steps_per_s,
+                        f"{name}/samples_per_s": steps_per_s * batch_size,
+                    }
+                )
                 started, window_start = time.perf_counter(), step
                 status = f"loss {loss_value:.4g}"
             bar.advance(status=status)
@@ -148,7 +190,11 @@ def fit(model: nn.Module, loss_of_batch: LossOfBatch, data, optim_cfg, cadence_c
     weights = _on_cpu(engine.full_state_dict())
     ema_weights = _on_cpu(ema.full_state_dict()) if ema is not None else None
     for state in (weights, ema_weights or {}):
-        finite = all(bool(torch.isfinite(tensor).all()) for tensor in state.values() if tensor.is_floating_point())
+        finite = all(
+            bool(torch.isfinite(tensor).all())
+            for tensor in state.values()
+            if tensor.is_floating_point()
+        )
         check_finite(finite, "the weights are not finite", name, step, knob, engine.lr)
     return Fitted(weights, ema_weights, loss_value)
 

@@ -1,10 +1,12 @@
-"""A zoo of many tasks: collection run r of task.collect.runs (one SLURM array task) trains its share of the
-(training task, seed) pairs and keeps family.checkpoints checkpoints of each, with the task's descriptor.
+"""A zoo of many tasks: collection run r of task.collect.runs (one SLURM array task) trains its
+share of the (training task, seed) pairs and keeps family.checkpoints checkpoints of each, with the
+task's descriptor.
 
-Every task network starts from the shared base model (its hidden layers, trained once on the C-class labels)
-and a head initialised from the task seed alone, the same for every task: the runs are aligned by their shared
-start, not permuted afterwards. A run saves its finished pairs after each one (a resume point), so a requeued or
-resubmitted array task goes on from the first pair it had not finished.
+Every task network starts from the shared base model (its hidden layers, trained once on the C-class
+labels) and a head initialised from the task seed alone, the same for every task: the runs are
+aligned by their shared start, not permuted afterwards. A run saves its finished pairs after each
+one (a resume point), so a requeued or resubmitted array task goes on from the first pair it had not
+finished.
 """
 
 from __future__ import annotations
@@ -32,22 +34,31 @@ def head_name(model: nn.Module) -> str:
     return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
 
 
-def task_network(net_cfg, input_shape: tuple[int, ...], base_state: dict[str, torch.Tensor], seed: int,
-                 task_seed: int) -> tuple[nn.Module, ParamSpec]:
-    """A binary network with the base model's hidden layers and a head initialised from (seed, task_seed) only."""
+def task_network(
+    net_cfg,
+    input_shape: tuple[int, ...],
+    base_state: dict[str, torch.Tensor],
+    seed: int,
+    task_seed: int,
+) -> tuple[nn.Module, ParamSpec]:
+    """A binary network with the base model's hidden layers and a head initialised from (seed,
+    task_seed) only."""
     torch.manual_seed(derive_seed(seed, Purpose.task_head, task_seed))
     model = build_task_net(net_cfg, input_shape, TASK_OUTPUTS)
     head = head_name(model)
     state = model.state_dict()
-    state.update({key: value for key, value in base_state.items() if not key.startswith(f"{head}.")})
+    state.update(
+        {key: value for key, value in base_state.items() if not key.startswith(f"{head}.")}
+    )
     model.load_state_dict(state)
     return model, select_parameters(model, ["*"])
 
 
 @dataclass(frozen=True)
 class TaskRecipe:
-    """How every task network of a zoo trains: SGD (task.collect's lr, momentum, weight decay, batch size) for
-    family.epochs epochs on the task's labels, then one checkpoint after each of family.checkpoints more."""
+    """How every task network of a zoo trains: SGD (task.collect's lr, momentum, weight decay, batch
+    size) for family.epochs epochs on the task's labels, then one checkpoint after each of
+    family.checkpoints more."""
 
     lr: float
     momentum: float
@@ -59,24 +70,47 @@ class TaskRecipe:
     @classmethod
     def from_config(cls, task_cfg) -> TaskRecipe:
         collect, family = task_cfg.collect, task_cfg.family
-        return cls(collect.lr, collect.momentum, collect.weight_decay, collect.batch_size, family.epochs,
-                   family.checkpoints)
+        return cls(
+            collect.lr,
+            collect.momentum,
+            collect.weight_decay,
+            collect.batch_size,
+            family.epochs,
+            family.checkpoints,
+        )
 
 
-def train_task(model: nn.Module, spec: ParamSpec, data: Dataset, y_train: torch.Tensor, y_val: torch.Tensor,
-               recipe: TaskRecipe, order_seed: int, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """SGD on (data.x_train, y_train): vectors [C, D] after each of the recipe's checkpoint epochs and their
-    validation accuracies [C] (percent, on y_val). With `steps`: that many steps, one checkpoint at the end."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+def train_task(
+    model: nn.Module,
+    spec: ParamSpec,
+    data: Dataset,
+    y_train: torch.Tensor,
+    y_val: torch.Tensor,
+    recipe: TaskRecipe,
+    order_seed: int,
+    steps: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SGD on (data.x_train, y_train): vectors [C, D] after each of the recipe's checkpoint epochs
+    and their validation accuracies [C] (percent, on y_val). With `steps`: that many steps, one
+    checkpoint at the end."""
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
     per_epoch = max(len(y_train) // recipe.batch_size, 1)
-    ends = [steps] if steps is not None else [(recipe.epochs + c + 1) * per_epoch for c in range(recipe.checkpoints)]
+    ends = (
+        [steps]
+        if steps is not None
+        else [(recipe.epochs + c + 1) * per_epoch for c in range(recipe.checkpoints)]
+    )
     vectors, accuracies, step = [], [], 0
     model.train()
     for end in ends:
         while step < end:
-            sgd_step(model, optimizer, *training_batch(data.x_train, y_train, step, recipe.batch_size, order_seed,
-                                                       None))
+            sgd_step(
+                model,
+                optimizer,
+                *training_batch(data.x_train, y_train, step, recipe.batch_size, order_seed, None),
+            )
             step += 1
         model.eval()
         vectors.append(read_vector(model, spec).clone().cpu())
@@ -87,15 +121,25 @@ def train_task(model: nn.Module, spec: ParamSpec, data: Dataset, y_train: torch.
 
 
 def run_pairs(train_codes: list[int], seeds: int, index: int, runs: int) -> list[tuple[int, int]]:
-    """Collection run `index`'s (code, task seed) pairs: a contiguous share of every pair, in code order."""
+    """Collection run `index`'s (code, task seed) pairs: a contiguous share of every pair, in code
+    order."""
     pairs = [(code, s) for code in train_codes for s in range(seeds)]
-    return pairs[index * len(pairs) // runs:(index + 1) * len(pairs) // runs]
+    return pairs[index * len(pairs) // runs : (index + 1) * len(pairs) // runs]
 
 
-def collect_tasks(pairs: list[tuple[int, int]], family: SubsetFamily, data: Dataset, net_cfg, base_state: dict,
-                  recipe: TaskRecipe, seed: int, state_path: Path) -> dict[str, torch.Tensor]:
-    """Checkpoints of every pair: params [P*C, D], val_accuracy, descriptor [P*C, bits], task, task_seed; the
-    pairs finished so far are saved to `state_path` after each one and skipped on a resume."""
+def collect_tasks(
+    pairs: list[tuple[int, int]],
+    family: SubsetFamily,
+    data: Dataset,
+    net_cfg,
+    base_state: dict,
+    recipe: TaskRecipe,
+    seed: int,
+    state_path: Path,
+) -> dict[str, torch.Tensor]:
+    """Checkpoints of every pair: params [P*C, D], val_accuracy, descriptor [P*C, bits], task,
+    task_seed; the pairs finished so far are saved to `state_path` after each one and skipped on a
+    resume."""
     done = atomic.read_safetensors(state_path) if state_path.is_file() else {}
     finished = len(done.get("task", [])) // max(recipe.checkpoints, 1)
     chunks = [done] if done else []
@@ -104,13 +148,25 @@ def collect_tasks(pairs: list[tuple[int, int]], family: SubsetFamily, data: Data
             model, spec = task_network(net_cfg, data.input_shape, base_state, seed, task_seed)
             model.to(data.x_train.device)
             order = derive_seed(seed, Purpose.task_order, f"{code}:{task_seed}")
-            vectors, accuracies = train_task(model, spec, data, family.labels(code, data.y_train),
-                                             family.labels(code, data.y_val), recipe, order)
+            vectors, accuracies = train_task(
+                model,
+                spec,
+                data,
+                family.labels(code, data.y_train),
+                family.labels(code, data.y_val),
+                recipe,
+                order,
+            )
             count = len(vectors)
-            chunks.append({"params": vectors, "val_accuracy": accuracies,
-                           "descriptor": family.descriptor([code] * count),
-                           "task": torch.full((count,), code, dtype=torch.int64),
-                           "task_seed": torch.full((count,), task_seed, dtype=torch.int64)})
+            chunks.append(
+                {
+                    "params": vectors,
+                    "val_accuracy": accuracies,
+                    "descriptor": family.descriptor([code] * count),
+                    "task": torch.full((count,), code, dtype=torch.int64),
+                    "task_seed": torch.full((count,), task_seed, dtype=torch.int64),
+                }
+            )
             joined = {key: torch.cat([chunk[key] for chunk in chunks]) for key in chunks[0]}
             chunks = [joined]
             atomic.write_safetensors(state_path, joined)

@@ -1,9 +1,10 @@
-"""Held-out tasks scored: the generated models and every baseline of pdiff.unseen.baselines, per task, then each
-baseline's margin to the generated models with a bootstrap interval over the held-out tasks.
+"""Held-out tasks scored: the generated models and every baseline of pdiff.unseen.baselines, per
+task, then each baseline's margin to the generated models with a bootstrap interval over the
+held-out tasks.
 
-A population's accuracy on a task is the mean accuracy (percent) of its models on that task's evaluation split.
-Test labels are read here only (the evaluate stage); the zoo, the generator and the generated models never saw a
-held-out task's labels.
+A population's accuracy on a task is the mean accuracy (percent) of its models on that task's
+evaluation split. Test labels are read here only (the evaluate stage); the zoo, the generator and
+the generated models never saw a held-out task's labels.
 """
 
 from __future__ import annotations
@@ -21,9 +22,19 @@ from pdiff.unseen.baselines import TaskZoo, compose, matched_finetune_steps
 from pdiff.unseen.collect import TaskRecipe, task_network, train_task
 from pdiff.zoo.params import write_vector
 
-REFERENCE = "trained"  # the model trained on the held-out task: the gap to close, not a family to beat
-BASELINES = ("nearest", "nearest_symmetric", "nearest_finetuned", "average_k_nearest", "ridge", "composed",
-             "random_descriptor", "majority")
+REFERENCE = (
+    "trained"  # the model trained on the held-out task: the gap to close, not a family to beat
+)
+BASELINES = (
+    "nearest",
+    "nearest_symmetric",
+    "nearest_finetuned",
+    "average_k_nearest",
+    "ridge",
+    "composed",
+    "random_descriptor",
+    "majority",
+)
 RESAMPLES = 2000
 CONFIDENCE = 0.95
 
@@ -50,8 +61,9 @@ class Scorer:
 
     def __init__(self, inputs: HeldOutInputs):
         self.inputs = inputs
-        self.model, self.spec = task_network(inputs.net_cfg, inputs.data.input_shape, inputs.base_state,
-                                             inputs.seed, 0)
+        self.model, self.spec = task_network(
+            inputs.net_cfg, inputs.data.input_shape, inputs.base_state, inputs.seed, 0
+        )
         self.model.to(inputs.x_eval.device).eval()
 
     def __call__(self, vectors: torch.Tensor, y: torch.Tensor) -> list[float]:
@@ -66,19 +78,34 @@ def mean(values: list[float]) -> float:
     return float(sum(values) / len(values))
 
 
-def score_task(code: int, tasks: TaskZoo, generated: torch.Tensor, control: torch.Tensor, inputs: HeldOutInputs,
-               scorer: Scorer) -> dict:
-    """One held-out task's row: its distance to the training tasks, the generated models' accuracy, every
-    baseline's, and how far the generated models lie from the zoo."""
+def score_task(
+    code: int,
+    tasks: TaskZoo,
+    generated: torch.Tensor,
+    control: torch.Tensor,
+    inputs: HeldOutInputs,
+    scorer: Scorer,
+) -> dict:
+    """One held-out task's row: its distance to the training tasks, the generated models' accuracy,
+    every baseline's, and how far the generated models lie from the zoo."""
     family, data = tasks.family, inputs.data
     y = family.labels(code, inputs.y_eval)
     y_train, y_val = family.labels(code, data.y_train), family.labels(code, data.y_val)
     reference = []
     for task_seed in range(inputs.seeds):
-        model, spec = task_network(inputs.net_cfg, data.input_shape, inputs.base_state, inputs.seed, task_seed)
+        model, spec = task_network(
+            inputs.net_cfg, data.input_shape, inputs.base_state, inputs.seed, task_seed
+        )
         model.to(inputs.x_eval.device)
-        vectors, _ = train_task(model, spec, data, y_train, y_val, inputs.recipe,
-                                derive_seed(inputs.seed, Purpose.task_order, f"{code}:{task_seed}"))
+        vectors, _ = train_task(
+            model,
+            spec,
+            data,
+            y_train,
+            y_val,
+            inputs.recipe,
+            derive_seed(inputs.seed, Purpose.task_order, f"{code}:{task_seed}"),
+        )
         reference.append(vectors)
     nearest, plain_distance = tasks.nearest(code, symmetric=False)
     symmetric, distance = tasks.nearest(code, symmetric=True)
@@ -86,19 +113,32 @@ def score_task(code: int, tasks: TaskZoo, generated: torch.Tensor, control: torc
     starts = torch.cat([tasks.oriented(t, code, last_only=True) for t in symmetric])
     finetuned = []
     for start in starts:
-        model, spec = task_network(inputs.net_cfg, data.input_shape, inputs.base_state, inputs.seed, 0)
+        model, spec = task_network(
+            inputs.net_cfg, data.input_shape, inputs.base_state, inputs.seed, 0
+        )
         model.to(inputs.x_eval.device)
         write_vector(model, spec, start)
-        vectors, _ = train_task(model, spec, data, y_train, y_val, inputs.recipe,
-                                derive_seed(inputs.seed, Purpose.task_order, f"{code}:finetune"),
-                                steps=inputs.finetune_steps)
+        vectors, _ = train_task(
+            model,
+            spec,
+            data,
+            y_train,
+            y_val,
+            inputs.recipe,
+            derive_seed(inputs.seed, Purpose.task_order, f"{code}:finetune"),
+            steps=inputs.finetune_steps,
+        )
         finetuned.append(vectors[-1])
-    average = torch.cat([tasks.oriented(t, code, last_only=True) for t in k_nearest]).mean(0, keepdim=True)
+    average = torch.cat([tasks.oriented(t, code, last_only=True) for t in k_nearest]).mean(
+        0, keepdim=True
+    )
     majority = float(max(y.float().mean(), 1 - y.float().mean()) * 100)
     baselines = {
         REFERENCE: mean(scorer(torch.cat(reference), y)),
         "nearest": mean(scorer(torch.cat([tasks.rows(t) for t in nearest]), y)),
-        "nearest_symmetric": mean(scorer(torch.cat([tasks.oriented(t, code) for t in symmetric]), y)),
+        "nearest_symmetric": mean(
+            scorer(torch.cat([tasks.oriented(t, code) for t in symmetric]), y)
+        ),
         "nearest_finetuned": mean(scorer(torch.stack(finetuned), y)),
         "average_k_nearest": mean(scorer(average, y)),
         "ridge": mean(scorer(tasks.ridge([code]), y)),
@@ -110,40 +150,65 @@ def score_task(code: int, tasks: TaskZoo, generated: torch.Tensor, control: torc
     zoo = tasks.zoo.vectors.float()
     gaps = torch.cdist(generated.float(), zoo).min(1)
     own_gaps = torch.cdist(torch.cat(reference).float(), zoo).min(1).values
-    return {"task": code, "distance": distance, "plain_distance": plain_distance,
-            "nearest_tasks": symmetric, "generated_mean": mean(scorer(generated, y)), "baselines": baselines,
-            "memorization": {"generated_to_zoo": float(gaps.values.mean()),
-                             "trained_to_zoo": float(own_gaps.mean()),
-                             "nearest_row_from_nearest_task": float(
-                                 torch.isin(tasks.zoo.tasks.task[gaps.indices], torch.tensor(symmetric))
-                                 .float().mean())}}
+    return {
+        "task": code,
+        "distance": distance,
+        "plain_distance": plain_distance,
+        "nearest_tasks": symmetric,
+        "generated_mean": mean(scorer(generated, y)),
+        "baselines": baselines,
+        "memorization": {
+            "generated_to_zoo": float(gaps.values.mean()),
+            "trained_to_zoo": float(own_gaps.mean()),
+            "nearest_row_from_nearest_task": float(
+                torch.isin(tasks.zoo.tasks.task[gaps.indices], torch.tensor(symmetric))
+                .float()
+                .mean()
+            ),
+        },
+    }
 
 
 def summarize(rows: list[dict], seed: int) -> dict[str, dict]:
-    """Each baseline's margin (generated minus baseline, mean over held-out tasks) with its bootstrap interval over
-    the held-out tasks, and a status: beats (interval above 0), loses (below 0) or ties (always, for one task:
-    an interval over one task is a point). Baselines the rows lack (random_descriptor after generate.task) are left
-    out."""
+    """Each baseline's margin (generated minus baseline, mean over held-out tasks) with its
+    bootstrap interval over the held-out tasks, and a status: beats (interval above 0), loses (below
+    0) or ties (always, for one task: an interval over one task is a point). Baselines the rows lack
+    (random_descriptor after generate.task) are left out."""
     generator = generator_for(seed, Purpose.bootstrap, "held_out_tasks")
     draws = torch.randint(0, len(rows), (RESAMPLES, len(rows)), generator=generator)
     summary = {}
     for name in [name for name in (REFERENCE, *BASELINES) if name in rows[0]["baselines"]]:
-        margins = torch.tensor([row["generated_mean"] - row["baselines"][name] for row in rows], dtype=torch.float64)
+        margins = torch.tensor(
+            [row["generated_mean"] - row["baselines"][name] for row in rows], dtype=torch.float64
+        )
         low, high = percentile_interval(margins[draws].mean(1), CONFIDENCE)
-        status = "ties" if len(rows) < 2 else "beats" if low > 0 else "loses" if high < 0 else "ties"
-        summary[name] = {"margin": round(float(margins.mean()), 4), "low": round(low, 4), "high": round(high, 4),
-                         "status": status, "baseline_mean": round(mean([row["baselines"][name] for row in rows]), 4)}
+        status = (
+            "ties" if len(rows) < 2 else "beats" if low > 0 else "loses" if high < 0 else "ties"
+        )
+        summary[name] = {
+            "margin": round(float(margins.mean()), 4),
+            "low": round(low, 4),
+            "high": round(high, 4),
+            "status": status,
+            "baseline_mean": round(mean([row["baselines"][name] for row in rows]), 4),
+        }
     return summary
 
 
-def generation_flops(velocity_params: int, steps: int, guidance: float, evaluations_per_step: int = 1) -> float:
-    """FLOPs of sampling one model: 2 x velocity parameters per velocity call, two calls a step under guidance."""
+def generation_flops(
+    velocity_params: int, steps: int, guidance: float, evaluations_per_step: int = 1
+) -> float:
+    """FLOPs of sampling one model: 2 x velocity parameters per velocity call, two calls a step
+    under guidance."""
     calls = steps * evaluations_per_step * (1 if guidance == 1.0 else 2)
     return 2.0 * velocity_params * calls
 
 
-def finetune_steps_for(velocity_params: int, sampler_cfg, guidance: float, task_params: int, batch_size: int) -> int:
-    """Fine-tuning steps at the compute of generating one model (Heun calls the velocity twice a step)."""
+def finetune_steps_for(
+    velocity_params: int, sampler_cfg, guidance: float, task_params: int, batch_size: int
+) -> int:
+    """Fine-tuning steps at the compute of generating one model (Heun calls the velocity twice a
+    step)."""
     per_step = 2 if SamplerName(sampler_cfg.name) is SamplerName.heun else 1
     flops = generation_flops(velocity_params, int(sampler_cfg.steps), guidance, per_step)
     return matched_finetune_steps(flops, task_params, batch_size)

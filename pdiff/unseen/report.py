@@ -1,4 +1,5 @@
-"""The held-out-task report: a table of margins with intervals, the per-task rows by distance, a plot."""
+"""The held-out-task report: a table of margins with intervals, the per-task rows by distance, a
+plot."""
 
 from __future__ import annotations
 
@@ -36,36 +37,61 @@ def distance_groups(rows: list[dict]) -> dict[str, list[dict]]:
 
 def group_mean(rows: list[dict], key: str) -> float:
     """The mean over `rows` of the generated models' accuracy ("generated") or of baseline `key`'s."""
-    values = [row["generated_mean"] if key == "generated" else row["baselines"][key] for row in rows]
+    values = [
+        row["generated_mean"] if key == "generated" else row["baselines"][key] for row in rows
+    ]
     return sum(values) / len(values)
 
 
 def render_markdown(report: dict) -> str:
-    lines = [f"# Weights for tasks the zoo never saw: {report['task']} ({report['family']}, split {report['split']})",
-             "",
-             f"{len(report['rows'])} held-out tasks, scored on the {report['eval_split']} split; the zoo holds "
-             f"{report['k']} checkpoints of {report['dim']} parameters from {report['train_tasks']} training tasks. "
-             f"Split check (must be 0): {report['split_check']}.",
-             "",
-             f"Generated: {report['generated_mean']:.2f}% mean over held-out tasks. Margin = generated minus baseline, "
-             f"mean over held-out tasks, {100 * report['confidence']:g}% bootstrap interval over the tasks.",
-             "", "| baseline | its accuracy | margin | interval | status |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Weights for tasks the zoo never saw: {report['task']} ({report['family']}, split {report['split']})",
+        "",
+        f"{len(report['rows'])} held-out tasks, scored on the {report['eval_split']} split; the zoo holds "
+        f"{report['k']} checkpoints of {report['dim']} parameters from {report['train_tasks']} training tasks. "
+        f"Split check (must be 0): {report['split_check']}.",
+        "",
+        f"Generated: {report['generated_mean']:.2f}% mean over held-out tasks. Margin = generated minus baseline, "
+        f"mean over held-out tasks, {100 * report['confidence']:g}% bootstrap interval over the tasks.",
+        "",
+        "| baseline | its accuracy | margin | interval | status |",
+        "|---|---|---|---|---|",
+    ]
     for name, entry in report["summary"].items():
-        lines.append(f"| {BASELINE_WORDS[name]} | {entry['baseline_mean']:.2f} | {entry['margin']:+.2f} | "
-                     f"[{entry['low']:+.2f}, {entry['high']:+.2f}] | {entry['status']} |")
-    lines += ["", f"Fine-tuning ran {report['finetune_steps']} SGD steps (the FLOPs of generating one model).", "",
-              "## By distance to the nearest training task", "",
-              "| distance | tasks | generated | trained | nearest (swap) | ridge | composed |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {BASELINE_WORDS[name]} | {entry['baseline_mean']:.2f} | {entry['margin']:+.2f} | "
+            f"[{entry['low']:+.2f}, {entry['high']:+.2f}] | {entry['status']} |"
+        )
+    lines += [
+        "",
+        f"Fine-tuning ran {report['finetune_steps']} SGD steps (the FLOPs of generating one model).",
+        "",
+        "## By distance to the nearest training task",
+        "",
+        "| distance | tasks | generated | trained | nearest (swap) | ridge | composed |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for label, rows in distance_groups(report["rows"]).items():
-        means = {key: group_mean(rows, key) for key in ("generated", REFERENCE, "nearest_symmetric", "ridge",
-                                                       "composed")}
-        lines.append(f"| {label} | {len(rows)} | " + " | ".join(f"{value:.2f}" for value in means.values()) + " |")
+        means = {
+            key: group_mean(rows, key)
+            for key in ("generated", REFERENCE, "nearest_symmetric", "ridge", "composed")
+        }
+        lines.append(
+            f"| {label} | {len(rows)} | "
+            + " | ".join(f"{value:.2f}" for value in means.values())
+            + " |"
+        )
     memo = report["memorization"]
-    lines += ["", f"Memorisation: a generated model lies {memo['generated_to_zoo']:.3f} (L2) from its nearest zoo "
-              f"checkpoint; a model trained on the held-out task lies {memo['trained_to_zoo']:.3f}. "
-              f"{100 * memo['nearest_row_from_nearest_task']:.0f}% of the generated models' nearest zoo checkpoints "
-              "belong to a nearest training task.", "", f"![margins]({MARGIN_PLOT})", ""]
+    lines += [
+        "",
+        f"Memorisation: a generated model lies {memo['generated_to_zoo']:.3f} (L2) from its nearest zoo "
+        f"checkpoint; a model trained on the held-out task lies {memo['trained_to_zoo']:.3f}. "
+        f"{100 * memo['nearest_row_from_nearest_task']:.0f}% of the generated models' nearest zoo checkpoints "
+        "belong to a nearest training task.",
+        "",
+        f"![margins]({MARGIN_PLOT})",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -75,15 +101,23 @@ def plot_margins(path: Path, summary: dict) -> None:
     for row, name in enumerate(names):
         entry = summary[name]
         colour = {"beats": "tab:green", "loses": "tab:red"}.get(entry["status"], "tab:grey")
-        ax.errorbar(entry["margin"], row, xerr=[[entry["margin"] - entry["low"]], [entry["high"] - entry["margin"]]],
-                    fmt="o", color=colour, capsize=3)
+        ax.errorbar(
+            entry["margin"],
+            row,
+            xerr=[[entry["margin"] - entry["low"]], [entry["high"] - entry["margin"]]],
+            fmt="o",
+            color=colour,
+            capsize=3,
+        )
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.invert_yaxis()
     ax.set_xlabel("generated minus baseline, accuracy points (95% interval over held-out tasks)")
     ax.set_title("Held-out tasks: where the generated models stand")
     fig.tight_layout()
-    atomic.write_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None}))
+    atomic.write_file(
+        path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+    )
     plt.close(fig)
 
 
@@ -96,7 +130,12 @@ def write_task_report(directory: Path, report: dict) -> None:
 def task_summary_line(report: dict, seconds: float, output_dir: Path) -> str:
     """The one line a run on held-out tasks ends with."""
     summary = report["summary"]
-    parts = " ".join(f"{name} {summary[name]['margin']:+.2f} [{summary[name]['low']:+.2f},{summary[name]['high']:+.2f}]"
-                     for name in ("nearest_symmetric", "random_descriptor", REFERENCE) if name in summary)
-    return (f"pdiff: {report['task']} {len(report['rows'])} held-out tasks ({report['split']}) | generated "
-            f"{report['generated_mean']:.2f}% | margin vs {parts} | {seconds:.1f} s | {output_dir / 'report.md'}")
+    parts = " ".join(
+        f"{name} {summary[name]['margin']:+.2f} [{summary[name]['low']:+.2f},{summary[name]['high']:+.2f}]"
+        for name in ("nearest_symmetric", "random_descriptor", REFERENCE)
+        if name in summary
+    )
+    return (
+        f"pdiff: {report['task']} {len(report['rows'])} held-out tasks ({report['split']}) | generated "
+        f"{report['generated_mean']:.2f}% | margin vs {parts} | {seconds:.1f} s | {output_dir / 'report.md'}"
+    )

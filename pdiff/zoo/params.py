@@ -1,4 +1,5 @@
-"""Parameter subsets: select by name or pattern, flatten/unflatten in a recorded order, split, normalise."""
+"""Parameter subsets: select by name or pattern, flatten/unflatten in a recorded order, split,
+normalise."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ class ParamEntry:
     name: str
     shape: tuple[int, ...]
     offset: int
-    statistic: bool = False  # a BatchNorm running statistic (a buffer) carried in the vector, not trained
+    statistic: bool = (
+        False  # a BatchNorm running statistic (a buffer) carried in the vector, not trained
+    )
 
     @property
     def numel(self) -> int:
@@ -48,7 +51,9 @@ class ParamSpec:
 
     @property
     def variance_names(self) -> frozenset[str]:
-        return frozenset(e.name for e in self.entries if e.statistic and e.name.endswith("running_var"))
+        return frozenset(
+            e.name for e in self.entries if e.statistic and e.name.endswith("running_var")
+        )
 
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """dict name -> tensor (model shapes) to a [D] vector."""
@@ -57,44 +62,72 @@ class ParamSpec:
     def unflatten(self, vectors: torch.Tensor) -> dict[str, torch.Tensor]:
         """[B, D] vectors to dict name -> [B, *shape] (views, no copy)."""
         if vectors.ndim != 2 or vectors.shape[1] != self.dim:
-            raise ValueError(f"expected vectors of shape [B, {self.dim}], got {tuple(vectors.shape)}")
-        return {entry.name: vectors[:, entry.offset:entry.offset + entry.numel].reshape(-1, *entry.shape)
-                for entry in self.entries}
+            raise ValueError(
+                f"expected vectors of shape [B, {self.dim}], got {tuple(vectors.shape)}"
+            )
+        return {
+            entry.name: vectors[:, entry.offset : entry.offset + entry.numel].reshape(
+                -1, *entry.shape
+            )
+            for entry in self.entries
+        }
 
     def to_json(self) -> list[dict]:
-        return [{"name": e.name, "shape": list(e.shape), "offset": e.offset, "numel": e.numel}
-                | ({"statistic": True} if e.statistic else {}) for e in self.entries]
+        return [
+            {"name": e.name, "shape": list(e.shape), "offset": e.offset, "numel": e.numel}
+            | ({"statistic": True} if e.statistic else {})
+            for e in self.entries
+        ]
 
     @classmethod
     def from_json(cls, items: list[dict]) -> ParamSpec:
-        spec = cls(tuple(ParamEntry(item["name"], tuple(item["shape"]), item["offset"], bool(item.get("statistic")))
-                         for item in items))
+        spec = cls(
+            tuple(
+                ParamEntry(
+                    item["name"], tuple(item["shape"]), item["offset"], bool(item.get("statistic"))
+                )
+                for item in items
+            )
+        )
         offset = 0
         for entry in spec.entries:
             if entry.offset != offset:
-                raise ValueError(f"parameter spec is inconsistent at {entry.name}: offset {entry.offset}, "
-                                 f"expected {offset}")
+                raise ValueError(
+                    f"parameter spec is inconsistent at {entry.name}: offset {entry.offset}, "
+                    f"expected {offset}"
+                )
             offset += entry.numel
         return spec
 
 
 def _matches(name: str, pattern: str) -> bool:
-    return pattern in ALL_PARAMETERS or fnmatch.fnmatchcase(name, pattern) or name.startswith(pattern + ".")
+    return (
+        pattern in ALL_PARAMETERS
+        or fnmatch.fnmatchcase(name, pattern)
+        or name.startswith(pattern + ".")
+    )
 
 
-def select_parameters(model: nn.Module, patterns: list[str], key: str = "task.param.layers",
-                      statistics: bool = False) -> ParamSpec:
-    """Parameters whose name equals, is under (module prefix), or glob-matches one of `patterns`, in state_dict
-    order; with `statistics`, also the running mean and variance of every norm layer whose weight is selected."""
+def select_parameters(
+    model: nn.Module, patterns: list[str], key: str = "task.param.layers", statistics: bool = False
+) -> ParamSpec:
+    """Parameters whose name equals, is under (module prefix), or glob-matches one of `patterns`, in
+    state_dict order; with `statistics`, also the running mean and variance of every norm layer
+    whose weight is selected."""
     named = list(model.named_parameters())
     for pattern in patterns:
         if not any(_matches(name, pattern) for name, _ in named):
             examples = sorted({name.rsplit(".", 1)[0] for name, _ in named})
-            raise ConfigError(f"{key} pattern {pattern!r} matches no parameter; allowed: module names or globs "
-                              f"over {examples[:12]}{' ...' if len(examples) > 12 else ''}, or '*' for all")
+            raise ConfigError(
+                f"{key} pattern {pattern!r} matches no parameter; allowed: module names or globs "
+                f"over {examples[:12]}{' ...' if len(examples) > 12 else ''}, or '*' for all"
+            )
     selected = {name for name, _ in named if any(_matches(name, pattern) for pattern in patterns)}
-    carried = {name for name in running_statistics(model) if statistics
-               and f"{name.rsplit('.', 1)[0]}.weight" in selected}
+    carried = {
+        name
+        for name in running_statistics(model)
+        if statistics and f"{name.rsplit('.', 1)[0]}.weight" in selected
+    }
     entries, offset = [], 0
     for name, tensor in model.state_dict(keep_vars=True).items():
         if name in selected or name in carried:
@@ -126,14 +159,17 @@ def write_vector(model: nn.Module, spec: ParamSpec, vector: torch.Tensor) -> Non
 
 
 def clamp_statistics(spec: ParamSpec, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`tensors` with every carried running variance clamped at 0 (a generated or noised variance may be negative;
-    BatchNorm adds its eps)."""
+    """`tensors` with every carried running variance clamped at 0 (a generated or noised variance
+    may be negative; BatchNorm adds its eps)."""
     variances = spec.variance_names
-    return {name: value.clamp_min(0) if name in variances else value for name, value in tensors.items()}
+    return {
+        name: value.clamp_min(0) if name in variances else value for name, value in tensors.items()
+    }
 
 
 def split_network(model: nn.Module, first_name: str) -> tuple[nn.Sequential, nn.Module]:
-    """(head, tail) with tail(head(x)) == model(x), tail holding `first_name` and everything after it.
+    """(head, tail) with tail(head(x)) == model(x), tail holding `first_name` and everything after
+    it.
 
     Only an nn.Sequential can be split: any other network is all tail (its forward may be anything).
     """
@@ -144,12 +180,16 @@ def split_network(model: nn.Module, first_name: str) -> tuple[nn.Sequential, nn.
     for index, (child_name, child) in enumerate(children):
         if child_name != path[0]:
             continue
-        before, after = children[:index], children[index + 1:]
+        before, after = children[:index], children[index + 1 :]
         if isinstance(child, nn.Sequential) and len(path) > 2:
             inner_head, inner_tail = split_network(child, ".".join(path[1:]))
-            return (nn.Sequential(*[m for _, m in before], inner_head),
-                    nn.Sequential(inner_tail, *[m for _, m in after]))
-        return nn.Sequential(*[m for _, m in before]), nn.Sequential(*[m for _, m in children[index:]])
+            return (
+                nn.Sequential(*[m for _, m in before], inner_head),
+                nn.Sequential(inner_tail, *[m for _, m in after]),
+            )
+        return nn.Sequential(*[m for _, m in before]), nn.Sequential(
+            *[m for _, m in children[index:]]
+        )
     raise ValueError(f"{first_name!r} is not a parameter path of this network")
 
 
@@ -160,7 +200,8 @@ def tail_tensor_names(model: nn.Module, tail: nn.Module) -> dict[str, str]:
 
 
 class ParamNormalizer(nn.Module):
-    """Z-scores zoo vectors: per-tensor scalar statistics, or per-coordinate mean with per-tensor spread."""
+    """Z-scores zoo vectors: per-tensor scalar statistics, or per-coordinate mean with per-tensor
+    spread."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -169,7 +210,8 @@ class ParamNormalizer(nn.Module):
 
     @classmethod
     def fit(cls, spec: ParamSpec, zoo: torch.Tensor, mode: Normalization) -> ParamNormalizer:
-        """Statistics of a [K, D] zoo, read one tensor's columns at a time (the zoo may be memory-mapped)."""
+        """Statistics of a [K, D] zoo, read one tensor's columns at a time (the zoo may be
+        memory-mapped)."""
         normalizer = cls(spec.dim)
         for entry in spec.entries:
             part = slice(entry.offset, entry.offset + entry.numel)

@@ -1,11 +1,13 @@
-"""Permutation alignment of task networks by weight matching (Ainsworth et al., "Git Re-Basin", ICLR 2023, Alg. 1).
+"""Permutation alignment of task networks by weight matching (Ainsworth et al., "Git Re-Basin", ICLR
+2023, Alg. 1).
 
-Hidden units of a feed-forward network can be reordered without changing the function it computes, as long as every
-tensor that reads or writes those units is reordered the same way. `permutation_groups` lists, for a flat
-nn.Sequential of Linear/ConvNd, BatchNorm and elementwise/pooling layers, which state_dict axes each hidden-unit
-permutation touches; `weight_matching` finds the permutations that bring one state dict closest (in L2) to a
-reference by coordinate descent over linear assignment problems; `apply_permutations` applies them. Any other module
-raises ValueError, so an unsupported architecture is never aligned wrongly.
+Hidden units of a feed-forward network can be reordered without changing the function it computes,
+as long as every tensor that reads or writes those units is reordered the same way.
+`permutation_groups` lists, for a flat nn.Sequential of Linear/ConvNd, BatchNorm and
+elementwise/pooling layers, which state_dict axes each hidden-unit permutation touches;
+`weight_matching` finds the permutations that bring one state dict closest (in L2) to a reference by
+coordinate descent over linear assignment problems; `apply_permutations` applies them. Any other
+module raises ValueError, so an unsupported architecture is never aligned wrongly.
 """
 
 from __future__ import annotations
@@ -19,18 +21,49 @@ from torch import Tensor, nn
 
 _WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-_ELEMENTWISE = (nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
-                nn.Tanh, nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
-                nn.Dropout, nn.AlphaDropout)
-_CHANNEL_OPS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-                nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-                nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-                nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_ELEMENTWISE = (
+    nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Dropout,
+    nn.AlphaDropout,
+)
+_CHANNEL_OPS = (
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+)
 
 
 @dataclass(frozen=True)
 class PermutedAxis:
-    """One state_dict tensor axis reordered by a group; `block` consecutive entries move together (after Flatten)."""
+    """One state_dict tensor axis reordered by a group; `block` consecutive entries move together
+    (after Flatten)."""
 
     key: str
     axis: int
@@ -39,7 +72,8 @@ class PermutedAxis:
 
 @dataclass(frozen=True)
 class PermutationGroup:
-    """The hidden units (output rows/channels) of layer `name` and every tensor axis that indexes them."""
+    """The hidden units (output rows/channels) of layer `name` and every tensor axis that indexes
+    them."""
 
     name: str
     size: int
@@ -49,7 +83,9 @@ class PermutationGroup:
 def _leaves(seq: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
     if not isinstance(seq, nn.Sequential) or type(seq).forward is not nn.Sequential.forward:
         where = f" at {prefix.rstrip('.')!r}" if prefix else ""
-        raise ValueError(f"rebasin supports only plain nn.Sequential trees; got {type(seq).__name__}{where}")
+        raise ValueError(
+            f"rebasin supports only plain nn.Sequential trees; got {type(seq).__name__}{where}"
+        )
     for name, module in seq.named_children():
         if isinstance(module, nn.Sequential):
             yield from _leaves(module, f"{prefix}{name}.")
@@ -58,15 +94,23 @@ def _leaves(seq: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
 
 
 def _unsupported(name: str, module: nn.Module, why: str = "") -> ValueError:
-    return ValueError(f"rebasin cannot permute through module {name!r} of type {type(module).__name__}"
-                      + (f": {why}" if why else "; supported: Linear, Conv1d/2d/3d, BatchNorm1d/2d/3d, elementwise "
-                         "activations, Dropout, pooling, Flatten, Unflatten in a plain nn.Sequential"))
+    return ValueError(
+        f"rebasin cannot permute through module {name!r} of type {type(module).__name__}"
+        + (
+            f": {why}"
+            if why
+            else "; supported: Linear, Conv1d/2d/3d, BatchNorm1d/2d/3d, elementwise "
+            "activations, Dropout, pooling, Flatten, Unflatten in a plain nn.Sequential"
+        )
+    )
 
 
 def permutation_groups(model: nn.Sequential) -> list[PermutationGroup]:
-    """The hidden-unit permutation groups of `model`: one per Linear/ConvNd except the last such layer.
+    """The hidden-unit permutation groups of `model`: one per Linear/ConvNd except the last such
+    layer.
 
-    Raises ValueError naming the module for any module or layout it cannot permute through (e.g. a residual block).
+    Raises ValueError naming the module for any module or layout it cannot permute through (e.g. a
+    residual block).
     """
     leaves = list(_leaves(model, ""))
     keys = set(model.state_dict())
@@ -75,31 +119,45 @@ def permutation_groups(model: nn.Sequential) -> list[PermutationGroup]:
     size = 0
     axes: list[PermutedAxis] = []
     spatial = False  # the tensor has spatial dims after the channel dim (conv output, Unflatten)
-    block: int | None = 1  # entries per unit on the next layer's input axis; None right after a Flatten
+    block: int | None = (
+        1  # entries per unit on the next layer's input axis; None right after a Flatten
+    )
 
     def add(key: str, axis: int, width: int) -> None:
         if key not in keys:
-            raise ValueError(f"rebasin expected state_dict key {key!r}, which the model does not have "
-                             "(reparametrised weights are not supported)")
+            raise ValueError(
+                f"rebasin expected state_dict key {key!r}, which the model does not have "
+                "(reparametrised weights are not supported)"
+            )
         axes.append(PermutedAxis(key, axis, width))
 
     def features_block(name: str, module: nn.Module, features: int) -> int:
         nonlocal block
-        if block is None:  # first layer after Flatten: the spatial size follows from its feature count
+        if (
+            block is None
+        ):  # first layer after Flatten: the spatial size follows from its feature count
             if features % size:
-                raise _unsupported(name, module, f"{features} input features are not a multiple of {size} channels")
+                raise _unsupported(
+                    name, module, f"{features} input features are not a multiple of {size} channels"
+                )
             block = features // size
         if features != size * block:
-            raise _unsupported(name, module, f"expects {features} inputs, the previous layer gives {size * block}")
+            raise _unsupported(
+                name, module, f"expects {features} inputs, the previous layer gives {size * block}"
+            )
         return block
 
     for name, module in leaves:
         if isinstance(module, _WEIGHT_LAYERS):
             is_linear = isinstance(module, nn.Linear)
             if is_linear and spatial:
-                raise _unsupported(name, module, "Linear applied to a spatial tensor without a Flatten before it")
+                raise _unsupported(
+                    name, module, "Linear applied to a spatial tensor without a Flatten before it"
+                )
             if not is_linear and (module.groups != 1 or (open_name is not None and not spatial)):
-                raise _unsupported(name, module, "grouped convolution or convolution on flat features")
+                raise _unsupported(
+                    name, module, "grouped convolution or convolution on flat features"
+                )
             if open_name is not None:
                 inputs = module.in_features if is_linear else module.in_channels
                 add(f"{name}.weight", 1, features_block(name, module, inputs))
@@ -120,7 +178,9 @@ def permutation_groups(model: nn.Sequential) -> list[PermutationGroup]:
             continue
         elif isinstance(module, _CHANNEL_OPS):
             if open_name is not None and not spatial:
-                raise _unsupported(name, module, "pooling/channel dropout over non-channel features")
+                raise _unsupported(
+                    name, module, "pooling/channel dropout over non-channel features"
+                )
         elif isinstance(module, nn.Flatten):
             start = module.start_dim
             if open_name is not None and spatial and start == 1 and module.end_dim == -1:
@@ -132,7 +192,9 @@ def permutation_groups(model: nn.Sequential) -> list[PermutationGroup]:
             elif open_name is not None and not spatial and start == 1 and module.end_dim == -1:
                 continue  # a no-op on [N, features]
             else:
-                raise _unsupported(name, module, f"Flatten(start_dim={start}, end_dim={module.end_dim}) here")
+                raise _unsupported(
+                    name, module, f"Flatten(start_dim={start}, end_dim={module.end_dim}) here"
+                )
         elif isinstance(module, nn.Unflatten):
             if open_name is not None and not (spatial and module.dim >= 2):
                 raise _unsupported(name, module, "Unflatten would split the permuted feature axis")
@@ -164,15 +226,25 @@ def _check_perms(groups: Sequence[PermutationGroup], perms: Sequence[Tensor]) ->
     if len(perms) != len(groups):
         raise ValueError(f"got {len(perms)} permutations for {len(groups)} groups")
     for group, perm in zip(groups, perms):
-        if perm.shape != (group.size,) or not torch.equal(perm.sort().values.cpu(), torch.arange(group.size)):
-            raise ValueError(f"the permutation for group {group.name!r} is not a permutation of {group.size} units")
+        if perm.shape != (group.size,) or not torch.equal(
+            perm.sort().values.cpu(), torch.arange(group.size)
+        ):
+            raise ValueError(
+                f"the permutation for group {group.name!r} is not a permutation of {group.size} units"
+            )
 
 
-def weight_matching(groups: Sequence[PermutationGroup], reference: Mapping[str, Tensor], other: Mapping[str, Tensor],
-                    max_iterations: int = 100, seed: int = 0) -> list[Tensor]:
-    """Permutations of `other`'s hidden units maximising its inner product with `reference` (so minimising the L2
-    distance), by coordinate descent: each group's linear assignment with all other groups held fixed, groups in a
-    seeded random order, until a full pass improves nothing. Returns one int64 index tensor per group."""
+def weight_matching(
+    groups: Sequence[PermutationGroup],
+    reference: Mapping[str, Tensor],
+    other: Mapping[str, Tensor],
+    max_iterations: int = 100,
+    seed: int = 0,
+) -> list[Tensor]:
+    """Permutations of `other`'s hidden units maximising its inner product with `reference` (so
+    minimising the L2 distance), by coordinate descent: each group's linear assignment with all
+    other groups held fixed, groups in a seeded random order, until a full pass improves nothing.
+    Returns one int64 index tensor per group."""
     touching = _touching(groups)
     ref: dict[str, Tensor] = {}
     oth: dict[str, Tensor] = {}
@@ -183,12 +255,16 @@ def weight_matching(groups: Sequence[PermutationGroup], reference: Mapping[str, 
         ref[key] = reference[key].detach().to("cpu", torch.float64)
         oth[key] = other[key].detach().to("cpu", torch.float64)
         if ref[key].shape != oth[key].shape:
-            raise ValueError(f"{key!r} has shape {tuple(ref[key].shape)} in the reference, "
-                             f"{tuple(oth[key].shape)} in the other state dict")
+            raise ValueError(
+                f"{key!r} has shape {tuple(ref[key].shape)} in the reference, "
+                f"{tuple(oth[key].shape)} in the other state dict"
+            )
         for index, entry in entries:
             if ref[key].shape[entry.axis] != groups[index].size * entry.block:
-                raise ValueError(f"{key!r} axis {entry.axis} does not have "
-                                 f"{groups[index].size} x {entry.block} entries")
+                raise ValueError(
+                    f"{key!r} axis {entry.axis} does not have "
+                    f"{groups[index].size} x {entry.block} entries"
+                )
 
     perms = [torch.arange(group.size) for group in groups]
     generator = torch.Generator().manual_seed(seed)
@@ -201,7 +277,9 @@ def weight_matching(groups: Sequence[PermutationGroup], reference: Mapping[str, 
                 fixed = oth[entry.key]
                 for other_index, other_entry in touching[entry.key]:
                     if other_index != index:
-                        fixed = _permute(fixed, other_entry.axis, perms[other_index], other_entry.block)
+                        fixed = _permute(
+                            fixed, other_entry.axis, perms[other_index], other_entry.block
+                        )
                 rows_ref = ref[entry.key].movedim(entry.axis, 0).reshape(group.size, -1)
                 rows_other = fixed.movedim(entry.axis, 0).reshape(group.size, -1)
                 cost += rows_ref @ rows_other.T
@@ -216,9 +294,11 @@ def weight_matching(groups: Sequence[PermutationGroup], reference: Mapping[str, 
     return perms
 
 
-def apply_permutations(groups: Sequence[PermutationGroup], state: Mapping[str, Tensor],
-                       perms: Sequence[Tensor]) -> dict[str, Tensor]:
-    """A copy of `state` with each group's units reordered (unit i of the result is unit perms[g][i] of `state`)."""
+def apply_permutations(
+    groups: Sequence[PermutationGroup], state: Mapping[str, Tensor], perms: Sequence[Tensor]
+) -> dict[str, Tensor]:
+    """A copy of `state` with each group's units reordered (unit i of the result is unit perms[g][i]
+    of `state`)."""
     _check_perms(groups, perms)
     result = dict(state)
     for key, entries in _touching(groups).items():
@@ -231,8 +311,13 @@ def apply_permutations(groups: Sequence[PermutationGroup], state: Mapping[str, T
     return result
 
 
-def align(model: nn.Sequential, reference: Mapping[str, Tensor], other: Mapping[str, Tensor],
-          seed: int = 0) -> dict[str, Tensor]:
-    """`other` (a state dict of `model`'s architecture) with its hidden units permuted to match `reference`."""
+def align(
+    model: nn.Sequential,
+    reference: Mapping[str, Tensor],
+    other: Mapping[str, Tensor],
+    seed: int = 0,
+) -> dict[str, Tensor]:
+    """`other` (a state dict of `model`'s architecture) with its hidden units permuted to match
+    `reference`."""
     groups = permutation_groups(model)
     return apply_permutations(groups, other, weight_matching(groups, reference, other, seed=seed))

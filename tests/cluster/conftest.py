@@ -11,7 +11,9 @@ def _cluster_problem() -> str | None:
     if shutil.which("sinfo") is None:
         return "SLURM client (sinfo) is not installed: run `bash slurm/local-cluster.sh up`"
     probe = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
-    ready = probe.returncode == 0 and any(state in probe.stdout for state in ("idle", "mix", "alloc"))
+    ready = probe.returncode == 0 and any(
+        state in probe.stdout for state in ("idle", "mix", "alloc")
+    )
     if not ready:
         detail = probe.stderr.strip() or probe.stdout.strip()
         return f"the local SLURM cluster is not up ({detail}): run `bash slurm/local-cluster.sh up`"
@@ -20,7 +22,8 @@ def _cluster_problem() -> str | None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Each phase's report on the test item (`item.rep_call`), for fixtures that keep a failed test's files."""
+    """Each phase's report on the test item (`item.rep_call`), for fixtures that keep a failed
+    test's files."""
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)

@@ -1,4 +1,5 @@
-"""A new design is one module plus one YAML: a toy design defined here runs the whole pipeline and plots its curves."""
+"""A new design is one module plus one YAML: a toy design defined here runs the whole pipeline and
+plots its curves."""
 
 from __future__ import annotations
 
@@ -64,9 +65,20 @@ class ToyGenerator(Generator):
 
     @classmethod
     def train(cls, zoo, cfg, directory, tracker, timer, device) -> ToyGenerator:
-        fitted = fit(DiagonalGaussian(zoo.spec.dim), gaussian_nll, zoo.vectors.float(), cfg.generator.optim,
-                     cfg.generator.cadence, cfg.trainer, name="toy", knob="generator.optim", seed=cfg.seed,
-                     checkpoint_dir=directory / "toy_checkpoint", tracker=tracker, device=device)
+        fitted = fit(
+            DiagonalGaussian(zoo.spec.dim),
+            gaussian_nll,
+            zoo.vectors.float(),
+            cfg.generator.optim,
+            cfg.generator.cadence,
+            cfg.trainer,
+            name="toy",
+            knob="generator.optim",
+            seed=cfg.seed,
+            checkpoint_dir=directory / "toy_checkpoint",
+            tracker=tracker,
+            device=device,
+        )
         gaussian = DiagonalGaussian(zoo.spec.dim)
         gaussian.load_state_dict(fitted.weights)
         timer("train_toy")
@@ -80,7 +92,9 @@ class ToyGenerator(Generator):
 
     @torch.no_grad()
     def sample(self, n, sampler_cfg, seed, conditioning=None) -> torch.Tensor:
-        noise = torch.randn(n, self.gaussian.mean.numel(), generator=generator_for(seed, Purpose.sampling))
+        noise = torch.randn(
+            n, self.gaussian.mean.numel(), generator=generator_for(seed, Purpose.sampling)
+        )
         return self.gaussian.mean + noise * self.gaussian.log_std.exp()
 
     def networks(self) -> dict[str, nn.Module]:
@@ -99,8 +113,12 @@ register_configs()  # stores the toy's schema, as an entry point does for the de
 
 def compose_toy(overrides: list[str]):
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        return compose(config_name="config", overrides=whole_node_overrides(
-            [f"hydra.searchpath=[file://{TOY_CONFIGS}]", *overrides]))
+        return compose(
+            config_name="config",
+            overrides=whole_node_overrides(
+                [f"hydra.searchpath=[file://{TOY_CONFIGS}]", *overrides]
+            ),
+        )
 
 
 @pytest.mark.slow
@@ -112,10 +130,20 @@ def test_a_design_from_a_test_module_runs_end_to_end_with_its_own_curves(tmp_pat
     def spy(path, metrics_file, phases):
         drawn.update(real_plot(path, metrics_file, phases))
         return drawn
+
     monkeypatch.setattr(pdiff.evaluation.report, "plot_training_curves", spy)
     out = tmp_path / "run"
-    report = run_pipeline(compose_toy(["experiment=smoke", "task=digits_cnn",
-                                       "generator=toy", "threads=1", f"paths.output_dir={out}"]))
+    report = run_pipeline(
+        compose_toy(
+            [
+                "experiment=smoke",
+                "task=digits_cnn",
+                "generator=toy",
+                "threads=1",
+                f"paths.output_dir={out}",
+            ]
+        )
+    )
 
     assert report["generated"]["n"] == 20 and 0.0 <= report["generated"]["mean"] <= 100.0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -123,5 +151,9 @@ def test_a_design_from_a_test_module_runs_end_to_end_with_its_own_curves(tmp_pat
     assert [step for step, _ in logged] == [10, 20, 30, 40]
     assert list(drawn) == [TITLE]
     assert drawn[TITLE] == ([float(s) for s, _ in logged], [float(v) for _, v in logged])
-    assert json.loads((out / "generator" / "inputs.json").read_text())["generator"]["design"] == "toy"
-    assert sorted(json.loads((out / "generator" / "checksums.json").read_text())) == ["gaussian.safetensors"]
+    assert (
+        json.loads((out / "generator" / "inputs.json").read_text())["generator"]["design"] == "toy"
+    )
+    assert sorted(json.loads((out / "generator" / "checksums.json").read_text())) == [
+        "gaussian.safetensors"
+    ]

@@ -1,8 +1,9 @@
 """A report is a function of its inputs, and a finished run can be checked on a fresh test set.
 
-One tiny MNIST-1D run is evaluated again with its predictions cached, recomputed, its report deleted, and after
-a SIGTERM mid-evaluation: report.json comes back byte for byte. Then `data.mnist1d.test_seed` changes: only the
-evaluation is redone, with zoo/, generator/ and generated/ untouched.
+One tiny MNIST-1D run is evaluated again with its predictions cached, recomputed, its report
+deleted, and after a SIGTERM mid-evaluation: report.json comes back byte for byte. Then
+`data.mnist1d.test_seed` changes: only the evaluation is redone, with zoo/, generator/ and
+generated/ untouched.
 """
 
 from __future__ import annotations
@@ -26,16 +27,26 @@ pytestmark = pytest.mark.slow
 
 
 def folder_digest(folder: Path) -> dict[str, str]:
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.fixture(scope="session")  # once per worker, even when `pytest -n` interleaves modules
 def finished(tmp_path_factory):
     """A finished tiny MNIST-1D run and the arguments that made it."""
     base = tmp_path_factory.mktemp("reports")
-    args = ["experiment=smoke", "task=mnist1d_mlp", f"data.root={base / 'data'}", "data.mnist1d.val_samples=500",
-            "data.mnist1d.test_samples=1000", "threads=1", *TINY]
+    args = [
+        "experiment=smoke",
+        "task=mnist1d_mlp",
+        f"data.root={base / 'data'}",
+        "data.mnist1d.val_samples=500",
+        "data.mnist1d.test_samples=1000",
+        "threads=1",
+        *TINY,
+    ]
     out = base / "run"
     run_pipeline(compose_config([*args, f"paths.output_dir={out}"]))
     return out, args
@@ -71,10 +82,18 @@ def test_an_evaluation_stopped_by_sigterm_and_rerun_gives_the_same_report(run_co
     original = (out / "report.json").read_bytes()
     (out / "report.json").unlink()
     (out / "eval" / "predictions.safetensors").unlink()
-    process = subprocess.Popen([sys.executable, str(REPO / "launch" / "sweep.py"), *args, "stage=evaluate"],
-                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / "launch" / "sweep.py"), *args, "stage=evaluate"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and process.poll() is None and not (out / ".pdiff.lock").read_text():
+    while (
+        time.monotonic() < deadline
+        and process.poll() is None
+        and not (out / ".pdiff.lock").read_text()
+    ):
         time.sleep(0.01)
     time.sleep(1.0)  # into the evaluation: the data and the models are being loaded and predicted
     process.send_signal(signal.SIGTERM)
@@ -89,7 +108,9 @@ def test_a_finished_run_is_evaluated_on_a_fresh_test_set_without_touching_its_mo
     before = {part: folder_digest(out / part) for part in ("zoo", "generator", "generated")}
     original = json.loads((out / "report.json").read_text())
     result = ok(run_sweep([*args, "stage=evaluate", "data.mnist1d.test_seed=4242"]))
-    assert "test_data.mnist1d.test_seed: 2042 -> 4242" in result.stdout + result.stderr  # eval/ made again
+    assert (
+        "test_data.mnist1d.test_seed: 2042 -> 4242" in result.stdout + result.stderr
+    )  # eval/ made again
     assert {part: folder_digest(out / part) for part in before} == before
     fresh = json.loads((out / "report.json").read_text())
     assert fresh["n_test"] == original["n_test"] == 1000

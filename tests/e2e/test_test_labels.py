@@ -1,6 +1,8 @@
-"""No test label is read before the evaluate stage: permuting y_test leaves every earlier artefact byte-identical.
+"""No test label is read before the evaluate stage: permuting y_test leaves every earlier artefact
+byte-identical.
 
-The runs are in this process (run_pipeline, as launch/sweep.py calls it): the subject is what each stage reads."""
+The runs are in this process (run_pipeline, as launch/sweep.py calls it): the subject is what each
+stage reads."""
 
 import json
 import shutil
@@ -12,14 +14,29 @@ from pdiff.pipeline.run import run_pipeline
 from tests.helpers.configs import QUICK_EVALUATION, compose_config
 
 pytestmark = pytest.mark.slow
-BLOBS = ["experiment=smoke", "task=npz_mlp", "task.net.hidden=[16,16]", "task.param.k=10",
-         "evaluate.baselines.average_of=4", "generate.n=10", *QUICK_EVALUATION]
+BLOBS = [
+    "experiment=smoke",
+    "task=npz_mlp",
+    "task.net.hidden=[16,16]",
+    "task.param.k=10",
+    "evaluate.baselines.average_of=4",
+    "generate.n=10",
+    *QUICK_EVALUATION,
+]
 DESIGNS = {
     "latent": [],
-    "token": ["generator=token", "ae.normalization=per_coordinate", "ae.token_size=16", "ae.optim.steps=30",
-              "denoiser.window=4", "diffusion.optim.steps=30", "denoiser.code.optim.steps=30",
-              "denoiser.code.optim.warmup_steps=5", "sampler=ddim",
-              "sampler.steps=10"],
+    "token": [
+        "generator=token",
+        "ae.normalization=per_coordinate",
+        "ae.token_size=16",
+        "ae.optim.steps=30",
+        "denoiser.window=4",
+        "diffusion.optim.steps=30",
+        "denoiser.code.optim.steps=30",
+        "denoiser.code.optim.warmup_steps=5",
+        "sampler=ddim",
+        "sampler.steps=10",
+    ],
     "flow_conditioned": ["generator=flow_conditioned", "generator.optim.steps=60"],
 }
 STAGE_DIRS = ("zoo", "generator", "generated")
@@ -37,8 +54,12 @@ def _blobs(path, permute_test: bool) -> None:
 
 
 def _files(directory) -> dict[str, bytes]:
-    return {str(path.relative_to(directory)): path.read_bytes()
-            for stage in STAGE_DIRS for path in sorted((directory / stage).rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for stage in STAGE_DIRS
+        for path in sorted((directory / stage).rglob("*"))
+        if path.is_file()
+    }
 
 
 @pytest.mark.parametrize("design", DESIGNS)
@@ -51,7 +72,9 @@ def test_permuted_test_labels_leave_zoo_generator_and_generated_byte_identical(d
     _blobs(data, permute_test=True)  # the same file, the same config: only y_test differs
     run_pipeline(cfg)
     before, after = _files(first), _files(out)
-    assert {name.split("/")[0] for name in before} == set(STAGE_DIRS) and "zoo/zoo.safetensors" in before
+    assert {name.split("/")[0] for name in before} == set(
+        STAGE_DIRS
+    ) and "zoo/zoo.safetensors" in before
     assert before.keys() == after.keys()
     assert [name for name in before if before[name] != after[name]] == []
     reports = [json.loads((folder / "report.json").read_text()) for folder in (first, out)]

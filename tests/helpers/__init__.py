@@ -1,1 +1,2 @@
-"""Helpers the tests share: composing configs, running the pipeline as a user would, reading plots and logs."""
+"""Helpers the tests share: composing configs, running the pipeline as a user would, reading plots
+and logs."""

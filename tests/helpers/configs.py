@@ -1,4 +1,5 @@
-"""Configs composed from the real configs/ tree, and the overrides that shrink a run to tiny CPU sizes."""
+"""Configs composed from the real configs/ tree, and the overrides that shrink a run to tiny CPU
+sizes."""
 
 from __future__ import annotations
 
@@ -11,29 +12,40 @@ from pdiff.config import whole_node_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-# The evaluation's baselines at their smallest: two noise scales, 3 models each, 100 bootstrap resamples
-QUICK_EVALUATION = ("evaluate.baselines.noise_scales=[0.01,0.3]", "evaluate.baselines.models_per_scale=3",
-                    "evaluate.bootstrap.resamples=100")
+# The evaluation's baselines at their smallest: two noise scales, 3 models each, 100 bootstrap
+# resamples
+QUICK_EVALUATION = (
+    "evaluate.baselines.noise_scales=[0.01,0.3]",
+    "evaluate.baselines.models_per_scale=3",
+    "evaluate.bootstrap.resamples=100",
+)
 # experiment=smoke smaller still, for any task and design: K=10 and 8 generated models
 TINY = ("task.param.k=10", "evaluate.baselines.average_of=4", "generate.n=8", *QUICK_EVALUATION)
-# W&B offline: one run proves the pipeline and the logger; one thread, as the in-process reruns that compare with it
+# W&B offline: one run proves the pipeline and the logger; one thread, as the in-process reruns that
+# compare with it
 SMOKE = ("experiment=smoke", "task=digits_cnn", "logger=wandb", "threads=1")
 
 
-# The tests' task, the fastest (digits: seconds a run), where a test names none. The default task, the main job
-# (mnist1d_mlp), is composed by the tests that name it and by tests/unit/test_config.py's test of the defaults.
+# The tests' task, the fastest (digits: seconds a run), where a test names none. The default task,
+# the main job (mnist1d_mlp), is composed by the tests that name it and by
+# tests/unit/test_config.py's test of the defaults.
 TEST_TASK = "task=digits_cnn"
 
 
 def with_test_task(overrides: list[str]) -> list[str]:
-    """`overrides` on the tests' task, unless they choose a task themselves, or an experiment that chooses one."""
-    chooses = any(o.startswith(("task=", "+task=")) or (o.startswith("experiment=") and o != "experiment=smoke")
-                  for o in overrides)
+    """`overrides` on the tests' task, unless they choose a task themselves, or an experiment that
+    chooses one."""
+    chooses = any(
+        o.startswith(("task=", "+task="))
+        or (o.startswith("experiment=") and o != "experiment=smoke")
+        for o in overrides
+    )
     return list(overrides) if chooses else [TEST_TASK, *overrides]
 
 
 def compose_config(overrides: list[str], test_task: bool = True) -> DictConfig:
-    """The config `overrides` compose to from configs/ (on the tests' task unless `test_task` is false)."""
+    """The config `overrides` compose to from configs/ (on the tests' task unless `test_task` is
+    false)."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
         chosen = with_test_task(overrides) if test_task else list(overrides)
         return compose(config_name="config", overrides=whole_node_overrides(chosen))

@@ -1,4 +1,5 @@
-"""Running the pipeline as a user would (launch/sweep.py in a subprocess), and the runs and zoos tests share."""
+"""Running the pipeline as a user would (launch/sweep.py in a subprocess), and the runs and zoos
+tests share."""
 
 from __future__ import annotations
 
@@ -16,26 +17,35 @@ from tests.helpers.configs import REPO
 
 
 def write_zoo(directory: Path, zoo: ParamZoo) -> ParamZoo:
-    """Write an in-memory zoo to `directory` the way collection does (one collection run, merged); returns it loaded."""
+    """Write an in-memory zoo to `directory` the way collection does (one collection run, merged);
+    returns it loaded."""
     collected = run_path(directory, 0, 1)
-    atomic.write_safetensors(collected, {"params": zoo.vectors.float(), "val_accuracy": zoo.val_accuracy.double()})
+    atomic.write_safetensors(
+        collected, {"params": zoo.vectors.float(), "val_accuracy": zoo.val_accuracy.double()}
+    )
     return ParamZoo.merge(directory, [collected], zoo.spec, zoo.meta)
 
 
-
-def run_sweep(args: list[str], timeout: int = 600, prefix: list[str] = ()) -> subprocess.CompletedProcess:
-    """Run launch/sweep.py as a user would (after a command `prefix`, e.g. unshare); returns the finished process."""
+def run_sweep(
+    args: list[str], timeout: int = 600, prefix: list[str] = ()
+) -> subprocess.CompletedProcess:
+    """Run launch/sweep.py as a user would (after a command `prefix`, e.g. unshare); returns the
+    finished process."""
     env = dict(os.environ, PDIFF_QUIET="1", WANDB_MODE="offline")
-    return subprocess.run([*prefix, sys.executable, str(REPO / "launch" / "sweep.py"), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, cwd=REPO)
-
+    return subprocess.run(
+        [*prefix, sys.executable, str(REPO / "launch" / "sweep.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )
 
 
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """`result`, after asserting it exited 0 (the failure shows the tail of its output)."""
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
-
 
 
 @dataclass(frozen=True)
@@ -47,14 +57,16 @@ class FinishedRun:
     output: str
 
 
-
 def copy_run(run: FinishedRun, dest: Path, parts: tuple[str, ...] | None = None) -> Path:
-    """A copy of `run`'s folder in `dest` (file times kept), or of only its `parts`, e.g. ("zoo", "timings.json")."""
+    """A copy of `run`'s folder in `dest` (file times kept), or of only its `parts`, e.g. ("zoo",
+    "timings.json")."""
     if parts is None:
         shutil.copytree(run.out, dest, symlinks=True)
         return dest
     dest.mkdir(parents=True)
-    mark_made_by_pdiff(dest)  # what a run writes first: the copy is pdiff's folder like the run's own
+    mark_made_by_pdiff(
+        dest
+    )  # what a run writes first: the copy is pdiff's folder like the run's own
     for part in parts:
         source = run.out / part
         if source.is_dir():
@@ -62,4 +74,3 @@ def copy_run(run: FinishedRun, dest: Path, parts: tuple[str, ...] | None = None)
         else:
             shutil.copy2(source, dest / part)
     return dest
-

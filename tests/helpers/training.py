@@ -1,4 +1,5 @@
-"""One short generator training (TRAIN) that several launches repeat, and how their results are compared."""
+"""One short generator training (TRAIN) that several launches repeat, and how their results are
+compared."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ from safetensors.torch import load_file
 
 from pdiff.pipeline.output_dir import mark_made_by_pdiff
 
-TRAIN = ("experiment=smoke", "task=digits_cnn",
-         "ae.optim.steps=200", "ae.cadence.save_every=50", "diffusion.optim.steps=100",
-         "diffusion.cadence.save_every=50")
+TRAIN = (
+    "experiment=smoke",
+    "task=digits_cnn",
+    "ae.optim.steps=200",
+    "ae.cadence.save_every=50",
+    "diffusion.optim.steps=100",
+    "diffusion.cadence.save_every=50",
+)
 WEIGHTS = ("autoencoder.safetensors", "denoiser.safetensors", "denoiser_ema.safetensors")
 
 
 def copy_zoo(zoo_run: Path, dest: Path) -> Path:
-    """A new run folder `dest` holding only `zoo_run`'s collected zoo (what stage=train reads), marked as pdiff's."""
+    """A new run folder `dest` holding only `zoo_run`'s collected zoo (what stage=train reads),
+    marked as pdiff's."""
     dest.mkdir(parents=True)
     mark_made_by_pdiff(dest)
     shutil.copytree(zoo_run / "zoo", dest / "zoo")

@@ -1,7 +1,8 @@
-"""Read the history rows back from a W&B offline run file (run-<id>.wandb), without wandb-core or a network.
+"""Read the history rows back from a W&B offline run file (run-<id>.wandb), without wandb-core or a
+network.
 
-The file is wandb's LevelDB-style log: a 7-byte header (':W&B', magic, version), then 32 KiB blocks of
-records (crc32, length, type: full/first/middle/last), each a protobuf `Record`.
+The file is wandb's LevelDB-style log: a 7-byte header (':W&B', magic, version), then 32 KiB blocks
+of records (crc32, length, type: full/first/middle/last), each a protobuf `Record`.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def records(path: Path) -> list[wandb_internal_pb2.Record]:
         if room < HEADER:  # the rest of a block too short for a header is padding
             position += room
             continue
-        _, length, kind = struct.unpack("<IHB", data[position:position + HEADER])
-        payload = data[position + HEADER:position + HEADER + length]
+        _, length, kind = struct.unpack("<IHB", data[position : position + HEADER])
+        payload = data[position + HEADER : position + HEADER + length]
         position += HEADER + length
         if kind == 0 and length == 0:
             continue
@@ -44,8 +45,12 @@ def history(path: Path) -> list[dict]:
     rows = []
     for record in records(path):
         if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or ".".join(item.nested_key): json.loads(item.value_json)
-                         for item in record.history.item})
+            rows.append(
+                {
+                    item.key or ".".join(item.nested_key): json.loads(item.value_json)
+                    for item in record.history.item
+                }
+            )
     return rows
 
 
@@ -54,7 +59,13 @@ def config(path: Path) -> dict:
     values = {}
     for record in records(path):
         kind = record.WhichOneof("record_type")
-        updates = record.config.update if kind == "config" else record.run.config.update if kind == "run" else []
+        updates = (
+            record.config.update
+            if kind == "config"
+            else record.run.config.update
+            if kind == "run"
+            else []
+        )
         for item in updates:
             values[item.key] = json.loads(item.value_json)
     return values

@@ -18,6 +18,8 @@ def test_shapes_noise_and_eval_determinism(name, dim, tmp_path):
     assert ae.decode(z).shape == (6, dim)
     assert torch.equal(ae(x), ae(x))  # no BatchNoise: deterministic
     noisy = [ae(x, BatchNoise.whole(seed=0, step=step, size=6)) for step in (0, 0, 1)]
-    assert torch.equal(noisy[0], noisy[1]) and not torch.equal(noisy[0], noisy[2])  # noise is set by (seed, step)
+    assert torch.equal(noisy[0], noisy[1]) and not torch.equal(
+        noisy[0], noisy[2]
+    )  # noise is set by (seed, step)
     assert not torch.equal(noisy[0], ae(x))
     assert reconstruction_loss(ae, x, BatchNoise.whole(0, 0, 6)).ndim == 0

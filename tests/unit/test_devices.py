@@ -1,7 +1,9 @@
-"""Device placement, checked without a GPU: every hot path runs one step with its models on the `meta` device.
+"""Device placement, checked without a GPU: every hot path runs one step with its models on the
+`meta` device.
 
-The data and the random draws start on the CPU, as in a real run. A tensor that the code forgot to move
-meets a meta tensor and raises ("... is not on the expected device meta"), as it would on a GPU.
+The data and the random draws start on the CPU, as in a real run. A tensor that the code forgot to
+move meets a meta tensor and raises ("... is not on the expected device meta"), as it would on a
+GPU.
 """
 
 from __future__ import annotations
@@ -44,11 +46,16 @@ SPEC = ParamSpec((ParamEntry("a.weight", (3, 40), 0), ParamEntry("b.bias", (9,),
 
 
 def _step(model, loss_of_batch, data, cfg, rows=8):
-    """One optimiser step of the plain engine on META, with the batch and its noise made as fit() makes them."""
-    engine = build_engine(model, cfg.optim, compose_config(["paths.output_dir=unused"]).trainer, rows, 1, META)
+    """One optimiser step of the plain engine on META, with the batch and its noise made as fit()
+    makes them."""
+    engine = build_engine(
+        model, cfg.optim, compose_config(["paths.output_dir=unused"]).trainer, rows, 1, META
+    )
     indices = torch.arange(rows)
     batch = take_rows(data, indices, engine.dtype, engine.device)
-    loss = loss_of_batch(engine, batch, BatchNoise(0, 0, rows, slice(0, rows), engine.dtype, engine.device))
+    loss = loss_of_batch(
+        engine, batch, BatchNoise(0, 0, rows, slice(0, rows), engine.dtype, engine.device)
+    )
     engine.backward(loss)
     engine.step()
     assert loss.device == META
@@ -58,62 +65,120 @@ def test_latent_design_trains_one_step_on_the_device(tmp_path):
     cfg = compose_config([f"paths.output_dir={tmp_path}"])
     _step(build_autoencoder(cfg.ae, 128), reconstruction_loss, torch.randn(16, 128), cfg.ae)
     diffusion = build_diffusion(cfg.diffusion)
-    _step(build_denoiser(cfg.denoiser, 4), diffusion.training_losses, torch.randn(16, 4, 16), cfg.diffusion)
+    _step(
+        build_denoiser(cfg.denoiser, 4),
+        diffusion.training_losses,
+        torch.randn(16, 4, 16),
+        cfg.diffusion,
+    )
 
 
 def test_token_design_trains_one_step_on_the_device(tmp_path):
-    cfg = compose_config(["generator=token", "ae.token_size=16", "denoiser.window=4", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        ["generator=token", "ae.token_size=16", "denoiser.window=4", f"paths.output_dir={tmp_path}"]
+    )
     layout = TokenLayout(SPEC, cfg.ae.token_size)
     zoo = torch.randn(4, SPEC.dim)
     normalizer = ParamNormalizer.fit(SPEC, zoo, cfg.ae.normalization)
-    _step(build_token_autoencoder(cfg.ae, layout), token_reconstruction_loss, ZooTokens(zoo, layout, normalizer),
-          cfg.ae)
+    _step(
+        build_token_autoencoder(cfg.ae, layout),
+        token_reconstruction_loss,
+        ZooTokens(zoo, layout, normalizer),
+        cfg.ae,
+    )
     places = WindowPlaces(layout, cfg.denoiser.window)
     windows = places.split(torch.randn(4, layout.count, cfg.ae.token_latent_dim))
     codes = torch.randn(4, 3)
-    _step(build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout, 3),
-          window_diffusion_loss(build_diffusion(cfg.diffusion)), WindowRows(windows, places, codes), cfg.diffusion,
-          rows=4)
-    _step(build_code_denoiser(cfg.denoiser, 3), code_diffusion_loss(build_diffusion(cfg.diffusion)), codes,
-          cfg.diffusion, rows=4)
+    _step(
+        build_window_denoiser(cfg.denoiser, cfg.ae.token_latent_dim, layout, 3),
+        window_diffusion_loss(build_diffusion(cfg.diffusion)),
+        WindowRows(windows, places, codes),
+        cfg.diffusion,
+        rows=4,
+    )
+    _step(
+        build_code_denoiser(cfg.denoiser, 3),
+        code_diffusion_loss(build_diffusion(cfg.diffusion)),
+        codes,
+        cfg.diffusion,
+        rows=4,
+    )
 
 
 def test_flow_design_with_a_pca_basis_and_guidance_trains_and_samples_on_the_device(tmp_path):
-    cfg = compose_config(["generator=flow", "generator.pca_components=4", "generator.condition=true",
-                          "denoiser.width=16", "sampler.steps=2", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            "generator=flow",
+            "generator.pca_components=4",
+            "generator.condition=true",
+            "denoiser.width=16",
+            "sampler.steps=2",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     zoo = torch.randn(12, SPEC.dim)
     normalizer = ParamNormalizer.fit(SPEC, zoo, Normalization(cfg.generator.normalization))
     basis = PCABasis.fit(normalizer.normalize(zoo), cfg.generator.pca_components)
-    rows = torch.cat([basis.encode(normalizer.normalize(zoo)), torch.randn(12, 1)], 1)  # [x_1 | accuracy]
-    _step(build_velocity(cfg.denoiser, basis.k, True), conditioned_loss(cfg.generator.condition_dropout), rows,
-          cfg.generator)
-    FlowGenerator(normalizer, basis, build_velocity(cfg.denoiser, basis.k, True), (60.0, 5.0)).save(tmp_path, {})
+    rows = torch.cat(
+        [basis.encode(normalizer.normalize(zoo)), torch.randn(12, 1)], 1
+    )  # [x_1 | accuracy]
+    _step(
+        build_velocity(cfg.denoiser, basis.k, True),
+        conditioned_loss(cfg.generator.condition_dropout),
+        rows,
+        cfg.generator,
+    )
+    FlowGenerator(normalizer, basis, build_velocity(cfg.denoiser, basis.k, True), (60.0, 5.0)).save(
+        tmp_path, {}
+    )
     flow = FlowGenerator.load(tmp_path, SPEC, cfg, META)
-    assert {t.device for t in [*flow.basis.buffers(), *flow.normalizer.buffers(), *flow.velocity.parameters()]} == {
-        META}
-    # Guidance 2 calls the velocity with and without the target; every step stays on the device, and only
-    # the last line (the result's copy to the CPU, which a meta tensor cannot give) leaves it.
+    assert {
+        t.device
+        for t in [*flow.basis.buffers(), *flow.normalizer.buffers(), *flow.velocity.parameters()]
+    } == {META}
+    # Guidance 2 calls the velocity with and without the target; every step stays on the device, and
+    # only the last line (the result's copy to the CPU, which a meta tensor cannot give) leaves it.
     with pytest.raises(NotImplementedError, match="Cannot copy out of meta tensor"):
         flow.sample(3, cfg.sampler, 0, Conditioning(65.0, 2.0))
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_sampling_steps_run_on_the_device(sampler, tmp_path):
-    cfg = compose_config([f"sampler={sampler}", "diffusion.timesteps=3", *(["sampler.steps=2", "sampler.eta=1.0"]
-                                                                           if sampler == "ddim" else []),
-                          f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            f"sampler={sampler}",
+            "diffusion.timesteps=3",
+            *(["sampler.steps=2", "sampler.eta=1.0"] if sampler == "ddim" else []),
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     diffusion = build_diffusion(cfg.diffusion)
     rng = torch.Generator().manual_seed(0)
     latent = build_denoiser(cfg.denoiser, 4).to(META)
-    assert diffusion.sample(latent, (2, 4, 8), cfg.sampler, generator=rng, device=META).device == META
-    token_cfg = compose_config(["generator=token", "denoiser.window=4", f"paths.output_dir={tmp_path}"])
+    assert (
+        diffusion.sample(latent, (2, 4, 8), cfg.sampler, generator=rng, device=META).device == META
+    )
+    token_cfg = compose_config(
+        ["generator=token", "denoiser.window=4", f"paths.output_dir={tmp_path}"]
+    )
     layout = TokenLayout(SPEC, 16)
     places = WindowPlaces(layout, token_cfg.denoiser.window)
     window = build_window_denoiser(token_cfg.denoiser, 8, layout, 3).to(META)
-    codes = diffusion.sample(build_code_denoiser(token_cfg.denoiser, 3).to(META), (2, 3), cfg.sampler, generator=rng,
-                             device=META)
-    out = diffusion.sample(window, (2, 4, 8), cfg.sampler, generator=rng, device=META,
-                           model_kwargs=places.conditioning(torch.tensor([0, 1]), codes, META))
+    codes = diffusion.sample(
+        build_code_denoiser(token_cfg.denoiser, 3).to(META),
+        (2, 3),
+        cfg.sampler,
+        generator=rng,
+        device=META,
+    )
+    out = diffusion.sample(
+        window,
+        (2, 4, 8),
+        cfg.sampler,
+        generator=rng,
+        device=META,
+        model_kwargs=places.conditioning(torch.tensor([0, 1]), codes, META),
+    )
     assert codes.device == META and out.device == META
 
 
@@ -131,9 +196,17 @@ def test_base_training_and_collection_steps_run_on_the_device(augment):
 def test_an_evaluation_chunk_runs_on_the_device(batched):
     model = digits_cnn((1, 8, 8), 10, 4)
     spec = select_parameters(model, ["bn3", "bn4"])
-    evaluator = ParameterEvaluator(model.to(META), spec, torch.randn(20, 1, 8, 8).to(META), max_chunk=3,
-                                   batched=batched, batch_size=7)
-    predictions = evaluator.predict_chunk(torch.randn(3, spec.dim))  # generated vectors arrive on the CPU
+    evaluator = ParameterEvaluator(
+        model.to(META),
+        spec,
+        torch.randn(20, 1, 8, 8).to(META),
+        max_chunk=3,
+        batched=batched,
+        batch_size=7,
+    )
+    predictions = evaluator.predict_chunk(
+        torch.randn(3, spec.dim)
+    )  # generated vectors arrive on the CPU
     assert predictions.shape == (3, 20) and predictions.device == META
 
 
@@ -142,4 +215,6 @@ def test_device_cuda_without_a_gpu_names_the_setting():
         pytest.skip("this machine has a CUDA GPU: device=cuda is valid here")
     with pytest.raises(ConfigError, match=r"device=cuda is invalid: this job sees no CUDA GPU"):
         resolve_device("cuda")
-    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device(
+        "cpu"
+    )

@@ -35,13 +35,16 @@ def _naive_predictions(model, spec, vectors, x):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("build, layers, shape", [
-    (lambda: digits_cnn((1, 8, 8), 10, 8), ["bn3", "bn4"], (1, 8, 8)),
-    (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (1, 8, 8)),
-    (lambda: mlp_bn((6,), 4, [32, 32]), ["bn1", "bn2"], (6,)),
-    (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32)),
-    (lambda: ResidualNet((6,), 4), ["bn1"], (6,)),
-])
+@pytest.mark.parametrize(
+    "build, layers, shape",
+    [
+        (lambda: digits_cnn((1, 8, 8), 10, 8), ["bn3", "bn4"], (1, 8, 8)),
+        (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (1, 8, 8)),
+        (lambda: mlp_bn((6,), 4, [32, 32]), ["bn1", "bn2"], (6,)),
+        (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32)),
+        (lambda: ResidualNet((6,), 4), ["bn1"], (6,)),
+    ],
+)
 @pytest.mark.parametrize("batched", [False, True])
 def test_batched_evaluation_matches_naive(build, layers, shape, batched):
     torch.manual_seed(0)
@@ -62,13 +65,17 @@ def test_batched_evaluation_matches_naive(build, layers, shape, batched):
     assert torch.equal(read_vector(model, spec), base)  # the base network is left untouched
 
 
-@pytest.mark.parametrize("build, layers, shape", [
-    (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32)),
-    (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (1, 8, 8)),
-])
+@pytest.mark.parametrize(
+    "build, layers, shape",
+    [
+        (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (3, 32, 32)),
+        (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (1, 8, 8)),
+    ],
+)
 def test_batched_evaluation_runs_under_bf16_autocast(build, layers, shape):
-    """task.precision=bf16 sets autocast around evaluation; vmapped BatchNorm once refused bf16 inputs with float32
-    statistics (`expected scalar type BFloat16 but found Float`) after collection and training had run."""
+    """task.precision=bf16 sets autocast around evaluation; vmapped BatchNorm once refused bf16
+    inputs with float32 statistics (`expected scalar type BFloat16 but found Float`) after
+    collection and training had run."""
     torch.manual_seed(0)
     model = build().eval()
     spec = select_parameters(model, layers)
@@ -79,21 +86,38 @@ def test_batched_evaluation_runs_under_bf16_autocast(build, layers, shape):
         evaluator = ParameterEvaluator(model, spec, x, max_chunk=2, batched=True, batch_size=10)
         predicted = evaluator.predictions(vectors)
     agree = (predicted == _naive_predictions(model, spec, vectors, x)).float().mean()
-    assert predicted.shape == (5, 24) and agree >= 0.9  # the head ran in bf16: near ties may round apart
+    assert (
+        predicted.shape == (5, 24) and agree >= 0.9
+    )  # the head ran in bf16: near ties may round apart
 
 
-@pytest.mark.parametrize("build, layers, shape, recalibrated", [
-    (lambda: digits_cnn((1, 8, 8), 10, 4), ["*"], (1, 8, 8), {"bn1", "bn2", "bn3", "bn4"}),
-    (lambda: mlp_bn((6,), 4, [16, 16]), ["bn2"], (6,), {"bn2"}),  # bn1 is in the frozen head: its own statistics
-])
-def test_recalibrated_statistics_are_those_of_a_fresh_cumulative_pass(build, layers, shape, recalibrated):
+@pytest.mark.parametrize(
+    "build, layers, shape, recalibrated",
+    [
+        (lambda: digits_cnn((1, 8, 8), 10, 4), ["*"], (1, 8, 8), {"bn1", "bn2", "bn3", "bn4"}),
+        (
+            lambda: mlp_bn((6,), 4, [16, 16]),
+            ["bn2"],
+            (6,),
+            {"bn2"},
+        ),  # bn1 is in the frozen head: its own statistics
+    ],
+)
+def test_recalibrated_statistics_are_those_of_a_fresh_cumulative_pass(
+    build, layers, shape, recalibrated
+):
     torch.manual_seed(0)
     model = build().eval()
     spec = select_parameters(model, layers)
     base = read_vector(model, spec)
     vectors = base + 0.3 * torch.randn(4, spec.dim)
-    x, train = torch.randn(30, *shape), [torch.randn(16, *shape), torch.randn(16, *shape), torch.randn(5, *shape)]
-    predicted = ParameterEvaluator(model, spec, x, max_chunk=3, recalibration=train).predictions(vectors)
+    x, train = (
+        torch.randn(30, *shape),
+        [torch.randn(16, *shape), torch.randn(16, *shape), torch.randn(5, *shape)],
+    )
+    predicted = ParameterEvaluator(model, spec, x, max_chunk=3, recalibration=train).predictions(
+        vectors
+    )
     expected = []
     for vector in vectors:
         candidate = copy.deepcopy(model)
@@ -112,5 +136,8 @@ def test_recalibrated_statistics_are_those_of_a_fresh_cumulative_pass(build, lay
     assert torch.equal(predicted, torch.stack(expected))
     plain = ParameterEvaluator(model, spec, x, max_chunk=3).predictions(vectors)
     assert not torch.equal(plain, predicted)  # recalibration changed something
-    assert all(m.momentum == 0.1 and not m.training for m in model.modules()
-               if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    assert all(
+        m.momentum == 0.1 and not m.training
+        for m in model.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    )

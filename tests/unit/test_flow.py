@@ -24,24 +24,44 @@ def test_the_straight_line_velocity_has_zero_loss():
 
     def oracle(x_t, t):  # the velocity toward the one data point, v = (x_1 - x_t) / (1 - t)
         return (target - x_t) / (1 - t)[:, None]
+
     assert float(flow_matching_loss(oracle, target, BatchNoise.whole(0, 3, 8))) < 1e-10
-    assert float(flow_matching_loss(lambda x_t, t: torch.zeros_like(x_t), target, BatchNoise.whole(0, 3, 8))) > 0.1
+    assert (
+        float(
+            flow_matching_loss(
+                lambda x_t, t: torch.zeros_like(x_t), target, BatchNoise.whole(0, 3, 8)
+            )
+        )
+        > 0.1
+    )
 
 
-@pytest.mark.parametrize("name, expected", [(SamplerName.euler, 0.5 * (4 - 1) / 4), (SamplerName.heun, 0.5)])
+@pytest.mark.parametrize(
+    "name, expected", [(SamplerName.euler, 0.5 * (4 - 1) / 4), (SamplerName.heun, 0.5)]
+)
 def test_euler_and_heun_integrate_a_time_dependent_field(name, expected):
     cfg = OmegaConf.structured(FlowSamplerConfig(name=name, steps=4))
     start = torch.randn(3, 2, generator=torch.Generator().manual_seed(5))
-    end = sample_flow(lambda x, t: t[:, None].expand_as(x), (3, 2), cfg, torch.Generator().manual_seed(5),
-                      torch.device("cpu"))
+    end = sample_flow(
+        lambda x, t: t[:, None].expand_as(x),
+        (3, 2),
+        cfg,
+        torch.Generator().manual_seed(5),
+        torch.device("cpu"),
+    )
     assert torch.allclose(end - start, torch.full((3, 2), expected))  # dx/dt = t: x(1) = x(0) + 1/2
 
 
 def test_temperature_scales_the_starting_noise():
     cold = OmegaConf.structured(FlowSamplerConfig(steps=3, temperature=0.25))
     start = torch.randn(3, 2, generator=torch.Generator().manual_seed(5))
-    end = sample_flow(lambda x, t: torch.zeros_like(x), (3, 2), cold, torch.Generator().manual_seed(5),
-                      torch.device("cpu"))
+    end = sample_flow(
+        lambda x, t: torch.zeros_like(x),
+        (3, 2),
+        cold,
+        torch.Generator().manual_seed(5),
+        torch.device("cpu"),
+    )
     assert torch.allclose(end, 0.25 * start)
     with pytest.raises(ConfigError, match=r"sampler.temperature=0.0 is invalid"):
         validate(compose_config(["generator=flow", "sampler.temperature=0"]))
@@ -65,50 +85,94 @@ def _zoo(k: int = 24) -> ParamZoo:
 
 @pytest.mark.parametrize("pca, condition", [(0, False), (5, True)])
 def test_flow_design_trains_saves_loads_and_samples_the_same(pca, condition, tmp_path):
-    cfg = compose_config(["generator=flow", f"generator.pca_components={pca}", f"generator.condition={condition}",
-                          "generator.optim.steps=30", "generator.optim.warmup_steps=5", "denoiser.width=32",
-                          "denoiser.depth=2", "sampler.steps=5", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            "generator=flow",
+            f"generator.pca_components={pca}",
+            f"generator.condition={condition}",
+            "generator.optim.steps=30",
+            "generator.optim.warmup_steps=5",
+            "denoiser.width=32",
+            "denoiser.depth=2",
+            "sampler.steps=5",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     zoo, tracker = _zoo(), Tracker(tmp_path, cfg.logger, {}, enabled=False)
-    trained = FlowGenerator.train(zoo, cfg, tmp_path, tracker, lambda phase: None, torch.device("cpu"))
+    trained = FlowGenerator.train(
+        zoo, cfg, tmp_path, tracker, lambda phase: None, torch.device("cpu")
+    )
     trained.save(tmp_path, {})
     loaded = FlowGenerator.load(tmp_path, zoo.spec, cfg, torch.device("cpu"))
     aim = Conditioning(70.0, 2.0) if condition else None
     first, again = trained.sample(6, cfg.sampler, 1, aim), loaded.sample(6, cfg.sampler, 1, aim)
-    assert first.shape == (6, zoo.spec.dim) and first.isfinite().all() and torch.allclose(first, again, atol=1e-6)
+    assert (
+        first.shape == (6, zoo.spec.dim)
+        and first.isfinite().all()
+        and torch.allclose(first, again, atol=1e-6)
+    )
     if condition:
         assert not torch.allclose(loaded.sample(6, cfg.sampler, 1, Conditioning(60.0, 2.0)), again)
 
 
 def test_a_target_accuracy_needs_a_conditioned_flow(tmp_path):
     for overrides in (["generate.target_acc=75"], ["generator=flow", "generate.target_acc=75"]):
-        with pytest.raises(ConfigError, match="generate.target_acc=75.0 needs a generator trained on"):
+        with pytest.raises(
+            ConfigError, match="generate.target_acc=75.0 needs a generator trained on"
+        ):
             design_class(compose_config([*overrides, f"paths.output_dir={tmp_path}"]))
-    design_class(compose_config(["generator=flow", "generator.condition=true", "generate.target_acc=75",
-                                 f"paths.output_dir={tmp_path}"]))
+    design_class(
+        compose_config(
+            [
+                "generator=flow",
+                "generator.condition=true",
+                "generate.target_acc=75",
+                f"paths.output_dir={tmp_path}",
+            ]
+        )
+    )
     with pytest.raises(ConfigError, match="sampler=ddim does not fit generator=flow"):
-        design_class(compose_config(["generator=flow", "sampler=ddim", f"paths.output_dir={tmp_path}"]))
+        design_class(
+            compose_config(["generator=flow", "sampler=ddim", f"paths.output_dir={tmp_path}"])
+        )
 
 
 def test_target_quantile_aims_at_the_zoos_accuracies(tmp_path):
     accuracy = torch.tensor([60.0, 70.0, 65.0, 72.5], dtype=torch.float64)
     best = compose_config(["generator=flow_conditioned", f"paths.output_dir={tmp_path}"])
-    assert Conditioning.from_config(best.generate, accuracy) == Conditioning(72.5, best.generate.guidance)
-    gentle = compose_config(["generator=flow_conditioned", "generate.guidance=1.5", f"paths.output_dir={tmp_path}"])
+    assert Conditioning.from_config(best.generate, accuracy) == Conditioning(
+        72.5, best.generate.guidance
+    )
+    gentle = compose_config(
+        ["generator=flow_conditioned", "generate.guidance=1.5", f"paths.output_dir={tmp_path}"]
+    )
     assert Conditioning.from_config(gentle.generate, accuracy) == Conditioning(72.5, 1.5)
-    median = compose_config(["generator=flow_conditioned", "generate.target_quantile=0.5",
-                             f"paths.output_dir={tmp_path}"])
+    median = compose_config(
+        [
+            "generator=flow_conditioned",
+            "generate.target_quantile=0.5",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     assert Conditioning.from_config(median.generate, accuracy).target_acc == pytest.approx(67.5)
     plain = compose_config(["generator=flow", f"paths.output_dir={tmp_path}"])
     assert Conditioning.from_config(plain.generate, accuracy) is None
-    with pytest.raises(ConfigError, match="generate.target_quantile=0.5 needs a generator trained on"):
-        design_class(compose_config(["generate.target_quantile=0.5", f"paths.output_dir={tmp_path}"]))
+    with pytest.raises(
+        ConfigError, match="generate.target_quantile=0.5 needs a generator trained on"
+    ):
+        design_class(
+            compose_config(["generate.target_quantile=0.5", f"paths.output_dir={tmp_path}"])
+        )
 
 
 def test_guidance_mixes_the_conditional_and_unconditional_velocities_linearly():
-    """One Euler step from x_0 gives x_0 + v(x_0, 0): the sample shows the velocity that guidance w made."""
+    """One Euler step from x_0 gives x_0 + v(x_0, 0): the sample shows the velocity that guidance w
+    made."""
     torch.manual_seed(0)
     velocity = VelocityMLP(5, 16, 2, 8, conditional=True).eval()
-    with torch.no_grad():  # trained-looking: the zero-initialised output layer would give v = 0 for every condition
+    with (
+        torch.no_grad()
+    ):  # trained-looking: the zero-initialised output layer would give v = 0 for every condition
         velocity.out[-1].weight.normal_(0, 0.5)
         velocity.null_condition.normal_(0, 1.0)
     stats = (65.0, 4.0)
@@ -117,12 +181,15 @@ def test_guidance_mixes_the_conditional_and_unconditional_velocities_linearly():
     x0 = torch.randn(6, 5, generator=generator_for(3, Purpose.sampling))
     t0 = torch.zeros(6)
     with torch.no_grad():
-        conditional = velocity(x0, t0, torch.full((6,), (71.0 - stats[0]) / stats[1]), torch.ones(6, dtype=torch.bool))
+        conditional = velocity(
+            x0, t0, torch.full((6,), (71.0 - stats[0]) / stats[1]), torch.ones(6, dtype=torch.bool)
+        )
         unconditional = velocity(x0, t0)
     assert not torch.allclose(conditional, unconditional, atol=1e-3)
 
     def sample(guidance):
         return flow.sample(6, one_step, 3, Conditioning(71.0, guidance))
+
     assert torch.allclose(flow.sample(6, one_step, 3, None), x0 + unconditional, atol=1e-6)
     assert torch.allclose(sample(0.0), x0 + unconditional, atol=1e-6)
     assert torch.allclose(sample(1.0), x0 + conditional, atol=1e-6)

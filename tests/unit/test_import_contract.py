@@ -1,8 +1,8 @@
-"""The import contract: the layers of pdiff/ import only downwards, configuration is a leaf, and only the cluster
-code (and launch/) knows about SLURM's submitit.
+"""The import contract: the layers of pdiff/ import only downwards, configuration is a leaf, and
+only the cluster code (and launch/) knows about SLURM's submitit.
 
-Every import of every module is read with ast, function-level imports included, so a lazy import cannot hide a
-dependency.
+Every import of every module is read with ast, function-level imports included, so a lazy import
+cannot hide a dependency.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pytest
 
 from tests.helpers.configs import REPO
 
-# Lower layers never import higher ones; a unit may import its own layer. Flat modules are units of their own.
+# Lower layers never import higher ones; a unit may import its own layer. Flat modules are units of
+# their own.
 LAYERS = [
     ("errors",),
     ("config", "seeds", "atomic", "resources"),
@@ -63,7 +64,8 @@ def imports_of(path: Path, root: Path) -> set[str]:
 
 
 def violations(root: Path, rule: Rule) -> list[str]:
-    """'file imports module: why' for every import of a pdiff module under `root`/pdiff that `rule` refuses."""
+    """'file imports module: why' for every import of a pdiff module under `root`/pdiff that `rule`
+    refuses."""
     out = []
     for path in sorted((root / "pdiff").rglob("*.py")):
         module = module_name(path, root)
@@ -107,7 +109,13 @@ def ml_apart_from_wiring(module: str, imported: str) -> str | None:
     return None
 
 
-RULES = [downwards, config_is_a_leaf, maths_at_the_bottom, evaluation_apart_from_generators, ml_apart_from_wiring]
+RULES = [
+    downwards,
+    config_is_a_leaf,
+    maths_at_the_bottom,
+    evaluation_apart_from_generators,
+    ml_apart_from_wiring,
+]
 
 
 def test_every_unit_of_pdiff_has_a_layer():
@@ -123,22 +131,42 @@ def test_pdiff_keeps_the_contract(rule):
 @pytest.mark.parametrize("root", ["pdiff", "launch", "benchmarks"])
 def test_only_the_cluster_code_and_launch_import_submitit(root):
     for path in sorted((REPO / root).rglob("*.py")):
-        uses = any(m == "submitit" or m.startswith(("submitit.", "hydra_plugins.hydra_submitit"))
-                   for m in imports_of(path, REPO))
+        uses = any(
+            m == "submitit" or m.startswith(("submitit.", "hydra_plugins.hydra_submitit"))
+            for m in imports_of(path, REPO)
+        )
         allowed = root != "pdiff" or unit_of(module_name(path, REPO)) == "cluster"
-        assert allowed or not uses, f"{path.relative_to(REPO)} imports submitit outside pdiff/cluster/"
+        assert allowed or not uses, (
+            f"{path.relative_to(REPO)} imports submitit outside pdiff/cluster/"
+        )
 
 
-@pytest.mark.parametrize("rule, source, file", [
-    (config_is_a_leaf, "def f():\n    from pdiff.generators import DESIGNS\n", "pdiff/config/schema.py"),
-    (config_is_a_leaf, "from ..zoo import store\n", "pdiff/config/validate.py"),
-    (downwards, "import pdiff.pipeline.run\n", "pdiff/zoo/collect.py"),
-    (maths_at_the_bottom, "from pdiff.config import SamplerName\n", "pdiff/diffusion/gaussian.py"),
-    (evaluation_apart_from_generators, "from pdiff import generators\n", "pdiff/evaluation/report.py"),
-    (ml_apart_from_wiring, "from pdiff.cluster.jobs import Job\n", "pdiff/training/fit.py"),
-])
+@pytest.mark.parametrize(
+    "rule, source, file",
+    [
+        (
+            config_is_a_leaf,
+            "def f():\n    from pdiff.generators import DESIGNS\n",
+            "pdiff/config/schema.py",
+        ),
+        (config_is_a_leaf, "from ..zoo import store\n", "pdiff/config/validate.py"),
+        (downwards, "import pdiff.pipeline.run\n", "pdiff/zoo/collect.py"),
+        (
+            maths_at_the_bottom,
+            "from pdiff.config import SamplerName\n",
+            "pdiff/diffusion/gaussian.py",
+        ),
+        (
+            evaluation_apart_from_generators,
+            "from pdiff import generators\n",
+            "pdiff/evaluation/report.py",
+        ),
+        (ml_apart_from_wiring, "from pdiff.cluster.jobs import Job\n", "pdiff/training/fit.py"),
+    ],
+)
 def test_the_contract_catches_each_kind_of_break(tmp_path, rule, source, file):
-    """Each rule, on a copy of one module with one import added (a lazy or relative one included), reports it."""
+    """Each rule, on a copy of one module with one import added (a lazy or relative one included),
+    reports it."""
     planted = tmp_path / file
     planted.parent.mkdir(parents=True)
     planted.write_text(source)

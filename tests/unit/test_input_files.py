@@ -1,5 +1,5 @@
-"""Bad inputs a user can give, refused before any work with one line naming the key or file and the rule:
-task-network sizes, and a bad npz through launch/sweep.py."""
+"""Bad inputs a user can give, refused before any work with one line naming the key or file and the
+rule: task-network sizes, and a bad npz through launch/sweep.py."""
 
 import numpy as np
 import pytest
@@ -13,34 +13,55 @@ from tests.helpers.runs import run_sweep
 @pytest.mark.parametrize("width", [0, -4])
 def test_a_non_positive_cnn_width_names_the_key(tmp_path, width):
     cfg = compose_config([f"task.net.width={width}", f"paths.output_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match=rf"task.net.width={width} is invalid: must be an integer >= 1"):
+    with pytest.raises(
+        ConfigError, match=rf"task.net.width={width} is invalid: must be an integer >= 1"
+    ):
         build_task_net(cfg.task.net, (1, 8, 8), 10)
 
 
-@pytest.mark.parametrize(("task", "key", "sizes", "bad"), [("npz_mlp", "hidden", "[16,0]", "0"),
-                                                           ("mnist1d_cnn", "channels", "[8,-1]", "-1")])
-def test_a_non_positive_layer_size_in_a_list_names_the_key_and_the_entry(tmp_path, task, key, sizes, bad):
-    cfg = compose_config([f"task={task}", f"task.net.{key}={sizes}", f"paths.output_dir={tmp_path}"])
-    with pytest.raises(ConfigError, match=rf"task.net.{key}=\[.*\] is invalid: every entry must be an integer >= 1 "
-                                          rf".*, not {bad}"):
+@pytest.mark.parametrize(
+    ("task", "key", "sizes", "bad"),
+    [("npz_mlp", "hidden", "[16,0]", "0"), ("mnist1d_cnn", "channels", "[8,-1]", "-1")],
+)
+def test_a_non_positive_layer_size_in_a_list_names_the_key_and_the_entry(
+    tmp_path, task, key, sizes, bad
+):
+    cfg = compose_config(
+        [f"task={task}", f"task.net.{key}={sizes}", f"paths.output_dir={tmp_path}"]
+    )
+    with pytest.raises(
+        ConfigError,
+        match=rf"task.net.{key}=\[.*\] is invalid: every entry must be an integer >= 1 "
+        rf".*, not {bad}",
+    ):
         build_task_net(cfg.task.net, (40,), 10)
 
 
 def test_a_non_positive_kernel_and_a_mismatched_input_are_refused():
-    with pytest.raises(ConfigError, match=r"task.net.kernel_size=0 is invalid: must be an integer >= 1"):
+    with pytest.raises(
+        ConfigError, match=r"task.net.kernel_size=0 is invalid: must be an integer >= 1"
+    ):
         conv1d_bn((40,), 10, [8], kernel_size=0)
-    with pytest.raises(ConfigError, match=r"task.net._target_='pdiff.data.tasknets.digits_cnn' needs samples shaped "
-                                          r"\[C, H, W\] with H, W >= 2, but the data's are \(6,\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"task.net._target_='pdiff.data.tasknets.digits_cnn' needs samples shaped "
+        r"\[C, H, W\] with H, W >= 2, but the data's are \(6,\)",
+    ):
         build_task_net({"_target_": "pdiff.data.tasknets.digits_cnn"}, (6,), 3)
 
 
 def test_a_user_network_failing_on_its_arguments_is_one_line_naming_them(tmp_path, monkeypatch):
-    (tmp_path / "user_width_net.py").write_text("from torch import nn\n\n\ndef net(input_shape, num_classes, width):\n"
-                                                "    return nn.Linear(input_shape[0], width)\n")
+    (tmp_path / "user_width_net.py").write_text(
+        "from torch import nn\n\n\ndef net(input_shape, num_classes, width):\n"
+        "    return nn.Linear(input_shape[0], width)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ConfigError, match=r"task.net._target_='user_width_net.net' failed to build with width=-4, "
-                                          r"input_shape=\(4,\), num_classes=3 \(RuntimeError: .*\); check the values "
-                                          "of task.net") as error:
+    with pytest.raises(
+        ConfigError,
+        match=r"task.net._target_='user_width_net.net' failed to build with width=-4, "
+        r"input_shape=\(4,\), num_classes=3 \(RuntimeError: .*\); check the values "
+        "of task.net",
+    ) as error:
         build_task_net({"_target_": "user_width_net.net", "width": -4}, (4,), 3)
     assert "\n" not in str(error.value)
 
@@ -49,11 +70,27 @@ def test_a_user_network_failing_on_its_arguments_is_one_line_naming_them(tmp_pat
 def test_the_sweep_stops_on_a_bad_npz_with_one_error_line_and_no_work(tmp_path):
     rng = np.random.default_rng(0)
     path, out = tmp_path / "flat.npz", tmp_path / "run"
-    np.savez(path, x_train=rng.normal(size=60), y_train=np.arange(60) % 3, x_test=rng.normal(size=12),
-             y_test=np.arange(12) % 3)  # 1-D inputs: once an IndexError traceback in base training
-    result = run_sweep(["experiment=smoke", "threads=1", "task=npz_mlp", f"data.path={path}",
-                        f"paths.output_dir={out}"], timeout=120)
+    np.savez(
+        path,
+        x_train=rng.normal(size=60),
+        y_train=np.arange(60) % 3,
+        x_test=rng.normal(size=12),
+        y_test=np.arange(12) % 3,
+    )  # 1-D inputs: once an IndexError traceback in base training
+    result = run_sweep(
+        [
+            "experiment=smoke",
+            "threads=1",
+            "task=npz_mlp",
+            f"data.path={path}",
+            f"paths.output_dir={out}",
+        ],
+        timeout=120,
+    )
     assert result.returncode == 1, result.stderr[-2000:]
-    assert "pdiff: error: data.path=" in result.stderr and "x_train has shape (60,); inputs must be" in result.stderr
+    assert (
+        "pdiff: error: data.path=" in result.stderr
+        and "x_train has shape (60,); inputs must be" in result.stderr
+    )
     assert "Traceback" not in result.stderr
     assert not (out / "zoo").exists()

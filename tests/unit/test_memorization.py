@@ -39,7 +39,9 @@ def test_error_iou_matches_a_loop():
 def test_nearest_original_excludes_self_for_originals():
     originals = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
     l2, cosine, index = nearest_original(originals, originals, exclude=torch.arange(3))
-    assert index.tolist() == [2, 2, 0] and torch.allclose(l2, torch.tensor([1.0, 18 ** 0.5, 1.0], dtype=torch.float64))
+    assert index.tolist() == [2, 2, 0] and torch.allclose(
+        l2, torch.tensor([1.0, 18**0.5, 1.0], dtype=torch.float64)
+    )
     l2, _, index = nearest_original(torch.tensor([[3.0, 4.1]]), originals)
     assert index.tolist() == [1] and abs(float(l2[0]) - 0.1) < 1e-6
     assert abs(matched_noise_scale(4.0, 16) - 1.0) < 1e-12
@@ -58,9 +60,11 @@ def test_table_copies_are_not_novel_and_noise_is():
     originals = Population("originals", zoo, predictions(zoo), copy_of=torch.arange(30))
     copies = Population("generated", zoo[:10].clone(), predictions(zoo[:10]))
     rng = torch.Generator().manual_seed(0)
-    baselines = [noise_population("noise_0.001", zoo, normalizer, 0.001, 7, rng),
-                 noise_population("noise_matched_2", zoo, normalizer, 2.0, 10, rng),
-                 *point_populations(zoo, torch.linspace(60, 70, 30), normalizer, 10, rng, BaselinesConfig())]
+    baselines = [
+        noise_population("noise_0.001", zoo, normalizer, 0.001, 7, rng),
+        noise_population("noise_matched_2", zoo, normalizer, 2.0, 10, rng),
+        *point_populations(zoo, torch.linspace(60, 70, 30), normalizer, 10, rng, BaselinesConfig()),
+    ]
     for baseline in baselines:
         baseline.predictions = predictions(baseline.vectors)
     table, per_model = memorization_table(originals, copies, baselines, normalizer, y)
@@ -70,28 +74,45 @@ def test_table_copies_are_not_novel_and_noise_is():
     assert table["noise_matched_2"]["novel_fraction"] == 1.0
     assert table["average"]["n"] == 1 and table["noise_0.001"]["n"] == 7
     assert {"gaussian", "average16", "interpolation"} <= set(table) and table["gaussian"]["n"] == 10
-    # the best originals by validation (the last ones here), exact copies that leave out their own original
-    assert table["selected_top1"]["n"] == 1 and table["selected_10pct"]["n"] == 3 and table["selected_25pct"]["n"] == 8
-    assert table["selected_top1"]["nn_l2_mean"] > 0 and table["selected_10pct"]["novel_fraction"] >= 0
+    # the best originals by validation (the last ones here), exact copies that leave out their own
+    # original
+    assert (
+        table["selected_top1"]["n"] == 1
+        and table["selected_10pct"]["n"] == 3
+        and table["selected_25pct"]["n"] == 8
+    )
+    assert (
+        table["selected_top1"]["nn_l2_mean"] > 0 and table["selected_10pct"]["novel_fraction"] >= 0
+    )
     assert per_model["max_iou:generated"].shape == (10,)
 
 
 def test_gaussian_and_average16_baselines_are_what_they_say():
     torch.manual_seed(1)
     spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"])
-    zoo = torch.randn(40, spec.dim) * torch.linspace(0.1, 3.0, spec.dim) + torch.linspace(-5, 5, spec.dim)
+    zoo = torch.randn(40, spec.dim) * torch.linspace(0.1, 3.0, spec.dim) + torch.linspace(
+        -5, 5, spec.dim
+    )
     normalizer = memorization_normalizer(spec, zoo)
     cfg = BaselinesConfig(noise_scales=[0.01, 0.1], models_per_scale=3, average_of=16)
     val_accuracy = torch.arange(40.0)
-    populations = {p.name: p.vectors for p in point_populations(zoo, val_accuracy, normalizer, 4000,
-                                                                torch.Generator().manual_seed(0), cfg)}
+    populations = {
+        p.name: p.vectors
+        for p in point_populations(
+            zoo, val_accuracy, normalizer, 4000, torch.Generator().manual_seed(0), cfg
+        )
+    }
     gaussian = populations["gaussian"]  # per coordinate: the zoo's mean and std
-    assert torch.allclose(gaussian.mean(0), zoo.mean(0), atol=0.15) and torch.allclose(gaussian.std(0), zoo.std(0),
-                                                                                        rtol=0.08)
+    assert torch.allclose(gaussian.mean(0), zoo.mean(0), atol=0.15) and torch.allclose(
+        gaussian.std(0), zoo.std(0), rtol=0.08
+    )
     # each average16 model is the mean of 16 distinct originals: solve for its weights over the zoo
     weights = torch.linalg.lstsq(zoo.double().T, populations["average16"][:5].double().T).solution.T
-    assert torch.allclose(weights.sort(1, descending=True).values[:, :16], torch.full((5, 16), 1 / 16.0,
-                                                                                      dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(
+        weights.sort(1, descending=True).values[:, :16],
+        torch.full((5, 16), 1 / 16.0, dtype=torch.float64),
+        atol=1e-6,
+    )
     assert weights.sort(1, descending=True).values[:, 16:].abs().max() < 1e-6
     assert set(populations) >= {"average", "interpolation", "selected_top1", "selected_5pct"}
     assert torch.equal(populations["selected_top1"], zoo[39:])
@@ -100,7 +121,8 @@ def test_gaussian_and_average16_baselines_are_what_they_say():
 
 
 def _weights_over_zoo(zoo: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """[M, K] weights that make each of the [M, D] vectors from the [K, D] zoo (D > K: the solution is exact)."""
+    """[M, K] weights that make each of the [M, D] vectors from the [K, D] zoo (D > K: the solution
+    is exact)."""
     return torch.linalg.lstsq(zoo.double().T, vectors.double().T).solution.T
 
 
@@ -110,15 +132,27 @@ def test_average_baselines_are_named_after_average_of_and_average_that_many():
     zoo = torch.randn(12, spec.dim) * torch.linspace(0.5, 2.0, spec.dim)
     normalizer = memorization_normalizer(spec, zoo)
     cfg = BaselinesConfig(noise_scales=[0.01, 0.1], models_per_scale=3, average_of=4)
-    populations = {p.name: p.vectors for p in point_populations(zoo, torch.arange(12.0), normalizer, 20,
-                                                                torch.Generator().manual_seed(0), cfg)}
-    assert {"average4", "selected_average4"} <= set(populations) and not {"average16", "selected_average16"} & set(
-        populations)
-    assert {"average4", "selected_average4"} <= set(point_baselines(cfg)) and averaged_members(populations) == 4
+    populations = {
+        p.name: p.vectors
+        for p in point_populations(
+            zoo, torch.arange(12.0), normalizer, 20, torch.Generator().manual_seed(0), cfg
+        )
+    }
+    assert {"average4", "selected_average4"} <= set(populations) and not {
+        "average16",
+        "selected_average16",
+    } & set(populations)
+    assert {"average4", "selected_average4"} <= set(point_baselines(cfg)) and averaged_members(
+        populations
+    ) == 4
     weights = _weights_over_zoo(zoo, populations["average4"]).sort(1, descending=True).values
     assert torch.allclose(weights[:, :4], torch.full((20, 4), 0.25, dtype=torch.float64), atol=1e-6)
-    assert weights[:, 4:].abs().max() < 1e-6  # exactly 4 distinct originals each, with equal weights
-    assert torch.allclose(populations["selected_average4"], zoo[8:].mean(0, keepdim=True))  # the 4 best
+    assert (
+        weights[:, 4:].abs().max() < 1e-6
+    )  # exactly 4 distinct originals each, with equal weights
+    assert torch.allclose(
+        populations["selected_average4"], zoo[8:].mean(0, keepdim=True)
+    )  # the 4 best
 
 
 def test_non_finite_generated_vectors_are_refused_before_any_prediction():
@@ -131,12 +165,30 @@ def test_non_finite_generated_vectors_are_refused_before_any_prediction():
         calls.append(len(vectors))
         return torch.zeros(len(vectors), 8, dtype=torch.long)
 
-    with pytest.raises(GeneratedNotFinite, match=rf"{GENERATED_FILE} holds 2 of 5 generated parameter vectors "
-                                                 r"with non-finite values \(NaN or inf\).*Retrain the generator"):
-        evaluate_populations(predict, zoo, torch.arange(6.0), generated, memorization_normalizer(spec, zoo),
-                             torch.zeros(8, dtype=torch.long), 0, BaselinesConfig())
+    with pytest.raises(
+        GeneratedNotFinite,
+        match=rf"{GENERATED_FILE} holds 2 of 5 generated parameter vectors "
+        r"with non-finite values \(NaN or inf\).*Retrain the generator",
+    ):
+        evaluate_populations(
+            predict,
+            zoo,
+            torch.arange(6.0),
+            generated,
+            memorization_normalizer(spec, zoo),
+            torch.zeros(8, dtype=torch.long),
+            0,
+            BaselinesConfig(),
+        )
     assert calls == []  # refused before the first prediction
-    evaluate_populations(predict, zoo, torch.arange(6.0), generated.nan_to_num(posinf=0.0),
-                         memorization_normalizer(spec, zoo), torch.zeros(8, dtype=torch.long), 0,
-                         BaselinesConfig(average_of=4, models_per_scale=2))
+    evaluate_populations(
+        predict,
+        zoo,
+        torch.arange(6.0),
+        generated.nan_to_num(posinf=0.0),
+        memorization_normalizer(spec, zoo),
+        torch.zeros(8, dtype=torch.long),
+        0,
+        BaselinesConfig(average_of=4, models_per_scale=2),
+    )
     assert calls  # finite vectors pass the guard

@@ -19,7 +19,12 @@ def test_select_by_module_name_glob_and_all():
     spec = select_parameters(model, ["bn3", "bn4"])
     assert spec.names == ["bn3.weight", "bn3.bias", "bn4.weight", "bn4.bias"]
     assert spec.dim == 4 * 32
-    assert select_parameters(model, ["bn*.bias"]).names == ["bn1.bias", "bn2.bias", "bn3.bias", "bn4.bias"]
+    assert select_parameters(model, ["bn*.bias"]).names == [
+        "bn1.bias",
+        "bn2.bias",
+        "bn3.bias",
+        "bn4.bias",
+    ]
     assert select_parameters(model, ["*"]).dim == sum(p.numel() for p in model.parameters())
     assert select_parameters(model, ["all"]).dim == sum(p.numel() for p in model.parameters())
 
@@ -30,7 +35,9 @@ def test_select_resnet_reference_subset_is_2048():
 
 
 def test_pattern_matching_nothing_names_key_and_value():
-    with pytest.raises(ConfigError, match=r"task.param.layers pattern 'layer9' matches no parameter"):
+    with pytest.raises(
+        ConfigError, match=r"task.param.layers pattern 'layer9' matches no parameter"
+    ):
         select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn3", "layer9"])
 
 
@@ -53,12 +60,15 @@ def test_inconsistent_spec_json_is_rejected():
         ParamSpec.from_json(items)
 
 
-@pytest.mark.parametrize("build, layers, shape", [
-    (lambda: digits_cnn((1, 8, 8), 10, 8), ["bn3", "bn4"], (6, 1, 8, 8)),
-    (lambda: mlp_bn((2, 5), 3, [16, 16]), ["bn2"], (6, 2, 5)),
-    (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (2, 3, 32, 32)),
-    (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (6, 1, 8, 8)),
-])
+@pytest.mark.parametrize(
+    "build, layers, shape",
+    [
+        (lambda: digits_cnn((1, 8, 8), 10, 8), ["bn3", "bn4"], (6, 1, 8, 8)),
+        (lambda: mlp_bn((2, 5), 3, [16, 16]), ["bn2"], (6, 2, 5)),
+        (lambda: resnet18_cifar((3, 32, 32), 10), ["layer4.1.bn1", "layer4.1.bn2"], (2, 3, 32, 32)),
+        (lambda: digits_cnn((1, 8, 8), 10, 8), ["*"], (6, 1, 8, 8)),
+    ],
+)
 def test_split_network_is_exact(build, layers, shape):
     torch.manual_seed(0)
     model = build().eval()

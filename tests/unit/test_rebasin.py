@@ -26,7 +26,8 @@ NETS: dict[str, tuple[Callable[[], nn.Sequential], tuple[int, ...]]] = {
 
 
 def _model(name: str, seed: int) -> nn.Sequential:
-    """A randomly initialised net with non-trivial BN affine parameters and running statistics, in eval mode."""
+    """A randomly initialised net with non-trivial BN affine parameters and running statistics, in
+    eval mode."""
     build, shape = NETS[name]
     torch.manual_seed(seed)
     model = build()
@@ -88,7 +89,9 @@ def test_alignment_reduces_distance_between_independent_models(name):
     state_a, state_b = model_a.state_dict(), model_b.state_dict()
     groups = permutation_groups(model_a)
     perms = weight_matching(groups, state_a, state_b, seed=0)
-    assert all(torch.equal(p, q) for p, q in zip(perms, weight_matching(groups, state_a, state_b, seed=0)))
+    assert all(
+        torch.equal(p, q) for p, q in zip(perms, weight_matching(groups, state_a, state_b, seed=0))
+    )
     aligned = apply_permutations(groups, state_b, perms)
     before = torch.dist(_flat(state_a, model_a), _flat(state_b, model_a))
     after = torch.dist(_flat(state_a, model_a), _flat(aligned, model_a))
@@ -118,7 +121,9 @@ def test_residual_networks_are_rejected_naming_the_module():
 
 def test_layouts_that_would_permute_wrongly_are_rejected():
     with pytest.raises(ValueError, match=r"'1' of type Unflatten"):
-        permutation_groups(nn.Sequential(nn.Linear(8, 16), nn.Unflatten(1, (4, 4)), nn.Conv1d(4, 2, 3)))
+        permutation_groups(
+            nn.Sequential(nn.Linear(8, 16), nn.Unflatten(1, (4, 4)), nn.Conv1d(4, 2, 3))
+        )
     with pytest.raises(ValueError, match=r"'0' of type Conv2d.*grouped"):
         permutation_groups(nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Conv2d(8, 2, 3)))
     with pytest.raises(ValueError, match=r"'1' of type Linear.*without a Flatten"):
@@ -129,16 +134,27 @@ def test_mlp_bn_groups_and_keys():
     groups = permutation_groups(mlp_bn((40,), 10, [16, 16]))
 
     def bn(index: int) -> tuple[PermutedAxis, ...]:
-        return tuple(PermutedAxis(f"bn{index}.{attr}", 0) for attr in ("weight", "bias", "running_mean", "running_var"))
+        return tuple(
+            PermutedAxis(f"bn{index}.{attr}", 0)
+            for attr in ("weight", "bias", "running_mean", "running_var")
+        )
 
     assert groups == [
-        PermutationGroup("fc1", 16, (PermutedAxis("fc1.weight", 0), *bn(1), PermutedAxis("fc2.weight", 1))),
-        PermutationGroup("fc2", 16, (PermutedAxis("fc2.weight", 0), *bn(2), PermutedAxis("head.weight", 1))),
+        PermutationGroup(
+            "fc1", 16, (PermutedAxis("fc1.weight", 0), *bn(1), PermutedAxis("fc2.weight", 1))
+        ),
+        PermutationGroup(
+            "fc2", 16, (PermutedAxis("fc2.weight", 0), *bn(2), PermutedAxis("head.weight", 1))
+        ),
     ]
 
 
 def test_conv_to_linear_flatten_permutes_channel_blocks():
     groups = permutation_groups(conv1d_bn((40,), 10, [8, 12]))
     assert [group.name for group in groups] == ["conv1", "conv2"]
-    assert groups[1].axes[-1] == PermutedAxis("head.weight", 1, 10)  # 40 -> 20 -> 10 positions per channel
-    assert permutation_groups(digits_cnn((1, 8, 8), 10, 4))[-1].axes[-1] == PermutedAxis("fc.weight", 1, 1)
+    assert groups[1].axes[-1] == PermutedAxis(
+        "head.weight", 1, 10
+    )  # 40 -> 20 -> 10 positions per channel
+    assert permutation_groups(digits_cnn((1, 8, 8), 10, 4))[-1].axes[-1] == PermutedAxis(
+        "fc.weight", 1, 1
+    )

@@ -22,8 +22,13 @@ from pdiff.zoo.store import ParamZoo
 from tests.helpers.configs import compose_config
 from tests.helpers.runs import write_zoo
 
-SPEC = ParamSpec((ParamEntry("conv.weight", (3, 50), 0), ParamEntry("bn.bias", (7,), 150),
-                  ParamEntry("fc.weight", (130,), 157)))
+SPEC = ParamSpec(
+    (
+        ParamEntry("conv.weight", (3, 50), 0),
+        ParamEntry("bn.bias", (7,), 150),
+        ParamEntry("fc.weight", (130,), 157),
+    )
+)
 
 
 def saved_zoo(tmp_path, k: int = 5) -> ParamZoo:
@@ -49,7 +54,9 @@ def test_scatter_inverts_gather_for_every_model():
     tokens = torch.arange(layout.count)
     for model in range(3):
         out = torch.full((SPEC.dim,), float("nan"))
-        layout.scatter(layout.gather(vectors, torch.full_like(tokens, model), tokens).values, tokens, out)
+        layout.scatter(
+            layout.gather(vectors, torch.full_like(tokens, model), tokens).values, tokens, out
+        )
         assert torch.equal(out, vectors[model])
 
 
@@ -62,13 +69,19 @@ def test_memory_mapped_zoo_reads_the_same_values_as_the_one_in_memory(tmp_path):
     assert torch.equal(ParamZoo.load(tmp_path).vectors, zoo.vectors)
     assert torch.equal(mapped.val_accuracy, zoo.val_accuracy)
     for mode in Normalization:
-        assert torch.equal(ParamNormalizer.fit(SPEC, mapped.vectors, mode).std, ParamNormalizer.fit(SPEC, zoo.vectors,
-                                                                                                    mode).std)
+        assert torch.equal(
+            ParamNormalizer.fit(SPEC, mapped.vectors, mode).std,
+            ParamNormalizer.fit(SPEC, zoo.vectors, mode).std,
+        )
     normalizer = ParamNormalizer.fit(SPEC, zoo.vectors, Normalization.per_tensor)
     layout = TokenLayout(SPEC, 32)
     rows = torch.tensor([0, 7, len(ZooTokens(zoo.vectors, layout, normalizer)) - 1])
-    from_map = ZooTokens(mapped.vectors, layout, normalizer).take(rows, torch.float32, torch.device("cpu"))
-    from_memory = ZooTokens(zoo.vectors, layout, normalizer).take(rows, torch.float32, torch.device("cpu"))
+    from_map = ZooTokens(mapped.vectors, layout, normalizer).take(
+        rows, torch.float32, torch.device("cpu")
+    )
+    from_memory = ZooTokens(zoo.vectors, layout, normalizer).take(
+        rows, torch.float32, torch.device("cpu")
+    )
     assert torch.equal(from_map.values, from_memory.values)
     assert from_map.tensor_ids.tolist() == [0, 2, 2] and from_map.positions.tolist() == [0, 1, 4]
     # normalised per tensor, padding stays exactly zero
@@ -85,27 +98,48 @@ def test_windows_pad_the_last_window_and_mark_its_slots():
     latents = torch.randn(2, 7, 4)
     windows = places.split(latents)
     assert windows.shape == (6, 3, 4)
-    assert torch.equal(windows[5, 0], latents[1, 6]) and torch.equal(windows[5, 1:], torch.zeros(2, 4))
+    assert torch.equal(windows[5, 0], latents[1, 6]) and torch.equal(
+        windows[5, 1:], torch.zeros(2, 4)
+    )
     codes = torch.tensor([[1.0, 2.0], [3.0, 4.0]])  # one code per model
-    batch = WindowRows(windows, places, codes).take(torch.tensor([5, 1]), torch.float32, torch.device("cpu"))
+    batch = WindowRows(windows, places, codes).take(
+        torch.tensor([5, 1]), torch.float32, torch.device("cpu")
+    )
     assert batch.tensor_ids.tolist() == [[2, 3, 3], [1, 2, 2]]
-    assert batch.codes.tolist() == [[3.0, 4.0], [1.0, 2.0]]  # window 5 is model 1's, window 1 model 0's
+    assert batch.codes.tolist() == [
+        [3.0, 4.0],
+        [1.0, 2.0],
+    ]  # window 5 is model 1's, window 1 model 0's
 
 
 def test_token_networks_have_no_weight_that_grows_with_the_vector(tmp_path):
     def size(module):
         return sum(p.numel() for p in module.parameters())
+
     cfg = compose_config(["generator=token", f"paths.output_dir={tmp_path}"])
     small = TokenLayout(SPEC, cfg.ae.token_size)
-    large = TokenLayout(ParamSpec((ParamEntry("w", (3_000_000,), 0), ParamEntry("b", (5,), 3_000_000),
-                                   ParamEntry("c", (9,), 3_000_005))), cfg.ae.token_size)
+    large = TokenLayout(
+        ParamSpec(
+            (
+                ParamEntry("w", (3_000_000,), 0),
+                ParamEntry("b", (5,), 3_000_000),
+                ParamEntry("c", (9,), 3_000_005),
+            )
+        ),
+        cfg.ae.token_size,
+    )
     assert small.count == 7 and large.count > 40_000  # 3 tensors each, D differs by 10^4
-    assert size(build_token_autoencoder(cfg.ae, small)) == size(build_token_autoencoder(cfg.ae, large))
+    assert size(build_token_autoencoder(cfg.ae, small)) == size(
+        build_token_autoencoder(cfg.ae, large)
+    )
     latent = cfg.ae.token_latent_dim
     code = cfg.ae.code_components
     assert size(build_window_denoiser(cfg.denoiser, latent, small, code)) == size(
-        build_window_denoiser(cfg.denoiser, latent, large, code))
-    assert large.positions.max() == 3_000_000 // 64 - 1  # positions are a sinusoidal code, not a table
+        build_window_denoiser(cfg.denoiser, latent, large, code)
+    )
+    assert (
+        large.positions.max() == 3_000_000 // 64 - 1
+    )  # positions are a sinusoidal code, not a table
 
 
 def test_token_autoencoder_adds_noise_only_when_training_and_denoiser_starts_at_zero():
@@ -116,8 +150,12 @@ def test_token_autoencoder_adds_noise_only_when_training_and_denoiser_starts_at_
     noisy = ae(values, ids, positions, BatchNoise.whole(0, 0, 6))
     assert noisy.shape == (6, 16) and not torch.equal(noisy, ae(values, ids, positions))
     denoiser = WindowDenoiser(4, 3, 32, 1, 4, 16)
-    eps = denoiser(torch.randn(2, 5, 4), torch.tensor([3, 900]), torch.zeros(2, 5, dtype=torch.long),
-                   torch.arange(5).repeat(2, 1))
+    eps = denoiser(
+        torch.randn(2, 5, 4),
+        torch.tensor([3, 900]),
+        torch.zeros(2, 5, dtype=torch.long),
+        torch.arange(5).repeat(2, 1),
+    )
     assert eps.shape == (2, 5, 4) and torch.equal(eps, torch.zeros_like(eps))
 
 
@@ -127,30 +165,56 @@ def test_scatter_undoes_the_normalisation_that_gather_applied():
     normalizer = ParamNormalizer.fit(SPEC, vectors, Normalization.per_coordinate)
     tokens = torch.arange(layout.count)
     out = torch.zeros(SPEC.dim)
-    layout.scatter(layout.gather(vectors, torch.full_like(tokens, 2), tokens, normalizer).values, tokens, out,
-                   normalizer)
+    layout.scatter(
+        layout.gather(vectors, torch.full_like(tokens, 2), tokens, normalizer).values,
+        tokens,
+        out,
+        normalizer,
+    )
     assert torch.allclose(out, vectors[2], atol=1e-5)
 
 
 @pytest.mark.parametrize("code_components", [2, 0])
 def test_windows_of_one_generated_network_come_from_one_model(code_components, tmp_path):
-    """A zoo of two kinds of network, +3v and -3v over every window: given its model's code, every window of a
-    generated network takes the same kind (saved and loaded alike); sampled independently (code_components=0), the
-    windows of one network mix the kinds."""
+    """A zoo of two kinds of network, +3v and -3v over every window: given its model's code, every
+    window of a generated network takes the same kind (saved and loaded alike); sampled
+    independently (code_components=0), the windows of one network mix the kinds."""
     spec = ParamSpec((ParamEntry("w", (128,), 0),))  # 8 tokens of 16, 4 windows of 2
     generator = torch.Generator().manual_seed(0)
     pattern = torch.randint(0, 2, (128,), generator=generator).float() * 2 - 1
     kinds = torch.arange(40) % 2 * 2 - 1.0
     vectors = 3 * kinds[:, None] * pattern + 0.1 * torch.randn(40, 128, generator=generator)
     zoo = ParamZoo(vectors, torch.full((40,), 60.0, dtype=torch.float64), spec, {})
-    cfg = compose_config(["generator=token", "sampler=ddim", "sampler.steps=20", "ae.token_size=16",
-                          f"ae.code_components={code_components}", "ae.hidden=[64]", "ae.optim.steps=100",
-                          "ae.optim.warmup_steps=10", "denoiser.window=2", "denoiser.width=32", "denoiser.depth=1",
-                          "denoiser.code.width=32", "denoiser.code.depth=1", "denoiser.code.optim.steps=200",
-                          "diffusion.optim.steps=200", "diffusion.optim.warmup_steps=10",
-                          "diffusion.optim.batch_size=32", f"paths.output_dir={tmp_path}"])
-    trained = TokenGenerator.train(zoo, cfg, tmp_path, Tracker(tmp_path, cfg.logger, {}, enabled=False),
-                                   lambda phase: None, torch.device("cpu"))
+    cfg = compose_config(
+        [
+            "generator=token",
+            "sampler=ddim",
+            "sampler.steps=20",
+            "ae.token_size=16",
+            f"ae.code_components={code_components}",
+            "ae.hidden=[64]",
+            "ae.optim.steps=100",
+            "ae.optim.warmup_steps=10",
+            "denoiser.window=2",
+            "denoiser.width=32",
+            "denoiser.depth=1",
+            "denoiser.code.width=32",
+            "denoiser.code.depth=1",
+            "denoiser.code.optim.steps=200",
+            "diffusion.optim.steps=200",
+            "diffusion.optim.warmup_steps=10",
+            "diffusion.optim.batch_size=32",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    trained = TokenGenerator.train(
+        zoo,
+        cfg,
+        tmp_path,
+        Tracker(tmp_path, cfg.logger, {}, enabled=False),
+        lambda phase: None,
+        torch.device("cpu"),
+    )
     trained.save(tmp_path, {})
     loaded = TokenGenerator.load(tmp_path, spec, cfg, torch.device("cpu"))
     sampled = loaded.sample(40, cfg.sampler, 0)

@@ -10,8 +10,14 @@ def test_unreachable_online_server_falls_back_to_offline_in_bounded_time(tmp_pat
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.delenv("WANDB_MODE", raising=False)
-    cfg = compose_config(["logger=wandb", "logger.mode=online", "logger.init_timeout_s=5",
-                          f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            "logger=wandb",
+            "logger.mode=online",
+            "logger.init_timeout_s=5",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     started = time.monotonic()
     tracker = Tracker(tmp_path, cfg.logger, {"seed": 0})
     elapsed = time.monotonic() - started

@@ -25,17 +25,36 @@ def _run(cfg, tmp_path, checkpoint, stop_at=None):
 
     tracker = Tracker(tmp_path, cfg.logger, {})
     try:
-        return fit(build_autoencoder(cfg.ae, 64), loss, data, cfg.ae.optim, cfg.ae.cadence, cfg.trainer, name="ae",
-                   seed=0, checkpoint_dir=tmp_path / checkpoint, tracker=tracker, ema_decay=0.9)
+        return fit(
+            build_autoencoder(cfg.ae, 64),
+            loss,
+            data,
+            cfg.ae.optim,
+            cfg.ae.cadence,
+            cfg.trainer,
+            name="ae",
+            seed=0,
+            checkpoint_dir=tmp_path / checkpoint,
+            tracker=tracker,
+            ema_decay=0.9,
+        )
     finally:
         tracker.close()
 
 
 @pytest.mark.parametrize("grad_accum", [1, 2])
 def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, grad_accum):
-    cfg = compose_config(["experiment=smoke", "task=digits_cnn",
-                          "ae.optim.steps=40", "ae.cadence.save_every=10", "ae.optim.batch_size=8",
-                          f"trainer.grad_accum={grad_accum}", f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            "experiment=smoke",
+            "task=digits_cnn",
+            "ae.optim.steps=40",
+            "ae.cadence.save_every=10",
+            "ae.optim.batch_size=8",
+            f"trainer.grad_accum={grad_accum}",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     reference = _run(cfg, tmp_path, "a")
     with pytest.raises(Interrupt):
         _run(cfg, tmp_path, "b", stop_at=25 * grad_accum)  # dies after the step-20 save point
@@ -49,20 +68,42 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, grad_accu
 def test_gradient_accumulation_matches_the_whole_batch(tmp_path):
     runs = []
     for grad_accum in (1, 4):
-        cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=15", "ae.optim.batch_size=8",
-                              f"trainer.grad_accum={grad_accum}", f"paths.output_dir={tmp_path}"])
+        cfg = compose_config(
+            [
+                "experiment=smoke",
+                "task=digits_cnn",
+                "ae.optim.steps=15",
+                "ae.optim.batch_size=8",
+                f"trainer.grad_accum={grad_accum}",
+                f"paths.output_dir={tmp_path}",
+            ]
+        )
         runs.append(_run(cfg, tmp_path, f"accum{grad_accum}"))
     for key, value in runs[0].weights.items():
         torch.testing.assert_close(value, runs[1].weights[key], rtol=1e-4, atol=1e-5)
 
 
 def test_resuming_with_another_trainer_layout_is_refused(tmp_path):
-    cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=20", "ae.cadence.save_every=10",
-                          f"paths.output_dir={tmp_path}"])
+    cfg = compose_config(
+        [
+            "experiment=smoke",
+            "task=digits_cnn",
+            "ae.optim.steps=20",
+            "ae.cadence.save_every=10",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     with pytest.raises(Interrupt):
         _run(cfg, tmp_path, "c", stop_at=15)
-    changed = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=20", "trainer.grad_accum=2",
-                              f"paths.output_dir={tmp_path}"])
+    changed = compose_config(
+        [
+            "experiment=smoke",
+            "task=digits_cnn",
+            "ae.optim.steps=20",
+            "trainer.grad_accum=2",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
     with pytest.raises(ValueError, match="grad_accum"):
         _run(changed, tmp_path, "c")
 
@@ -77,9 +118,22 @@ def test_global_batch_is_a_multiple_of_ranks_times_micro_batches():
 def test_plain_trainer_in_bf16_autocast_trains_like_fp32(tmp_path):
     runs = {}
     for precision in ("fp32", "bf16"):
-        cfg = compose_config(["experiment=smoke", "task=digits_cnn", "ae.optim.steps=30", "ae.optim.batch_size=8",
-                              f"trainer.precision={precision}", f"paths.output_dir={tmp_path}"])
+        cfg = compose_config(
+            [
+                "experiment=smoke",
+                "task=digits_cnn",
+                "ae.optim.steps=30",
+                "ae.optim.batch_size=8",
+                f"trainer.precision={precision}",
+                f"paths.output_dir={tmp_path}",
+            ]
+        )
         runs[precision] = _run(cfg, tmp_path, f"precision_{precision}")
-    assert all(value.dtype == torch.float32 for value in runs["bf16"].weights.values())  # fp32 master weights
+    assert all(
+        value.dtype == torch.float32 for value in runs["bf16"].weights.values()
+    )  # fp32 master weights
     assert abs(runs["bf16"].last_loss - runs["fp32"].last_loss) < 0.1 * runs["fp32"].last_loss
-    assert any(not torch.equal(runs["bf16"].weights[k], runs["fp32"].weights[k]) for k in runs["fp32"].weights)
+    assert any(
+        not torch.equal(runs["bf16"].weights[k], runs["fp32"].weights[k])
+        for k in runs["fp32"].weights
+    )

@@ -1,4 +1,5 @@
-"""The verdict's guards, fed adversarial populations on a real zoo of linear classifiers (SGD checkpoints)."""
+"""The verdict's guards, fed adversarial populations on a real zoo of linear classifiers (SGD
+checkpoints)."""
 
 import pytest
 import torch
@@ -15,20 +16,31 @@ from pdiff.evaluation.memorization import (
     point_baselines,
     selection_order,
 )
-from pdiff.evaluation.verdict import BEATS, LOSES, TIES, compute_verdict, envelope_at, verdict_line, verdict_sentences
+from pdiff.evaluation.verdict import (
+    BEATS,
+    LOSES,
+    TIES,
+    compute_verdict,
+    envelope_at,
+    verdict_line,
+    verdict_sentences,
+)
 from pdiff.zoo.params import select_parameters
 
 FEATURES, CLASSES = 12, 5
 BASELINES = BaselinesConfig(noise_scales=[0.01, 0.03, 0.1, 0.3, 1.0], models_per_scale=20)
 
 
-def _samples(n: int, generator: torch.Generator, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _samples(
+    n: int, generator: torch.Generator, centres: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     y = torch.randint(0, CLASSES, (n,), generator=generator)
     return centres[y] + 1.6 * torch.randn(n, FEATURES, generator=generator), y
 
 
 class LinearZoo:
-    """K = 60 checkpoints of 3 SGD runs of a linear classifier, their validation accuracies, a test set."""
+    """K = 60 checkpoints of 3 SGD runs of a linear classifier, their validation accuracies, a test
+    set."""
 
     def __init__(self):
         generator = torch.Generator().manual_seed(0)
@@ -49,32 +61,54 @@ class LinearZoo:
                 loss.backward()
                 optimizer.step()
                 if step >= 50 and step % 10 == 0:
-                    checkpoints.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+                    checkpoints.append(
+                        torch.cat([p.detach().flatten() for p in model.parameters()])
+                    )
         self.vectors = torch.stack(checkpoints)
         self.val_accuracy = (self._predict(self.vectors, x_val) == y_val).double().mean(1) * 100
         self.normalizer = memorization_normalizer(self.spec, self.vectors)
 
     def _predict(self, vectors: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         params = self.spec.unflatten(vectors.float())
-        return torch.baddbmm(params["bias"][:, None], x.expand(len(vectors), -1, -1),
-                             params["weight"].transpose(1, 2)).argmax(-1)
+        return torch.baddbmm(
+            params["bias"][:, None],
+            x.expand(len(vectors), -1, -1),
+            params["weight"].transpose(1, 2),
+        ).argmax(-1)
 
-    def verdict(self, generated: torch.Tensor, baselines: BaselinesConfig = BASELINES) -> tuple[dict, dict]:
-        predictions, table = evaluate_populations(lambda v: self._predict(v, self.x_test), self.vectors,
-                                                  self.val_accuracy, generated, self.normalizer, self.y_test, 0,
-                                                  baselines)
-        correct = {name: p == self.y_test for name, p in predictions.items() if ":" not in name and name != "y_test"}
+    def verdict(
+        self, generated: torch.Tensor, baselines: BaselinesConfig = BASELINES
+    ) -> tuple[dict, dict]:
+        predictions, table = evaluate_populations(
+            lambda v: self._predict(v, self.x_test),
+            self.vectors,
+            self.val_accuracy,
+            generated,
+            self.normalizer,
+            self.y_test,
+            0,
+            baselines,
+        )
+        correct = {
+            name: p == self.y_test
+            for name, p in predictions.items()
+            if ":" not in name and name != "y_test"
+        }
         resampled = bootstrap_accuracies(correct, 300, 0)
         return compute_verdict(table, resampled, point_baselines(baselines), 0.95), table
 
     def top(self, fraction: float) -> torch.Tensor:
-        return self.vectors[selection_order(self.val_accuracy)[:round(fraction * len(self.vectors))]]
+        return self.vectors[
+            selection_order(self.val_accuracy)[: round(fraction * len(self.vectors))]
+        ]
 
     def noisy(self, vectors: torch.Tensor, scale: float, n: int, seed: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(seed)
         z = self.normalizer.normalize(vectors)
         pick = torch.randint(0, len(z), (n,), generator=generator)
-        return self.normalizer.denormalize(z[pick] + scale * torch.randn(n, z.shape[1], generator=generator))
+        return self.normalizer.denormalize(
+            z[pick] + scale * torch.randn(n, z.shape[1], generator=generator)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +123,25 @@ def test_the_zoo_differs_enough_for_the_test(zoo):
 def test_exact_copies_of_the_top_tenth_tie_with_the_selection_controls(zoo):
     verdict, table = zoo.verdict(zoo.top(0.1).repeat(5, 1))
     assert table["generated"]["max_iou_mean"] == 1.0  # a copy has the errors of its original
-    assert verdict["selected_10pct"]["status"] == TIES and verdict["selected_10pct"]["acc_margin"] == 0.0
+    assert (
+        verdict["selected_10pct"]["status"] == TIES
+        and verdict["selected_10pct"]["acc_margin"] == 0.0
+    )
     assert verdict["selected_10pct"]["low"] <= 0.0 <= verdict["selected_10pct"]["high"]
     assert verdict["selected_noise"]["status"] != BEATS
     assert not verdict["beats_all"]
 
 
-def test_top_copies_with_noise_tuned_to_lower_their_similarity_do_not_beat_the_selected_noise_frontier(zoo):
+def test_top_copies_with_noise_tuned_to_lower_their_similarity_do_not_beat_the_selected_noise_frontier(
+    zoo,
+):
     originals_similarity = None
-    for scale in (0.05, 0.1, 0.2, 0.4):  # the noise that brings them down to the selected originals' similarity
+    for scale in (
+        0.05,
+        0.1,
+        0.2,
+        0.4,
+    ):  # the noise that brings them down to the selected originals' similarity
         generated = zoo.noisy(zoo.top(0.1), scale, 100, seed=7)
         verdict, table = zoo.verdict(generated)
         originals_similarity = table["selected_10pct"]["max_iou_mean"]
@@ -105,7 +149,9 @@ def test_top_copies_with_noise_tuned_to_lower_their_similarity_do_not_beat_the_s
             break
     assert table["generated"]["max_iou_mean"] <= originals_similarity
     assert verdict["noise"]["status"] == BEATS  # they are better than noise around any original ...
-    assert verdict["selected_noise"]["status"] != BEATS  # ... but not than noise around the best ones
+    assert (
+        verdict["selected_noise"]["status"] != BEATS
+    )  # ... but not than noise around the best ones
     assert not verdict["selected_noise"]["outside_frontier"]
     assert not verdict["beats_all"]
 
@@ -113,7 +159,9 @@ def test_top_copies_with_noise_tuned_to_lower_their_similarity_do_not_beat_the_s
 def test_the_zoo_mean_repeated_ties_with_the_average(zoo):
     verdict, _ = zoo.verdict(zoo.vectors.mean(0, keepdim=True).repeat(50, 1))
     assert verdict["average"]["status"] == TIES
-    assert verdict["average"]["low"] == verdict["average"]["high"] == 0.0  # the same model on the same samples
+    assert (
+        verdict["average"]["low"] == verdict["average"]["high"] == 0.0
+    )  # the same model on the same samples
     assert not verdict["beats_all"]
 
 
@@ -126,14 +174,31 @@ def test_pure_noise_loses_and_never_wins_the_frontier(zoo):
 
 
 def test_a_frontier_is_extended_to_cover_the_generated_similarity(zoo):
-    originals = Population("originals", zoo.vectors, zoo._predict(zoo.vectors, zoo.x_test),
-                           copy_of=torch.arange(len(zoo.vectors)))
-    frontier = noise_frontier_populations("noise_", zoo.vectors, zoo.normalizer, 0.5, torch.Generator(),
-                                          BaselinesConfig(noise_scales=[0.3, 1.0], models_per_scale=20),
-                                          lambda v: zoo._predict(v, zoo.x_test), originals, zoo.y_test, 0.995)
+    originals = Population(
+        "originals",
+        zoo.vectors,
+        zoo._predict(zoo.vectors, zoo.x_test),
+        copy_of=torch.arange(len(zoo.vectors)),
+    )
+    frontier = noise_frontier_populations(
+        "noise_",
+        zoo.vectors,
+        zoo.normalizer,
+        0.5,
+        torch.Generator(),
+        BaselinesConfig(noise_scales=[0.3, 1.0], models_per_scale=20),
+        lambda v: zoo._predict(v, zoo.x_test),
+        originals,
+        zoo.y_test,
+        0.995,
+    )
     names = [p.name for p in frontier]
-    assert names[:3] == ["noise_0.3", "noise_1", "noise_matched_0.5"] and names[3:] == ["noise_0.1", "noise_0.0333",
-                                                                                        "noise_0.0111", "noise_0.0037"]
+    assert names[:3] == ["noise_0.3", "noise_1", "noise_matched_0.5"] and names[3:] == [
+        "noise_0.1",
+        "noise_0.0333",
+        "noise_0.0111",
+        "noise_0.0037",
+    ]
     similarities = [float(max_iou(p, originals, zoo.y_test).mean()) for p in frontier]
     assert similarities[-1] > similarities[0]  # smaller scales, more similar models
 
@@ -141,8 +206,13 @@ def test_a_frontier_is_extended_to_cover_the_generated_similarity(zoo):
 def test_intervals_and_statuses_are_reported_for_every_family(zoo):
     verdict, table = zoo.verdict(zoo.noisy(zoo.vectors, 0.05, 60, seed=9))
     assert set(verdict["families"]) == {"noise", "selected_noise", *point_baselines(BASELINES)}
-    assert {"selected_top1", "selected_5pct", "selected_10pct", "selected_25pct", "selected_average16"} <= set(
-        verdict["families"])
+    assert {
+        "selected_top1",
+        "selected_5pct",
+        "selected_10pct",
+        "selected_25pct",
+        "selected_average16",
+    } <= set(verdict["families"])
     for family in verdict["families"]:
         entry = verdict[family]
         assert entry["status"] in (BEATS, TIES, LOSES) and entry["low"] <= entry["high"]
@@ -158,8 +228,10 @@ def test_the_average_families_follow_average_of(zoo):
     assert {"average4", "selected_average4"} <= set(verdict["families"]) & set(table)
     assert not {"average16", "selected_average16"} & (set(verdict["families"]) | set(table))
     assert verdict["selected_average4"]["acc"] == table["selected_average4"]["acc_mean"]
-    assert any(sentence.startswith("Generated") and " average4 (" in sentence
-               for sentence in verdict_sentences(verdict, table))
+    assert any(
+        sentence.startswith("Generated") and " average4 (" in sentence
+        for sentence in verdict_sentences(verdict, table)
+    )
 
 
 def test_selected_copies_leave_out_their_own_original(zoo):
@@ -173,22 +245,36 @@ def test_equal_similarities_count_with_the_best_of_them():
     assert float(at) == 74.0 and not outside
     at, _ = envelope_at([0.4, 0.5, 0.5, 0.6], accuracies, 0.45)  # halfway to the best point at 0.5
     assert float(at) == pytest.approx(72.0)
-    assert envelope_at([0.4, 0.6], accuracies[:2], 0.7)[1] and envelope_at([0.4, 0.6], accuracies[:2], 0.3)[1]
+    assert (
+        envelope_at([0.4, 0.6], accuracies[:2], 0.7)[1]
+        and envelope_at([0.4, 0.6], accuracies[:2], 0.3)[1]
+    )
 
 
 def test_a_similarity_beyond_the_frontier_is_a_tie_however_accurate():
     def row(acc: float, similarity: float) -> dict:
         return {"n": 10, "acc_mean": acc, "max_iou_mean": similarity, "novel_fraction": 0.0}
 
-    table = {"generated": row(90.0, 0.99), "originals_nn_l2_median": 1.0, "originals": row(80.0, 0.9)}
+    table = {
+        "generated": row(90.0, 0.99),
+        "originals_nn_l2_median": 1.0,
+        "originals": row(80.0, 0.9),
+    }
     resampled = {"generated": torch.full((200,), 90.0, dtype=torch.float64)}
     for prefix in ("noise_", "selected_noise_"):
         for similarity, acc in ((0.5, 60.0), (0.7, 75.0), (0.9, 80.0)):
             name = f"{prefix}{similarity}"
-            table[name], resampled[name] = row(acc, similarity), torch.full((200,), acc, dtype=torch.float64)
+            table[name], resampled[name] = (
+                row(acc, similarity),
+                torch.full((200,), acc, dtype=torch.float64),
+            )
     verdict = compute_verdict(table, resampled, (), 0.95)
     for family in ("noise", "selected_noise"):
         assert verdict[family]["outside_frontier"] and verdict[family]["low"] == pytest.approx(10.0)
-        assert verdict[family]["status"] == TIES  # 10 points above the frontier's end, but beyond its reach
+        assert (
+            verdict[family]["status"] == TIES
+        )  # 10 points above the frontier's end, but beyond its reach
     inside = compute_verdict({**table, "generated": row(90.0, 0.8)}, resampled, (), 0.95)
-    assert inside["noise"]["status"] == BEATS and inside["noise"]["frontier_acc"] == pytest.approx(77.5)
+    assert inside["noise"]["status"] == BEATS and inside["noise"]["frontier_acc"] == pytest.approx(
+        77.5
+    )

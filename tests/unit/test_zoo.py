@@ -13,13 +13,20 @@ from tests.helpers.runs import write_zoo
 @pytest.fixture
 def zoo() -> ParamZoo:
     spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn3", "bn4"])
-    return ParamZoo(torch.randn(7, spec.dim), torch.rand(7, dtype=torch.float64) * 100, spec, {"task": "t", "seed": 3})
+    return ParamZoo(
+        torch.randn(7, spec.dim),
+        torch.rand(7, dtype=torch.float64) * 100,
+        spec,
+        {"task": "t", "seed": 3},
+    )
 
 
 def test_save_load_round_trip(tmp_path, zoo):
     write_zoo(tmp_path, zoo)
     loaded = ParamZoo.load(tmp_path)
-    assert torch.equal(loaded.vectors, zoo.vectors) and torch.equal(loaded.val_accuracy, zoo.val_accuracy)
+    assert torch.equal(loaded.vectors, zoo.vectors) and torch.equal(
+        loaded.val_accuracy, zoo.val_accuracy
+    )
     assert loaded.spec == zoo.spec and loaded.meta["seed"] == 3 and loaded.k == 7
     assert not list(tmp_path.glob(".*tmp"))  # atomic writes leave no temp files
     assert json.loads((tmp_path / ZOO_META).read_text())["spec"][0]["name"] == "bn3.weight"
@@ -55,15 +62,25 @@ def test_runs_merge_streamed_into_a_valid_safetensors_zoo(tmp_path, zoo, monkeyp
 
     from pdiff import atomic
 
-    monkeypatch.setattr(atomic, "STREAM_BYTES", 3 * zoo.spec.dim * 4)  # a few rows per block: several blocks
+    monkeypatch.setattr(
+        atomic, "STREAM_BYTES", 3 * zoo.spec.dim * 4
+    )  # a few rows per block: several blocks
     runs = []
     for index, rows in enumerate((slice(0, 4), slice(4, 5), slice(5, None))):
         path = tmp_path / f"run{index}.safetensors"
-        atomic.write_safetensors(path, {"params": zoo.vectors[rows], "val_accuracy": zoo.val_accuracy[rows].double()})
+        atomic.write_safetensors(
+            path, {"params": zoo.vectors[rows], "val_accuracy": zoo.val_accuracy[rows].double()}
+        )
         runs.append(path)
     merged = ParamZoo.merge(tmp_path / "zoo", runs, zoo.spec, {"task": "t"})
     assert torch.equal(merged.vectors, zoo.vectors)
     stored = load_file(str(tmp_path / "zoo" / ZOO_TENSORS))  # the safetensors library reads it back
-    assert torch.equal(stored["params"], zoo.vectors) and torch.equal(stored["val_accuracy"], zoo.val_accuracy.double())
+    assert torch.equal(stored["params"], zoo.vectors) and torch.equal(
+        stored["val_accuracy"], zoo.val_accuracy.double()
+    )
     loaded = ParamZoo.load(tmp_path / "zoo")
-    assert loaded.k == zoo.k and loaded.meta["task"] == "t" and torch.equal(loaded.vectors, zoo.vectors)
+    assert (
+        loaded.k == zoo.k
+        and loaded.meta["task"] == "t"
+        and torch.equal(loaded.vectors, zoo.vectors)
+    )

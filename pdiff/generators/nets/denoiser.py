@@ -1,4 +1,5 @@
-"""The latent denoiser: a 1-D conv encoder-decoder with additive skips and a timestep embedding per block."""
+"""The latent denoiser: a 1-D conv encoder-decoder with additive skips and a timestep embedding per
+block."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from torch import nn
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     """Sinusoidal embedding of per-sample timesteps: [B] -> [B, dim]."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
     angles = t.float()[:, None] * freqs[None]
     return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
@@ -44,14 +47,23 @@ class LatentDenoiser(nn.Module):
     def __init__(self, in_channels: int, channels: list[int], time_dim: int):
         super().__init__()
         self.time_dim = time_dim
-        self.time_mlp = nn.Sequential(nn.Linear(time_dim, 4 * time_dim), nn.SiLU(), nn.Linear(4 * time_dim, time_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(time_dim, 4 * time_dim), nn.SiLU(), nn.Linear(4 * time_dim, time_dim)
+        )
         self.stem = nn.Conv1d(in_channels, channels[0], 3, padding=1)
         widths = [channels[0], *channels]
-        self.down = nn.ModuleList(TimeBlock(a, b, time_dim) for a, b in zip(widths[:-1], widths[1:]))
+        self.down = nn.ModuleList(
+            TimeBlock(a, b, time_dim) for a, b in zip(widths[:-1], widths[1:])
+        )
         back = [*reversed(channels)]
-        self.up = nn.ModuleList(TimeBlock(a, b, time_dim) for a, b in zip(back, [*back[1:], channels[0]]))
-        self.out = nn.Sequential(nn.GroupNorm(_groups(channels[0]), channels[0]), nn.SiLU(),
-                                 nn.Conv1d(channels[0], in_channels, 3, padding=1))
+        self.up = nn.ModuleList(
+            TimeBlock(a, b, time_dim) for a, b in zip(back, [*back[1:], channels[0]])
+        )
+        self.out = nn.Sequential(
+            nn.GroupNorm(_groups(channels[0]), channels[0]),
+            nn.SiLU(),
+            nn.Conv1d(channels[0], in_channels, 3, padding=1),
+        )
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
