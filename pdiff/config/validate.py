@@ -99,7 +99,7 @@ def validate(cfg: DictConfig) -> None:
     )
     if (
         FamilyName(cfg.task.family.name) is FamilyName.none
-    ):  # a zoo of many tasks is scored by pdiff.unseen
+    ):  # a zoo of many tasks is scored by pdiff.heldout
         validate_baselines(cfg.evaluate, k)
     require(
         cfg.data.eval_batch_size >= 1,

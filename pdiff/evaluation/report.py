@@ -21,8 +21,8 @@ from pdiff.evaluation.memorization import FRONTIERS, average_labels, averaged_me
 from pdiff.evaluation.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
 from pdiff.evaluation.verdict import family_entries, frontier_envelope, noise_frontier, verdict_line  # noqa: E402
 from pdiff.evaluation.zoo_check import zoo_sentence, zoo_word  # noqa: E402
+from pdiff.heldout.report import task_summary_line  # noqa: E402
 from pdiff.tracking import Tracker  # noqa: E402
-from pdiff.unseen.report import task_summary_line  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
 MEMORIZATION_PLOT = "memorization.png"

@@ -28,6 +28,7 @@ from pdiff.evaluation.report import build_report, log_report, summarize, write_r
 from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
 from pdiff.evaluation.zoo_check import zoo_check
 from pdiff.generators import design_class
+from pdiff.heldout.families import has_family
 from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs, supersede
 from pdiff.pipeline.stages import (
     EVALUATE_TIMINGS,
@@ -40,7 +41,6 @@ from pdiff.pipeline.stages import (
 )
 from pdiff.pipeline.task_evaluate import run_task_evaluate
 from pdiff.seeds import Purpose, generator_for
-from pdiff.unseen.families import has_family
 from pdiff.zoo.store import ParamZoo, load_base_weights
 
 EVAL_PREDICTIONS = "predictions.safetensors"

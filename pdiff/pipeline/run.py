@@ -28,6 +28,12 @@ from pdiff.errors import ConfigError
 from pdiff.evaluation.report import summary_line
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import verify_generator
+from pdiff.heldout.families import (
+    check_family,
+    check_family_counts,
+    check_generate_task,
+    has_family,
+)
 from pdiff.pipeline.evaluate_stage import check_generated_matches, run_evaluate
 from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
 from pdiff.pipeline.stage_dirs import changed_inputs, refuse_changed, stage_inputs
@@ -35,7 +41,6 @@ from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, r
 from pdiff.tracking import Tracker, recorded_run_id
 from pdiff.training import distributed
 from pdiff.training.devices import check_precision, resolve_device
-from pdiff.unseen.families import check_family, check_family_counts, check_generate_task, has_family
 from pdiff.zoo.collect import check_runs
 from pdiff.zoo.params import select_parameters
 from pdiff.zoo.store import ParamZoo
@@ -103,7 +108,7 @@ def check_family_design(cfg: DictConfig) -> None:
         raise ConfigError(
             f"generator.design={design!r} (generator.condition={cfg.generator.get('condition')}) cannot "
             "generate for a task: a zoo of many tasks needs the descriptor-conditioned flow, "
-            "generator=flow_pca_tasks (experiment=unseen_subsets's), flow_pca or flow_conditioned"
+            "generator=flow_pca_tasks (experiment=heldout_subsets's), flow_pca or flow_conditioned"
         )
 
 

@@ -32,6 +32,8 @@ from pdiff.errors import GeneratorError, ZooError
 from pdiff.evaluation.costs import RECALIBRATION_KEY, run_key
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import Conditioning, verify_generator
+from pdiff.heldout.collect import TaskRecipe, collect_tasks, run_pairs, task_network
+from pdiff.heldout.families import SubsetFamily, has_family, task_family
 from pdiff.pipeline.stage_dirs import (
     RECORD_KEY,
     changed_inputs,
@@ -44,8 +46,6 @@ from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker
 from pdiff.training import distributed
 from pdiff.training.devices import Execution, memory_format
-from pdiff.unseen.collect import TaskRecipe, collect_tasks, run_pairs, task_network
-from pdiff.unseen.families import SubsetFamily, has_family, task_family
 from pdiff.zoo.align import align_runs
 from pdiff.zoo.collect import checkpoint_interval, collect_checkpoints, train_base
 from pdiff.zoo.params import ParamSpec, is_whole_model, select_parameters

@@ -1,5 +1,5 @@
 """The evaluate stage of a zoo of many tasks: every held-out task scored (the generated models and
-each baseline of pdiff.unseen), margins with intervals over the held-out tasks, the report and its
+each baseline of pdiff.heldout), margins with intervals over the held-out tasks, the report and its
 plot. Held-out tasks' labels are read here and nowhere before."""
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from pdiff.config import HeldOutSplit, Stage
 from pdiff.data.tasknets import build_task_net, run_in_batches
 from pdiff.errors import ConfigError
 from pdiff.generators.flow import VELOCITY_WEIGHTS
-from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
-from pdiff.pipeline.stages import GENERATED_PARAMS, Run, evaluation_outputs
-from pdiff.unseen.baselines import TaskZoo
-from pdiff.unseen.collect import TaskRecipe, head_name
-from pdiff.unseen.evaluate import (
+from pdiff.heldout.baselines import TaskZoo
+from pdiff.heldout.collect import TaskRecipe, head_name
+from pdiff.heldout.evaluate import (
     CONFIDENCE,
     HeldOutInputs,
     Scorer,
@@ -27,8 +25,10 @@ from pdiff.unseen.evaluate import (
     score_task,
     summarize,
 )
-from pdiff.unseen.families import SubsetFamily
-from pdiff.unseen.report import write_task_report
+from pdiff.heldout.families import SubsetFamily
+from pdiff.heldout.report import write_task_report
+from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
+from pdiff.pipeline.stages import GENERATED_PARAMS, Run, evaluation_outputs
 from pdiff.zoo.store import ParamZoo, load_base_weights
 
 log = logging.getLogger(__name__)

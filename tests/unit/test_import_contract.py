@@ -23,14 +23,14 @@ LAYERS = [
     ("tracking", "diffusion", "data"),
     ("training",),
     ("zoo",),
-    ("evaluation", "unseen"),
+    ("evaluation", "heldout"),
     ("generators",),
     ("pipeline",),
     ("cluster",),
     ("entry",),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
-ML_UNITS = ("data", "zoo", "diffusion", "generators", "training", "evaluation", "unseen")
+ML_UNITS = ("data", "zoo", "diffusion", "generators", "training", "evaluation", "heldout")
 Rule = Callable[[str, str], "str | None"]
 
 

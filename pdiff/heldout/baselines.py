@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 from sklearn.linear_model import RidgeCV
 
-from pdiff.unseen.families import SubsetFamily
+from pdiff.heldout.families import SubsetFamily
 from pdiff.zoo.params import ParamSpec
 from pdiff.zoo.store import ParamZoo
 

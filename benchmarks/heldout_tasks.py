@@ -2,10 +2,10 @@
 seed, then one table of every baseline's margin to the generated models, split by distance to the
 nearest training task.
 
-    python benchmarks/unseen_tasks.py --out FILE.json [--family subsets] [--seeds 0 1 2]
+    python benchmarks/heldout_tasks.py --out FILE.json [--family subsets] [--seeds 0 1 2]
         [--splits complement pair] [--eval-split test|val] [--work DIR] [-- hydra overrides ...]
 
-Each (seed, split) runs experiment=unseen_<family> into WORK/<family>-<split>-seed<seed> (a finished
+Each (seed, split) runs experiment=heldout_<family> into WORK/<family>-<split>-seed<seed> (a finished
 folder is reused, as the pipeline skips finished stages). JSON: `rows` (one per family, split, seed
 and held-out task), `summary` (one per family, split, seed and baseline: margin, low, high, status)
 and `split_check` (must be all 0).
@@ -22,9 +22,9 @@ from hydra import compose, initialize_config_dir
 from table_output import emit
 
 from pdiff.entry import register_configs
+from pdiff.heldout.evaluate import BASELINES, REFERENCE
+from pdiff.heldout.report import group_mean
 from pdiff.pipeline.run import run_pipeline
-from pdiff.unseen.evaluate import BASELINES, REFERENCE
-from pdiff.unseen.report import group_mean
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAMILIES = ("subsets",)
@@ -38,7 +38,7 @@ def run_point(
         cfg = compose(
             config_name="config",
             overrides=[
-                f"experiment=unseen_{family}",
+                f"experiment=heldout_{family}",
                 f"task.family.split={split}",
                 f"seed={seed}",
                 f"task.family.eval_split={eval_split}",
@@ -70,7 +70,7 @@ def main() -> None:
         help="Hydra overrides for every run, e.g. generator.optim.steps=1000",
     )
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="pdiff-unseen-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="pdiff-heldout-"))
     register_configs()
     result = {
         "family": args.family,
@@ -129,7 +129,7 @@ def main() -> None:
                     ]
                 )
     emit(
-        f"unseen tasks: {args.family}, eval on {args.eval_split}; margin = generated - baseline, 95% interval over "
+        f"held-out tasks: {args.family}, eval on {args.eval_split}; margin = generated - baseline, 95% interval over "
         "held-out tasks",
         ["split / seed", "baseline", "accuracy", "margin", "interval", "status"],
         table,

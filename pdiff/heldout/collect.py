@@ -20,9 +20,9 @@ from torch import nn
 from pdiff import atomic
 from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import accuracy, build_task_net
+from pdiff.heldout.families import SubsetFamily
 from pdiff.seeds import Purpose, derive_seed
 from pdiff.tracking import stage_progress
-from pdiff.unseen.families import SubsetFamily
 from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import ParamSpec, read_vector, select_parameters
 

@@ -9,10 +9,10 @@ from pdiff.config import FamilyConfig
 from pdiff.data.datasets import Dataset
 from pdiff.errors import ConfigError
 from pdiff.generators.nets.velocity import VelocityMLP
-from pdiff.unseen.baselines import compose, matched_finetune_steps, swap_outputs
-from pdiff.unseen.collect import TaskRecipe, collect_tasks, head_name, run_pairs, task_network
-from pdiff.unseen.evaluate import BASELINES, REFERENCE, summarize
-from pdiff.unseen.families import SubsetFamily, check_family
+from pdiff.heldout.baselines import compose, matched_finetune_steps, swap_outputs
+from pdiff.heldout.collect import TaskRecipe, collect_tasks, head_name, run_pairs, task_network
+from pdiff.heldout.evaluate import BASELINES, REFERENCE, summarize
+from pdiff.heldout.families import SubsetFamily, check_family
 from pdiff.zoo.params import read_vector
 from tests.helpers.configs import compose_config
 
@@ -65,7 +65,7 @@ def test_pair_split_holds_out_every_code_separating_the_pair_and_trains_on_none(
 
 
 def test_split_check_counts_a_held_out_code_whose_complement_is_trained_on():
-    from pdiff.unseen.families import TaskSplit
+    from pdiff.heldout.families import TaskSplit
 
     assert FAMILY.split_check(TaskSplit(train=[FAMILY.complement(5), 9], held_out=[5, 9])) == {
         "held_out_in_training": 1,
@@ -97,7 +97,7 @@ def test_split_check_counts_a_held_out_code_whose_complement_is_trained_on():
     ],
 )
 def test_a_family_that_cannot_work_is_refused_naming_the_key(overrides, message):
-    cfg = compose_config(["experiment=unseen_subsets", *overrides])
+    cfg = compose_config(["experiment=heldout_subsets", *overrides])
     with pytest.raises(ConfigError) as error:
         check_family(cfg.task, 10)
     assert message in str(error.value)
@@ -151,7 +151,7 @@ def test_task_collection_resumes_after_the_pairs_it_finished_and_ends_as_an_unin
             raise Killed
         return train_task(*args, **kwargs)
 
-    from pdiff.unseen import collect
+    from pdiff.heldout import collect
 
     train_task = collect.train_task
     monkeypatch.setattr(collect, "train_task", dies_on_third)
@@ -206,8 +206,8 @@ def test_fine_tuning_matches_the_flops_of_generating_one_model():
 
 
 def _a_training_task() -> str:
-    """generate.task=[...] naming a task experiment=unseen_subsets's zoo trains on."""
-    train = FAMILY.split(compose_config(["experiment=unseen_subsets"]).task.family).train
+    """generate.task=[...] naming a task experiment=heldout_subsets's zoo trains on."""
+    train = FAMILY.split(compose_config(["experiment=heldout_subsets"]).task.family).train
     return f"generate.task=[{','.join(map(str, FAMILY.classes_of(train[0])))}]"
 
 
@@ -252,7 +252,7 @@ def test_a_run_on_many_tasks_is_refused_before_any_work(overrides, message, tmp_
     from pdiff.pipeline.run import run_pipeline
 
     cfg = compose_config(
-        ["experiment=unseen_subsets", *overrides, f"paths.output_dir={tmp_path / 'run'}"]
+        ["experiment=heldout_subsets", *overrides, f"paths.output_dir={tmp_path / 'run'}"]
     )
     with pytest.raises(ConfigError) as error:
         run_pipeline(cfg)
@@ -268,7 +268,7 @@ def test_a_small_family_zoo_is_not_held_to_the_one_task_evaluation(tmp_path):
 
     cfg = compose_config(
         [
-            "experiment=unseen_subsets",
+            "experiment=heldout_subsets",
             "task.family.train_tasks=4",
             "task.family.held_out=2",
             "task.family.checkpoints=2",

@@ -9,7 +9,7 @@ import pytest
 
 from pdiff.pipeline.run import run_pipeline
 from tests.cluster.test_slurm import SMALL, submit, submitted_ids
-from tests.e2e.test_unseen_tasks import tiny
+from tests.e2e.test_heldout_tasks import tiny
 from tests.helpers.configs import compose_config
 from tests.helpers.runs import ok
 

@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
-from pdiff.unseen.evaluate import BASELINES, REFERENCE  # noqa: E402
+from pdiff.heldout.evaluate import BASELINES, REFERENCE  # noqa: E402
 
-MARGIN_PLOT = "unseen_margins.png"
+MARGIN_PLOT = "heldout_margins.png"
 BASELINE_WORDS = {
     REFERENCE: "trained on the held-out task (the reference)",
     "nearest": "the nearest training task's models (Hamming)",

@@ -1,4 +1,4 @@
-"""Held-out tasks scored: the generated models and every baseline of pdiff.unseen.baselines, per
+"""Held-out tasks scored: the generated models and every baseline of pdiff.heldout.baselines, per
 task, then each baseline's margin to the generated models with a bootstrap interval over the
 held-out tasks.
 
@@ -17,9 +17,9 @@ from pdiff.config import SamplerName
 from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import accuracy
 from pdiff.evaluation.intervals import percentile_interval
+from pdiff.heldout.baselines import TaskZoo, compose, matched_finetune_steps
+from pdiff.heldout.collect import TaskRecipe, task_network, train_task
 from pdiff.seeds import Purpose, derive_seed, generator_for
-from pdiff.unseen.baselines import TaskZoo, compose, matched_finetune_steps
-from pdiff.unseen.collect import TaskRecipe, task_network, train_task
 from pdiff.zoo.params import write_vector
 
 REFERENCE = (

@@ -13,9 +13,9 @@ import torch
 
 from pdiff import atomic
 from pdiff.errors import ConfigError
+from pdiff.heldout.evaluate import BASELINES, REFERENCE
+from pdiff.heldout.families import SubsetFamily
 from pdiff.pipeline.run import run_pipeline
-from pdiff.unseen.evaluate import BASELINES, REFERENCE
-from pdiff.unseen.families import SubsetFamily
 from tests.helpers.configs import REPO, compose_config
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ STAGE_DIRS = ("zoo", "generator", "generated")
 
 
 def tiny(tmp_path, *overrides):
-    return ["experiment=unseen_subsets", *SIZE, f"data.root={tmp_path / 'data'}", *overrides]
+    return ["experiment=heldout_subsets", *SIZE, f"data.root={tmp_path / 'data'}", *overrides]
 
 
 def _files(directory) -> dict[str, bytes]:
@@ -68,7 +68,7 @@ def test_held_out_tasks_get_every_baseline_and_their_labels_are_read_only_by_eva
     assert all(
         entry["low"] <= entry["margin"] <= entry["high"] for entry in report["summary"].values()
     )
-    assert (out / "report.md").is_file() and (out / "unseen_margins.png").stat().st_size > 10_000
+    assert (out / "report.md").is_file() and (out / "heldout_margins.png").stat().st_size > 10_000
     zoo = atomic.read_safetensors(out / "zoo" / "zoo.safetensors")
     assert not set(zoo["task"].tolist()) & set(held_out) and zoo["descriptor"].shape == (24, 10)
     generated = atomic.read_safetensors(out / "generated" / "params.safetensors")
@@ -142,7 +142,7 @@ def test_the_benchmark_writes_a_row_for_every_held_out_task_with_every_baseline(
     result = subprocess.run(
         [
             sys.executable,
-            "benchmarks/unseen_tasks.py",
+            "benchmarks/heldout_tasks.py",
             "--out",
             str(out),
             "--work",
