@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 # The suite runs on this many processes (pytest-xdist, --dist loadfile): a file's tests run in one of them, one at
-# a time (the two-host tests crash a host; the DeepSpeed tests share torchrun's port). 2 takes ~17 min, 1 ~24.
+# a time (the two-host tests crash a host; the DeepSpeed tests share torchrun's port). Files go out in the order
+# pytest collects them (--no-loadscope-reorder): the few long cluster, DeepSpeed and pipeline files first, the
+# many short unit files last, where they even out the workers' ends.
 TEST_WORKERS ?= 2
 
 .PHONY: run test test-fast setup lint bench benchmark
@@ -26,7 +28,7 @@ test: setup
 	bash slurm/two-hosts.sh up
 	$(BIN)/ruff check pdiff launch tests benchmarks && $(BIN)/ruff format --check pdiff launch tests benchmarks
 	PDIFF_REQUIRE_CLUSTER=1 PDIFF_REQUIRE_NETNS=1 $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --durations=15 \
-	  --dist loadfile $(ARGS); \
+	  --dist loadfile --no-loadscope-reorder $(ARGS); \
 	  status=$$?; bash slurm/two-hosts.sh stop; exit $$status
 
 # The unit tier alone (a few minutes): no root, no SLURM cluster, no pipeline or benchmark subprocess.

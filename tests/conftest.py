@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from pdiff.entry import register_configs
 from tests.helpers.configs import SMOKE, compose_config
-from tests.helpers.runs import FinishedRun, ok, run_sweep
+from tests.helpers.runs import FinishedRun, made_once, ok, run_sweep
 from tests.helpers.training import TRAIN, copy_zoo
 
 
@@ -76,17 +76,24 @@ def smoke_cfg(tmp_path) -> DictConfig:
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory) -> FinishedRun:
-    """One finished `experiment=smoke` run, made once per session for every test that only reads its
-    outputs (a test that changes them works on `copy_run`)."""
-    out = tmp_path_factory.mktemp("smoke") / "run"
-    result = ok(run_sweep([*SMOKE, f"paths.output_dir={out}"]))
-    return FinishedRun(out, SMOKE, result.stdout + result.stderr)
+    """One finished `experiment=smoke` run, made once per test run (shared by the xdist workers) for
+    every test that only reads its outputs (a test that changes them works on `copy_run`)."""
+
+    def make(folder: Path) -> str:
+        result = ok(run_sweep([*SMOKE, f"paths.output_dir={folder / 'run'}"]))
+        return result.stdout + result.stderr
+
+    folder, output = made_once(tmp_path_factory, "smoke", make)
+    return FinishedRun(folder / "run", SMOKE, output)
 
 
 @pytest.fixture(scope="session")
 def plain_train_run(smoke_run, tmp_path_factory) -> Path:
-    """TRAIN in one plain process on the smoke run's zoo: what every multi-rank launch of it must
-    follow."""
-    out = copy_zoo(smoke_run.out, tmp_path_factory.mktemp("plain") / "run")
-    ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"]))
-    return out
+    """TRAIN in one plain process on the smoke run's zoo, made once per test run: what every
+    multi-rank launch of it must follow."""
+
+    def make(folder: Path) -> str:
+        out = copy_zoo(smoke_run.out, folder / "run")
+        return ok(run_sweep(["stage=train", *TRAIN, f"paths.output_dir={out}"])).stdout
+
+    return made_once(tmp_path_factory, "plain", make)[0] / "run"

@@ -3,12 +3,16 @@ tests share."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from pdiff import atomic
 from pdiff.pipeline.output_dir import mark_made_by_pdiff
@@ -74,3 +78,22 @@ def copy_run(run: FinishedRun, dest: Path, parts: tuple[str, ...] | None = None)
         else:
             shutil.copy2(source, dest / part)
     return dest
+
+
+def made_once(
+    factory: pytest.TempPathFactory, name: str, make: Callable[[Path], str]
+) -> tuple[Path, str]:
+    """The folder `name`, made by `make(folder)` once per test run and shared by every xdist worker
+    of it (each worker's session fixtures would otherwise make their own); returns the folder and
+    what `make` returned. Under xdist the workers' temporary folders share a parent that is this
+    run's own; a lock lets one worker make the folder while the others wait for it."""
+    base = factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed to make it
+            folder.mkdir()
+            atomic.write_text(done, make(folder))
+    return folder, done.read_text()
