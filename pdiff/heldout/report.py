@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
+from pdiff.evaluation.verdict import BEATS, LOSES  # noqa: E402
 from pdiff.heldout.evaluate import BASELINES, REFERENCE  # noqa: E402
 
 MARGIN_PLOT = "heldout_margins.png"
@@ -43,7 +44,8 @@ def group_mean(rows: list[dict], key: str) -> float:
     return sum(values) / len(values)
 
 
-def render_markdown(report: dict) -> str:
+def render_heldout_markdown(report: dict) -> str:
+    """report.md of a run on held-out tasks."""
     lines = [
         f"# Weights for tasks the zoo never saw: {report['task']} ({report['family']}, split {report['split']})",
         "",
@@ -100,7 +102,7 @@ def plot_margins(path: Path, summary: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
     for row, name in enumerate(names):
         entry = summary[name]
-        colour = {"beats": "tab:green", "loses": "tab:red"}.get(entry["status"], "tab:grey")
+        colour = {BEATS: "tab:green", LOSES: "tab:red"}.get(entry["status"], "tab:grey")
         ax.errorbar(
             entry["margin"],
             row,
@@ -124,10 +126,10 @@ def plot_margins(path: Path, summary: dict) -> None:
 def write_task_report(directory: Path, report: dict) -> None:
     plot_margins(directory / MARGIN_PLOT, report["summary"])
     atomic.write_json(directory / "report.json", report)
-    atomic.write_text(directory / "report.md", render_markdown(report))
+    atomic.write_text(directory / "report.md", render_heldout_markdown(report))
 
 
-def task_summary_line(report: dict, seconds: float, output_dir: Path) -> str:
+def heldout_summary_line(report: dict, seconds: float, output_dir: Path) -> str:
     """The one line a run on held-out tasks ends with."""
     summary = report["summary"]
     parts = " ".join(
