@@ -62,7 +62,9 @@ def _opening(report: dict) -> list[str]:
         f"# pdiff report: {report['task']}",
         zoo_sentence(report["zoo_check"], report["n_test"]),
         (
-            f"Overrides this run never read (ignored): {'; '.join(f'`{line}`' for line in ignored)}."
+            "Overrides this run never read (ignored): "
+            + "; ".join(f"`{line}`" for line in ignored)
+            + "."
             if ignored
             else ""
         ),
@@ -86,8 +88,8 @@ def _accuracy_section(report: dict) -> list[str]:
     return [
         _table(["models", "n", "best", "mean", "median", "min", "std"], rows),
         f"Generated minus original: best {delta['best']:+.2f}, mean {delta['mean']:+.2f}, "
-        f"min {delta['min']:+.2f} points. On validation (what the zoo records and designs may use): "
-        f"original mean {validation['original']['mean']:.2f}, generated mean "
+        f"min {delta['min']:+.2f} points. On validation (what the zoo records and designs may "
+        f"use): original mean {validation['original']['mean']:.2f}, generated mean "
         f"{validation['generated']['mean']:.2f}.",
         f"![accuracy distributions]({ACCURACY_PLOT})",
     ]

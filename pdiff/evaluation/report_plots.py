@@ -92,7 +92,8 @@ def plot_memorization(
 
 
 def plot_projection(path: Path, vectors: dict[str, torch.Tensor]) -> None:
-    """Originals and generated vectors (normalised space) in 2-D: PCA of the originals, and t-SNE."""
+    """Originals and generated vectors (normalised space) in 2-D: PCA of the originals, and
+    t-SNE."""
     from sklearn.manifold import TSNE
 
     originals = vectors["originals"].double()
