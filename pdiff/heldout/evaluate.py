@@ -17,6 +17,7 @@ from pdiff.config import SamplerName
 from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import accuracy
 from pdiff.evaluation.intervals import percentile_interval
+from pdiff.evaluation.verdict import TIES, status_of
 from pdiff.heldout.baselines import TaskZoo, compose, matched_finetune_steps
 from pdiff.heldout.collect import TaskRecipe, task_network, train_task
 from pdiff.seeds import Purpose, derive_seed, generator_for
@@ -169,7 +170,7 @@ def score_task(
     }
 
 
-def summarize(rows: list[dict], seed: int) -> dict[str, dict]:
+def summarize_margins(rows: list[dict], seed: int) -> dict[str, dict]:
     """Each baseline's margin (generated minus baseline, mean over held-out tasks) with its
     bootstrap interval over the held-out tasks, and a status: beats (interval above 0), loses (below
     0) or ties (always, for one task: an interval over one task is a point). Baselines the rows lack
@@ -182,9 +183,7 @@ def summarize(rows: list[dict], seed: int) -> dict[str, dict]:
             [row["generated_mean"] - row["baselines"][name] for row in rows], dtype=torch.float64
         )
         low, high = percentile_interval(margins[draws].mean(1), CONFIDENCE)
-        status = (
-            "ties" if len(rows) < 2 else "beats" if low > 0 else "loses" if high < 0 else "ties"
-        )
+        status = TIES if len(rows) < 2 else status_of(low, high)
         summary[name] = {
             "margin": round(float(margins.mean()), 4),
             "low": round(low, 4),

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
+from pdiff.evaluation.verdict import BEATS, LOSES  # noqa: E402
 from pdiff.heldout.evaluate import BASELINES, REFERENCE  # noqa: E402
 
 MARGIN_PLOT = "heldout_margins.png"
@@ -18,7 +19,9 @@ BASELINE_WORDS = {
     REFERENCE: "trained on the held-out task (the reference)",
     "nearest": "the nearest training task's models (Hamming)",
     "nearest_symmetric": "the nearest allowing a label swap (complement, outputs swapped)",
-    "nearest_finetuned": "the nearest (with swap) fine-tuned on the task, compute matched to generation",
+    "nearest_finetuned": (
+        "the nearest (with swap) fine-tuned on the task, compute matched to generation"
+    ),
     "average_k_nearest": "the weight average of the k nearest tasks' last checkpoints (with swap)",
     "ridge": "ridge regression from descriptor to weights",
     "composed": "composed from the C-class base model",
@@ -36,23 +39,28 @@ def distance_groups(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def group_mean(rows: list[dict], key: str) -> float:
-    """The mean over `rows` of the generated models' accuracy ("generated") or of baseline `key`'s."""
+    """The mean over `rows` of the generated models' accuracy ("generated") or of baseline
+    `key`'s."""
     values = [
         row["generated_mean"] if key == "generated" else row["baselines"][key] for row in rows
     ]
     return sum(values) / len(values)
 
 
-def render_markdown(report: dict) -> str:
+def render_heldout_markdown(report: dict) -> str:
+    """report.md of a run on held-out tasks."""
     lines = [
-        f"# Weights for tasks the zoo never saw: {report['task']} ({report['family']}, split {report['split']})",
+        f"# Weights for tasks the zoo never saw: {report['task']} ({report['family']}, "
+        f"split {report['split']})",
         "",
-        f"{len(report['rows'])} held-out tasks, scored on the {report['eval_split']} split; the zoo holds "
-        f"{report['k']} checkpoints of {report['dim']} parameters from {report['train_tasks']} training tasks. "
+        f"{len(report['rows'])} held-out tasks, scored on the {report['eval_split']} split; the "
+        f"zoo holds {report['k']} checkpoints of {report['dim']} parameters from "
+        f"{report['train_tasks']} training tasks. "
         f"Split check (must be 0): {report['split_check']}.",
         "",
-        f"Generated: {report['generated_mean']:.2f}% mean over held-out tasks. Margin = generated minus baseline, "
-        f"mean over held-out tasks, {100 * report['confidence']:g}% bootstrap interval over the tasks.",
+        f"Generated: {report['generated_mean']:.2f}% mean over held-out tasks. Margin = generated "
+        f"minus baseline, mean over held-out tasks, {100 * report['confidence']:g}% bootstrap "
+        "interval over the tasks.",
         "",
         "| baseline | its accuracy | margin | interval | status |",
         "|---|---|---|---|---|",
@@ -64,7 +72,8 @@ def render_markdown(report: dict) -> str:
         )
     lines += [
         "",
-        f"Fine-tuning ran {report['finetune_steps']} SGD steps (the FLOPs of generating one model).",
+        f"Fine-tuning ran {report['finetune_steps']} SGD steps (the FLOPs of generating one "
+        "model).",
         "",
         "## By distance to the nearest training task",
         "",
@@ -84,10 +93,10 @@ def render_markdown(report: dict) -> str:
     memo = report["memorization"]
     lines += [
         "",
-        f"Memorisation: a generated model lies {memo['generated_to_zoo']:.3f} (L2) from its nearest zoo "
-        f"checkpoint; a model trained on the held-out task lies {memo['trained_to_zoo']:.3f}. "
-        f"{100 * memo['nearest_row_from_nearest_task']:.0f}% of the generated models' nearest zoo checkpoints "
-        "belong to a nearest training task.",
+        f"Memorisation: a generated model lies {memo['generated_to_zoo']:.3f} (L2) from its "
+        "nearest zoo checkpoint; a model trained on the held-out task lies "
+        f"{memo['trained_to_zoo']:.3f}. {100 * memo['nearest_row_from_nearest_task']:.0f}% of the "
+        "generated models' nearest zoo checkpoints belong to a nearest training task.",
         "",
         f"![margins]({MARGIN_PLOT})",
         "",
@@ -100,7 +109,7 @@ def plot_margins(path: Path, summary: dict) -> None:
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(names) + 1.2))
     for row, name in enumerate(names):
         entry = summary[name]
-        colour = {"beats": "tab:green", "loses": "tab:red"}.get(entry["status"], "tab:grey")
+        colour = {BEATS: "tab:green", LOSES: "tab:red"}.get(entry["status"], "tab:grey")
         ax.errorbar(
             entry["margin"],
             row,
@@ -124,18 +133,19 @@ def plot_margins(path: Path, summary: dict) -> None:
 def write_task_report(directory: Path, report: dict) -> None:
     plot_margins(directory / MARGIN_PLOT, report["summary"])
     atomic.write_json(directory / "report.json", report)
-    atomic.write_text(directory / "report.md", render_markdown(report))
+    atomic.write_text(directory / "report.md", render_heldout_markdown(report))
 
 
-def task_summary_line(report: dict, seconds: float, output_dir: Path) -> str:
+def heldout_summary_line(report: dict, seconds: float, output_dir: Path) -> str:
     """The one line a run on held-out tasks ends with."""
     summary = report["summary"]
     parts = " ".join(
-        f"{name} {summary[name]['margin']:+.2f} [{summary[name]['low']:+.2f},{summary[name]['high']:+.2f}]"
+        f"{name} {entry['margin']:+.2f} [{entry['low']:+.2f},{entry['high']:+.2f}]"
         for name in ("nearest_symmetric", "random_descriptor", REFERENCE)
-        if name in summary
+        if (entry := summary.get(name)) is not None
     )
     return (
-        f"pdiff: {report['task']} {len(report['rows'])} held-out tasks ({report['split']}) | generated "
-        f"{report['generated_mean']:.2f}% | margin vs {parts} | {seconds:.1f} s | {output_dir / 'report.md'}"
+        f"pdiff: {report['task']} {len(report['rows'])} held-out tasks ({report['split']}) | "
+        f"generated {report['generated_mean']:.2f}% | margin vs {parts} | {seconds:.1f} s | "
+        f"{output_dir / 'report.md'}"
     )

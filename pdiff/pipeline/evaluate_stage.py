@@ -24,7 +24,8 @@ from pdiff.evaluation.memorization import (
     point_baselines,
 )
 from pdiff.evaluation.predictions import ParameterEvaluator
-from pdiff.evaluation.report import build_report, log_report, summarize, write_report
+from pdiff.evaluation.report import build_report, summarize_accuracies, write_report
+from pdiff.evaluation.report_tracking import log_report
 from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
 from pdiff.evaluation.zoo_check import zoo_check
 from pdiff.generators import design_class
@@ -133,7 +134,7 @@ def run_evaluate(run: Run) -> dict:
         for key in ("originals", "generated")
     }
     report["validation"] = {
-        name: summarize(val_accuracy[key])
+        name: summarize_accuracies(val_accuracy[key])
         for name, key in (("original", "originals"), ("generated", "generated"))
     }
     bootstrap = cfg.evaluate.bootstrap

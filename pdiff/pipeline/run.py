@@ -25,7 +25,6 @@ from pdiff.config import LoggerName, Stage, TrainerName, to_container, validate
 from pdiff.data.datasets import check_data_available, load_dataset
 from pdiff.data.tasknets import build_task_net
 from pdiff.errors import ConfigError
-from pdiff.evaluation.report import summary_line
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import verify_generator
 from pdiff.heldout.families import (
@@ -36,6 +35,7 @@ from pdiff.heldout.families import (
 )
 from pdiff.pipeline.evaluate_stage import check_generated_matches, run_evaluate
 from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
+from pdiff.pipeline.run_summary import summary_line
 from pdiff.pipeline.stage_dirs import changed_inputs, refuse_changed, stage_inputs
 from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, run_train
 from pdiff.tracking import Tracker, recorded_run_id

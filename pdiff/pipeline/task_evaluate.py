@@ -23,7 +23,7 @@ from pdiff.heldout.evaluate import (
     Scorer,
     finetune_steps_for,
     score_task,
-    summarize,
+    summarize_margins,
 )
 from pdiff.heldout.families import SubsetFamily
 from pdiff.heldout.report import write_task_report
@@ -117,7 +117,7 @@ def run_task_evaluate(run: Run) -> dict:
         "finetune_steps": steps,
         "confidence": CONFIDENCE,
         "generated_mean": sum(row["generated_mean"] for row in rows) / len(rows),
-        "summary": summarize(rows, cfg.seed),
+        "summary": summarize_margins(rows, cfg.seed),
         "rows": rows,
         "memorization": {
             key: sum(row["memorization"][key] for row in rows) / len(rows)

@@ -23,7 +23,8 @@ LAYERS = [
     ("tracking", "diffusion", "data"),
     ("training",),
     ("zoo",),
-    ("evaluation", "heldout"),
+    ("evaluation",),
+    ("heldout",),
     ("generators",),
     ("pipeline",),
     ("cluster",),
@@ -152,6 +153,16 @@ def test_only_the_cluster_code_and_launch_import_submitit(root):
         (config_is_a_leaf, "from ..zoo import store\n", "pdiff/config/validate.py"),
         (downwards, "import pdiff.pipeline.run\n", "pdiff/zoo/collect.py"),
         (
+            downwards,
+            "from pdiff.heldout.report import heldout_summary_line\n",
+            "pdiff/evaluation/report.py",
+        ),
+        (
+            downwards,
+            "def f():\n    from ..heldout import evaluate\n",
+            "pdiff/evaluation/verdict.py",
+        ),
+        (
             maths_at_the_bottom,
             "from pdiff.config import SamplerName\n",
             "pdiff/diffusion/gaussian.py",
@@ -172,3 +183,9 @@ def test_the_contract_catches_each_kind_of_break(tmp_path, rule, source, file):
     planted.write_text(source)
     found = violations(tmp_path, rule)
     assert len(found) == 1 and found[0].startswith(file), found
+
+
+def test_the_held_out_tasks_sit_between_evaluation_and_the_pipeline():
+    """Evaluation is generic: the held-out tasks may use its intervals and verdict, never the other
+    way round, and the pipeline dispatches between their reports."""
+    assert RANK["evaluation"] < RANK["heldout"] < RANK["pipeline"]

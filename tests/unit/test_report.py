@@ -10,23 +10,18 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from pdiff.config import BaselinesConfig
-from pdiff.evaluation import report as report_module
+from pdiff.evaluation import report_plots
 from pdiff.evaluation.costs import cost_per_model
 from pdiff.evaluation.intervals import bootstrap_accuracies
 from pdiff.evaluation.keep_best import keep_best
 from pdiff.evaluation.memorization import FRONTIERS, point_baselines
-from pdiff.evaluation.report import (
-    CURVES_PLOT,
-    NO_ROWS,
-    ReportIndex,
-    build_report,
-    plot_training_curves,
-    render_markdown,
-    summary_line,
-    write_report,
-)
+from pdiff.evaluation.report import build_report, write_report
+from pdiff.evaluation.report_markdown import render_one_task_markdown
+from pdiff.evaluation.report_plots import CURVES_PLOT, NO_ROWS, plot_training_curves
 from pdiff.evaluation.verdict import compute_verdict, verdict_sentences
 from pdiff.evaluation.zoo_check import zoo_check
+from pdiff.pipeline.report_index import ReportIndex
+from pdiff.pipeline.run_summary import summary_line
 from tests.helpers.configs import CONFIGS
 
 LATENT = {"ae": "Autoencoder (reconstruction)", "diffusion": "Latent DDPM (noise prediction)"}
@@ -56,13 +51,13 @@ def _fit_rows(name: str, losses: list[float], every: int = 10) -> list[dict]:
 @pytest.fixture
 def figures(monkeypatch) -> list:
     """The figures the report saves, kept for inspection (the PNG is still written)."""
-    kept, save = [], report_module._save
+    kept, save = [], report_plots._save
 
     def keep(fig, path):
         kept.append(fig)
         save(fig, path)
 
-    monkeypatch.setattr(report_module, "_save", keep)
+    monkeypatch.setattr(report_plots, "_save", keep)
     return kept
 
 
@@ -182,7 +177,9 @@ def run_report(tmp_path):
 
 def test_the_report_names_the_averages_by_average_of(run_report):
     report, _, _ = run_report
-    markdown = render_markdown(report, verdict_sentences(report["verdict"], report["memorization"]))
+    markdown = render_one_task_markdown(
+        report, verdict_sentences(report["verdict"], report["memorization"])
+    )
     assert "`average4` (averages of 4 random originals)" in markdown
     assert "`selected_average4` (the average of the 4 best)" in markdown
     assert "| average4 | **" in markdown and "| selected_average4 | 10 |" in markdown
@@ -292,7 +289,7 @@ def test_a_report_of_a_zoo_that_cannot_discriminate_opens_with_why_and_names_the
         "resolution": 0.0,
         "discriminates": False,
     }
-    first_lines = render_markdown(report, []).splitlines()[:3]
+    first_lines = render_one_task_markdown(report, []).splitlines()[:3]
     assert first_lines[2].startswith(
         "**This zoo cannot tell a generator from a copy.** Its originals' test "
         "accuracies spread by 0.000 points (std)"
@@ -300,7 +297,7 @@ def test_a_report_of_a_zoo_that_cannot_discriminate_opens_with_why_and_names_the
     assert "`task.collect.lr`" in first_lines[2] and "`task.collect.runs`" in first_lines[2]
     assert "ZOO CANNOT DISCRIMINATE" in summary_line("all", Path("run"), report, 1.0)
     report["zoo_check"]["discriminates"] = True
-    assert "cannot tell" not in render_markdown(report, [])
+    assert "cannot tell" not in render_one_task_markdown(report, [])
     assert "| zoo discriminates |" in summary_line("all", Path("run"), report, 1.0)
 
 
