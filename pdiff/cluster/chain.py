@@ -34,8 +34,7 @@ from pdiff.config import Config, to_container
 from pdiff.errors import ChainFailed, ConfigError, PdiffError
 from pdiff.evaluation.report import summary_line
 from pdiff.pipeline.output_dir import mark_made_by_pdiff
-from pdiff.pipeline.run import preflight
-from pdiff.pipeline.stages import STAGE_ORDER
+from pdiff.pipeline.run import STAGE_ORDER, preflight
 
 log = logging.getLogger(__name__)
 
