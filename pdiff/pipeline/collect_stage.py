@@ -2,7 +2,8 @@
 Run.stages.collect_run) and their merge into the zoo; resumable, skip-if-done.
 
 DIR/zoo: base_model.safetensors, runs/, zoo.safetensors + zoo.json (resume: *_state.pt). zoo.json,
-written last, records the stage's inputs (RECORD_KEY) and the digests of the files later stages read.
+written last, records the stage's inputs (RECORD_KEY) and the digests of the files later stages
+read.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pdiff.zoo.store import (
 log = logging.getLogger(__name__)
 
 
-def zoo_dir(run: Run) -> Path:
+def _zoo_dir(run: Run) -> Path:
     """DIR/zoo, claimed for this config's collect inputs (costly work: never overwritten)."""
     directory = run.dir("zoo")
     claim_stage_dir(directory, stage_inputs(run.cfg, Stage.collect), keep_on_change=True)
@@ -75,7 +76,7 @@ def train_base_model(run: Run, seed: int, state_path: Path) -> tuple[torch.nn.Mo
 def run_base(run: Run) -> None:
     """Train the base model once: every layer-subset run continues from it (and whole-model run 0
     does)."""
-    cfg, directory = run.cfg, zoo_dir(run)
+    cfg, directory = run.cfg, _zoo_dir(run)
     if (directory / BASE_WEIGHTS).is_file():
         return
     started = time.perf_counter()
@@ -95,7 +96,7 @@ def run_base(run: Run) -> None:
 def run_collection(run: Run, index: int) -> None:
     """Collection run `index` of task.collect.runs, as its job collects it (Run.stages.collect_run);
     nothing when its file exists."""
-    cfg, directory = run.cfg, zoo_dir(run)
+    cfg, directory = run.cfg, _zoo_dir(run)
     path = run_path(directory, index, cfg.task.collect.runs)
     if path.is_file():
         return
@@ -105,7 +106,7 @@ def run_collection(run: Run, index: int) -> None:
 def run_merge(run: Run) -> None:
     """Join the collection runs, in run order (each aligned onto run 0 with task.collect.align),
     into the zoo."""
-    cfg, directory = run.cfg, zoo_dir(run)
+    cfg, directory = run.cfg, _zoo_dir(run)
     if ParamZoo.exists(directory):
         return
     runs = cfg.task.collect.runs
@@ -165,13 +166,14 @@ def check_runs_belong(
     if foreign:
         raise ZooError(
             f"cannot merge the zoo in {directory}: {', '.join(foreign)} was not collected by this "
-            "collection; delete those run files to collect them again, or use a new paths.output_dir"
+            "collection; delete those run files to collect them again, or use a new "
+            "paths.output_dir"
         )
 
 
 def run_collect(run: Run) -> None:
     """The whole collection in this process: base model, every collection run in turn, merge."""
-    if ParamZoo.exists(zoo_dir(run)):
+    if ParamZoo.exists(_zoo_dir(run)):
         log.info("collect: zoo in %s is complete, skipping", run.output_dir / "zoo")
         return
     started = time.perf_counter()

@@ -48,13 +48,22 @@ def generated_damage(directory: Path, inputs: dict) -> str | None:
     try:
         record = atomic.read_checked_json(directory / GENERATED_META)
     except ZooError:
-        return f"holds a {GENERATED_META} that pdiff did not write (edited, damaged, or from an older pdiff)"
+        return (
+            f"holds a {GENERATED_META} that pdiff did not write (edited, damaged, or from an "
+            "older pdiff)"
+        )
     recorded = inputs_diff(record.get(RECORD_KEY) or {}, inputs)
     if recorded:
-        return f"holds a {GENERATED_META} of models made with another config ({', '.join(recorded[:6])})"
+        return (
+            f"holds a {GENERATED_META} of models made with another config "
+            f"({', '.join(recorded[:6])})"
+        )
     params = directory / GENERATED_PARAMS
     if not params.is_file() or atomic.sha256(params) != record.get(PARAMS_DIGEST):
-        return f"holds a {GENERATED_PARAMS} that is not the one {GENERATED_META} describes (replaced or damaged)"
+        return (
+            f"holds a {GENERATED_PARAMS} that is not the one {GENERATED_META} describes "
+            "(replaced or damaged)"
+        )
     return None
 
 

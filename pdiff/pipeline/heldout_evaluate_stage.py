@@ -100,7 +100,8 @@ def evaluate_heldout_job(run: Run) -> dict:
             )
         )
         log.info(
-            "evaluate: task %d (distance %d): generated %.2f%%, trained %.2f%%, nearest with swap %.2f%%",
+            "evaluate: task %d (distance %d): generated %.2f%%, trained %.2f%%, "
+            "nearest with swap %.2f%%",
             code,
             rows[-1]["distance"],
             rows[-1]["generated_mean"],
@@ -139,8 +140,8 @@ def scored_tasks(held_out: list[int], generated_tasks: list[int], generated_dir:
     others = sorted(set(generated_tasks) - set(held_out))
     if others:
         raise ConfigError(
-            f"{generated_dir} holds models for task(s) {others[:5]}, which the zoo did not hold out: "
-            "the evaluate stage scores held-out tasks only. Generate for a held-out task (or leave "
-            "generate.task unset) and evaluate again"
+            f"{generated_dir} holds models for task(s) {others[:5]}, which the zoo did not hold "
+            "out: the evaluate stage scores held-out tasks only. Generate for a held-out task (or "
+            "leave generate.task unset) and evaluate again"
         )
     return [code for code in held_out if code in set(generated_tasks)]

@@ -48,9 +48,11 @@ class HeldOutTaskJob(JobStages):
         design = cfg.generator.design
         if design != "flow" or not cfg.generator.get("condition", False):
             raise ConfigError(
-                f"generator.design={design!r} (generator.condition={cfg.generator.get('condition')}) cannot "
+                f"generator.design={design!r} "
+                f"(generator.condition={cfg.generator.get('condition')}) cannot "
                 "generate for a task: a zoo of many tasks needs the descriptor-conditioned flow, "
-                "generator=flow_pca_tasks (experiment=heldout_subsets's), flow_pca or flow_conditioned"
+                "generator=flow_pca_tasks (experiment=heldout_subsets's), flow_pca or "
+                "flow_conditioned"
             )
 
     def check_generation(self, cfg: DictConfig, stages: list[Stage]) -> None:

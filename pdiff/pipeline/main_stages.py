@@ -115,8 +115,9 @@ def warn_outside_zoo(conditioning: Conditioning | None, val_accuracy: torch.Tens
     if conditioning is None or low <= conditioning.target_acc <= high:
         return False
     log.warning(
-        "generate.target_acc=%.2f lies outside the zoo's validation accuracies (%.2f-%.2f%%): the generator "
-        "never saw a checkpoint there; aim inside that range (or use generate.target_quantile)",
+        "generate.target_acc=%.2f lies outside the zoo's validation accuracies (%.2f-%.2f%%): "
+        "the generator never saw a checkpoint there; aim inside that range (or use "
+        "generate.target_quantile)",
         conditioning.target_acc,
         low,
         high,

@@ -92,8 +92,8 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
         if cfg.task.param.statistics and not spec.variance_names:
             raise ConfigError(
                 f"task.param.statistics=true carries BatchNorm running statistics, but no layer of "
-                f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
-                "BatchNorm layers"
+                f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or "
+                "select BatchNorm layers"
             )
         check_runs(cfg.task.collect, model, spec, cfg.evaluate.recalibrate_batches)
         job.check_collection(cfg, data)
@@ -135,8 +135,8 @@ def check_zoo_size(cfg: DictConfig, dim: int, output_dir: Path) -> None:
     size = f"task.param.k={k} checkpoints x {dim} parameters is {zoo_bytes / 2**30:.2f} GiB on disk"
     if zoo_bytes > free:
         raise ConfigError(
-            f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select fewer "
-            "layers (task.param.layers), or use another paths.output_dir"
+            f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select "
+            "fewer layers (task.param.layers), or use another paths.output_dir"
         )
     if zoo_bytes > ZOO_WARN_BYTES:
         steps = k * (cfg.task.collect.steps_per_checkpoint or 1)
@@ -199,12 +199,13 @@ def output_lock(cfg: DictConfig) -> Iterator[None]:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise ConfigError(
-                f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait for it "
-                "to end, or use another paths.output_dir"
+                f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait "
+                "for it to end, or use another paths.output_dir"
             ) from None
         lock.truncate(0)
         lock.write(
-            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            f"pid {os.getpid()} on {socket.gethostname()}, "
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
         )
         lock.flush()
         yield
