@@ -33,9 +33,8 @@ from pdiff.cluster.slurm import (
 from pdiff.config import Config, to_container
 from pdiff.errors import ChainFailed, ConfigError, PdiffError
 from pdiff.pipeline.output_dir import mark_made_by_pdiff
-from pdiff.pipeline.run import preflight
+from pdiff.pipeline.run import STAGE_ORDER, preflight
 from pdiff.pipeline.run_summary import summary_line
-from pdiff.pipeline.stages import STAGE_ORDER
 
 log = logging.getLogger(__name__)
 

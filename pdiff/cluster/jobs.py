@@ -16,10 +16,14 @@ from omegaconf import DictConfig
 
 from pdiff.config import Stage
 from pdiff.generators import generator_exists
-from pdiff.pipeline.evaluate_stage import EVAL_MEMORIZATION, run_evaluate
+from pdiff.pipeline.collect_stage import run_base, run_collection, run_merge
+from pdiff.pipeline.evaluate_stage import run_evaluate
+from pdiff.pipeline.generate_stage import run_generate
+from pdiff.pipeline.main_evaluate_stage import EVAL_MEMORIZATION
 from pdiff.pipeline.run import on_main_rank, opened_run
+from pdiff.pipeline.run_context import Run
 from pdiff.pipeline.stage_dirs import changed_inputs, refuse_changed, stage_inputs
-from pdiff.pipeline.stages import Run, run_base, run_collection, run_generate, run_merge, run_train
+from pdiff.pipeline.train_stage import run_train
 from pdiff.zoo.store import BASE_WEIGHTS, ParamZoo, run_path
 
 
@@ -31,8 +35,8 @@ class Job(Enum):
 
 
 def job_steps(job: Job, index: int | None = None) -> list[Callable[[Run], object]]:
-    """What `job` runs, in order: stage runners from pdiff.pipeline.stages (the docstring above maps
-    them to stages)."""
+    """What `job` runs, in order: stage runners from pdiff/pipeline/*_stage.py (the docstring above
+    maps them to stages)."""
     return {
         Job.base: [run_base],
         Job.collect: [lambda run: run_collection(run, index)],

@@ -79,7 +79,8 @@ class SubsetFamily:
     symmetric = complement  # the task whose model solves this one after a label swap
 
     def labels(self, code: int, y: torch.Tensor) -> torch.Tensor:
-        """Task `code`'s labels of samples whose classes are `y`: 1 when the class is in the subset."""
+        """Task `code`'s labels of samples whose classes are `y`: 1 when the class is in the
+        subset."""
         return ((code >> y) & 1).long()
 
     def distances(self, code: int, others: list[int], symmetric: bool = False) -> torch.Tensor:
@@ -114,8 +115,8 @@ class SubsetFamily:
             candidates = [code for code in shuffled if code not in barred]
         if len(candidates) < cfg.train_tasks:
             raise ConfigError(
-                f"task.family.train_tasks={cfg.train_tasks} is more than the {len(candidates)} codes "
-                f"split={HeldOutSplit(cfg.split).value} leaves for training; lower it"
+                f"task.family.train_tasks={cfg.train_tasks} is more than the {len(candidates)} "
+                f"codes split={HeldOutSplit(cfg.split).value} leaves for training; lower it"
             )
         return TaskSplit(sorted(candidates[: cfg.train_tasks]), held_out)
 
@@ -144,7 +145,8 @@ def check_family_counts(family_cfg) -> None:
         cfg.k_nearest <= cfg.train_tasks,
         "task.family.k_nearest",
         cfg.k_nearest,
-        f"must be <= task.family.train_tasks={cfg.train_tasks} (the nearest training tasks averaged)",
+        f"must be <= task.family.train_tasks={cfg.train_tasks} (the nearest training tasks "
+        "averaged)",
     )
     require(cfg.epochs >= 0, "task.family.epochs", cfg.epochs, "must be >= 0")
 
@@ -157,7 +159,8 @@ def check_family(task_cfg, classes: int) -> None:
         task_cfg.param.k == zoo_size(cfg),
         "task.param.k",
         task_cfg.param.k,
-        f"a zoo of many tasks holds task.family.train_tasks x seeds x checkpoints = {zoo_size(cfg)} checkpoints: "
+        "a zoo of many tasks holds task.family.train_tasks x seeds x checkpoints = "
+        f"{zoo_size(cfg)} checkpoints: "
         "set task.param.k to that",
     )
     require(
@@ -170,7 +173,8 @@ def check_family(task_cfg, classes: int) -> None:
         task_cfg.collect.runs <= cfg.train_tasks * cfg.seeds,
         "task.collect.runs",
         task_cfg.collect.runs,
-        f"must be <= task.family.train_tasks x seeds = {cfg.train_tasks * cfg.seeds} (a run trains whole tasks)",
+        f"must be <= task.family.train_tasks x seeds = {cfg.train_tasks * cfg.seeds} (a run "
+        "trains whole tasks)",
     )
     require(
         cfg.eval_split in ("test", "val"),
@@ -215,10 +219,10 @@ def check_generate_task(cfg, classes: int, scored: bool) -> None:
     if scored and code not in held_out:
         named = ", ".join(str(family.classes_of(each)).replace(" ", "") for each in held_out[:5])
         raise ConfigError(
-            f"generate.task={list(cfg.generate.task)} is not one of the split's held-out tasks: the "
-            f"evaluate stage scores held-out tasks only. Name a held-out task ({named}"
-            f"{', ...' if len(held_out) > 5 else ''}), leave generate.task unset, or run stage=generate "
-            "alone for a training task"
+            f"generate.task={list(cfg.generate.task)} is not one of the split's held-out tasks: "
+            f"the evaluate stage scores held-out tasks only. Name a held-out task ({named}"
+            f"{', ...' if len(held_out) > 5 else ''}), leave generate.task unset, or run "
+            "stage=generate alone for a training task"
         )
 
 

@@ -1,8 +1,9 @@
-"""Run the pipeline in this process: check the whole config first, then each stage inside one run.
+"""Run the pipeline in this process: pick the job's stages, check the whole config first, then each
+stage inside one run.
 
-The stages themselves (what each reads and writes) are in pdiff/pipeline/stages.py; stage-folder
-provenance in pdiff/pipeline/stage_dirs.py; the same stages as cluster jobs in
-pdiff/cluster/jobs.py.
+The stages themselves (what each reads and writes) are in pdiff/pipeline/*_stage.py, each job's own
+part of them in main_stages.py and heldout_stages.py; stage-folder provenance in
+pdiff/pipeline/stage_dirs.py; the same stages as cluster jobs in pdiff/cluster/jobs.py.
 """
 
 from __future__ import annotations
@@ -27,17 +28,18 @@ from pdiff.data.tasknets import build_task_net
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class, generator_exists
 from pdiff.generators.base import verify_generator
-from pdiff.heldout.families import (
-    check_family,
-    check_family_counts,
-    check_generate_task,
-    has_family,
-)
+from pdiff.heldout.families import has_family
+from pdiff.pipeline.collect_stage import run_collect
 from pdiff.pipeline.evaluate_stage import check_generated_matches, run_evaluate
+from pdiff.pipeline.generate_stage import run_generate
+from pdiff.pipeline.heldout_stages import HeldOutTaskJob
+from pdiff.pipeline.job_stages import JobStages
+from pdiff.pipeline.main_stages import MainJob
 from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
+from pdiff.pipeline.run_context import Run
 from pdiff.pipeline.run_summary import summary_line
 from pdiff.pipeline.stage_dirs import changed_inputs, refuse_changed, stage_inputs
-from pdiff.pipeline.stages import STAGE_ORDER, Run, run_collect, run_generate, run_train
+from pdiff.pipeline.train_stage import run_train
 from pdiff.tracking import Tracker, recorded_run_id
 from pdiff.training import distributed
 from pdiff.training.devices import check_precision, resolve_device
@@ -47,6 +49,7 @@ from pdiff.zoo.store import ParamZoo
 
 log = logging.getLogger(__name__)
 LOCK_FILE = ".pdiff.lock"
+STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
 STAGE_RUNNERS = {
     Stage.collect: run_collect,
     Stage.train: run_train,
@@ -58,24 +61,23 @@ STAGE_RUNNERS = {
 ZOO_WARN_BYTES = 2**30  # a zoo larger than this is announced with its size before collection starts
 
 
+def job_for(cfg: DictConfig) -> JobStages:
+    """The job `cfg` runs: the held-out-task job for a zoo of many tasks (task.family.name set),
+    else the main job. The one place the two are told apart."""
+    return HeldOutTaskJob() if has_family(cfg) else MainJob()
+
+
 def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
     """Every config check that can fail, before any work starts (nothing is written before it
     passes)."""
-    if has_family(cfg):
-        check_family_design(cfg)  # first: validate()'s generic checks are a one-task zoo's
+    job = job_for(cfg)
+    job.check_design(cfg)  # first: validate()'s generic checks are the main job's
     validate(cfg)
     problem = folder_problem(Path(cfg.paths.output_dir))
     if problem:
         raise ConfigError(f"paths.output_dir={cfg.paths.output_dir!r} {problem}")
     design_class(cfg)
-    if (
-        has_family(cfg)
-        and cfg.generate.task is not None
-        and (Stage.generate in stages or Stage.evaluate in stages)
-    ):
-        check_generate_task(
-            cfg, load_dataset(cfg.data).num_classes, scored=Stage.evaluate in stages
-        )
+    job.check_generation(cfg, stages)
     if LoggerName(cfg.logger.name) is LoggerName.wandb:
         recorded_run_id(Path(cfg.paths.output_dir).expanduser().resolve())
     check_stage_folders(cfg, stages)
@@ -90,26 +92,12 @@ def preflight(cfg: DictConfig, stages: list[Stage]) -> None:
         if cfg.task.param.statistics and not spec.variance_names:
             raise ConfigError(
                 f"task.param.statistics=true carries BatchNorm running statistics, but no layer of "
-                f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or select "
-                "BatchNorm layers"
+                f"task.param.layers={list(cfg.task.param.layers)} has any: set it to false or "
+                "select BatchNorm layers"
             )
         check_runs(cfg.task.collect, model, spec, cfg.evaluate.recalibrate_batches)
-        if has_family(cfg):
-            check_family(cfg.task, data.num_classes)
+        job.check_collection(cfg, data)
         check_zoo_size(cfg, spec.dim, Path(cfg.paths.output_dir).expanduser().resolve())
-
-
-def check_family_design(cfg: DictConfig) -> None:
-    """ConfigError unless a zoo of many tasks has a design that takes the descriptor, and counts
-    that make a zoo."""
-    check_family_counts(cfg.task.family)
-    design = cfg.generator.design
-    if design != "flow" or not cfg.generator.get("condition", False):
-        raise ConfigError(
-            f"generator.design={design!r} (generator.condition={cfg.generator.get('condition')}) cannot "
-            "generate for a task: a zoo of many tasks needs the descriptor-conditioned flow, "
-            "generator=flow_pca_tasks (experiment=heldout_subsets's), flow_pca or flow_conditioned"
-        )
 
 
 def check_stage_folders(cfg: DictConfig, stages: list[Stage]) -> None:
@@ -147,8 +135,8 @@ def check_zoo_size(cfg: DictConfig, dim: int, output_dir: Path) -> None:
     size = f"task.param.k={k} checkpoints x {dim} parameters is {zoo_bytes / 2**30:.2f} GiB on disk"
     if zoo_bytes > free:
         raise ConfigError(
-            f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select fewer "
-            "layers (task.param.layers), or use another paths.output_dir"
+            f"{size}, but {existing} has {free / 2**30:.2f} GiB free: lower task.param.k, select "
+            "fewer layers (task.param.layers), or use another paths.output_dir"
         )
     if zoo_bytes > ZOO_WARN_BYTES:
         steps = k * (cfg.task.collect.steps_per_checkpoint or 1)
@@ -189,6 +177,7 @@ def open_run(
         cfg,
         output_dir,
         Tracker(output_dir, cfg.logger, to_container(cfg), enabled=env.is_main),
+        job_for(cfg),
         env,
         device,
     )
@@ -210,12 +199,13 @@ def output_lock(cfg: DictConfig) -> Iterator[None]:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
             raise ConfigError(
-                f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait for it "
-                "to end, or use another paths.output_dir"
+                f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait "
+                "for it to end, or use another paths.output_dir"
             ) from None
         lock.truncate(0)
         lock.write(
-            f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+            f"pid {os.getpid()} on {socket.gethostname()}, "
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
         )
         lock.flush()
         yield

@@ -174,7 +174,8 @@ def changed_inputs(directory: Path, inputs: dict) -> list[str]:
         )
         return (
             [
-                f"{INPUTS_FILE}: missing, yet the folder holds {', '.join(held[:3])}: made with an unknown config"
+                f"{INPUTS_FILE}: missing, yet the folder holds {', '.join(held[:3])}: made with an "
+                "unknown config"
             ]
             if held
             else []
@@ -194,12 +195,13 @@ def inputs_diff(old: dict, new: dict) -> list[str]:
 
 
 def refuse_changed(directory: Path, inputs: dict) -> None:
-    """ConfigError if a folder of costly work was made with another config; it is never overwritten."""
+    """ConfigError if a folder of costly work was made with another config; it is never
+    overwritten."""
     changed = changed_inputs(directory, inputs)
     if changed:
         raise ConfigError(
-            f"{directory} was made with another config ({', '.join(changed[:6])}); it is kept as it "
-            "is. Use a new paths.output_dir, or the config that made it"
+            f"{directory} was made with another config ({', '.join(changed[:6])}); it is kept as "
+            "it is. Use a new paths.output_dir, or the config that made it"
         )
 
 

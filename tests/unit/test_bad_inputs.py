@@ -22,6 +22,8 @@ from pdiff.generators import design_class
 from pdiff.generators.base import GENERATOR_CHECKSUMS, Conditioning, verify_generator
 from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
+from pdiff.pipeline.collect_stage import check_runs_belong
+from pdiff.pipeline.main_stages import warn_outside_zoo
 from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
 from pdiff.pipeline.run import check_zoo_size, preflight, run_pipeline, usable_threads
 from pdiff.pipeline.stage_dirs import (
@@ -31,7 +33,6 @@ from pdiff.pipeline.stage_dirs import (
     claim_stage_dir,
     stage_inputs,
 )
-from pdiff.pipeline.stages import check_runs_belong, warn_outside_zoo
 from pdiff.pipeline.unread import note_unread_overrides, unread_overrides
 from pdiff.tracking import RUN_ID_FILE, Tracker, _wandb_run_id
 from pdiff.training.fit import fit

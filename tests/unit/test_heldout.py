@@ -282,7 +282,7 @@ def test_a_small_family_zoo_is_not_held_to_the_one_task_evaluation(tmp_path):
 
 
 def test_evaluation_scores_only_held_out_tasks_and_says_so_before_eval_is_touched(tmp_path):
-    from pdiff.pipeline.task_evaluate import scored_tasks
+    from pdiff.pipeline.heldout_evaluate_stage import scored_tasks
 
     assert scored_tasks([5, 9, 12], [9, 9, 5, 5], tmp_path) == [5, 9]  # the split's order
     with pytest.raises(

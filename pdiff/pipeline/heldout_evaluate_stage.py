@@ -1,4 +1,4 @@
-"""The evaluate stage of a zoo of many tasks: every held-out task scored (the generated models and
+"""The held-out-task job's evaluate stage: every held-out task scored (the generated models and
 each baseline of pdiff.heldout), margins with intervals over the held-out tasks, the report and its
 plot. Held-out tasks' labels are read here and nowhere before."""
 
@@ -14,7 +14,7 @@ from pdiff import atomic
 from pdiff.config import HeldOutSplit, Stage
 from pdiff.data.tasknets import build_task_net, run_in_batches
 from pdiff.errors import ConfigError
-from pdiff.generators.flow import VELOCITY_WEIGHTS
+from pdiff.generators import design_class
 from pdiff.heldout.baselines import TaskZoo
 from pdiff.heldout.collect import TaskRecipe, head_name
 from pdiff.heldout.evaluate import (
@@ -27,14 +27,17 @@ from pdiff.heldout.evaluate import (
 )
 from pdiff.heldout.families import SubsetFamily
 from pdiff.heldout.report import write_task_report
+from pdiff.pipeline.generate_stage import GENERATED_PARAMS, evaluation_outputs
+from pdiff.pipeline.run_context import Run
 from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
-from pdiff.pipeline.stages import GENERATED_PARAMS, Run, evaluation_outputs
 from pdiff.zoo.store import ParamZoo, load_base_weights
 
 log = logging.getLogger(__name__)
 
 
-def run_task_evaluate(run: Run) -> dict:
+def evaluate_heldout_job(run: Run) -> dict:
+    """Each held-out task that generated/ holds models for, scored against its baselines; the
+    report (margins with intervals over the tasks) and its plot."""
     cfg, family_cfg = run.cfg, run.cfg.task.family
     started = time.perf_counter()
     zoo = ParamZoo.load(run.output_dir / "zoo")
@@ -59,9 +62,9 @@ def run_task_evaluate(run: Run) -> dict:
     base.to(data.x_train.device).eval()
     with torch.no_grad():
         base_logits = run_in_batches(base, x_eval)
-    velocity = atomic.read_safetensors(run.output_dir / "generator" / VELOCITY_WEIGHTS)
+    generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
     steps = finetune_steps_for(
-        sum(t.numel() for t in velocity.values()),
+        generator.sampling_step_parameters(),
         cfg.sampler,
         float(cfg.generate.guidance),
         zoo.spec.dim,
@@ -97,7 +100,8 @@ def run_task_evaluate(run: Run) -> dict:
             )
         )
         log.info(
-            "evaluate: task %d (distance %d): generated %.2f%%, trained %.2f%%, nearest with swap %.2f%%",
+            "evaluate: task %d (distance %d): generated %.2f%%, trained %.2f%%, "
+            "nearest with swap %.2f%%",
             code,
             rows[-1]["distance"],
             rows[-1]["generated_mean"],
@@ -136,8 +140,8 @@ def scored_tasks(held_out: list[int], generated_tasks: list[int], generated_dir:
     others = sorted(set(generated_tasks) - set(held_out))
     if others:
         raise ConfigError(
-            f"{generated_dir} holds models for task(s) {others[:5]}, which the zoo did not hold out: "
-            "the evaluate stage scores held-out tasks only. Generate for a held-out task (or leave "
-            "generate.task unset) and evaluate again"
+            f"{generated_dir} holds models for task(s) {others[:5]}, which the zoo did not hold "
+            "out: the evaluate stage scores held-out tasks only. Generate for a held-out task (or "
+            "leave generate.task unset) and evaluate again"
         )
     return [code for code in held_out if code in set(generated_tasks)]
