@@ -27,7 +27,7 @@ from pdiff.data.tasknets import build_task_net
 from pdiff.errors import ConfigError
 from pdiff.evaluation.report import summary_line
 from pdiff.generators import design_class, generator_exists
-from pdiff.generators.base import verify_generator
+from pdiff.generators.interface import verify_generator
 from pdiff.heldout.families import (
     check_family,
     check_family_counts,

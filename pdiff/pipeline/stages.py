@@ -31,7 +31,7 @@ from pdiff.data.tasknets import build_task_net
 from pdiff.errors import GeneratorError, ZooError
 from pdiff.evaluation.costs import RECALIBRATION_KEY, run_key
 from pdiff.generators import design_class, generator_exists
-from pdiff.generators.base import Conditioning, verify_generator
+from pdiff.generators.interface import Conditioning, verify_generator
 from pdiff.heldout.collect import TaskRecipe, collect_tasks, run_pairs, task_network
 from pdiff.heldout.families import SubsetFamily, has_family, task_family
 from pdiff.pipeline.stage_dirs import (
