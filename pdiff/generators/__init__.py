@@ -4,9 +4,9 @@
     token   pdiff's large-D design: a shared token autoencoder + a DDPM on windows of token latents
     flow    weight-space flow matching (optionally on a PCA basis, optionally accuracy-conditioned)
 
-A new design is one module that subclasses Generator and registers itself (imported below, or by the
-code that runs it), plus configs/generator/NAME.yaml; it declares the groups it reads, its phases
-and its schemas.
+A new design is one module (or package: token/) that subclasses Generator and registers itself
+(imported below, or by the code that runs it), plus configs/generator/NAME.yaml; it declares the
+groups it reads, its phases and its schemas.
 """
 
 from pdiff.generators import flow, latent, token  # noqa: F401  (each registers its design)
