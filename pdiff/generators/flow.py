@@ -21,17 +21,11 @@ import torch
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import (
-    CadenceConfig,
-    GeneratorConfig,
-    Normalization,
-    OptimConfig,
-    SamplerName,
-    require,
-)
+from pdiff.config import Normalization, SamplerName, require
 from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.generators.base import (
+from pdiff.generators.flow_schemas import FlowGeneratorConfig, FlowSamplerConfig, VelocityConfig
+from pdiff.generators.interface import (
     Conditioning,
     Generator,
     PhaseTimer,
@@ -48,46 +42,6 @@ from pdiff.tracking import Tracker, stage_progress
 from pdiff.training.fit import fit
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
-
-
-@dataclass
-class FlowGeneratorConfig(GeneratorConfig):
-    """Weight-space flow matching: no autoencoder; the flow runs on the normalised vectors or their
-    PCA basis."""
-
-    design: str = "flow"
-    normalization: Normalization = Normalization.per_coordinate
-    pca_components: int = (
-        0  # 0: the flow sees the normalised vectors; k: their top-k PCA coefficients, whitened
-    )
-    condition: bool = False  # condition on each checkpoint's accuracy (classifier-free guidance; generate.target_acc)
-    condition_dropout: float = 0.1  # fraction of training rows that see the null condition
-    # how the velocity network (denoiser=velocity) trains: its own budget, cadence and EMA
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    cadence: CadenceConfig = field(default_factory=CadenceConfig)
-    ema_decay: float = 0.999
-
-
-@dataclass
-class VelocityConfig:
-    """The flow design's velocity network: a residual MLP with time (and condition) embedded in
-    every block."""
-
-    name: str = "velocity"
-    width: int = 256
-    depth: int = 3
-    time_dim: int = 128
-    compile: bool = False  # torch.compile the network's training forward (trainer=plain); sampling runs it eagerly
-
-
-@dataclass
-class FlowSamplerConfig:
-    name: SamplerName = SamplerName.euler  # euler, or heun (two velocity calls a step)
-    steps: int = 50
-    temperature: float = (
-        1.0  # the starting noise's standard deviation (< 1: samples nearer the flow's modes)
-    )
-
 
 BASIS_FILE = "basis.safetensors"
 VELOCITY_WEIGHTS = "velocity_ema.safetensors"

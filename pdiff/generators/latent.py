@@ -15,18 +15,16 @@ from pdiff import atomic
 from pdiff.config import GeneratorConfig, Normalization, SamplerName
 from pdiff.diffusion.gaussian import GaussianDiffusion, build_diffusion
 from pdiff.errors import ConfigError
-from pdiff.generators.base import (
+from pdiff.generators.autoencoder_ddpm import (
     DDPM_SAMPLERS,
     DENOISER_WEIGHTS,
     DIFFUSION_SCHEMAS,
     AutoencoderConfig,
     AutoencoderDenoiserGenerator,
-    Conditioning,
-    PhaseTimer,
     fit_denoiser,
     load_autoencoder_file,
-    read_meta,
 )
+from pdiff.generators.interface import Conditioning, PhaseTimer, read_meta
 from pdiff.generators.nets.autoencoder import (
     ConvAutoencoderV1,
     ConvAutoencoderV2,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from pdiff.errors import ConfigError
-from pdiff.generators.base import Generator
+from pdiff.generators.interface import Generator
 
 log = logging.getLogger(__name__)
 DESIGNS: dict[str, type[Generator]] = {}

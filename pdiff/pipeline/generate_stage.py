@@ -18,7 +18,7 @@ from pdiff.config import SamplerName, Stage
 from pdiff.errors import GeneratorError, ZooError
 from pdiff.evaluation.costs import RECALIBRATION_KEY
 from pdiff.generators import design_class
-from pdiff.generators.base import verify_generator
+from pdiff.generators.interface import verify_generator
 from pdiff.pipeline.run_context import Run
 from pdiff.pipeline.stage_dirs import (
     RECORD_KEY,

@@ -18,7 +18,7 @@ from pdiff.config import FamilyName, Stage
 from pdiff.data.datasets import Dataset, load_dataset
 from pdiff.errors import ConfigError
 from pdiff.evaluation.costs import run_key
-from pdiff.generators.base import Conditioning, Generator
+from pdiff.generators.interface import Conditioning, Generator
 from pdiff.heldout.collect import TaskRecipe, collect_tasks, run_pairs, task_network
 from pdiff.heldout.families import (
     SubsetFamily,

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from pdiff.config import Stage
 from pdiff.data.datasets import Dataset
-from pdiff.generators.base import Generator
+from pdiff.generators.interface import Generator
 from pdiff.pipeline.run_context import Run
 from pdiff.zoo.store import ParamZoo
 

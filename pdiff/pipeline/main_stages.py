@@ -15,7 +15,7 @@ from pdiff import atomic
 from pdiff.config import Stage
 from pdiff.data.datasets import Augmentation, Dataset
 from pdiff.evaluation.costs import run_key
-from pdiff.generators.base import Conditioning, Generator
+from pdiff.generators.interface import Conditioning, Generator
 from pdiff.pipeline.collect_stage import base_model, train_base_model
 from pdiff.pipeline.job_stages import JobStages, Samples
 from pdiff.pipeline.main_evaluate_stage import evaluate_main_job

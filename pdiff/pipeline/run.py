@@ -27,7 +27,7 @@ from pdiff.data.datasets import check_data_available, load_dataset
 from pdiff.data.tasknets import build_task_net
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class, generator_exists
-from pdiff.generators.base import verify_generator
+from pdiff.generators.interface import verify_generator
 from pdiff.heldout.families import has_family
 from pdiff.pipeline.collect_stage import run_collect
 from pdiff.pipeline.evaluate_stage import check_generated_matches, run_evaluate

@@ -16,7 +16,7 @@ import pdiff.evaluation.report
 from pdiff import atomic
 from pdiff.config import CadenceConfig, GeneratorConfig, OptimConfig, whole_node_overrides
 from pdiff.entry import register_configs
-from pdiff.generators.base import Generator, check_training
+from pdiff.generators.interface import Generator, check_training
 from pdiff.generators.registry import DESIGNS, register
 from pdiff.pipeline.run import run_pipeline
 from pdiff.seeds import Purpose, generator_for

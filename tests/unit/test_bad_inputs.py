@@ -19,7 +19,7 @@ from pdiff.config import Stage, validate
 from pdiff.data import datasets
 from pdiff.errors import ConfigError, GeneratorError, TrainingDiverged, ZooError
 from pdiff.generators import design_class
-from pdiff.generators.base import GENERATOR_CHECKSUMS, Conditioning, verify_generator
+from pdiff.generators.interface import GENERATOR_CHECKSUMS, Conditioning, verify_generator
 from pdiff.generators.latent import build_autoencoder
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.pipeline.collect_stage import check_runs_belong

@@ -18,14 +18,13 @@ from pdiff.diffusion.gaussian import build_diffusion
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
 from pdiff.evaluation.predictions import ParameterEvaluator
-from pdiff.generators.base import Conditioning
 from pdiff.generators.flow import FlowGenerator, build_velocity, conditioned_loss
+from pdiff.generators.interface import Conditioning
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.generators.pca import PCABasis
-from pdiff.generators.token import (
-    WindowPlaces,
-    WindowRows,
+from pdiff.generators.token.layout import TokenLayout, ZooTokens
+from pdiff.generators.token.training import (
     build_code_denoiser,
     build_token_autoencoder,
     build_window_denoiser,
@@ -33,7 +32,7 @@ from pdiff.generators.token import (
     token_reconstruction_loss,
     window_diffusion_loss,
 )
-from pdiff.generators.tokens import TokenLayout, ZooTokens
+from pdiff.generators.token.windows import WindowPlaces, WindowRows
 from pdiff.training.devices import resolve_device
 from pdiff.training.engine import build_engine
 from pdiff.training.fit import take_rows

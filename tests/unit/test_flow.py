@@ -8,8 +8,9 @@ from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class
-from pdiff.generators.base import Conditioning
-from pdiff.generators.flow import FlowGenerator, FlowSamplerConfig
+from pdiff.generators.flow import FlowGenerator
+from pdiff.generators.flow_schemas import FlowSamplerConfig
+from pdiff.generators.interface import Conditioning
 from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.generators.pca import PCABasis
 from pdiff.seeds import Purpose, generator_for

@@ -7,15 +7,11 @@ import torch
 
 from pdiff.config import Normalization
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.generators.nets.token_nets import TokenAutoencoder, WindowDenoiser
-from pdiff.generators.token import (
-    TokenGenerator,
-    WindowPlaces,
-    WindowRows,
-    build_token_autoencoder,
-    build_window_denoiser,
-)
-from pdiff.generators.tokens import TokenLayout, ZooTokens
+from pdiff.generators.nets.token_networks import TokenAutoencoder, WindowDenoiser
+from pdiff.generators.token.design import TokenGenerator
+from pdiff.generators.token.layout import TokenLayout, ZooTokens
+from pdiff.generators.token.training import build_token_autoencoder, build_window_denoiser
+from pdiff.generators.token.windows import WindowPlaces, WindowRows
 from pdiff.tracking import Tracker
 from pdiff.zoo.params import ParamEntry, ParamNormalizer, ParamSpec
 from pdiff.zoo.store import ParamZoo
