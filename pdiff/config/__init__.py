@@ -1,11 +1,10 @@
-"""Configuration: the typed schemas behind configs/, the checks Hydra cannot do, and override
-handling.
+"""Configuration: the typed schemas behind configs/ and the checks Hydra cannot do (the command
+line is read in pdiff.config.command_line, imported by its own name).
 
 A leaf of the import graph: it imports nothing of pdiff but pdiff.errors, so every layer may import
 it.
 """
 
-from .overrides import WHOLE_NODE_KEYS, whole_node_overrides
 from .schema import (
     NUMPY_SEED_MAX,
     SEED_MAX,
@@ -53,7 +52,6 @@ from .validate import (
 __all__ = [
     "NUMPY_SEED_MAX",
     "SEED_MAX",
-    "WHOLE_NODE_KEYS",
     "BaselinesConfig",
     "BootstrapConfig",
     "CadenceConfig",
@@ -91,5 +89,4 @@ __all__ = [
     "validate_generate",
     "validate_slurm_request",
     "validate_trainer",
-    "whole_node_overrides",
 ]

@@ -14,6 +14,7 @@ import logging
 from omegaconf import DictConfig, open_dict
 
 from pdiff.config import DataName
+from pdiff.config.command_line import override_key
 from pdiff.data.datasets import unread_data_settings
 from pdiff.generators.registry import design_of, unread_groups
 
@@ -28,7 +29,7 @@ def unread_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     data = unread_data_settings(name)
     ignored = []
     for override in overrides:
-        key = override.lstrip("+~").split("=")[0]
+        key = override_key(override)
         if key.split(".")[0] in groups:
             ignored.append(
                 f"{override} (generator={design_of(cfg).design} never reads {key.split('.')[0]})"
