@@ -19,13 +19,17 @@ def folder_problem(folder: Path) -> str | None:
     for path in (folder, *folder.parents):
         if path.is_symlink() and not path.exists():
             where = "is" if path == folder else f"lies under {path},"
-            return f"{where} a dangling symbolic link (to {os.readlink(path)}): remove it, or point it at a folder"
+            return (
+                f"{where} a dangling symbolic link (to {os.readlink(path)}): remove it, or point "
+                "it at a folder"
+            )
         if path.exists():
             break
     if folder.is_dir() and not made_by_pdiff(folder):
         held = sorted(entry.name for entry in folder.iterdir())
         return (
-            f"is a folder pdiff did not make, holding {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}: "
+            f"is a folder pdiff did not make, holding {', '.join(held[:3])}"
+            f"{', ...' if len(held) > 3 else ''}: "
             "pdiff writes only into a new or empty folder, or one it made"
         )
     existing = next(
@@ -69,7 +73,8 @@ def _head(path: Path) -> str:
 
 
 def _marked(folder: Path) -> bool:
-    """`folder` holds pdiff's marker (or, made before the marker, the lock line a pdiff run wrote)."""
+    """`folder` holds pdiff's marker (or, made before the marker, the lock line a pdiff run
+    wrote)."""
     return _head(folder / MARKER_FILE) == MARKER_TEXT or bool(
         LEGACY_LOCK.match(_head(folder / ".pdiff.lock"))
     )
@@ -114,6 +119,6 @@ def check_output_dir_overrides(overrides: list[str]) -> None:
         )
         if problem:
             raise ConfigError(
-                f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can be "
-                "made and written (new, or made by pdiff)"
+                f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can "
+                "be made and written (new, or made by pdiff)"
             )

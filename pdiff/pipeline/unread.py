@@ -38,7 +38,8 @@ def unread_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
         setting = next((each for each in data if key == each or key.startswith(f"{each}.")), None)
         if setting is not None:
             ignored.append(
-                f"{override} ({setting} is read only when data.name is {' or '.join(data[setting])}; "
+                f"{override} ({setting} is read only when data.name is "
+                f"{' or '.join(data[setting])}; "
                 f"this run has data.name={name.value})"
             )
     return ignored
