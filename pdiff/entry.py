@@ -1,9 +1,9 @@
 """What every entry point does before and around its one library call (launch/sweep.py,
 launch/submit.py).
 
-The one place that registers the configs and the designs' schemas with Hydra; the command-line
-rewrites Hydra needs; and the exit with one line for every failure pdiff explains (PdiffError),
-before any work where it can.
+The one place that registers the configs and the designs' schemas with Hydra; argv made ready for
+Hydra (through pdiff.config.command_line, where the command line is read); and the exit with one
+line for every failure pdiff explains (PdiffError), before any work where it can.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from pdiff.config import Config, whole_node_overrides
-from pdiff.config.overrides import sweep_dirname
-from pdiff.errors import ChainFailed, ConfigError, PdiffError
+from pdiff.config import Config
+from pdiff.config.command_line import (
+    check_parsable,
+    flags_as_overrides,
+    strip_launcher_args,
+    sweep_dirname,
+    whole_node_overrides,
+)
+from pdiff.errors import ChainFailed, PdiffError
 from pdiff.generators import DESIGNS
 from pdiff.pipeline.output_dir import check_output_dir_overrides
-from pdiff.training.distributed import strip_launcher_args
 
 # Hydra names a sweep point's folder in the job, on the node: registered when this module is
 # imported, so the job's process (which imports it to run the task function) has it too.
@@ -56,33 +59,11 @@ def prepare_argv(argv: list[str], flags: dict[str, str] | None = None) -> list[s
     (e.g. --wait) turned into its override, `task.net={...}` replacing the node; exits with one line
     when an override cannot be parsed or paths.output_dir cannot be used (Hydra makes that folder
     before any pdiff code runs)."""
-    args = strip_launcher_args(argv)
-    for flag, override in (flags or {}).items():
-        if flag in args:
-            args = [arg for arg in args if arg != flag] + [override]
+    args = flags_as_overrides(strip_launcher_args(argv), flags or {})
     with exit_on_error():
-        _check_parsable(args[1:])
+        check_parsable(args[1:])
         check_output_dir_overrides(args[1:])
     return [args[0], *whole_node_overrides(args[1:])]
-
-
-def _check_parsable(arguments: list[str]) -> None:
-    """ConfigError naming an override Hydra's parser refuses, with the quoting that fixes the usual
-    cause."""
-    parser = OverridesParser.create()
-    for argument in arguments:
-        if argument.startswith("-") or "=" not in argument:
-            continue
-        try:
-            parser.parse_override(argument)
-        except HydraException as error:
-            key, _, value = argument.partition("=")
-            detail = str(error).strip().splitlines()[0]
-            raise ConfigError(
-                f"the override {argument!r} cannot be parsed ({detail}); a value holding non-ASCII "
-                "letters, newlines or special characters (=, quotes, brackets) must be quoted: "
-                f"'{key}=\"{value}\"'"
-            ) from None
 
 
 @contextmanager

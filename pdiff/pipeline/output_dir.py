@@ -7,11 +7,8 @@ import os
 import re
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import ChoiceSweep
-from hydra.errors import HydraException
-
 from pdiff import atomic
+from pdiff.config.command_line import given_values
 from pdiff.errors import ConfigError
 
 
@@ -22,13 +19,17 @@ def folder_problem(folder: Path) -> str | None:
     for path in (folder, *folder.parents):
         if path.is_symlink() and not path.exists():
             where = "is" if path == folder else f"lies under {path},"
-            return f"{where} a dangling symbolic link (to {os.readlink(path)}): remove it, or point it at a folder"
+            return (
+                f"{where} a dangling symbolic link (to {os.readlink(path)}): remove it, or point "
+                "it at a folder"
+            )
         if path.exists():
             break
     if folder.is_dir() and not made_by_pdiff(folder):
         held = sorted(entry.name for entry in folder.iterdir())
         return (
-            f"is a folder pdiff did not make, holding {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}: "
+            f"is a folder pdiff did not make, holding {', '.join(held[:3])}"
+            f"{', ...' if len(held) > 3 else ''}: "
             "pdiff writes only into a new or empty folder, or one it made"
         )
     existing = next(
@@ -72,7 +73,8 @@ def _head(path: Path) -> str:
 
 
 def _marked(folder: Path) -> bool:
-    """`folder` holds pdiff's marker (or, made before the marker, the lock line a pdiff run wrote)."""
+    """`folder` holds pdiff's marker (or, made before the marker, the lock line a pdiff run
+    wrote)."""
     return _head(folder / MARKER_FILE) == MARKER_TEXT or bool(
         LEGACY_LOCK.match(_head(folder / ".pdiff.lock"))
     )
@@ -98,14 +100,6 @@ def mark_made_by_pdiff(folder: Path) -> None:
         atomic.write_text(folder / MARKER_FILE, MARKER_TEXT)
 
 
-def _given_values(override) -> list:
-    """The values one parsed override sets: each choice of a sweep, none of a range or glob sweep."""
-    value = override.value()
-    if isinstance(value, ChoiceSweep):
-        return value.list
-    return [] if override.is_sweep_override() else [value]
-
-
 def check_output_dir_overrides(overrides: list[str]) -> None:
     """ConfigError for a command-line paths.output_dir that is empty, a file, or not writable,
     before Hydra makes the run folder (hydra.run.dir=${paths.output_dir}: it would fail with a
@@ -115,26 +109,16 @@ def check_output_dir_overrides(overrides: list[str]) -> None:
     that are no override are skipped; values Hydra resolves later (interpolations) are left to it
     and to config.validate.
     """
-    parser = OverridesParser.create()
-    for argument in overrides:
-        if not argument.lstrip("+~").startswith(OUTPUT_DIR_KEY):
+    for folder in given_values(overrides, OUTPUT_DIR_KEY):
+        if folder is None or "${" in str(folder):
             continue
-        try:
-            override = parser.parse_override(argument)
-        except HydraException:  # Hydra reports it
-            continue
-        if override.key_or_group != OUTPUT_DIR_KEY or override.is_delete():
-            continue
-        for folder in _given_values(override):
-            if folder is None or "${" in str(folder):
-                continue
-            problem = (
-                "is empty: the whole pipeline would be written into the current folder"
-                if not str(folder).strip()
-                else folder_problem(Path(str(folder)))
+        problem = (
+            "is empty: the whole pipeline would be written into the current folder"
+            if not str(folder).strip()
+            else folder_problem(Path(str(folder)))
+        )
+        if problem:
+            raise ConfigError(
+                f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can "
+                "be made and written (new, or made by pdiff)"
             )
-            if problem:
-                raise ConfigError(
-                    f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can be "
-                    "made and written (new, or made by pdiff)"
-                )

@@ -14,6 +14,7 @@ import logging
 from omegaconf import DictConfig, open_dict
 
 from pdiff.config import DataName
+from pdiff.config.command_line import override_key
 from pdiff.data.datasets import unread_data_settings
 from pdiff.generators.registry import design_of, unread_groups
 
@@ -28,7 +29,7 @@ def unread_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     data = unread_data_settings(name)
     ignored = []
     for override in overrides:
-        key = override.lstrip("+~").split("=")[0]
+        key = override_key(override)
         if key.split(".")[0] in groups:
             ignored.append(
                 f"{override} (generator={design_of(cfg).design} never reads {key.split('.')[0]})"
@@ -37,7 +38,8 @@ def unread_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
         setting = next((each for each in data if key == each or key.startswith(f"{each}.")), None)
         if setting is not None:
             ignored.append(
-                f"{override} ({setting} is read only when data.name is {' or '.join(data[setting])}; "
+                f"{override} ({setting} is read only when data.name is "
+                f"{' or '.join(data[setting])}; "
                 f"this run has data.name={name.value})"
             )
     return ignored

@@ -207,16 +207,3 @@ def shutdown(clean: bool = True) -> None:
         dist.barrier()
     dist.destroy_process_group()
     time.sleep(1.0)
-
-
-def strip_launcher_args(argv: list[str]) -> list[str]:
-    """argv without the deepspeed launcher's `--local_rank=N` (its value is also in LOCAL_RANK)."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--local_rank":
-            skip = True
-        elif not arg.startswith("--local_rank="):
-            out.append(arg)
-    return out

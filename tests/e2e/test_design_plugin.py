@@ -14,7 +14,8 @@ from torch import nn
 
 import pdiff.evaluation.report
 from pdiff import atomic
-from pdiff.config import CadenceConfig, GeneratorConfig, OptimConfig, whole_node_overrides
+from pdiff.config import CadenceConfig, GeneratorConfig, OptimConfig
+from pdiff.config.command_line import whole_node_overrides
 from pdiff.entry import register_configs
 from pdiff.generators.interface import Generator, check_training
 from pdiff.generators.registry import DESIGNS, register

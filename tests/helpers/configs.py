@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from pdiff.config import whole_node_overrides
+from pdiff.config.command_line import whole_node_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

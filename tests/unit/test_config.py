@@ -3,7 +3,7 @@ from hydra.errors import HydraException
 from omegaconf.errors import ValidationError
 
 from pdiff.config import Stage, validate
-from pdiff.config.overrides import sweep_dirname
+from pdiff.config.command_line import sweep_dirname
 from pdiff.errors import ConfigError
 from pdiff.generators import design_class
 from pdiff.pipeline.run import preflight, run_pipeline
