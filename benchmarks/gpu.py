@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from table_output import emit
 from torch.utils.flop_counter import FlopCounterMode
 
-from pdiff.data.datasets import Augmentation
+from pdiff.data.augment import Augmentation
 from pdiff.data.tasknets import resnet18_cifar
 from pdiff.diffusion.gaussian import build_diffusion
 from pdiff.diffusion.noise import BatchNoise
@@ -40,7 +40,7 @@ from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.training.devices import autocast, memory_format, resolve_device, synchronize
-from pdiff.training.engine import build_engine
+from pdiff.training.fit import build_engine
 from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import read_vector, select_parameters
 

@@ -35,8 +35,7 @@ from pdiff.entry import register_configs
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.training import distributed
-from pdiff.training.engine import build_engine
-from pdiff.training.fit import fit
+from pdiff.training.fit import build_engine, fit
 
 REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT = [("plain", 1, 0), ("deepspeed", 1, 0), ("deepspeed", 2, 0), ("deepspeed", 2, 2)]

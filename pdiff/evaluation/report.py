@@ -16,8 +16,12 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
 from pdiff.config import LoggerName, Stage  # noqa: E402
+from pdiff.evaluation.baseline_populations import (  # noqa: E402
+    FRONTIERS,
+    average_labels,
+    averaged_members,
+)
 from pdiff.evaluation.costs import RECALIBRATION_KEY, RUN_KEY_PREFIX  # noqa: E402
-from pdiff.evaluation.memorization import FRONTIERS, average_labels, averaged_members  # noqa: E402
 from pdiff.evaluation.seed_table import SWEEP_TABLE, sweep_group, sweep_table, write_sweep_summary  # noqa: E402
 from pdiff.evaluation.verdict import family_entries, frontier_envelope, noise_frontier, verdict_line  # noqa: E402
 from pdiff.evaluation.zoo_check import zoo_sentence, zoo_word  # noqa: E402

@@ -26,7 +26,8 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import FamilyName, Precision, SamplerName, Stage, to_container
-from pdiff.data.datasets import Augmentation, Dataset, load_dataset
+from pdiff.data.augment import Augmentation
+from pdiff.data.datasets import Dataset, load_dataset
 from pdiff.data.tasknets import build_task_net
 from pdiff.errors import GeneratorError, ZooError
 from pdiff.evaluation.costs import RECALIBRATION_KEY, run_key

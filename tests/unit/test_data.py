@@ -6,16 +6,11 @@ import pytest
 import torch
 
 from pdiff.config import DataName
-from pdiff.data.datasets import (
-    _TORCHVISION,
-    _epoch_order,
-    augment_batch,
-    batch_indices,
-    check_data_available,
-    digits_test_indices,
-    load_dataset,
-    validation_split,
-)
+from pdiff.data.augment import augment_batch
+from pdiff.data.datasets import check_data_available, digits_test_indices, load_dataset
+from pdiff.data.splits import validation_split
+from pdiff.data.torchvision_sets import TORCHVISION_SETS
+from pdiff.training.batches import _epoch_order, batch_indices
 from pdiff.errors import ConfigError, DataError
 from pdiff.seeds import Purpose, generator_for
 from tests.helpers.cifar import LAYOUTS, write_cifar
@@ -320,7 +315,7 @@ def test_cifar_folders_in_torchvision_layouts_load_with_their_classes_and_images
         raw = pickle.load(handle)
     first = torch.from_numpy(raw["data"][:1].reshape(1, 3, 32, 32).astype(np.float32) / 255.0)
     mean, std = (
-        torch.tensor(v).view(1, 3, 1, 1) for v in _TORCHVISION[DataName(f"cifar{classes}")][2:]
+        torch.tensor(v).view(1, 3, 1, 1) for v in TORCHVISION_SETS[DataName(f"cifar{classes}")][2:]
     )
     assert torch.allclose(
         data.x_test[:1], (first - mean) / std

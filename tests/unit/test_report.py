@@ -11,10 +11,10 @@ from omegaconf import DictConfig
 
 from pdiff.config import BaselinesConfig
 from pdiff.evaluation import report as report_module
+from pdiff.evaluation.baseline_populations import FRONTIERS, point_baselines
 from pdiff.evaluation.costs import cost_per_model
 from pdiff.evaluation.intervals import bootstrap_accuracies
 from pdiff.evaluation.keep_best import keep_best
-from pdiff.evaluation.memorization import FRONTIERS, point_baselines
 from pdiff.evaluation.report import (
     CURVES_PLOT,
     NO_ROWS,
