@@ -10,9 +10,9 @@ from pdiff.data.augment import augment_batch
 from pdiff.data.datasets import check_data_available, digits_test_indices, load_dataset
 from pdiff.data.splits import validation_split
 from pdiff.data.torchvision_sets import TORCHVISION_SETS
-from pdiff.training.batches import _epoch_order, batch_indices
 from pdiff.errors import ConfigError, DataError
 from pdiff.seeds import Purpose, generator_for
+from pdiff.training.batches import _epoch_order, batch_indices
 from tests.helpers.cifar import LAYOUTS, write_cifar
 from tests.helpers.configs import compose_config
 
