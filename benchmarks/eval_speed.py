@@ -16,16 +16,13 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from compose import compose_config
 from table_output import emit
 
 from pdiff.data.datasets import load_dataset
 from pdiff.data.tasknets import digits_cnn, resnet18_cifar
-from pdiff.entry import register_configs
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.zoo.params import read_vector, select_parameters
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @torch.no_grad()
@@ -85,11 +82,7 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=200)
     parser.add_argument("--resnet-images", type=int, default=500)
     args = parser.parse_args()
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(
-            config_name="config", overrides=["task=digits_cnn", "paths.output_dir=unused"]
-        )
+    cfg = compose_config(["task=digits_cnn", "paths.output_dir=unused"])
     data = load_dataset(cfg.data)
     cnn = digits_cnn((1, 8, 8), 10, cfg.task.net.width)
     images = torch.randn(args.resnet_images, 3, 32, 32)

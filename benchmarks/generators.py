@@ -15,16 +15,14 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from compose import compose_config
 from table_output import emit
 
 from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.entry import register_configs
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 VARIANTS = ("mlp", "pdiff_v1", "pdiff_v2")
 
 
@@ -49,15 +47,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--k", type=int, default=200)
     args = parser.parse_args()
-    register_configs()
     diffusion = GaussianDiffusion(linear_betas(1000))
     rows = []
     for variant in VARIANTS:
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-            cfg = compose(
-                config_name="config",
-                overrides=["task=digits_cnn", f"ae={variant}", "paths.output_dir=unused"],
-            )
+        cfg = compose_config(["task=digits_cnn", f"ae={variant}", "paths.output_dir=unused"])
         for dim in args.dims:
             torch.manual_seed(0)
             autoencoder = build_autoencoder(cfg.ae, dim).train()

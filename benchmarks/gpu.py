@@ -26,25 +26,23 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from compose import compose_config
 from omegaconf import OmegaConf
 from table_output import emit
 from torch.utils.flop_counter import FlopCounterMode
 
-from pdiff.data.datasets import Augmentation
+from pdiff.data.augment import Augmentation
 from pdiff.data.tasknets import resnet18_cifar
 from pdiff.diffusion.gaussian import build_diffusion
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.entry import register_configs
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.training.devices import autocast, memory_format, resolve_device, synchronize
-from pdiff.training.engine import build_engine
+from pdiff.training.fit import build_engine
 from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import read_vector, select_parameters
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_IMAGES, TEST_IMAGES, BASE_EPOCHS, COLLECT_EPOCHS, K = 50_000, 10_000, 30, 200, 200
 LAYERS = ["layer4.1.bn1", "layer4.1.bn2"]
 
@@ -239,11 +237,7 @@ def main() -> None:
     )
     peak = args.peak_tflops or (790.0 if on_gpu else None)
     batch, steps = (256, 20) if on_gpu else (32, 2)
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(
-            config_name="config", overrides=["task=cifar100_resnet18", "paths.output_dir=unused"]
-        )
+    cfg = compose_config(["task=cifar100_resnet18", "paths.output_dir=unused"])
     result = {
         "device": str(torch.cuda.get_device_name(device) if on_gpu else "cpu"),
         "batch": batch,

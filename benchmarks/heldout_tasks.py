@@ -18,15 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from compose import compose_config
 from table_output import emit
 
-from pdiff.entry import register_configs
 from pdiff.heldout.evaluate import BASELINES, REFERENCE
 from pdiff.heldout.report import group_mean
 from pdiff.pipeline.run import run_pipeline
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 FAMILIES = ("subsets",)
 SPLITS = ("complement", "pair")
 
@@ -34,18 +32,16 @@ SPLITS = ("complement", "pair")
 def run_point(
     family: str, split: str, seed: int, eval_split: str, work: Path, overrides: list[str]
 ) -> dict:
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                f"experiment=heldout_{family}",
-                f"task.family.split={split}",
-                f"seed={seed}",
-                f"task.family.eval_split={eval_split}",
-                *overrides,
-                f"paths.output_dir={work / f'{family}-{split}-seed{seed}'}",
-            ],
-        )
+    cfg = compose_config(
+        [
+            f"experiment=heldout_{family}",
+            f"task.family.split={split}",
+            f"seed={seed}",
+            f"task.family.eval_split={eval_split}",
+            *overrides,
+            f"paths.output_dir={work / f'{family}-{split}-seed{seed}'}",
+        ]
+    )
     return run_pipeline(cfg)
 
 
@@ -71,7 +67,6 @@ def main() -> None:
     )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="pdiff-heldout-"))
-    register_configs()
     result = {
         "family": args.family,
         "seeds": args.seeds,

@@ -13,13 +13,10 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from compose import compose_config
 from table_output import emit
 
-from pdiff.entry import register_configs
 from pdiff.pipeline.run import run_pipeline
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 def main() -> None:
@@ -37,11 +34,7 @@ def main() -> None:
         parser.error(
             f"--output-dir {output_dir} is not empty: a benchmark must time every stage from scratch"
         )
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        cfg = compose(
-            config_name="config", overrides=[*args.overrides, f"paths.output_dir={output_dir}"]
-        )
+    cfg = compose_config([*args.overrides, f"paths.output_dir={output_dir}"])
     started = time.perf_counter()
     report = run_pipeline(cfg)
     total = time.perf_counter() - started

@@ -30,17 +30,15 @@ from pathlib import Path
 
 import psutil
 import torch
-from hydra import compose, initialize_config_dir
+from compose import compose_config
 from table_output import emit
 
 from pdiff import atomic
-from pdiff.entry import register_configs
 from pdiff.generators import design_class
 from pdiff.training.devices import resolve_device
 from pdiff.zoo.params import ParamEntry, ParamSpec
 from pdiff.zoo.store import ParamZoo, run_path
 
-REPO = Path(__file__).resolve().parents[1]
 DESIGN_OVERRIDES = {  # each measured design as the config a user selects
     # 32 windows of 64 token latents per step; the model codes' denoiser gets the same step budget
     # as the others
@@ -111,7 +109,6 @@ def worker(design: str, zoo_dir: Path, steps: int) -> dict:
     """One (design, D) measurement in this process, through the Generator interface; returns the
     row."""
     baseline = peak_rss()
-    register_configs()
     cadence = [
         "ae.cadence.log_every=1",
         "diffusion.cadence.log_every=1",
@@ -124,22 +121,14 @@ def worker(design: str, zoo_dir: Path, steps: int) -> dict:
         "ae.optim.warmup_steps=1",
         "diffusion.optim.warmup_steps=1",
     ]
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        own = (
-            [f"denoiser.code.optim.steps={steps}", "denoiser.code.optim.warmup_steps=1"]
-            if design == "token"
-            else []
-        )
-        cfg = compose(
-            config_name="config",
-            overrides=[
-                *DESIGN_OVERRIDES[design],
-                *cadence,
-                *budget,
-                *own,
-                "paths.output_dir=unused",
-            ],
-        )
+    own = (
+        [f"denoiser.code.optim.steps={steps}", "denoiser.code.optim.warmup_steps=1"]
+        if design == "token"
+        else []
+    )
+    cfg = compose_config(
+        [*DESIGN_OVERRIDES[design], *cadence, *budget, *own, "paths.output_dir=unused"]
+    )
     zoo = ParamZoo.load(zoo_dir)
     clock, started = StepClock(), time.perf_counter()
     generator = design_class(cfg).train(

@@ -25,20 +25,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
+from compose import REPO, compose_config
 from omegaconf import DictConfig, OmegaConf
 from table_output import emit
 
 from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.entry import register_configs
 from pdiff.generators.latent import build_autoencoder, build_denoiser
 from pdiff.generators.nets.autoencoder import reconstruction_loss
 from pdiff.training import distributed
-from pdiff.training.engine import build_engine
-from pdiff.training.fit import fit
+from pdiff.training.fit import build_engine, fit
 
-REPO = Path(__file__).resolve().parents[1]
 THROUGHPUT = [("plain", 1, 0), ("deepspeed", 1, 0), ("deepspeed", 2, 0), ("deepspeed", 2, 2)]
 MEMORY = [(1, 0), (1, 3), (2, 0), (2, 3)]
 MIB = 2**20
@@ -61,12 +58,7 @@ class MetricsInMemory:
 def _cfg(trainer: str, zero_stage: int, steps: int, **ae) -> DictConfig:
     """The digits task's config (its latent design), with this trainer and a benchmark-sized
     optimisation."""
-    register_configs()
-    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "configs")):
-        cfg = compose(
-            config_name="config",
-            overrides=["task=digits_cnn", f"trainer={trainer}", "paths.output_dir=unused"],
-        )
+    cfg = compose_config(["task=digits_cnn", f"trainer={trainer}", "paths.output_dir=unused"])
     optim, cadence = (
         {"steps": steps, "batch_size": 200, "warmup_steps": 10},
         {"log_every": 50, "save_every": 10**9},

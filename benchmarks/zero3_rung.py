@@ -1,5 +1,5 @@
 """A ladder rung's generator trained twice from one collected zoo: one plain process, and a 2-rank
-ZeRO-3 SLURM job (slurm/train_deepspeed.sh on the local cluster); their losses and weights compared.
+ZeRO-3 SLURM job (slurm/jobs/train_deepspeed.sh on the local cluster); their losses and weights compared.
 
     python benchmarks/zero3_rung.py --zoo-run DIR --out FILE.json [--rung 1e6] [--seed 0]
     [--work-dir DIR]
@@ -45,7 +45,7 @@ def losses(folder: Path) -> dict[str, float]:
 
 
 def slurm_job(overrides: list[str], folder: Path) -> dict:
-    """sbatch --wait slurm/train_deepspeed.sh (2 tasks, ZeRO-3): its exit, wall seconds and output
+    """sbatch --wait slurm/jobs/train_deepspeed.sh (2 tasks, ZeRO-3): its exit, wall seconds and output
     tail."""
     started = time.perf_counter()
     env = dict(os.environ, PDIFF_OUTPUT_DIR=str(folder), PDIFF_QUIET="1", WANDB_MODE="offline")
@@ -56,7 +56,7 @@ def slurm_job(overrides: list[str], folder: Path) -> dict:
             "--ntasks=2",
             "--mem=12G",
             f"--output={folder}.slurm.out",
-            "slurm/train_deepspeed.sh",
+            "slurm/jobs/train_deepspeed.sh",
             "trainer.zero_stage=3",
             *overrides,
         ],

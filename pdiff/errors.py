@@ -16,9 +16,9 @@ class ConfigError(PdiffError, ValueError):
     """A config value that cannot work; the message names the key, the value and what is allowed."""
 
 
-class DataError(PdiffError, ValueError):
+class DataError(ConfigError):
     """A data file or folder that is absent, unreadable or malformed; the message names it and the
-    rule."""
+    rule. A ConfigError too: the data.* setting that names the file is what to change."""
 
 
 class StorageError(PdiffError, OSError):
@@ -54,3 +54,9 @@ class ChainFailed(PdiffError, RuntimeError):
 class RendezvousError(PdiffError, RuntimeError):
     """The ranks of a job cannot meet: a host name that does not resolve, a rendezvous address no
     rank can reach, a port in use. The message names the host and the setting to change."""
+
+
+def one_line(error: BaseException) -> str:
+    """`error` (a library's, caught to be explained) as `Type: message` on one line, for a
+    PdiffError's message."""
+    return " ".join(f"{type(error).__name__}: {error}".split())

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pdiff import atomic
-from pdiff.errors import ConfigError
+from pdiff.errors import DataError
 
 log = logging.getLogger(__name__)
 ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
@@ -94,7 +94,7 @@ def _load_split(args: dict, split: str, root: Path) -> tuple[torch.Tensor, torch
     if tensors_path.is_file() and record_path.is_file():
         record = json.loads(record_path.read_text())
         if record.get("sha256") != atomic.sha256(tensors_path) or record.get("args") != args:
-            raise ConfigError(
+            raise DataError(
                 f"the MNIST-1D cache {tensors_path} does not match {record_path.name} (checksum or "
                 "generation arguments): it was changed or corrupted; delete both files to rebuild it"
             )

@@ -15,7 +15,7 @@ from hydra.utils import get_object
 from omegaconf import OmegaConf
 from torch import nn
 
-from pdiff.errors import ConfigError
+from pdiff.errors import ConfigError, one_line
 
 
 def build_task_net(net_cfg, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -62,7 +62,7 @@ def build_task_net(net_cfg, input_shape: tuple[int, ...], num_classes: int) -> n
         settings = ", ".join(f"{key}={value!r}" for key, value in kwargs.items())
         raise ConfigError(
             f"task.net._target_={target!r} failed to build with {settings} ("
-            f"{' '.join(f'{type(error).__name__}: {error}'.split())}); check the values of task.net"
+            f"{one_line(error)}); check the values of task.net"
         ) from error
     if not isinstance(model, nn.Module):
         raise ConfigError(

@@ -3,8 +3,8 @@ and tables, joined with blank lines."""
 
 from __future__ import annotations
 
+from pdiff.evaluation.baseline_populations import average_labels, averaged_members
 from pdiff.evaluation.costs import RECALIBRATION_KEY, RUN_KEY_PREFIX
-from pdiff.evaluation.memorization import average_labels, averaged_members
 from pdiff.evaluation.report_plots import (
     ACCURACY_PLOT,
     CURVES_PLOT,

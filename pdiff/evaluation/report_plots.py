@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
-from pdiff.evaluation.memorization import FRONTIERS  # noqa: E402
+from pdiff.evaluation.baseline_populations import FRONTIERS
 from pdiff.evaluation.verdict import family_entries, frontier_envelope, noise_frontier  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"

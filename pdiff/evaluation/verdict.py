@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from pdiff.evaluation.baseline_populations import FRONTIERS
 from pdiff.evaluation.intervals import percentile_interval
-from pdiff.evaluation.memorization import FRONTIERS
 
 BEATS, TIES, LOSES = "beats", "ties", "loses"
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from pdiff.evaluation.baseline_populations import FRONTIERS
 from pdiff.evaluation.intervals import percentile_interval
-from pdiff.evaluation.memorization import FRONTIERS
 from pdiff.evaluation.verdict import envelope_at, noise_frontier
 
 SAME_ERRORS_IOU = (

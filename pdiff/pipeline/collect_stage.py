@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import Stage, to_container
-from pdiff.data.datasets import Augmentation
+from pdiff.data.augment import Augmentation
 from pdiff.data.tasknets import build_task_net
 from pdiff.errors import ZooError
 from pdiff.pipeline.run_context import Run

@@ -13,14 +13,11 @@ import torch
 
 from pdiff import atomic
 from pdiff.config import Stage
+from pdiff.evaluation.baseline_populations import point_baselines
 from pdiff.evaluation.costs import RECALIBRATION_KEY, cost_per_model
 from pdiff.evaluation.intervals import bootstrap_accuracies, percentile_interval
 from pdiff.evaluation.keep_best import keep_best, trained_pool
-from pdiff.evaluation.memorization import (
-    evaluate_populations,
-    memorization_normalizer,
-    point_baselines,
-)
+from pdiff.evaluation.memorization import evaluate_populations, memorization_normalizer
 from pdiff.evaluation.predictions import ParameterEvaluator
 from pdiff.evaluation.report import build_report, summarize_accuracies, write_report
 from pdiff.evaluation.report_tracking import log_report

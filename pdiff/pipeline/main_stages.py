@@ -13,7 +13,8 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import Stage
-from pdiff.data.datasets import Augmentation, Dataset
+from pdiff.data.augment import Augmentation
+from pdiff.data.datasets import Dataset
 from pdiff.evaluation.costs import run_key
 from pdiff.generators.interface import Conditioning, Generator
 from pdiff.pipeline.collect_stage import base_model, train_base_model

@@ -22,7 +22,8 @@ from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config import DataName, Stage, to_container
-from pdiff.data.datasets import TEST_SPLIT_KEYS, split_fingerprint, unread_data_settings
+from pdiff.data.datasets import TEST_SPLIT_KEYS, unread_data_settings
+from pdiff.data.npz import split_fingerprint
 from pdiff.errors import ConfigError, ZooError
 from pdiff.generators.registry import design_of
 

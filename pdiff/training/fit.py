@@ -1,4 +1,5 @@
-"""One training loop for the autoencoder and the denoiser, on one process or many ranks.
+"""One training loop for the autoencoder and the denoiser, on one process or many ranks, and the
+choice of the engine it drives (plain or DeepSpeed, by the trainer config).
 
 Each step takes a global batch of zoo rows (a permutation per epoch, set by the seed), and each rank
 reads only its own slice of it, split again into `trainer.grad_accum` micro-batches. Noise is drawn
@@ -17,12 +18,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pdiff.data.datasets import batch_indices
+from pdiff.config import TrainerName
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError, TrainingDiverged
 from pdiff.tracking import Tracker, stage_progress
 from pdiff.training import distributed
-from pdiff.training.engine import build_engine
+from pdiff.training.batches import batch_indices
+from pdiff.training.deepspeed_engine import DeepSpeedEngine
+from pdiff.training.engine import Engine
+from pdiff.training.plain_engine import PlainEngine
 
 log = logging.getLogger(__name__)
 LossOfBatch = Callable[[Callable[..., torch.Tensor], torch.Tensor, BatchNoise], torch.Tensor]
@@ -86,6 +90,23 @@ def take_rows(data, rows: torch.Tensor, dtype: torch.dtype, device: torch.device
     if isinstance(data, torch.Tensor):
         return data[rows].to(device=device, dtype=dtype)
     return data.take(rows, dtype, device)
+
+
+def build_engine(
+    model: nn.Module,
+    optim_cfg,
+    trainer_cfg,
+    micro_batch: int,
+    world_size: int,
+    device: torch.device | None = None,
+    compile_forward: bool = False,
+) -> Engine:
+    """The trainer's engine for `model` on `device` (the CPU when not given); the plain one may
+    compile."""
+    device = torch.device("cpu") if device is None else device
+    if TrainerName(trainer_cfg.name) is TrainerName.deepspeed:
+        return DeepSpeedEngine(model, optim_cfg, trainer_cfg, micro_batch, world_size, device)
+    return PlainEngine(model, optim_cfg, trainer_cfg, device, compile_forward)
 
 
 def fit(

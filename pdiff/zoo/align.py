@@ -13,7 +13,8 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.zoo.params import ParamSpec
-from pdiff.zoo.rebasin import apply_permutations, permutation_groups, weight_matching
+from pdiff.zoo.permutation_groups import permutation_groups
+from pdiff.zoo.rebasin import apply_permutations, weight_matching
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,13 @@ from torch import nn
 
 from pdiff import atomic
 from pdiff.config import Precision
-from pdiff.data.datasets import Augmentation, Dataset, batch_indices
+from pdiff.data.augment import Augmentation
+from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import accuracy, run_in_batches
 from pdiff.errors import ConfigError, TrainingDiverged
 from pdiff.seeds import Purpose, generator_for
 from pdiff.tracking import stage_progress
+from pdiff.training.batches import batch_indices
 from pdiff.training.devices import Execution, autocast
 from pdiff.zoo.params import (
     ParamSpec,
@@ -26,7 +28,7 @@ from pdiff.zoo.params import (
     split_network,
     write_vector,
 )
-from pdiff.zoo.rebasin import permutation_groups
+from pdiff.zoo.permutation_groups import permutation_groups
 
 log = logging.getLogger(__name__)
 FP32_EAGER = Execution()  # the task network in fp32, not compiled

@@ -1,5 +1,5 @@
 """The seed's baseline job rehearsed end to end on the local SLURM cluster, on a CPU: p-diff's
-CIFAR-100 ResNet-18 job through its own sbatch script (slurm/cifar100_resnet18_k200.sh), and
+CIFAR-100 ResNet-18 job through its own sbatch script (slurm/jobs/cifar100_resnet18_k200.sh), and
 CIFAR-10 through Hydra's submitit launcher, each on a CIFAR-format folder the test builds offline
 (tests/helpers/cifar.py)."""
 
@@ -62,7 +62,7 @@ def test_the_cifar100_sbatch_script_runs_every_stage_on_a_cifar_folder(tmp_path)
             "--cpus-per-task=2",
             "--mem=6G",
             f"--output={log}",
-            "slurm/cifar100_resnet18_k200.sh",
+            "slurm/jobs/cifar100_resnet18_k200.sh",
             f"data.root={root}",
             "device=cpu",
             "data.val_fraction=0.5",

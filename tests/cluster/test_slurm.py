@@ -279,7 +279,7 @@ def test_hand_written_sbatch_script_runs_the_pipeline(tmp_path):
             "--cpus-per-task=1",
             "--mem=1G",
             f"--output={tmp_path}/job.out",
-            "slurm/digits_default.sh",
+            "slurm/jobs/digits_default.sh",
             "experiment=smoke",
             "task=digits_cnn",
             *TINY,

@@ -87,7 +87,7 @@ def session_shared():
 
 
 def submit_train(out: Path, log: Path, *overrides: str, env: dict | None = None) -> str:
-    """sbatch slurm/train_deepspeed.sh on both hosts, one rank each; returns the job id."""
+    """sbatch slurm/jobs/train_deepspeed.sh on both hosts, one rank each; returns the job id."""
     done = subprocess.run(
         [
             "sbatch",
@@ -96,7 +96,7 @@ def submit_train(out: Path, log: Path, *overrides: str, env: dict | None = None)
             "--ntasks-per-node=1",
             "--mem=2G",
             f"--output={log}",
-            "slurm/train_deepspeed.sh",
+            "slurm/jobs/train_deepspeed.sh",
             "trainer=deepspeed",
             *overrides,
         ],
@@ -150,7 +150,7 @@ def assert_ranks_on_both_hosts(run: Path) -> None:
     scope="session"
 )  # not per module: `pytest -n` may run another module's tests in between
 def zero3_across_hosts(smoke_run, session_shared) -> Path:
-    """TRAIN with ZeRO-3 through `sbatch slurm/train_deepspeed.sh`, a rank on each host,
+    """TRAIN with ZeRO-3 through `sbatch slurm/jobs/train_deepspeed.sh`, a rank on each host,
     uninterrupted."""
     out = copy_zoo(smoke_run.out, session_shared / "zero3")
     job = submit_train(out, session_shared / "zero3.out", *ZERO3)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pdiff.data.datasets import augment_batch
+from pdiff.data.augment import augment_batch
 from pdiff.data.tasknets import digits_cnn, resnet18_cifar
 from pdiff.diffusion.gaussian import _randn
 from pdiff.diffusion.noise import BatchNoise

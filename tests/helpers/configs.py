@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from pdiff.config.command_line import whole_node_overrides
+from benchmarks import compose
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -46,6 +45,4 @@ def with_test_task(overrides: list[str]) -> list[str]:
 def compose_config(overrides: list[str], test_task: bool = True) -> DictConfig:
     """The config `overrides` compose to from configs/ (on the tests' task unless `test_task` is
     false)."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIGS)):
-        chosen = with_test_task(overrides) if test_task else list(overrides)
-        return compose(config_name="config", overrides=whole_node_overrides(chosen))
+    return compose.compose_config(with_test_task(overrides) if test_task else list(overrides))

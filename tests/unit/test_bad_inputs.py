@@ -16,7 +16,7 @@ import torch
 
 from pdiff import atomic
 from pdiff.config import Stage, validate
-from pdiff.data import datasets
+from pdiff.data import npz
 from pdiff.errors import ConfigError, GeneratorError, TrainingDiverged, ZooError
 from pdiff.generators import design_class
 from pdiff.generators.interface import GENERATOR_CHECKSUMS, Conditioning, verify_generator
@@ -500,9 +500,9 @@ def test_collection_inputs_digest_only_the_training_arrays_of_an_npz(tmp_path, m
         y_test=np.arange(20) % 2,
     )
     read = []
-    real = datasets._arrays_digest
+    real = npz._arrays_digest
     monkeypatch.setattr(
-        datasets, "_arrays_digest", lambda archive, part: read.append(part) or real(archive, part)
+        npz, "_arrays_digest", lambda archive, part: read.append(part) or real(archive, part)
     )
     cfg = compose_config(
         ["task=npz_mlp", f"data.path={path}", f"paths.output_dir={tmp_path / 'run'}"]

@@ -4,11 +4,15 @@ from omegaconf import OmegaConf
 
 from pdiff import atomic
 from pdiff.data.datasets import load_dataset
-from pdiff.data.tasknets import digits_cnn
-from pdiff.errors import TrainingDiverged
-from pdiff.zoo.collect import base_lr_factor, collect_checkpoints, sgd_step, train_base
-from pdiff.zoo.params import read_vector, select_parameters
+from pdiff.data.tasknets import conv1d_bn, digits_cnn
+from pdiff.errors import ConfigError, TrainingDiverged
+from pdiff.zoo.collect import base_lr_factor, check_runs, collect_checkpoints, sgd_step, train_base
+from pdiff.zoo.params import (
+    read_vector,
+    select_parameters,
+)
 from tests.helpers.configs import compose_config
+from tests.helpers.statistics import trained_statistics
 
 
 def _setup(tmp_path):
@@ -142,3 +146,40 @@ def test_base_schedule_is_step_decay_at_milestones_or_cosine(tmp_path):
     assert (
         cosine(0) == 1.0 and cosine(60) == pytest.approx(0.5) and cosine(120) == pytest.approx(0.0)
     )
+
+
+def test_whole_model_collection_keeps_the_runs_statistics_in_every_checkpoint(tmp_path):
+    cfg = compose_config(["experiment=smoke", "task=digits_cnn", f"paths.output_dir={tmp_path}"])
+    data = load_dataset(cfg.data)
+    model = trained_statistics(digits_cnn((1, 8, 8), 10, 8), (1, 8, 8), 1)
+    spec = select_parameters(model, ["*"], statistics=True)
+    statistics = {
+        entry.name: model.state_dict()[entry.name].clone()
+        for entry in spec.entries
+        if entry.statistic
+    }
+    vectors, _ = collect_checkpoints(
+        model, spec, data, cfg.task.collect, 3, False, 1, tmp_path / "s.pt"
+    )
+    for vector in vectors:
+        carried = spec.unflatten(vector[None])
+        assert all(torch.equal(carried[name][0], value) for name, value in statistics.items())
+    assert not torch.equal(vectors[0], vectors[-1])  # the weights moved, the statistics did not
+
+
+@pytest.mark.parametrize(
+    "statistics, recalibrate, refused", [(False, 0, True), (True, 0, False), (False, 4, False)]
+)
+def test_runs_of_a_whole_batchnorm_network_need_carried_or_recalibrated_statistics(
+    statistics, recalibrate, refused
+):
+    cfg = compose_config(["experiment=mnist1d_cnn_full"])
+    model = conv1d_bn((1, 40), 10, [6, 6])
+    spec = select_parameters(model, ["*"], statistics=statistics)
+    if refused:
+        with pytest.raises(
+            ConfigError, match=r"task.param.statistics=true .* evaluate.recalibrate_batches > 0"
+        ):
+            check_runs(cfg.task.collect, model, spec, recalibrate)
+    else:
+        check_runs(cfg.task.collect, model, spec, recalibrate)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pdiff.config import Normalization
-from pdiff.data.datasets import Augmentation
+from pdiff.data.augment import Augmentation
 from pdiff.data.tasknets import digits_cnn, resnet18_cifar
 from pdiff.diffusion.gaussian import build_diffusion
 from pdiff.diffusion.noise import BatchNoise
@@ -34,8 +34,7 @@ from pdiff.generators.token.training import (
 )
 from pdiff.generators.token.windows import WindowPlaces, WindowRows
 from pdiff.training.devices import resolve_device
-from pdiff.training.engine import build_engine
-from pdiff.training.fit import take_rows
+from pdiff.training.fit import build_engine, take_rows
 from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import ParamEntry, ParamNormalizer, ParamSpec, select_parameters
 from tests.helpers.configs import compose_config

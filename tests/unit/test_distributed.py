@@ -11,9 +11,9 @@ from pdiff.config.command_line import strip_launcher_args
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.errors import ConfigError, RendezvousError
 from pdiff.training import distributed, rendezvous
+from pdiff.training.deepspeed_engine import deepspeed_config
 from pdiff.training.devices import check_precision
 from pdiff.training.distributed import DEFAULT_PORT, detect, free_port
-from pdiff.training.engine import deepspeed_config
 from tests.helpers.configs import compose_config
 
 

@@ -4,21 +4,20 @@ import torch
 from pdiff.config import BaselinesConfig
 from pdiff.data.tasknets import digits_cnn
 from pdiff.errors import GeneratedNotFinite
-from pdiff.evaluation.memorization import (
-    GENERATED_FILE,
-    Population,
+from pdiff.evaluation.baseline_populations import (
     averaged_members,
-    error_iou,
-    evaluate_populations,
     matched_noise_scale,
-    mean_pairwise_iou,
-    memorization_normalizer,
-    memorization_table,
-    nearest_original,
     noise_population,
     point_baselines,
     point_populations,
 )
+from pdiff.evaluation.memorization import (
+    GENERATED_FILE,
+    evaluate_populations,
+    memorization_normalizer,
+    memorization_table,
+)
+from pdiff.evaluation.similarity import Population, error_iou, mean_pairwise_iou, nearest_original
 from pdiff.zoo.params import select_parameters
 
 

@@ -7,11 +7,14 @@ from pdiff.errors import ConfigError
 from pdiff.zoo.params import (
     ParamNormalizer,
     ParamSpec,
+    clamp_statistics,
     read_vector,
     select_parameters,
     split_network,
     tail_tensor_names,
+    write_vector,
 )
+from tests.helpers.statistics import trained_statistics
 
 
 def test_select_by_module_name_glob_and_all():
@@ -90,3 +93,55 @@ def test_normalizer_round_trip(mode):
     normalized = normalizer.normalize(zoo)
     assert torch.allclose(normalizer.denormalize(normalized), zoo, atol=1e-5)
     assert abs(float(normalized.std()) - 1.0) < 0.1
+
+
+def test_statistics_follow_their_layer_in_state_dict_order_and_round_trip():
+    model = mlp_bn((6,), 4, [5, 3])
+    spec = select_parameters(model, ["*"], statistics=True)
+    assert spec.names == [
+        "fc1.weight",
+        "bn1.weight",
+        "bn1.bias",
+        "bn1.running_mean",
+        "bn1.running_var",
+        "fc2.weight",
+        "bn2.weight",
+        "bn2.bias",
+        "bn2.running_mean",
+        "bn2.running_var",
+        "head.weight",
+        "head.bias",
+    ]
+    assert spec.parameter_names == [name for name, _ in model.named_parameters()]
+    assert spec.variance_names == {"bn1.running_var", "bn2.running_var"}
+    assert spec.dim == sum(p.numel() for p in model.parameters()) + 2 * (5 + 3)
+    assert ParamSpec.from_json(spec.to_json()) == spec
+    without = select_parameters(model, ["*"])
+    assert without.names == spec.parameter_names and not without.variance_names
+    subset = select_parameters(
+        model, ["bn2"], statistics=True
+    )  # only the selected layer's statistics
+    assert subset.names == ["bn2.weight", "bn2.bias", "bn2.running_mean", "bn2.running_var"]
+
+
+def test_write_vector_then_read_vector_is_the_identity_and_reaches_the_buffers():
+    model = trained_statistics(mlp_bn((6,), 4, [5, 3]), (6,), 0)
+    spec = select_parameters(model, ["*"], statistics=True)
+    vector = torch.randn(spec.dim)
+    write_vector(model, spec, vector)
+    assert torch.equal(read_vector(model, spec), vector)
+    assert torch.equal(
+        model.bn2.running_var, vector[spec.entries[9].offset : spec.entries[9].offset + 3]
+    )
+
+
+def test_negative_variances_are_clamped_at_zero_and_nothing_else_changes():
+    spec = select_parameters(mlp_bn((6,), 4, [5]), ["*"], statistics=True)
+    tensors = spec.unflatten(-torch.ones(2, spec.dim))
+    clamped = clamp_statistics(spec, tensors)
+    assert torch.equal(clamped["bn1.running_var"], torch.zeros(2, 5))
+    assert all(
+        torch.equal(clamped[name], tensors[name])
+        for name in spec.names
+        if name != "bn1.running_var"
+    )

@@ -7,14 +7,8 @@ import torch
 from torch import nn
 
 from pdiff.data.tasknets import conv1d_bn, digits_cnn, mlp_bn, resnet18_cifar
-from pdiff.zoo.rebasin import (
-    PermutationGroup,
-    PermutedAxis,
-    align,
-    apply_permutations,
-    permutation_groups,
-    weight_matching,
-)
+from pdiff.zoo.permutation_groups import PermutationGroup, PermutedAxis, permutation_groups
+from pdiff.zoo.rebasin import align, apply_permutations, weight_matching
 
 # name -> (builder, input shape of one example)
 NETS: dict[str, tuple[Callable[[], nn.Sequential], tuple[int, ...]]] = {

@@ -11,10 +11,10 @@ from omegaconf import DictConfig
 
 from pdiff.config import BaselinesConfig
 from pdiff.evaluation import report_plots
+from pdiff.evaluation.baseline_populations import FRONTIERS, point_baselines
 from pdiff.evaluation.costs import cost_per_model
 from pdiff.evaluation.intervals import bootstrap_accuracies
 from pdiff.evaluation.keep_best import keep_best
-from pdiff.evaluation.memorization import FRONTIERS, point_baselines
 from pdiff.evaluation.report import build_report, write_report
 from pdiff.evaluation.report_markdown import render_one_task_markdown
 from pdiff.evaluation.report_plots import CURVES_PLOT, NO_ROWS, plot_training_curves

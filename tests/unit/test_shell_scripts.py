@@ -1,4 +1,4 @@
-"""The set-up scripts (slurm/*.sh, scripts/*.sh) run under `set -e`: a function whose last command
+"""The shell scripts (slurm/*.sh, slurm/jobs/*.sh, scripts/*.sh) run under `set -e`: a function whose last command
 is `a && b` returns 1 when `a` is false, and its caller then ends the script without a word (a first
 run of two-hosts.sh did, issue 36). Each script parses, and no multi-line function ends that way."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers.configs import REPO
 
-SCRIPTS = sorted([*REPO.glob("slurm/*.sh"), *REPO.glob("scripts/*.sh")])
+SCRIPTS = sorted([*REPO.glob("slurm/**/*.sh"), *REPO.glob("scripts/*.sh")])
 FUNCTION = re.compile(r"^(?P<name>[a-z_][a-z_0-9]*)\(\) \{(?P<inline>.*)$")
 
 

@@ -6,16 +6,14 @@ import torch
 from torch import nn
 
 from pdiff.config import BaselinesConfig
-from pdiff.evaluation.intervals import bootstrap_accuracies
-from pdiff.evaluation.memorization import (
-    Population,
-    evaluate_populations,
-    max_iou,
-    memorization_normalizer,
+from pdiff.evaluation.baseline_populations import (
     noise_frontier_populations,
     point_baselines,
     selection_order,
 )
+from pdiff.evaluation.intervals import bootstrap_accuracies
+from pdiff.evaluation.memorization import evaluate_populations, memorization_normalizer
+from pdiff.evaluation.similarity import Population, max_iou
 from pdiff.evaluation.verdict import (
     BEATS,
     LOSES,

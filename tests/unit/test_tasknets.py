@@ -1,13 +1,11 @@
-"""Bad inputs a user can give, refused before any work with one line naming the key or file and the
-rule: task-network sizes, and a bad npz through launch/sweep.py."""
+"""Task networks built from task.net: bad sizes and a user's network refusing its arguments,
+refused before any work with one line naming the key and the rule."""
 
-import numpy as np
 import pytest
 
 from pdiff.data.tasknets import build_task_net, conv1d_bn
 from pdiff.errors import ConfigError
 from tests.helpers.configs import compose_config
-from tests.helpers.runs import run_sweep
 
 
 @pytest.mark.parametrize("width", [0, -4])
@@ -64,33 +62,3 @@ def test_a_user_network_failing_on_its_arguments_is_one_line_naming_them(tmp_pat
     ) as error:
         build_task_net({"_target_": "user_width_net.net", "width": -4}, (4,), 3)
     assert "\n" not in str(error.value)
-
-
-@pytest.mark.slow
-def test_the_sweep_stops_on_a_bad_npz_with_one_error_line_and_no_work(tmp_path):
-    rng = np.random.default_rng(0)
-    path, out = tmp_path / "flat.npz", tmp_path / "run"
-    np.savez(
-        path,
-        x_train=rng.normal(size=60),
-        y_train=np.arange(60) % 3,
-        x_test=rng.normal(size=12),
-        y_test=np.arange(12) % 3,
-    )  # 1-D inputs: once an IndexError traceback in base training
-    result = run_sweep(
-        [
-            "experiment=smoke",
-            "threads=1",
-            "task=npz_mlp",
-            f"data.path={path}",
-            f"paths.output_dir={out}",
-        ],
-        timeout=120,
-    )
-    assert result.returncode == 1, result.stderr[-2000:]
-    assert (
-        "pdiff: error: data.path=" in result.stderr
-        and "x_train has shape (60,); inputs must be" in result.stderr
-    )
-    assert "Traceback" not in result.stderr
-    assert not (out / "zoo").exists()

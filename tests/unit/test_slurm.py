@@ -1,6 +1,6 @@
 """What a submission asks of SLURM, checked before anything is submitted: SLURM's own rules on
 cluster.* and on the Hydra launcher's settings, and (with a stand-in `sinfo` here; the real one in
-tests/cluster/test_cluster_checks.py) what the partition offers."""
+tests/cluster/test_submission_checks.py) what the partition offers."""
 
 from __future__ import annotations
 

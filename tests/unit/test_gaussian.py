@@ -1,3 +1,6 @@
+"""The Gaussian diffusion: schedule identities, q_sample statistics, training losses, DDPM and
+DDIM sampling."""
+
 import math
 
 import pytest
@@ -6,7 +9,7 @@ from omegaconf import OmegaConf
 
 from pdiff.diffusion.gaussian import GaussianDiffusion, linear_betas
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.generators.nets.denoiser import LatentDenoiser, timestep_embedding
+from pdiff.generators.nets.denoiser import LatentDenoiser
 
 
 @pytest.fixture
@@ -168,15 +171,6 @@ def test_ddim_is_deterministic_with_eta_zero(diffusion):
     )  # the same x_T, other random streams: the same sample
     assert not torch.allclose(run(1.0, 7), run(1.0, 8))  # with eta > 0 every step draws noise
     assert diffusion.ddim_timesteps(10)[0] == 999 and diffusion.ddim_timesteps(10)[-1] == 0
-
-
-def test_denoiser_shapes_and_timestep_embedding():
-    net = LatentDenoiser(4, [16, 32], 32)
-    x = torch.randn(5, 4, 16)
-    t = torch.tensor([0, 1, 2, 500, 999])
-    assert net(x, t).shape == x.shape
-    emb = timestep_embedding(t, 32)
-    assert emb.shape == (5, 32) and not torch.allclose(emb[0], emb[1])
 
 
 @pytest.mark.parametrize("sampler", [{"name": "ddpm"}, {"name": "ddim", "steps": 5, "eta": 0.0}])

@@ -3,9 +3,13 @@ import copy
 import pytest
 import torch
 
-from pdiff.data.tasknets import digits_cnn, mlp_bn, resnet18_cifar
+from pdiff.data.tasknets import conv1d_bn, digits_cnn, mlp_bn, resnet18_cifar
 from pdiff.evaluation.predictions import ParameterEvaluator
-from pdiff.zoo.params import read_vector, select_parameters
+from pdiff.zoo.params import (
+    read_vector,
+    select_parameters,
+)
+from tests.helpers.statistics import trained_statistics
 
 
 class ResidualNet(torch.nn.Module):
@@ -141,3 +145,17 @@ def test_recalibrated_statistics_are_those_of_a_fresh_cumulative_pass(
         for m in model.modules()
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
     )
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_evaluation_uses_each_vectors_own_statistics(batched):
+    shape = (1, 40)
+    models = [trained_statistics(conv1d_bn(shape, 10, [6, 6]), shape, seed) for seed in range(3)]
+    spec = select_parameters(models[0], ["*"], statistics=True)
+    vectors = torch.stack([read_vector(model, spec) for model in models])
+    x = torch.randn(50, *shape)
+    evaluator = ParameterEvaluator(copy.deepcopy(models[0]), spec, x, batched=batched)
+    with torch.no_grad():
+        expected = torch.stack([model(x).argmax(-1) for model in models])
+    assert torch.equal(evaluator.predictions(vectors), expected)
+    assert not torch.equal(expected[1], expected[2])
