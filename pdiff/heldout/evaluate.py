@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pdiff.config import SamplerName
+from pdiff.config import BootstrapConfig, SamplerName
 from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import accuracy
 from pdiff.evaluation.intervals import percentile_interval
@@ -36,8 +36,6 @@ BASELINES = (
     "random_descriptor",
     "majority",
 )
-RESAMPLES = 2000
-CONFIDENCE = 0.95
 
 
 @dataclass
@@ -170,19 +168,20 @@ def score_task(
     }
 
 
-def summarize_margins(rows: list[dict], seed: int) -> dict[str, dict]:
+def summarize_margins(rows: list[dict], seed: int, bootstrap: BootstrapConfig) -> dict[str, dict]:
     """Each baseline's margin (generated minus baseline, mean over held-out tasks) with its
-    bootstrap interval over the held-out tasks, and a status: beats (interval above 0), loses (below
+    bootstrap interval over the held-out tasks (`bootstrap`: the resamples and the confidence of
+    every interval, evaluate.bootstrap), and a status: beats (interval above 0), loses (below
     0) or ties (always, for one task: an interval over one task is a point). Baselines the rows lack
     (random_descriptor after generate.task) are left out."""
     generator = generator_for(seed, Purpose.bootstrap, "held_out_tasks")
-    draws = torch.randint(0, len(rows), (RESAMPLES, len(rows)), generator=generator)
+    draws = torch.randint(0, len(rows), (bootstrap.resamples, len(rows)), generator=generator)
     summary = {}
     for name in [name for name in (REFERENCE, *BASELINES) if name in rows[0]["baselines"]]:
         margins = torch.tensor(
             [row["generated_mean"] - row["baselines"][name] for row in rows], dtype=torch.float64
         )
-        low, high = percentile_interval(margins[draws].mean(1), CONFIDENCE)
+        low, high = percentile_interval(margins[draws].mean(1), bootstrap.confidence)
         status = TIES if len(rows) < 2 else status_of(low, high)
         summary[name] = {
             "margin": round(float(margins.mean()), 4),

@@ -18,7 +18,6 @@ from pdiff.generators import design_class
 from pdiff.heldout.baselines import TaskZoo
 from pdiff.heldout.collect import TaskRecipe, head_name
 from pdiff.heldout.evaluate import (
-    CONFIDENCE,
     HeldOutInputs,
     Scorer,
     finetune_steps_for,
@@ -119,9 +118,9 @@ def evaluate_heldout_job(run: Run) -> dict:
         "train_tasks": len(zoo.meta["family"]["train"]),
         "split_check": zoo.meta["family"]["split_check"],
         "finetune_steps": steps,
-        "confidence": CONFIDENCE,
+        "confidence": cfg.evaluate.bootstrap.confidence,
         "generated_mean": sum(row["generated_mean"] for row in rows) / len(rows),
-        "summary": summarize_margins(rows, cfg.seed),
+        "summary": summarize_margins(rows, cfg.seed, cfg.evaluate.bootstrap),
         "rows": rows,
         "memorization": {
             key: sum(row["memorization"][key] for row in rows) / len(rows)

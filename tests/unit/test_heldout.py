@@ -5,7 +5,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from pdiff.config import FamilyConfig
+from pdiff.config import BootstrapConfig, FamilyConfig
 from pdiff.data.datasets import Dataset
 from pdiff.errors import ConfigError
 from pdiff.generators.nets.velocity import VelocityMLP
@@ -191,13 +191,13 @@ def test_margins_get_intervals_over_tasks_and_a_status():
         }
 
     rows = [row(70 + i % 3, 65 + i % 2) for i in range(12)]
-    summary = summarize_margins(rows, seed=0)
+    summary = summarize_margins(rows, seed=0, bootstrap=BootstrapConfig(resamples=2000))
     assert (
         summary["nearest_symmetric"]["status"] == "beats"
         and summary["nearest_symmetric"]["low"] > 0
     )
     assert summary[REFERENCE]["status"] == "loses" and summary[REFERENCE]["margin"] == -5.0
-    assert summarize_margins(rows, seed=0) == summary
+    assert summarize_margins(rows, seed=0, bootstrap=BootstrapConfig(resamples=2000)) == summary
 
 
 def test_fine_tuning_matches_the_flops_of_generating_one_model():
@@ -299,7 +299,7 @@ def test_one_task_without_controls_is_summarized_as_ties_without_random_descript
             **{name: 70.0 for name in BASELINES if name != "random_descriptor"},
         },
     }
-    summary = summarize_margins([row], seed=0)
+    summary = summarize_margins([row], seed=0, bootstrap=BootstrapConfig(resamples=2000))
     assert set(summary) == {REFERENCE, *BASELINES} - {"random_descriptor"}
     assert {entry["status"] for entry in summary.values()} == {"ties"} and summary["nearest"][
         "margin"
