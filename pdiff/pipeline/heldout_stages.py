@@ -28,8 +28,7 @@ from pdiff.heldout.families import (
     task_family,
 )
 from pdiff.pipeline.heldout_evaluate_stage import evaluate_heldout_job
-from pdiff.pipeline.job_stages import JobStages, Samples
-from pdiff.pipeline.run_context import Run
+from pdiff.pipeline.run_context import JobStages, Run, Samples
 from pdiff.pipeline.stage_dirs import stage_inputs
 from pdiff.seeds import Purpose, generator_for
 from pdiff.zoo.store import BASE_WEIGHTS, ParamZoo, load_base_weights

@@ -18,9 +18,8 @@ from pdiff.data.datasets import Dataset
 from pdiff.evaluation.costs import run_key
 from pdiff.generators.interface import Conditioning, Generator
 from pdiff.pipeline.collect_stage import base_model, train_base_model
-from pdiff.pipeline.job_stages import JobStages, Samples
 from pdiff.pipeline.main_evaluate_stage import evaluate_main_job
-from pdiff.pipeline.run_context import Run
+from pdiff.pipeline.run_context import JobStages, Run, Samples
 from pdiff.pipeline.stage_dirs import stage_inputs
 from pdiff.seeds import Purpose, derive_seed
 from pdiff.zoo.collect import checkpoint_interval, collect_checkpoints

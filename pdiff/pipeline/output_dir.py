@@ -1,15 +1,24 @@
 """The output folder (paths.output_dir): whether it can be written, checked on the command line
-before Hydra makes it (hydra.run.dir=${paths.output_dir})."""
+before Hydra makes it (hydra.run.dir=${paths.output_dir}), pdiff's marker in it, and the lock a run
+holds on it."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from omegaconf import DictConfig
 
 from pdiff import atomic
 from pdiff.config.command_line import given_values
 from pdiff.errors import ConfigError
+from pdiff.training import distributed
 
 
 def folder_problem(folder: Path) -> str | None:
@@ -122,3 +131,34 @@ def check_output_dir_overrides(overrides: list[str]) -> None:
                 f"{OUTPUT_DIR_KEY}={str(folder)!r} is invalid: {problem}; give a folder that can "
                 "be made and written (new, or made by pdiff)"
             )
+
+
+LOCK_FILE = ".pdiff.lock"
+
+
+@contextmanager
+def output_lock(cfg: DictConfig) -> Iterator[None]:
+    """Hold DIR/.pdiff.lock for this run (rank 0 of a launch): a second run into the same folder is
+    refused."""
+    if not distributed.detect().is_main:
+        yield
+        return
+    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
+    mark_made_by_pdiff(output_dir)
+    with open(output_dir / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise ConfigError(
+                f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait "
+                "for it to end, or use another paths.output_dir"
+            ) from None
+        lock.truncate(0)
+        lock.write(
+            f"pid {os.getpid()} on {socket.gethostname()}, "
+            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        )
+        lock.flush()
+        yield

@@ -8,11 +8,9 @@ pdiff/pipeline/stage_dirs.py; the same stages as cluster jobs in pdiff/cluster/j
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,10 +31,9 @@ from pdiff.pipeline.collect_stage import run_collect
 from pdiff.pipeline.evaluate_stage import check_generated_matches, run_evaluate
 from pdiff.pipeline.generate_stage import run_generate
 from pdiff.pipeline.heldout_stages import HeldOutTaskJob
-from pdiff.pipeline.job_stages import JobStages
 from pdiff.pipeline.main_stages import MainJob
-from pdiff.pipeline.output_dir import folder_problem, mark_made_by_pdiff
-from pdiff.pipeline.run_context import Run
+from pdiff.pipeline.output_dir import folder_problem, output_lock
+from pdiff.pipeline.run_context import JobStages, Run
 from pdiff.pipeline.run_summary import summary_line
 from pdiff.pipeline.stage_dirs import changed_inputs, refuse_changed, stage_inputs
 from pdiff.pipeline.train_stage import run_train
@@ -48,7 +45,6 @@ from pdiff.zoo.params import select_parameters
 from pdiff.zoo.store import ParamZoo
 
 log = logging.getLogger(__name__)
-LOCK_FILE = ".pdiff.lock"
 STAGE_ORDER = (Stage.collect, Stage.train, Stage.generate, Stage.evaluate)
 STAGE_RUNNERS = {
     Stage.collect: run_collect,
@@ -181,34 +177,6 @@ def open_run(
         env,
         device,
     )
-
-
-@contextmanager
-def output_lock(cfg: DictConfig) -> Iterator[None]:
-    """Hold DIR/.pdiff.lock for this run (rank 0 of a launch): a second run into the same folder is
-    refused."""
-    if not distributed.detect().is_main:
-        yield
-        return
-    output_dir = Path(cfg.paths.output_dir).expanduser().resolve()
-    mark_made_by_pdiff(output_dir)
-    with open(output_dir / LOCK_FILE, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "another process"
-            raise ConfigError(
-                f"paths.output_dir={output_dir} is in use by another pdiff run ({holder}): wait "
-                "for it to end, or use another paths.output_dir"
-            ) from None
-        lock.truncate(0)
-        lock.write(
-            f"pid {os.getpid()} on {socket.gethostname()}, "
-            f"since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-        )
-        lock.flush()
-        yield
 
 
 @contextmanager

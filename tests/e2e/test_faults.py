@@ -16,7 +16,8 @@ import pytest
 
 from pdiff import atomic
 from pdiff.errors import ConfigError, GeneratorError, ZooError
-from pdiff.pipeline.run import LOCK_FILE, run_pipeline
+from pdiff.pipeline.output_dir import LOCK_FILE
+from pdiff.pipeline.run import run_pipeline
 from tests.helpers.configs import REPO, compose_config
 from tests.helpers.runs import ok, run_sweep
 
