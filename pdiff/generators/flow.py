@@ -270,9 +270,6 @@ class FlowGenerator(Generator):
     def networks(self) -> dict[str, nn.Module]:
         return {"velocity": self.velocity}
 
-    def sampling_step_parameters(self) -> int:
-        return sum(p.numel() for p in self.velocity.parameters())
-
     def files(self) -> dict[str, dict[str, torch.Tensor]]:
         basis = {f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()}
         basis.update({f"basis.{k}": v for k, v in self.basis.state_dict().items()})

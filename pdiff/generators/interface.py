@@ -142,12 +142,6 @@ class Generator(ABC):
     def parameter_count(self) -> int:
         return sum(p.numel() for module in self.networks().values() for p in module.parameters())
 
-    def sampling_step_parameters(self) -> int:
-        """Parameters of the network that each sampling step runs: what generating a model costs
-        a step (the held-out tasks' fine-tuning baseline is matched to it). A design that generates
-        for held-out tasks says it."""
-        raise NotImplementedError(f"generator={self.design} does not say what a sampling step runs")
-
 
 def generator_exists(directory: Path) -> bool:
     return (Path(directory) / GENERATOR_META).is_file()

@@ -63,7 +63,7 @@ def evaluate_heldout_job(run: Run) -> dict:
         base_logits = run_in_batches(base, x_eval)
     generator = design_class(cfg).load(run.output_dir / "generator", zoo.spec, cfg, run.device)
     steps = finetune_steps_for(
-        generator.sampling_step_parameters(),
+        generator.parameter_count(),  # the flow's one network: what a sampling step runs
         cfg.sampler,
         float(cfg.generate.guidance),
         zoo.spec.dim,
