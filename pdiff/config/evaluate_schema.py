@@ -4,6 +4,12 @@ intervals."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
+
+
+class FrontierSearch(Enum):
+    grid = "grid"
+    bisection = "bisection"
 
 
 @dataclass
@@ -27,6 +33,9 @@ class BaselinesConfig:
     selected_noise_fraction: float = (
         0.1  # the second noise frontier perturbs the top 10% by validation
     )
+    # which scales are predicted (pdiff/evaluation/noise_frontier.py): bisection, only those the
+    # verdict and the zoo check read; grid, every configured one and the extensions
+    frontier: FrontierSearch = FrontierSearch.bisection
 
 
 @dataclass

@@ -6,19 +6,18 @@ names they go by in the report."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
-from pdiff.evaluation.similarity import Population, max_iou
+from pdiff.evaluation.similarity import Population
+from pdiff.seeds import Purpose, generator_for
 from pdiff.zoo.params import ParamNormalizer
 
 FRONTIERS = {
     "noise": "noise_",
     "selected_noise": "selected_noise_",
 }  # family: prefix of its populations
-FRONTIER_EXTENSIONS = (
-    4  # at most this many extra scales each way, to cover the generated similarity
-)
 
 
 def selection_order(val_accuracy: torch.Tensor) -> torch.Tensor:
@@ -70,44 +69,46 @@ def point_populations(
     val_accuracy: torch.Tensor,
     normalizer: ParamNormalizer,
     n: int,
-    rng: torch.Generator,
+    seed: int,
     baselines_cfg,
-) -> list[Population]:
+) -> Iterator[Population]:
     """The critique's point baselines (boyazeng/weight_memorization: a per-coordinate Gaussian
     fitted to the zoo, averages of m = evaluate.baselines.average_of random originals (16 as
     published), named average<m>, the average of all, random interpolations of two) and the
     selection controls: the top 1 / top-q originals by validation accuracy (exact copies), and the
-    average of the m best (selected_average<m>)."""
-    z = normalizer.normalize(originals)
-    k, dim = z.shape
-    mean, std = z.mean(0), z.std(0) if k > 1 else torch.zeros(dim)
-    populations = [
-        Population(
-            "gaussian", normalizer.denormalize(mean + std * torch.randn(n, dim, generator=rng))
-        )
-    ]
+    average of the m best (selected_average<m>). One at a time, each drawn from its own stream."""
+    k, dim = originals.shape
+    mean = normalizer.normalize(originals.mean(0))
+    std = originals.std(0) / normalizer.std if k > 1 else torch.zeros(dim)
+    noise = torch.randn(n, dim, generator=population_stream(seed, "gaussian"))
+    yield Population("gaussian", normalizer.denormalize(mean + std * noise))
     average, selected_average = average_labels(baselines_cfg.average_of)
     members = min(
         baselines_cfg.average_of, k
     )  # config validation refuses average_of > task.param.k
-    picks = torch.rand(n, k, generator=rng).argsort(1)[:, :members]
+    picks = torch.rand(n, k, generator=population_stream(seed, average)).argsort(1)[:, :members]
     weights = torch.zeros(n, k, dtype=originals.dtype).scatter_(1, picks, 1.0 / members)
-    populations.append(Population(average, weights @ originals))
-    populations.append(Population("average", originals.mean(0, keepdim=True)))
+    yield Population(average, weights @ originals)
+    yield Population("average", originals.mean(0, keepdim=True))
+    rng = population_stream(seed, "interpolation")
     pairs = torch.randint(0, k, (n, 2), generator=rng)
     alpha = torch.rand(n, 1, generator=rng)
-    mixed = alpha * originals[pairs[:, 0]] + (1 - alpha) * originals[pairs[:, 1]]
-    populations.append(Population("interpolation", mixed))
+    yield Population(
+        "interpolation", alpha * originals[pairs[:, 0]] + (1 - alpha) * originals[pairs[:, 1]]
+    )
     order = selection_order(val_accuracy)
     for name, count in (
         ("selected_top1", 1),
         *((selected_label(q), max(1, round(q * k))) for q in baselines_cfg.selected_fractions),
     ):
-        populations.append(Population(name, originals[order[:count]], copy_of=order[:count]))
-    populations.append(
-        Population(selected_average, originals[order[:members]].mean(0, keepdim=True))
-    )
-    return populations
+        yield Population(name, originals[order[:count]], copy_of=order[:count])
+    yield Population(selected_average, originals[order[:members]].mean(0, keepdim=True))
+
+
+def population_stream(seed: int, name: str) -> torch.Generator:
+    """The draws of the baseline population `name` (of one model of it: "<name>:<i>"): its own
+    stream, so that a population is the same whichever others are drawn."""
+    return generator_for(seed, Purpose.baselines, name)
 
 
 def noise_population(
@@ -116,15 +117,17 @@ def noise_population(
     normalizer: ParamNormalizer,
     scale: float,
     count: int,
-    rng: torch.Generator,
+    seed: int,
 ) -> Population:
-    """`count` models: random rows of `sources` plus N(0, scale^2) in the zoo's per-tensor z-scores."""
-    z = normalizer.normalize(sources)
-    pick = torch.randint(0, len(z), (count,), generator=rng)
-    return Population(
-        name,
-        normalizer.denormalize(z[pick] + scale * torch.randn(count, z.shape[1], generator=rng)),
-    )
+    """`count` models: random rows of `sources` plus N(0, scale^2) in the zoo's per-tensor z-scores.
+    Model i is drawn from its own stream, so the first i models are the same whatever `count`."""
+    models = []
+    for index in range(count):
+        rng = population_stream(seed, f"{name}:{index}")
+        source = sources[int(torch.randint(0, len(sources), (1,), generator=rng))]
+        noise = torch.randn(source.shape[0], generator=rng)
+        models.append(normalizer.denormalize(normalizer.normalize(source) + scale * noise))
+    return Population(name, torch.stack(models))
 
 
 def frontier_sources(
@@ -140,69 +143,3 @@ def matched_noise_scale(generated_nn_l2_mean: float, dim: int) -> float:
     """Noise scale whose expected distance to its source original, sqrt(D) * sigma, equals the
     generated one."""
     return generated_nn_l2_mean / math.sqrt(dim)
-
-
-def noise_frontier_populations(
-    prefix: str,
-    sources: torch.Tensor,
-    normalizer: ParamNormalizer,
-    matched: float,
-    rng: torch.Generator,
-    baselines_cfg,
-    predict,
-    originals: Population,
-    y_test: torch.Tensor,
-    generated_similarity: float,
-) -> list[Population]:
-    """One noise frontier, predicted: its configured scales, the matched scale, and extensions that
-    cover the generated similarity (a third of the smallest scale, or three times the largest, up to
-    FRONTIER_EXTENSIONS)."""
-    scales = sorted(baselines_cfg.noise_scales)
-    frontier = []
-    for scale in scales:
-        frontier.append(
-            noise_population(
-                f"{prefix}{scale:g}",
-                sources,
-                normalizer,
-                scale,
-                baselines_cfg.models_per_scale,
-                rng,
-            )
-        )
-    frontier.append(
-        noise_population(
-            f"{prefix}matched_{matched:.3g}",
-            sources,
-            normalizer,
-            matched,
-            baselines_cfg.models_per_scale,
-            rng,
-        )
-    )
-    for population in frontier:
-        population.predictions = predict(population.vectors)
-    similarities = [float(max_iou(p, originals, y_test).mean()) for p in frontier]
-    smaller, larger = scales[0], scales[-1]
-    for _ in range(2 * FRONTIER_EXTENSIONS):
-        if (
-            generated_similarity > max(similarities)
-            and smaller > scales[0] / 3**FRONTIER_EXTENSIONS
-        ):
-            smaller = smaller / 3
-            scale = smaller
-        elif (
-            generated_similarity < min(similarities)
-            and larger < scales[-1] * 3**FRONTIER_EXTENSIONS
-        ):
-            larger = larger * 3
-            scale = larger
-        else:
-            break
-        population = noise_population(
-            f"{prefix}{scale:.3g}", sources, normalizer, scale, baselines_cfg.models_per_scale, rng
-        )
-        population.predictions = predict(population.vectors)
-        frontier.append(population)
-        similarities.append(float(max_iou(population, originals, y_test).mean()))
-    return frontier

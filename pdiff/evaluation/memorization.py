@@ -6,7 +6,7 @@ of the zoo, as published), the L2 and cosine distance of each model to its neare
 of its set of misclassified test samples with the originals' (max over originals); and the same for
 the critique's baselines and for the selection controls (the best originals by validation accuracy,
 noise around them). The measures are in similarity.py, the populations in
-baseline_populations.py, the computed verdict in verdict.py.
+baseline_populations.py and noise_frontier.py, the computed verdict in verdict.py.
 """
 
 from __future__ import annotations
@@ -15,23 +15,16 @@ from collections.abc import Callable
 
 import torch
 
-from pdiff.config import Normalization
+from pdiff.config import FrontierSearch, Normalization
 from pdiff.errors import GeneratedNotFinite
 from pdiff.evaluation.baseline_populations import (
     FRONTIERS,
     frontier_sources,
     matched_noise_scale,
-    noise_frontier_populations,
     point_populations,
 )
-from pdiff.evaluation.similarity import (
-    Population,
-    error_iou,
-    max_iou,
-    mean_pairwise_iou,
-    nearest_original,
-)
-from pdiff.seeds import Purpose, generator_for
+from pdiff.evaluation.noise_frontier import NoiseFrontier, trace_frontier
+from pdiff.evaluation.similarity import Population, error_iou, mean_pairwise_iou, nearest_original
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 
 GENERATED_FILE = "generated/params.safetensors"  # stage=generate's output, under paths.output_dir
@@ -89,6 +82,54 @@ def describe(
     return figures, {"nn_l2": l2, "max_iou": max_iou}
 
 
+class MemorizationTable:
+    """The memorisation table, one population at a time: each is predicted (a copy of originals
+    reuses their predictions), described against the originals and then let go, so that only the
+    predictions and figures of the populations are held, never their vectors.
+
+    'Novel' means further from every original than the originals' median nearest-neighbour
+    distance."""
+
+    def __init__(
+        self,
+        predict: Callable[[torch.Tensor], torch.Tensor],
+        originals: torch.Tensor,
+        normalizer: ParamNormalizer,
+        y_test: torch.Tensor,
+    ):
+        self.predict, self.normalizer, self.y_test = predict, normalizer, y_test
+        self.originals = Population("originals", originals, copy_of=torch.arange(len(originals)))
+        self.originals.predictions = predict(originals)
+        self.z_orig = normalizer.normalize(originals)
+        l2 = nearest_original(self.z_orig, self.z_orig, exclude=self.originals.copy_of)[0]
+        self.threshold = float(l2.median())
+        self.table: dict = {"originals_nn_l2_median": round(self.threshold, 6)}
+        self.per_model: dict[str, torch.Tensor] = {}
+        self.predictions: dict[str, torch.Tensor] = {}
+        self.add(self.originals)
+
+    def similarity(self, name: str) -> float:
+        return float(self.per_model[f"max_iou:{name}"].mean())
+
+    def add(self, population: Population) -> tuple[float, float]:
+        """Predict (unless done) and describe `population`; its similarity (mean max IoU) and mean
+        accuracy."""
+        if population.predictions is None:
+            copies = population.copy_of
+            population.predictions = (
+                self.originals.predictions[copies]
+                if copies is not None
+                else self.predict(population.vectors)
+            )
+        figures, values = describe(
+            population, self.originals, self.z_orig, self.normalizer, self.y_test, self.threshold
+        )
+        self.table[population.name] = figures
+        self.per_model.update({f"{key}:{population.name}": v for key, v in values.items()})
+        self.predictions[population.name] = population.predictions.to(torch.int16)
+        return self.similarity(population.name), figures["acc_mean"]
+
+
 def evaluate_populations(
     predict: Callable[[torch.Tensor], torch.Tensor],
     originals: torch.Tensor,
@@ -103,66 +144,31 @@ def evaluate_populations(
     N]), with the per-model figures, and the memorisation table. Selection uses the originals'
     validation accuracies only.
 
-    Each noise frontier gets the scales of evaluate.baselines.noise_scales plus the one matching the
-    generated models' distance, then smaller (or larger) scales until its similarities cover the
-    generated similarity. GeneratedNotFinite before any work when a generated vector holds NaN or
-    inf.
+    Each noise frontier is predicted at the scales evaluate.baselines.frontier asks for
+    (noise_frontier.py), around the scale matching the generated models' distance.
+    GeneratedNotFinite before any work when a generated vector holds NaN or inf.
     """
     check_finite_generated(generated)
-    k = len(originals)
-    population_originals = Population(
-        "originals", originals, predict(originals), copy_of=torch.arange(k)
+    table = MemorizationTable(predict, originals, normalizer, y_test)
+    similarity, _ = table.add(Population("generated", generated))
+    matched = matched_noise_scale(
+        float(table.per_model["nn_l2:generated"].mean()), originals.shape[1]
     )
-    population_generated = Population("generated", generated, predict(generated))
-    generated_similarity = float(max_iou(population_generated, population_originals, y_test).mean())
-    generated_l2 = nearest_original(
-        normalizer.normalize(generated), normalizer.normalize(originals)
-    )[0]
-    matched = matched_noise_scale(float(generated_l2.mean()), originals.shape[1])
-    rng = generator_for(seed, Purpose.baselines)
-    populations = [population_originals, population_generated]
+    configured = list(baselines_cfg.noise_scales)
+    search = FrontierSearch(baselines_cfg.frontier)  # the zoo check reads the noise frontier
     for family, sources in frontier_sources(originals, val_accuracy, baselines_cfg).items():
-        populations += noise_frontier_populations(
+        frontier = NoiseFrontier(
             FRONTIERS[family],
             sources,
             normalizer,
-            matched,
-            rng,
-            baselines_cfg,
-            predict,
-            population_originals,
-            y_test,
-            generated_similarity,
+            seed,
+            baselines_cfg.models_per_scale,
+            table.add,
         )
+        at_originals = table.similarity("originals") if family == "noise" else None
+        trace_frontier(frontier, search, configured, matched, similarity, at_originals)
     for population in point_populations(
-        originals, val_accuracy, normalizer, len(generated), rng, baselines_cfg
+        originals, val_accuracy, normalizer, len(generated), seed, baselines_cfg
     ):
-        population.predictions = predict(population.vectors)
-        populations.append(population)
-    table, per_model = memorization_table(
-        populations[0], populations[1], populations[2:], normalizer, y_test
-    )
-    predictions = {p.name: p.predictions.to(torch.int16) for p in populations}
-    return {**predictions, **per_model, "y_test": y_test}, table
-
-
-def memorization_table(
-    originals: Population,
-    generated: Population,
-    baselines: list[Population],
-    normalizer: ParamNormalizer,
-    y_test: torch.Tensor,
-) -> tuple[dict, dict[str, torch.Tensor]]:
-    """({population: figures}, {"nn_l2:<population>" and "max_iou:<population>": per-model values}).
-
-    'Novel' means further from every original than the originals' median nearest-neighbour distance.
-    """
-    z_orig = normalizer.normalize(originals.vectors)
-    threshold = float(nearest_original(z_orig, z_orig, exclude=originals.copy_of)[0].median())
-    table, per_model = {"originals_nn_l2_median": round(threshold, 6)}, {}
-    for population in (originals, generated, *baselines):
-        table[population.name], values = describe(
-            population, originals, z_orig, normalizer, y_test, threshold
-        )
-        per_model.update({f"{key}:{population.name}": value for key, value in values.items()})
-    return table, per_model
+        table.add(population)
+    return {**table.predictions, **table.per_model, "y_test": y_test}, table.table

@@ -13,9 +13,9 @@ from pdiff.evaluation.baseline_populations import (
 )
 from pdiff.evaluation.memorization import (
     GENERATED_FILE,
+    MemorizationTable,
     evaluate_populations,
     memorization_normalizer,
-    memorization_table,
 )
 from pdiff.evaluation.similarity import Population, error_iou, mean_pairwise_iou, nearest_original
 from pdiff.zoo.params import select_parameters
@@ -56,17 +56,23 @@ def test_table_copies_are_not_novel_and_noise_is():
     def predictions(vectors):  # a stand-in network: predicted class from the vector's sign pattern
         return ((vectors[:, :50] > 0).long() * 3 + y) % 10
 
-    originals = Population("originals", zoo, predictions(zoo), copy_of=torch.arange(30))
-    copies = Population("generated", zoo[:10].clone(), predictions(zoo[:10]))
-    rng = torch.Generator().manual_seed(0)
-    baselines = [
-        noise_population("noise_0.001", zoo, normalizer, 0.001, 7, rng),
-        noise_population("noise_matched_2", zoo, normalizer, 2.0, 10, rng),
-        *point_populations(zoo, torch.linspace(60, 70, 30), normalizer, 10, rng, BaselinesConfig()),
-    ]
-    for baseline in baselines:
-        baseline.predictions = predictions(baseline.vectors)
-    table, per_model = memorization_table(originals, copies, baselines, normalizer, y)
+    calls = []
+
+    def predict(vectors):
+        calls.append(len(vectors))
+        return predictions(vectors)
+
+    memorization = MemorizationTable(predict, zoo, normalizer, y)
+    memorization.add(Population("generated", zoo[:10].clone()))
+    for baseline in (
+        noise_population("noise_0.001", zoo, normalizer, 0.001, 7, 0),
+        noise_population("noise_matched_2", zoo, normalizer, 2.0, 10, 0),
+        *point_populations(zoo, torch.linspace(60, 70, 30), normalizer, 10, 0, BaselinesConfig()),
+    ):
+        memorization.add(baseline)
+    table, per_model = memorization.table, memorization.per_model
+    # the selection controls are copies of originals: they reuse the originals' predictions
+    assert calls == [30, 10, 7, 10, 10, 10, 1, 10, 1]
     assert table["generated"]["novel_fraction"] == 0.0 and table["generated"]["nn_l2_mean"] < 1e-6
     assert table["generated"]["max_iou_mean"] == 1.0
     assert table["noise_0.001"]["novel_fraction"] == 0.0
@@ -96,10 +102,7 @@ def test_gaussian_and_average16_baselines_are_what_they_say():
     cfg = BaselinesConfig(noise_scales=[0.01, 0.1], models_per_scale=3, average_of=16)
     val_accuracy = torch.arange(40.0)
     populations = {
-        p.name: p.vectors
-        for p in point_populations(
-            zoo, val_accuracy, normalizer, 4000, torch.Generator().manual_seed(0), cfg
-        )
+        p.name: p.vectors for p in point_populations(zoo, val_accuracy, normalizer, 4000, 0, cfg)
     }
     gaussian = populations["gaussian"]  # per coordinate: the zoo's mean and std
     assert torch.allclose(gaussian.mean(0), zoo.mean(0), atol=0.15) and torch.allclose(
@@ -133,9 +136,7 @@ def test_average_baselines_are_named_after_average_of_and_average_that_many():
     cfg = BaselinesConfig(noise_scales=[0.01, 0.1], models_per_scale=3, average_of=4)
     populations = {
         p.name: p.vectors
-        for p in point_populations(
-            zoo, torch.arange(12.0), normalizer, 20, torch.Generator().manual_seed(0), cfg
-        )
+        for p in point_populations(zoo, torch.arange(12.0), normalizer, 20, 0, cfg)
     }
     assert {"average4", "selected_average4"} <= set(populations) and not {
         "average16",
@@ -191,3 +192,15 @@ def test_non_finite_generated_vectors_are_refused_before_any_prediction():
         BaselinesConfig(average_of=4, models_per_scale=2),
     )
     assert calls  # finite vectors pass the guard
+
+
+def test_a_noise_population_draws_each_model_from_its_own_stream():
+    spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"])
+    zoo = torch.randn(6, spec.dim)
+    normalizer = memorization_normalizer(spec, zoo)
+    five = noise_population("noise_0.1", zoo, normalizer, 0.1, 5, seed=3).vectors
+    two = noise_population("noise_0.1", zoo, normalizer, 0.1, 2, seed=3).vectors
+    other = noise_population("noise_0.3", zoo, normalizer, 0.1, 2, seed=3).vectors
+    assert torch.equal(five[:2], two)  # the first models do not depend on how many are drawn
+    assert not torch.equal(two, other)  # another population, other draws
+    assert not torch.equal(two, noise_population("noise_0.1", zoo, normalizer, 0.1, 2, 4).vectors)

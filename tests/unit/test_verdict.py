@@ -5,14 +5,11 @@ import pytest
 import torch
 from torch import nn
 
-from pdiff.config import BaselinesConfig
-from pdiff.evaluation.baseline_populations import (
-    noise_frontier_populations,
-    point_baselines,
-    selection_order,
-)
+from pdiff.config import BaselinesConfig, FrontierSearch
+from pdiff.evaluation.baseline_populations import point_baselines, selection_order
 from pdiff.evaluation.intervals import bootstrap_accuracies
 from pdiff.evaluation.memorization import evaluate_populations, memorization_normalizer
+from pdiff.evaluation.noise_frontier import NoiseFrontier, search_grid
 from pdiff.evaluation.similarity import Population, max_iou
 from pdiff.evaluation.verdict import (
     BEATS,
@@ -23,6 +20,7 @@ from pdiff.evaluation.verdict import (
     verdict_line,
     verdict_sentences,
 )
+from pdiff.evaluation.zoo_check import zoo_check
 from pdiff.zoo.params import select_parameters
 
 FEATURES, CLASSES = 12, 5
@@ -74,9 +72,11 @@ class LinearZoo:
             params["weight"].transpose(1, 2),
         ).argmax(-1)
 
-    def verdict(
+    def predictions(
         self, generated: torch.Tensor, baselines: BaselinesConfig = BASELINES
     ) -> tuple[dict, dict]:
+        """({"resampled": every population's bootstrap accuracies, "acc:originals": their test
+        accuracies}, the memorisation table)."""
         predictions, table = evaluate_populations(
             lambda v: self._predict(v, self.x_test),
             self.vectors,
@@ -92,7 +92,17 @@ class LinearZoo:
             for name, p in predictions.items()
             if ":" not in name and name != "y_test"
         }
-        resampled = bootstrap_accuracies(correct, 300, 0)
+        accuracy = correct["originals"].double().mean(1) * 100
+        return {
+            "resampled": bootstrap_accuracies(correct, 300, 0),
+            "acc:originals": accuracy,
+        }, table
+
+    def verdict(
+        self, generated: torch.Tensor, baselines: BaselinesConfig = BASELINES
+    ) -> tuple[dict, dict]:
+        predictions, table = self.predictions(generated, baselines)
+        resampled = predictions["resampled"]
         return compute_verdict(table, resampled, point_baselines(baselines), 0.95), table
 
     def top(self, fraction: float) -> torch.Tensor:
@@ -178,27 +188,59 @@ def test_a_frontier_is_extended_to_cover_the_generated_similarity(zoo):
         zoo._predict(zoo.vectors, zoo.x_test),
         copy_of=torch.arange(len(zoo.vectors)),
     )
-    frontier = noise_frontier_populations(
-        "noise_",
-        zoo.vectors,
-        zoo.normalizer,
-        0.5,
-        torch.Generator(),
-        BaselinesConfig(noise_scales=[0.3, 1.0], models_per_scale=20),
-        lambda v: zoo._predict(v, zoo.x_test),
-        originals,
-        zoo.y_test,
-        0.995,
-    )
-    names = [p.name for p in frontier]
-    assert names[:3] == ["noise_0.3", "noise_1", "noise_matched_0.5"] and names[3:] == [
+    measured = []
+
+    def measure(population: Population) -> tuple[float, float]:
+        population.predictions = zoo._predict(population.vectors, zoo.x_test)
+        measured.append(population.name)
+        accuracy = float((population.predictions == zoo.y_test).double().mean() * 100)
+        return float(max_iou(population, originals, zoo.y_test).mean()), accuracy
+
+    frontier = NoiseFrontier("noise_", zoo.vectors, zoo.normalizer, 0, 20, measure)
+    search_grid(frontier, [0.3, 1.0], 0.5, 0.995)
+    assert set(measured[:3]) == {"noise_0.3", "noise_1", "noise_matched_0.5"} and measured[3:] == [
         "noise_0.1",
         "noise_0.0333",
         "noise_0.0111",
         "noise_0.0037",
     ]
-    similarities = [float(max_iou(p, originals, zoo.y_test).mean()) for p in frontier]
-    assert similarities[-1] > similarities[0]  # smaller scales, more similar models
+    points = frontier.points
+    assert points["noise_0.0037"][0] > points["noise_0.3"][0]  # smaller scales, more similar
+
+
+@pytest.mark.parametrize("scale", [0.02, 0.1, 0.3])
+def test_the_bisection_predicts_fewer_scales_and_gives_the_grids_verdict(zoo, scale):
+    generated = zoo.noisy(zoo.vectors, scale, 60, seed=5)
+    searches = {}
+    for search in FrontierSearch:  # the default ten scales
+        baselines = BaselinesConfig(models_per_scale=20, frontier=search)
+        verdict, table = zoo.verdict(generated, baselines)
+        noise = {name for name in table if name.startswith("noise_")}
+        searches[search] = verdict, table, noise
+    (grid, grid_table, grid_noise), (bisected, bisected_table, bisected_noise) = (
+        searches[FrontierSearch.grid],
+        searches[FrontierSearch.bisection],
+    )
+    assert bisected_noise < grid_noise  # a strict subset: fewer populations predicted ...
+    for name in bisected_noise:  # ... each of them the grid's own population
+        assert bisected_table[name] == grid_table[name]
+    for family in grid["families"]:
+        assert bisected[family]["status"] == grid[family]["status"]
+        assert abs(bisected[family]["acc_margin"] - grid[family]["acc_margin"]) < 1e-9
+
+
+def test_the_bisection_reads_the_zoo_check_as_the_grid_does(zoo):
+    checks = {}
+    for search in FrontierSearch:
+        baselines = BaselinesConfig(**{**BASELINES.__dict__, "frontier": search})
+        predictions, table = zoo.predictions(zoo.noisy(zoo.vectors, 0.3, 40, seed=2), baselines)
+        report = {
+            "memorization": table,
+            "original": {"std": float(predictions["acc:originals"].std())},
+            "verdict": {"confidence": 0.95},
+        }
+        checks[search] = zoo_check(report, predictions["resampled"], BASELINES.noise_scales)
+    assert checks[FrontierSearch.grid] == checks[FrontierSearch.bisection]
 
 
 def test_intervals_and_statuses_are_reported_for_every_family(zoo):
