@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import psutil
@@ -64,45 +65,53 @@ def peak_rss() -> int:
     raise RuntimeError("VmHWM not found in /proc/self/status")
 
 
-def write_synthetic_zoo(directory: Path, dim: int, seed: int = 0) -> None:
-    """K vectors near a common centre (a zoo's shape), cut into tensors of at most MAX_TENSOR
-    values."""
+def chunked_spec(dim: int) -> ParamSpec:
+    """D values as tensors of at most MAX_TENSOR values (like a network's layers)."""
     sizes = [MAX_TENSOR] * (dim // MAX_TENSOR) + ([dim % MAX_TENSOR] if dim % MAX_TENSOR else [])
     offsets = [sum(sizes[:index]) for index in range(len(sizes))]
-    spec = ParamSpec(
+    return ParamSpec(
         tuple(
             ParamEntry(f"layer{index}.weight", (size,), offset)
             for index, (size, offset) in enumerate(zip(sizes, offsets))
         )
     )
+
+
+def write_synthetic_zoo(directory: Path, spec: ParamSpec, k: int = K, seed: int = 0) -> None:
+    """k vectors laid out as `spec`, near a common centre (a zoo's shape), written as a real zoo."""
     generator = torch.Generator().manual_seed(seed)
-    centre = torch.randn(dim, generator=generator) * 0.05
-    vectors = centre + 0.01 * torch.randn(K, dim, generator=generator)
+    centre = torch.randn(spec.dim, generator=generator) * 0.05
+    vectors = centre + 0.01 * torch.randn(k, spec.dim, generator=generator)
     collected = run_path(directory, 0, 1)
-    accuracy = torch.full((K,), 50.0, dtype=torch.float64)
+    accuracy = torch.full((k,), 50.0, dtype=torch.float64)
     atomic.write_safetensors(collected, {"params": vectors, "val_accuracy": accuracy})
     ParamZoo.merge(directory, [collected], spec, {"synthetic": True})
 
 
 class StepClock:
-    """A tracker that keeps the time of every logged training step, per network ("ae", "diffusion")."""
+    """A tracker that keeps (step, time) of every logged training step, per network (the prefix of
+    its `<network>/loss` metric: "ae", "code", "diffusion", "flow")."""
 
     def __init__(self):
-        self.times: dict[str, list[float]] = {"ae": [], "diffusion": []}
+        self.times: defaultdict[str, list[tuple[int, float]]] = defaultdict(list)
         self.values: dict = {}
 
     def log(self, metrics: dict) -> None:
-        for name, times in self.times.items():
-            if f"{name}/loss" in metrics:
-                times.append(time.perf_counter())
+        now = time.perf_counter()
+        for key in metrics:
+            if key.endswith("/loss"):
+                network = key.removesuffix("/loss")
+                self.times[network].append((metrics[f"{network}/step"], now))
         self.values.update(metrics)
 
     def rewind(self, phase: str, step: int) -> None:
         """Nothing to drop: each measurement starts from an empty clock."""
 
 
-def per_step(times: list[float]) -> float:
-    return (times[-1] - times[0]) / max(len(times) - 1, 1)
+def per_step(times: list[tuple[int, float]]) -> float:
+    """Seconds per step between the first and the last logged step (the first is not counted)."""
+    (first_step, first_time), (last_step, last_time) = times[0], times[-1]
+    return (last_time - first_time) / max(last_step - first_step, 1)
 
 
 def worker(design: str, zoo_dir: Path, steps: int) -> dict:
@@ -141,7 +150,7 @@ def worker(design: str, zoo_dir: Path, steps: int) -> dict:
     )
     peak = peak_rss()
     row = {
-        "first_step_s": round(clock.times["ae"][0] - started, 3),
+        "first_step_s": round(clock.times["ae"][0][1] - started, 3),
         "s_per_step": round(per_step(clock.times["ae"]), 4),
         "diffusion_s_per_step": round(per_step(clock.times["diffusion"]), 4),
         "peak_rss_gb": round(peak / GIB, 3),
@@ -230,7 +239,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pdiff-scale-zoo-") as scratch:
         for dim in (int(d) for d in args.dims):
             zoo_dir = Path(scratch) / f"zoo_{dim}"
-            write_synthetic_zoo(zoo_dir, dim)
+            write_synthetic_zoo(zoo_dir, chunked_spec(dim))
             for design in args.designs:
                 rows.append(
                     measure(design, zoo_dir, dim, args.steps, args.timeout, args.rss_limit_gb)

@@ -2,8 +2,10 @@
 # pdiff's GPU check, for a machine with a CUDA GPU, Python 3.12 and torch but none of pdiff's other
 # packages, and no network (../shared/GPU-NOTES.md):
 #   bash scripts/gpu_check.sh fetch   # here, with network: wheels for Python 3.12 into .gpu-wheels/ (~5 MB)
-#   bash scripts/gpu_check.sh run     # there: install them under /tmp, run the GPU tier and benchmarks/gpu.py
-# `run` prints the GPU tier's result and the benchmark's table last; it exits non-zero if a test fails.
+#   bash scripts/gpu_check.sh run     # there: install them under /tmp, run the GPU tier and the benchmarks
+# `run` runs the GPU tier, benchmarks/gpu.py (p-diff's reference job) and benchmarks/gpu_rung.py (the
+# 10^6 rung's flow_pca and token designs trained in bf16 and sampled on CUDA, on a synthetic zoo of the
+# rung's layout), and prints the rung's table last; it exits non-zero if a test or a benchmark fails.
 # With the device tool: run(command="bash scripts/gpu_check.sh run", carry=[".gpu-wheels"], timeout_s=540).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,7 @@ run() {
   status=0
   "$PY" -m pytest tests/gpu -m gpu -q -p no:cacheprovider -rA 2>&1 | tail -25 || status=$?
   (cd benchmarks && "$PY" gpu.py --out "${OUT:-/tmp}/gpu.json") || status=$?
+  (cd benchmarks && "$PY" gpu_rung.py --device cuda --out "${OUT:-/tmp}/gpu_rung.json") || status=$?
   return $status
 }
 

@@ -109,6 +109,59 @@ def test_gpu_benchmark_runs_on_the_cpu_and_projects_the_reference_job(tmp_path, 
     assert result["projected_reference_job"]["total_h"] > 0
 
 
+def test_gpu_rung_benchmark_trains_and_samples_both_designs_on_the_cpu(tmp_path):
+    """benchmarks/gpu_rung.py (the GPU check's 10^6 rung) on the CPU, its MLP shrunk to 16 x 16
+    (D = 1,098) and K = 8, bf16 autocast in training as on a GPU: every phase of both designs is
+    timed and projected to its default budget, and the sampled models are finite."""
+    out = tmp_path / "rung.json"
+    shrink = [
+        "task.net.hidden=[16,16]",
+        "task.param.k=8",
+        "generate.n=4",
+        "sampler.steps=2",
+        "diffusion.timesteps=20",
+        "threads=1",
+    ]
+    ok(
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "benchmarks" / "gpu_rung.py"),
+                *("--out", str(out), "--device", "cpu", "--precision", "bf16", "--steps", "3"),
+                *("--set", *shrink),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO,
+        )
+    )
+    result = json.loads(out.read_text())
+    assert (result["D"], result["K"], result["precision"]) == (1098, 8, "bf16")
+    flow_pca, token = result["designs"]["flow_pca"], result["designs"]["token"]
+    assert list(flow_pca["phases"]) == ["train_flow"]
+    assert list(token["phases"]) == [
+        "fit_code",
+        "train_autoencoder",
+        "train_code",
+        "train_diffusion",
+    ]
+    for design in (flow_pca, token):
+        assert design["train_rows"] == 2  # generator.train_fraction=0.25 of K = 8
+        for phase in design["phases"].values():
+            assert phase["projected_s"] >= phase["measured_s"] > 0
+            if "s_per_step" in phase:
+                assert phase["s_per_step"] > 0 and phase["steps"] == 3
+        generate = design["generate"]
+        assert (generate["models"], generate["target_models"], generate["non_finite_models"]) == (
+            2,
+            4,
+            0,
+        )
+        assert design["projected_s"] > design["train_s"] > 0
+    assert token["phases"]["train_code"]["default_steps"] == 5000
+
+
 def test_scale_quality_ladder_rung_with_the_joint_token_design_and_an_out_of_time_row(tmp_path):
     """benchmarks/scale_quality.py on the ladder's smallest rung (experiment=mnist1d_full's network,
     7,434 parameters) shrunk to 3 runs of 2 checkpoints: the joint token design's row carries what
