@@ -2,8 +2,8 @@
 verdict.
 
     python benchmarks/scale_quality.py --out FILE.json [--rungs 1e4 1e5 1e6] [--seeds 0 1 2]
-        [--designs flow_pca token token_independent latent] [--work-dir DIR] [--budget-s S] [--set
-        OVERRIDE ...]
+        [--designs flow_pca token token_independent latent] [--threads T] [--eval-split val|test]
+        [--tag NAME] [--work-dir DIR] [--budget-s S] [--set OVERRIDE ...]
 
 Rungs are experiments of one MLP family on MNIST-1D, every parameter generated: 1e4 =
 experiment=mnist1d_full (7,434 parameters), 1e5 = mnist1d_mlp_1e5 (78,858), 1e6 = mnist1d_mlp_1e6
@@ -11,6 +11,12 @@ experiment=mnist1d_full (7,434 parameters), 1e5 = mnist1d_mlp_1e5 (78,858), 1e6 
 generates and evaluates on a linked copy of that zoo in its own process, timed, with its peak RSS. A
 design that runs past --budget-s or out of memory is a row that says so. --set adds overrides to
 every run (the tests shrink the ladder's smallest rung with it).
+
+--threads T runs every process with T threads: a zoo collected with other threads differs slightly
+(as across the nodes of a cluster), so each thread count has its own zoo. --eval-split val scores
+everything on the validation split (evaluate.split=val) to choose settings without reading the test
+labels (the folder of a design scored so is <design>-val); --tag names a variant of a design (its
+folder is <design>-<tag>), with its own --set.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from table_output import emit
 
 from pdiff.pipeline.output_dir import mark_made_by_pdiff
@@ -100,10 +107,15 @@ def run(overrides: list[str], folder: Path, budget_s: float) -> dict:
     }
 
 
+def zoo_folder(work: Path, rung: str, seed: int, threads: int) -> Path:
+    """Where a (rung, seed, thread count)'s runs live (threads 0: torch's default)."""
+    return work / rung / (f"seed_{seed}" if not threads else f"seed_{seed}_threads_{threads}")
+
+
 def collect(
-    rung: str, seed: int, work: Path, extra: list[str], budget_s: float
+    rung: str, seed: int, work: Path, extra: list[str], budget_s: float, threads: int = 0
 ) -> tuple[Path, dict]:
-    folder = work / rung / f"seed_{seed}" / "zoo"
+    folder = zoo_folder(work, rung, seed, threads) / "zoo"
     if (folder / "zoo" / "zoo.safetensors").is_file():
         return folder, {"status": "ok (reused)"}
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +138,10 @@ def linked_copy(zoo_run: Path, folder: Path) -> None:
 
 def summarise(rung: str, design: str, seed: int, folder: Path, process: dict) -> dict:
     row = {"rung": rung, "design": design, "seed": seed, **process}
+    config = folder / "config.yaml"
+    if config.is_file():  # what the run was: its thread count and the split it was scored on
+        settings = OmegaConf.load(config)
+        row.update({"threads": settings.threads, "split": str(settings.evaluate.split)})
     report_path = folder / "report.json"
     if process["status"] != "ok" or not report_path.is_file():
         return row
@@ -237,7 +253,11 @@ def main() -> None:
     parser.add_argument(
         "--set", nargs="*", default=[], dest="extra", help="overrides added to every run"
     )
+    parser.add_argument("--threads", type=int, default=0, help="threads per process (0: default)")
+    parser.add_argument("--eval-split", choices=["test", "val"], default="test")
+    parser.add_argument("--tag", default="", help="a name for this variant of the designs")
     args = parser.parse_args()
+    args.extra = [*args.extra, f"threads={args.threads}", f"evaluate.split={args.eval_split}"]
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="pdiff-scale-"))
     rows = []
     for rung in args.rungs:
@@ -245,19 +265,31 @@ def main() -> None:
             # collected with the first design's overrides, so that --set may name that design's
             # settings
             zoo_run, collected = collect(
-                rung, seed, work, [*DESIGNS[args.designs[0]], *args.extra], args.budget_s
+                rung,
+                seed,
+                work,
+                [*DESIGNS[args.designs[0]], *args.extra],
+                args.budget_s,
+                args.threads,
             )
             print(
                 f"{rung} seed {seed}: collect {collected['status']} ({collected.get('process_s', 0)} s)",
                 flush=True,
             )
             for design in args.designs:
-                folder = work / rung / f"seed_{seed}" / design
+                name = "-".join(
+                    [
+                        design,
+                        *([args.tag] if args.tag else []),
+                        *(["val"] if args.eval_split == "val" else []),
+                    ]
+                )
+                folder = zoo_folder(work, rung, seed, args.threads) / name
                 if not collected["status"].startswith("ok"):
                     rows.append(
                         {
                             "rung": rung,
-                            "design": design,
+                            "design": name,
                             "seed": seed,
                             "status": f"no zoo: collect {collected['status']}",
                         }
@@ -279,9 +311,9 @@ def main() -> None:
                         args.budget_s,
                     )
                     record.write_text(json.dumps(process))
-                rows.append(summarise(rung, design, seed, folder, process))
+                rows.append(summarise(rung, name, seed, folder, process))
                 print(
-                    f"{rung} seed {seed} {design}: {process['status']} in {process['process_s']} s",
+                    f"{rung} seed {seed} {name}: {process['status']} in {process['process_s']} s",
                     flush=True,
                 )
     emit(

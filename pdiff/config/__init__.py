@@ -5,7 +5,13 @@ A leaf of the import graph: it imports nothing of pdiff but pdiff.errors, so eve
 it.
 """
 
-from .evaluate_schema import BaselinesConfig, BootstrapConfig, EvaluateConfig, FrontierSearch
+from .evaluate_schema import (
+    BaselinesConfig,
+    BootstrapConfig,
+    EvalSplit,
+    EvaluateConfig,
+    FrontierSearch,
+)
 from .generator_checks import validate_generate
 from .generator_schema import (
     CadenceConfig,
@@ -50,6 +56,7 @@ __all__ = [
     "NUMPY_SEED_MAX",
     "SEED_MAX",
     "BaselinesConfig",
+    "EvalSplit",
     "FrontierSearch",
     "BootstrapConfig",
     "CadenceConfig",

@@ -47,8 +47,16 @@ class BootstrapConfig:
     confidence: float = 0.95
 
 
+class EvalSplit(Enum):
+    test = "test"
+    val = "val"
+
+
 @dataclass
 class EvaluateConfig:
+    # the split every population is scored on: test (read here and nowhere else), or val, to choose
+    # settings without reading the test labels (the report then says so)
+    split: EvalSplit = EvalSplit.test
     baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
     # > 0: before testing, every model's (every population's) BatchNorm running statistics are

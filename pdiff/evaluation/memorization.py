@@ -24,7 +24,7 @@ from pdiff.evaluation.baseline_populations import (
     point_populations,
 )
 from pdiff.evaluation.noise_frontier import NoiseFrontier, trace_frontier
-from pdiff.evaluation.similarity import Population, error_iou, mean_pairwise_iou, nearest_original
+from pdiff.evaluation.similarity import NearestOriginals, Population, error_iou, mean_pairwise_iou
 from pdiff.zoo.params import ParamNormalizer, ParamSpec
 
 GENERATED_FILE = "generated/params.safetensors"  # stage=generate's output, under paths.output_dir
@@ -49,15 +49,15 @@ def memorization_normalizer(spec: ParamSpec, originals: torch.Tensor) -> ParamNo
 def describe(
     population: Population,
     originals: Population,
-    z_orig: torch.Tensor,
+    nearest: NearestOriginals,
     normalizer: ParamNormalizer,
     y_test: torch.Tensor,
     novelty_threshold: float,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Figures of one population (accuracy, nearest-original distances, error IoU, novel fraction),
-    and its per-model nearest-original L2 and max IoU (z_orig: the originals, normalised)."""
+    and its per-model nearest-original L2 and max IoU (`nearest`: of the normalised originals)."""
     z = normalizer.normalize(population.vectors)
-    l2, cosine, _ = nearest_original(z, z_orig, exclude=population.copy_of)
+    l2, cosine, _ = nearest(z, exclude=population.copy_of)
     errors, errors_orig = population.predictions != y_test, originals.predictions != y_test
     iou = error_iou(errors, errors_orig)
     if population.copy_of is not None:
@@ -100,8 +100,8 @@ class MemorizationTable:
         self.predict, self.normalizer, self.y_test = predict, normalizer, y_test
         self.originals = Population("originals", originals, copy_of=torch.arange(len(originals)))
         self.originals.predictions = predict(originals)
-        self.z_orig = normalizer.normalize(originals)
-        l2 = nearest_original(self.z_orig, self.z_orig, exclude=self.originals.copy_of)[0]
+        self.nearest = NearestOriginals(normalizer.normalize(originals))
+        l2 = self.nearest(self.nearest.originals, exclude=self.originals.copy_of)[0]
         self.threshold = float(l2.median())
         self.table: dict = {"originals_nn_l2_median": round(self.threshold, 6)}
         self.per_model: dict[str, torch.Tensor] = {}
@@ -122,7 +122,7 @@ class MemorizationTable:
                 else self.predict(population.vectors)
             )
         figures, values = describe(
-            population, self.originals, self.z_orig, self.normalizer, self.y_test, self.threshold
+            population, self.originals, self.nearest, self.normalizer, self.y_test, self.threshold
         )
         self.table[population.name] = figures
         self.per_model.update({f"{key}:{population.name}": v for key, v in values.items()})

@@ -150,9 +150,15 @@ def search_bisection(
     start = ladder.index((f"{frontier.prefix}matched_{matched:.3g}", matched))
     last = max(ladder.index((f"{frontier.prefix}{max(configured):g}", max(configured))), start)
     bracket(frontier, ladder, start, last, target)
-    if originals_similarity is not None:
+    if originals_similarity is not None:  # from the configured scale nearest it so far
         configured_ladder = [(f"{frontier.prefix}{s:g}", s) for s in sorted(configured)]
-        bracket(frontier, configured_ladder, 0, len(configured_ladder) - 1, originals_similarity)
+        known = [i for i, (name, _) in enumerate(configured_ladder) if name in frontier.points]
+
+        def gap(index: int) -> float:
+            return abs(frontier.at(*configured_ladder[index]) - originals_similarity)
+
+        start = min(known, key=gap) if known else 0
+        bracket(frontier, configured_ladder, start, len(configured) - 1, originals_similarity)
 
 
 def trace_frontier(

@@ -23,6 +23,7 @@ from pdiff.evaluation.report_plots import (
 )
 from pdiff.evaluation.verdict import verdict_line
 from pdiff.evaluation.zoo_check import zoo_word
+from pdiff.zoo.params import ParamNormalizer
 
 
 def summarize_accuracies(accuracy: torch.Tensor) -> dict:
@@ -63,19 +64,21 @@ def write_report(
     accuracies: dict[str, torch.Tensor],
     per_model: dict[str, torch.Tensor],
     n_test: int,
-    normalized_vectors: dict[str, torch.Tensor],
+    vectors: dict[str, torch.Tensor],
     verdict_lines: list[str],
     *,
     phases: dict[str, str],
+    normalizer: ParamNormalizer | None = None,
 ) -> None:
     """report.json, report.md and its plots in `directory`; `phases` ({metric prefix: title}, the
-    design's training phases) chooses the training-curve panels."""
+    design's training phases) chooses the training-curve panels; `vectors` (originals, generated)
+    are projected in the space `normalizer` makes."""
     plot_accuracies(
         directory / ACCURACY_PLOT, accuracies["originals"], accuracies["generated"], n_test
     )
     plot_memorization(directory / MEMORIZATION_PLOT, accuracies, per_model)
     plot_frontier(directory / FRONTIER_PLOT, report, accuracies, per_model)
-    plot_projection(directory / PROJECTION_PLOT, normalized_vectors)
+    plot_projection(directory / PROJECTION_PLOT, vectors, normalizer)
     plot_training_curves(directory / CURVES_PLOT, directory / "metrics.jsonl", phases)
     atomic.write_json(directory / "report.json", report)
     atomic.write_text(directory / "report.md", render_one_task_markdown(report, verdict_lines))
@@ -84,8 +87,9 @@ def write_report(
 def one_task_summary_line(report: dict, seconds: float, output_dir: Path) -> str:
     """The one line a one-task run ends with: both populations' accuracies and the verdict."""
     o, g, verdict = report["original"], report["generated"], report["verdict"]
+    scored = " (scored on validation)" if report.get("split") == "val" else ""
     return (
-        f"pdiff: {report['task']} K={report['k']} D={report['param_count']} | original "
+        f"pdiff{scored}: {report['task']} K={report['k']} D={report['param_count']} | original "
         f"best/mean/min {o['best']:.2f}/{o['mean']:.2f}/{o['min']:.2f} | generated best/mean/min "
         f"{g['best']:.2f}/{g['mean']:.2f}/{g['min']:.2f} (n={g['n']}) | verdict, margin "
         f"[{100 * verdict['confidence']:g}% interval]: {verdict_line(verdict)} | "

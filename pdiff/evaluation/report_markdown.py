@@ -69,7 +69,13 @@ def _opening(report: dict) -> list[str]:
             else ""
         ),
         f"K = {report['k']} SGD checkpoints of {report['param_count']:,} parameters; accuracy in "
-        f"percent on {report['n_test']:,} test samples (read only by this stage).",
+        + (
+            f"percent on {report['n_test']:,} **validation** samples (evaluate.split=val: a run "
+            "that chooses settings; the test split was not read). Every figure below called test "
+            "is validation."
+            if report.get("split") == "val"
+            else f"percent on {report['n_test']:,} test samples (read only by this stage)."
+        ),
     ]
 
 

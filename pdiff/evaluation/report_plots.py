@@ -13,8 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from pdiff import atomic  # noqa: E402
-from pdiff.evaluation.baseline_populations import FRONTIERS
+from pdiff.evaluation.baseline_populations import FRONTIERS  # noqa: E402
+from pdiff.evaluation.similarity import COLUMN_BLOCK  # noqa: E402
 from pdiff.evaluation.verdict import family_entries, frontier_envelope, noise_frontier  # noqa: E402
+from pdiff.zoo.params import ParamNormalizer  # noqa: E402
 
 ACCURACY_PLOT = "accuracy.png"
 MEMORIZATION_PLOT = "memorization.png"
@@ -91,37 +93,55 @@ def plot_memorization(
     _save(fig, path)
 
 
-def plot_projection(path: Path, vectors: dict[str, torch.Tensor]) -> None:
-    """Originals and generated vectors (normalised space) in 2-D: PCA of the originals, and
-    t-SNE."""
+def plot_projection(
+    path: Path, vectors: dict[str, torch.Tensor], normalizer: ParamNormalizer | None = None
+) -> None:
+    """Originals and generated vectors (normalised by `normalizer`, if given) in 2-D: PCA of the
+    originals, and t-SNE of their exact distances. Both come from the Gram matrix of all vectors,
+    summed over column blocks: no [N, D] copy is made whatever D."""
     from sklearn.manifold import TSNE
 
-    originals = vectors["originals"].double()
-    mean = originals.mean(0)
-    _, _, components = torch.linalg.svd(originals - mean, full_matrices=False)
-    everything = torch.cat(list(vectors.values())).double()
+    counts = [len(values) for values in vectors.values()]
+    gram = centred_gram(list(vectors.values()), normalizer)
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram[: counts[0], : counts[0]])
+    top = eigenvalues.argsort(descending=True)[:2]
+    pca = gram[:, : counts[0]] @ eigenvectors[:, top] / eigenvalues[top].clamp_min(1e-12).sqrt()
+    squared = gram.diagonal()[:, None] + gram.diagonal()[None] - 2 * gram
     embedded = TSNE(
-        n_components=2, perplexity=min(30.0, (len(everything) - 1) / 3), init="pca", random_state=0
-    ).fit_transform(everything.numpy())
+        n_components=2,
+        perplexity=min(30.0, (len(gram) - 1) / 3),
+        metric="precomputed",
+        init="random",
+        random_state=0,
+    ).fit_transform(squared.clamp_min(0).sqrt().numpy())
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     start = 0
-    for name, values in vectors.items():
-        pca = (values.double() - mean) @ components[:2].T
-        axes[0].scatter(pca[:, 0].tolist(), pca[:, 1].tolist(), s=12, alpha=0.6, label=name)
-        axes[1].scatter(
-            embedded[start : start + len(values), 0],
-            embedded[start : start + len(values), 1],
-            s=12,
-            alpha=0.6,
-            label=name,
-        )
-        start += len(values)
+    for name, count in zip(vectors, counts):
+        rows = slice(start, start + count)
+        axes[0].scatter(pca[rows, 0].tolist(), pca[rows, 1].tolist(), s=12, alpha=0.6, label=name)
+        axes[1].scatter(embedded[rows, 0], embedded[rows, 1], s=12, alpha=0.6, label=name)
+        start += count
     for axis, title in zip(axes, ("PCA (axes of the originals)", "t-SNE")):
         axis.set_title(f"Parameter vectors, {title}")
         axis.set_xlabel("component 1")
         axis.set_ylabel("component 2")
         axis.legend()
     _save(fig, path)
+
+
+def centred_gram(parts: list[torch.Tensor], normalizer: ParamNormalizer | None) -> torch.Tensor:
+    """[N, N] float64 inner products of the rows of every part (normalised), centred on the mean
+    of the first part's."""
+    count = sum(len(part) for part in parts)
+    gram = torch.zeros(count, count, dtype=torch.float64)
+    for start in range(0, parts[0].shape[1], COLUMN_BLOCK):
+        columns = slice(start, start + COLUMN_BLOCK)
+        block = torch.cat([part[:, columns] for part in parts]).double()
+        if normalizer is not None:
+            block = (block - normalizer.mean[columns].double()) / normalizer.std[columns].double()
+        block = block - block[: len(parts[0])].mean(0)
+        gram += block @ block.T
+    return gram
 
 
 NO_ROWS = "no rows logged"

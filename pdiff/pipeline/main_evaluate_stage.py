@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from pdiff import atomic
-from pdiff.config import Stage
+from pdiff.config import EvalSplit, Stage
 from pdiff.evaluation.baseline_populations import point_baselines
 from pdiff.evaluation.costs import RECALIBRATION_KEY, cost_per_model
 from pdiff.evaluation.intervals import bootstrap_accuracies, percentile_interval
@@ -44,7 +44,8 @@ ZOO_DIGESTS = (
 
 def evaluate_main_job(run: Run) -> dict:
     """Predictions of every population on the test set (its labels are read here and nowhere
-    before), the memorisation table, the verdict with its intervals, the report and its plots."""
+    before; the validation set with evaluate.split=val), the memorisation table, the verdict with
+    its intervals, the report and its plots."""
     cfg, generated_dir = run.cfg, run.output_dir / "generated"
     directory = run.dir("eval")
     inputs = stage_inputs(cfg, Stage.evaluate)
@@ -52,7 +53,7 @@ def evaluate_main_job(run: Run) -> dict:
     results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
     made_from = {
         GENERATED_DIGEST: atomic.sha256(generated_dir / GENERATED_PARAMS),
-        TEST_DIGEST: tensors_digest(run.data.x_test, run.data.y_test),
+        TEST_DIGEST: tensors_digest(*scored_split(run)),
         ZOO_DIGESTS: json.dumps(zoo.meta["sha256"], sort_keys=True),
     }
     stale, changed = (
@@ -85,7 +86,7 @@ def evaluate_main_job(run: Run) -> dict:
             zoo.val_accuracy,
             generated,
             normalizer,
-            run.data.y_test.cpu(),
+            scored_split(run)[1].cpu(),
             cfg.seed,
             cfg.evaluate.baselines,
         )
@@ -139,6 +140,7 @@ def evaluate_main_job(run: Run) -> dict:
             ]
     report["memorization"] = table
     report["n_test"] = len(y_test)
+    report["split"] = EvalSplit(cfg.evaluate.split).value
     report["verdict"] = compute_verdict(
         table, resampled, point_baselines(cfg.evaluate.baselines), bootstrap.confidence
     )
@@ -150,15 +152,21 @@ def evaluate_main_job(run: Run) -> dict:
         accuracies,
         per_model,
         len(y_test),
-        {
-            "originals": normalizer.normalize(zoo.vectors),
-            "generated": normalizer.normalize(generated),
-        },
+        {"originals": zoo.vectors, "generated": generated},
         verdict_sentences(report["verdict"], table),
         phases=design_class(cfg).phases,
+        normalizer=normalizer,
     )
     log_report(run.tracker, report, accuracies, sorted(run.output_dir.glob("*.png")))
     return report
+
+
+def scored_split(run: Run) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs and labels every population is scored on: the test split, or (evaluate.split=val,
+    to choose settings) the validation split."""
+    if EvalSplit(run.cfg.evaluate.split) is EvalSplit.val:
+        return run.data.x_val, run.data.y_val
+    return run.data.x_test, run.data.y_test
 
 
 def _cached_from(results: Path) -> dict:
@@ -187,7 +195,7 @@ def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator]:
     model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
     recalibration = _recalibration(run)
     predictors, evaluators = [], []
-    for inputs in (run.data.x_test, run.data.x_val):
+    for inputs in (scored_split(run)[0], run.data.x_val):
         with run.task_autocast():
             evaluator = ParameterEvaluator(
                 model,

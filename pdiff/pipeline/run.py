@@ -20,6 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pdiff import atomic
+from pdiff.allocator import keep_freed_memory
 from pdiff.config import LoggerName, Stage, TrainerName, to_container, validate
 from pdiff.data.datasets import check_data_available, load_dataset
 from pdiff.data.tasknets import build_task_net
@@ -161,6 +162,7 @@ def open_run(
     """The output folder with the resolved config in it, and a tracker (rank 0's; a silent one
     elsewhere)."""
     env, device = env or distributed.DistEnv(), device or torch.device("cpu")
+    keep_freed_memory()
     if cfg.threads > 0:
         torch.set_num_threads(usable_threads(cfg.threads))
     output_dir = Path(cfg.paths.output_dir).expanduser().resolve()

@@ -120,3 +120,15 @@ def test_a_finished_run_is_evaluated_on_a_fresh_test_set_without_touching_its_mo
     assert (archive / "predictions.safetensors").is_file()
     ok(run_sweep([*args, "stage=evaluate"]))  # back to the first test set: its own numbers again
     assert json.loads((out / "report.json").read_text())["generated"] == original["generated"]
+
+
+def test_a_run_scored_on_validation_says_so_and_scores_the_validation_split(run_copy):
+    out, args = run_copy
+    evaluate([*args, "evaluate.split=val"])
+    report = json.loads((out / "report.json").read_text())
+    assert report["split"] == "val" and report["n_test"] == 500  # data.mnist1d.val_samples
+    # every population is scored on the validation split: the generated models' "test" accuracy is
+    # their validation accuracy
+    assert report["generated"]["mean"] == report["validation"]["generated"]["mean"]
+    assert report["original"]["mean"] == report["validation"]["original"]["mean"]
+    assert "500 **validation** samples" in (out / "report.md").read_text()

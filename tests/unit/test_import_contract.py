@@ -19,7 +19,7 @@ from tests.helpers.configs import REPO
 # their own.
 LAYERS = [
     ("errors",),
-    ("config", "seeds", "atomic", "resources"),
+    ("config", "seeds", "atomic", "allocator", "resources"),
     ("tracking", "diffusion", "data"),
     ("training",),
     ("zoo",),

@@ -46,6 +46,27 @@ def test_nearest_original_excludes_self_for_originals():
     assert abs(matched_noise_scale(4.0, 16) - 1.0) < 1e-12
 
 
+def test_the_nearest_original_is_measured_exactly_whatever_the_float32_ranking():
+    generator = torch.Generator().manual_seed(0)
+    centre = 100.0 * torch.randn(50_000, generator=generator)  # large norms: float32 products err
+    originals = centre + torch.randn(30, 50_000, generator=generator)
+    queries = torch.cat(
+        [
+            originals[:5] + 1e-3 * torch.randn(5, 50_000, generator=generator),  # near copies
+            centre + torch.randn(5, 50_000, generator=generator),  # new, at the originals' spread
+        ]
+    )
+    l2, cosine, index = nearest_original(queries, originals)
+    reference = (queries.double()[:, None] - originals.double()[None]).pow(2).sum(-1).sqrt()
+    assert torch.equal(index, reference.argmin(1))
+    assert torch.allclose(l2, reference.min(1).values, rtol=1e-9, atol=1e-9)
+    nearest = originals.double()[index]
+    expected = 1 - (queries.double() * nearest).sum(1) / (
+        queries.double().norm(dim=1) * nearest.norm(dim=1)
+    )
+    assert torch.allclose(cosine, expected, atol=1e-10)
+
+
 def test_table_copies_are_not_novel_and_noise_is():
     torch.manual_seed(0)
     spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4"])
