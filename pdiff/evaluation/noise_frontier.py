@@ -7,7 +7,8 @@ evaluate.baselines.frontier chooses which scales are predicted:
 - `grid`: every configured scale, the matched one, and extensions (a third of the smallest, three
   times the largest) until the frontier covers the generated similarity;
 - `bisection`: only the scales those two readings need, found by a galloping bisection from the
-  matched scale (similarity falls as the scale grows) over the same candidates, then the larger
+  configured scale nearest the matched one (similarity falls as the scale grows) over the same
+  candidates, then the larger
   scales until accuracy has fallen PLATEAU_DROP points (the envelope is a running maximum: on a
   plateau a less similar scale can still hold it, in a resample if not on average).
 Each scale's models come from their own streams, so a scale is the same population in both.
@@ -15,6 +16,7 @@ Each scale's models come from their own streams, so a scale is the same populati
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -125,10 +127,12 @@ def bracket(
 def follow_plateau(
     frontier: NoiseFrontier, ladder: list[tuple[str, float]], index: int, last: int
 ) -> None:
-    """Predict the scales after `index`, up to index `last`, until one is PLATEAU_DROP points less
-    accurate than the best so far."""
+    """Predict the scales after `index` (the matched one aside), up to index `last`, until one is
+    PLATEAU_DROP points less accurate than the best so far."""
     best = frontier.points[ladder[index][0]][1]
     for name, scale in ladder[index + 1 : last + 1]:
+        if name.startswith(f"{frontier.prefix}matched_") and name not in frontier.points:
+            continue
         frontier.at(name, scale)
         accuracy = frontier.points[name][1]
         if accuracy <= best - PLATEAU_DROP:
@@ -143,12 +147,13 @@ def search_bisection(
     target: float,
     originals_similarity: float | None,
 ) -> None:
-    """The scales around the generated similarity among all candidates (from the matched scale),
-    and, with `originals_similarity`, those around it among the configured scales (the zoo
-    check)."""
+    """The scales around the generated similarity among all candidates (from the configured scale
+    nearest the matched one), and, with `originals_similarity`, those around it among the
+    configured scales (the zoo check)."""
     ladder = candidates(frontier.prefix, configured, matched)
-    start = ladder.index((f"{frontier.prefix}matched_{matched:.3g}", matched))
-    last = max(ladder.index((f"{frontier.prefix}{max(configured):g}", max(configured))), start)
+    nearest = min(configured, key=lambda scale: abs(math.log(scale / max(matched, 1e-12))))
+    start = ladder.index((f"{frontier.prefix}{nearest:g}", nearest))
+    last = ladder.index((f"{frontier.prefix}{max(configured):g}", max(configured)))
     bracket(frontier, ladder, start, last, target)
     if originals_similarity is not None:  # from the configured scale nearest it so far
         configured_ladder = [(f"{frontier.prefix}{s:g}", s) for s in sorted(configured)]

@@ -29,6 +29,7 @@ from pdiff.pipeline.generate_stage import EVALUATE_TIMINGS, GENERATED_PARAMS, ev
 from pdiff.pipeline.run_context import Run
 from pdiff.pipeline.stage_dirs import changed_inputs, claim_stage_dir, stage_inputs, supersede
 from pdiff.seeds import Purpose, generator_for
+from pdiff.zoo.params import is_entire_state
 from pdiff.zoo.store import ParamZoo, load_base_weights
 
 EVAL_PREDICTIONS = "predictions.safetensors"
@@ -79,7 +80,10 @@ def evaluate_main_job(run: Run) -> dict:
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        (predict_test, predict_val), test_evaluator = _predictors(run, zoo)
+        (predict_test, predict_val), test_evaluator, entire = _predictors(run, zoo)
+        # a vector that is the whole network, not recalibrated, scores on validation as it did
+        # when it was collected: the zoo's accuracies are its predictions' (measured equal)
+        originals_as_collected = entire and not cfg.evaluate.recalibrate_batches
         predictions, table = evaluate_populations(
             predict_test,
             zoo.vectors,
@@ -90,14 +94,10 @@ def evaluate_main_job(run: Run) -> dict:
             cfg.seed,
             cfg.evaluate.baselines,
         )
-        y_val = run.data.y_val.cpu()
-        predictions.update(
-            {
-                "val:originals": predict_val(zoo.vectors).to(torch.int16),
-                "val:generated": predict_val(generated).to(torch.int16),
-                "y_val": y_val,
-            }
-        )
+        predictions.update({"val:generated": predict_val(generated).to(torch.int16)})
+        if not originals_as_collected:  # the zoo's own accuracies would differ
+            predictions["val:originals"] = predict_val(zoo.vectors).to(torch.int16)
+        predictions["y_val"] = run.data.y_val.cpu()
         atomic.write_safetensors(results, predictions, metadata=made_from)
         atomic.write_json(table_path, table)
         if (
@@ -114,8 +114,10 @@ def evaluate_main_job(run: Run) -> dict:
     report = build_report(
         cfg.task.name, zoo.k, zoo.spec.dim, accuracies["originals"], accuracies["generated"], saved
     )
-    val_accuracy = {
+    val_accuracy = {  # the originals': the zoo's own, measured on these inputs at collection
         key: (per_model.pop(f"val:{key}") == y_val).double().mean(1) * 100
+        if f"val:{key}" in per_model
+        else zoo.val_accuracy.double()
         for key in ("originals", "generated")
     }
     report["validation"] = {
@@ -186,10 +188,10 @@ def tensors_digest(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator]:
+def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator, bool]:
     """Functions [M, D] vectors -> [M, N] predicted classes of the base network with those vectors
-    written in: on the test inputs, and on the validation inputs; and the test inputs' evaluator (it
-    times recalibration)."""
+    written in: on the test inputs, and on the validation inputs; the test inputs' evaluator (it
+    times recalibration); and whether a vector is the network's entire state."""
     cfg = run.cfg
     model, _ = base_model(run)
     model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
@@ -215,7 +217,7 @@ def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator]:
 
         predictors.append(predict)
         evaluators.append(evaluator)
-    return predictors, evaluators[0]
+    return predictors, evaluators[0], is_entire_state(model, zoo.spec)
 
 
 def _recalibration(run: Run) -> list[torch.Tensor] | None:

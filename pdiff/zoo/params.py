@@ -141,6 +141,12 @@ def is_whole_model(model: nn.Module, spec: ParamSpec) -> bool:
     return len(spec.parameter_names) == sum(1 for _ in model.parameters())
 
 
+def is_entire_state(model: nn.Module, spec: ParamSpec) -> bool:
+    """Whether a vector of `spec` holds all of `model`'s state: every parameter and every running
+    statistic (a model with it written in behaves the same whatever else the network held)."""
+    return is_whole_model(model, spec) and set(running_statistics(model)) <= set(spec.names)
+
+
 def running_statistics(model: nn.Module) -> list[str]:
     """Names of the norm layers' running means and variances (task.param.statistics carries them)."""
     return [name for name, _ in model.named_buffers() if name.rsplit(".", 1)[-1] in STATISTIC_NAMES]
