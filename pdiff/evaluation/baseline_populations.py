@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
-from pdiff.evaluation.similarity import Population
+from pdiff.evaluation.similarity import COLUMN_BLOCK, Population
 from pdiff.seeds import Purpose, generator_for
 from pdiff.zoo.params import ParamNormalizer
 
@@ -79,7 +79,7 @@ def point_populations(
     average of the m best (selected_average<m>). One at a time, each drawn from its own stream."""
     k, dim = originals.shape
     mean = normalizer.normalize(originals.mean(0))
-    std = originals.std(0) / normalizer.std if k > 1 else torch.zeros(dim)
+    std = column_std(originals) / normalizer.std if k > 1 else torch.zeros(dim)
     noise = torch.randn(n, dim, generator=population_stream(seed, "gaussian"))
     yield Population("gaussian", normalizer.denormalize(mean + std * noise))
     average, selected_average = average_labels(baselines_cfg.average_of)
@@ -103,6 +103,14 @@ def point_populations(
     ):
         yield Population(name, originals[order[:count]], copy_of=order[:count])
     yield Population(selected_average, originals[order[:members]].mean(0, keepdim=True))
+
+
+def column_std(rows: torch.Tensor) -> torch.Tensor:
+    """[D] standard deviation of each column of rows [K, D], COLUMN_BLOCK columns at a time."""
+    std = torch.empty(rows.shape[1])
+    for start in range(0, rows.shape[1], COLUMN_BLOCK):
+        std[start : start + COLUMN_BLOCK] = rows[:, start : start + COLUMN_BLOCK].std(0)
+    return std
 
 
 def population_stream(seed: int, name: str) -> torch.Generator:

@@ -90,7 +90,7 @@ def evaluate_main_job(run: Run) -> dict:
             zoo.val_accuracy,
             generated,
             normalizer,
-            scored_split(run)[1].cpu(),
+            scored_split(run)[1].cpu().clone(),  # saved beside y_val: never the same tensor
             cfg.seed,
             cfg.evaluate.baselines,
         )
