@@ -171,4 +171,5 @@ def evaluate_populations(
         originals, val_accuracy, normalizer, len(generated), seed, baselines_cfg
     ):
         table.add(population)
+        del population  # one population's vectors alive at a time
     return {**table.predictions, **table.per_model, "y_test": y_test}, table.table

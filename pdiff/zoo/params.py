@@ -205,6 +205,9 @@ def tail_tensor_names(model: nn.Module, tail: nn.Module) -> dict[str, str]:
     return {by_id[id(tensor)]: name for name, tensor in tail.state_dict(keep_vars=True).items()}
 
 
+FIT_BLOCK = 1 << 16  # columns of a tensor a normaliser's statistics read at a time
+
+
 class ParamNormalizer(nn.Module):
     """Z-scores zoo vectors: per-tensor scalar statistics, or per-coordinate mean with per-tensor
     spread."""
@@ -216,19 +219,29 @@ class ParamNormalizer(nn.Module):
 
     @classmethod
     def fit(cls, spec: ParamSpec, zoo: torch.Tensor, mode: Normalization) -> ParamNormalizer:
-        """Statistics of a [K, D] zoo, read one tensor's columns at a time (the zoo may be
-        memory-mapped)."""
+        """Statistics of a [K, D] zoo, read FIT_BLOCK columns of one tensor at a time (the zoo may
+        be memory-mapped; no float64 copy of a whole tensor's columns is made)."""
         normalizer = cls(spec.dim)
         for entry in spec.entries:
             part = slice(entry.offset, entry.offset + entry.numel)
-            block = zoo[:, part].double()
-            if mode is Normalization.per_tensor:
-                normalizer.mean[part] = block.mean().float()
-                spread = block.std() if block.numel() > 1 else block.new_tensor(0.0)
-            else:
-                centre = block.mean(0)
-                normalizer.mean[part] = centre.float()
-                spread = (block - centre).pow(2).mean().sqrt()
+            blocks = [
+                slice(start, min(start + FIT_BLOCK, part.stop))
+                for start in range(part.start, part.stop, FIT_BLOCK)
+            ]
+            count = len(zoo) * entry.numel
+            if mode is Normalization.per_tensor:  # one mean, one (unbiased) spread per tensor
+                mean = sum(zoo[:, block].double().sum() for block in blocks) / count
+                normalizer.mean[part] = float(mean)
+                squares = sum((zoo[:, block].double() - mean).pow(2).sum() for block in blocks)
+                spread = (squares / (count - 1)).sqrt() if count > 1 else torch.tensor(0.0)
+            else:  # a mean per coordinate, the tensor's spread around them
+                squares = 0.0
+                for block in blocks:
+                    values = zoo[:, block].double()
+                    centre = values.mean(0)
+                    normalizer.mean[block] = centre.float()
+                    squares = squares + (values - centre).pow(2).sum()
+                spread = torch.as_tensor(squares / count).sqrt()
             normalizer.std[part] = spread.clamp_min(1e-8).float()
         return normalizer
 
