@@ -60,13 +60,22 @@ class NoiseFrontier:
         return [similarity for similarity, _ in self.points.values()]
 
 
+def configured_entry(prefix: str, scale: float) -> tuple[str, float]:
+    """(name, scale) of a configured scale (the grid's names: noise_0.05)."""
+    return f"{prefix}{scale:g}", scale
+
+
+def matched_entry(prefix: str, matched: float) -> tuple[str, float]:
+    return f"{prefix}matched_{matched:.3g}", matched
+
+
 def candidates(prefix: str, configured: list[float], matched: float) -> list[tuple[str, float]]:
     """(name, scale) by increasing scale: the extensions below, the configured scales with the
     matched one among them, the extensions above."""
     scales = sorted(configured)
     below = [scales[0] / EXTENSION_FACTOR**i for i in range(EXTENSIONS, 0, -1)]
     above = [scales[-1] * EXTENSION_FACTOR**i for i in range(1, EXTENSIONS + 1)]
-    middle = [(f"{prefix}{s:g}", s) for s in scales] + [(f"{prefix}matched_{matched:.3g}", matched)]
+    middle = [configured_entry(prefix, s) for s in scales] + [matched_entry(prefix, matched)]
     return (
         [(f"{prefix}{s:.3g}", s) for s in below]
         + sorted(middle, key=lambda item: item[1])
@@ -78,11 +87,11 @@ def search_grid(frontier: NoiseFrontier, configured: list[float], matched: float
     """Every configured scale and the matched one, then extensions one at a time (smaller while the
     target is more similar than every scale, larger while it is less) until they cover it."""
     ladder = candidates(frontier.prefix, configured, matched)
-    first = ladder.index((f"{frontier.prefix}{min(configured):g}", min(configured)))
-    last = ladder.index((f"{frontier.prefix}{max(configured):g}", max(configured)))
+    first = ladder.index(configured_entry(frontier.prefix, min(configured)))
+    last = ladder.index(configured_entry(frontier.prefix, max(configured)))
     for name, scale in ladder[first : last + 1]:
         frontier.at(name, scale)
-    frontier.at(f"{frontier.prefix}matched_{matched:.3g}", matched)
+    frontier.at(*matched_entry(frontier.prefix, matched))
     while True:
         if target > max(frontier.similarities()) and first > 0:
             first -= 1
@@ -152,11 +161,11 @@ def search_bisection(
     configured scales (the zoo check)."""
     ladder = candidates(frontier.prefix, configured, matched)
     nearest = min(configured, key=lambda scale: abs(math.log(scale / max(matched, 1e-12))))
-    start = ladder.index((f"{frontier.prefix}{nearest:g}", nearest))
-    last = ladder.index((f"{frontier.prefix}{max(configured):g}", max(configured)))
+    start = ladder.index(configured_entry(frontier.prefix, nearest))
+    last = ladder.index(configured_entry(frontier.prefix, max(configured)))
     bracket(frontier, ladder, start, last, target)
     if originals_similarity is not None:  # from the configured scale nearest it so far
-        configured_ladder = [(f"{frontier.prefix}{s:g}", s) for s in sorted(configured)]
+        configured_ladder = [configured_entry(frontier.prefix, s) for s in sorted(configured)]
         known = [i for i, (name, _) in enumerate(configured_ladder) if name in frontier.points]
 
         def gap(index: int) -> float:

@@ -75,13 +75,6 @@ class NearestOriginals:
         return estimate
 
 
-def nearest_original(
-    queries: torch.Tensor, originals: torch.Tensor, exclude: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """NearestOriginals(originals)(queries, exclude), for one query set."""
-    return NearestOriginals(originals)(queries, exclude)
-
-
 def squared_norms(vectors: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
     """[N] float64 squared L2 norms of [N, D] rows (less `centre`), COLUMN_BLOCK columns at a
     time."""

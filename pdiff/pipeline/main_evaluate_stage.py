@@ -51,10 +51,11 @@ def evaluate_main_job(run: Run) -> dict:
     directory = run.dir("eval")
     inputs = stage_inputs(cfg, Stage.evaluate)
     zoo = ParamZoo.load(run.output_dir / "zoo")
+    x_scored, y_scored = scored_split(run)
     results, table_path = directory / EVAL_PREDICTIONS, directory / EVAL_MEMORIZATION
     made_from = {
         GENERATED_DIGEST: atomic.sha256(generated_dir / GENERATED_PARAMS),
-        TEST_DIGEST: tensors_digest(*scored_split(run)),
+        TEST_DIGEST: tensors_digest(x_scored, y_scored),
         ZOO_DIGESTS: json.dumps(zoo.meta["sha256"], sort_keys=True),
     }
     stale, changed = (
@@ -80,7 +81,7 @@ def evaluate_main_job(run: Run) -> dict:
         predictions, table = atomic.read_safetensors(results), json.loads(table_path.read_text())
     else:
         started = time.perf_counter()
-        (predict_test, predict_val), test_evaluator, entire = _predictors(run, zoo)
+        (predict_test, predict_val), test_evaluator, entire = _predictors(run, zoo, x_scored)
         # a vector that is the whole network, not recalibrated, scores on validation as it did
         # when it was collected: the zoo's accuracies are its predictions' (measured equal)
         originals_as_collected = entire and not cfg.evaluate.recalibrate_batches
@@ -90,7 +91,7 @@ def evaluate_main_job(run: Run) -> dict:
             zoo.val_accuracy,
             generated,
             normalizer,
-            scored_split(run)[1].cpu().clone(),  # saved beside y_val: never the same tensor
+            y_scored.cpu().clone(),  # saved beside y_val: never the same tensor
             cfg.seed,
             cfg.evaluate.baselines,
         )
@@ -188,16 +189,18 @@ def tensors_digest(*tensors: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
-def _predictors(run: Run, zoo: ParamZoo) -> tuple[list, ParameterEvaluator, bool]:
+def _predictors(
+    run: Run, zoo: ParamZoo, x_scored: torch.Tensor
+) -> tuple[list, ParameterEvaluator, bool]:
     """Functions [M, D] vectors -> [M, N] predicted classes of the base network with those vectors
-    written in: on the test inputs, and on the validation inputs; the test inputs' evaluator (it
+    written in: on the scored inputs (test, or validation), and on the validation inputs; the test inputs' evaluator (it
     times recalibration); and whether a vector is the network's entire state."""
     cfg = run.cfg
     model, _ = base_model(run)
     model.load_state_dict(load_base_weights(run.output_dir / "zoo"))
     recalibration = _recalibration(run)
     predictors, evaluators = [], []
-    for inputs in (scored_split(run)[0], run.data.x_val):
+    for inputs in (x_scored, run.data.x_val):
         with run.task_autocast():
             evaluator = ParameterEvaluator(
                 model,

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from safetensors.torch import load_file
 
 from pdiff.cluster.jobs import pending_jobs
+from pdiff.config import FrontierSearch
 from pdiff.errors import ConfigError, ZooError
 from pdiff.generators import design_class
 from pdiff.pipeline.run import run_pipeline
@@ -81,7 +82,7 @@ def expected_populations(cfg: DictConfig) -> set[str]:
     """The populations every report measures, named from the evaluate.baselines config (every
     noise scale with evaluate.baselines.frontier=grid; the bisection predicts some of them)."""
     baselines = cfg.evaluate.baselines
-    grid = str(baselines.frontier) in ("grid", "FrontierSearch.grid")
+    grid = FrontierSearch(baselines.frontier) is FrontierSearch.grid
     return {
         "originals",
         "generated",

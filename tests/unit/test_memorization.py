@@ -17,7 +17,7 @@ from pdiff.evaluation.memorization import (
     evaluate_populations,
     memorization_normalizer,
 )
-from pdiff.evaluation.similarity import Population, error_iou, mean_pairwise_iou, nearest_original
+from pdiff.evaluation.similarity import NearestOriginals, Population, error_iou, mean_pairwise_iou
 from pdiff.zoo.params import select_parameters
 
 
@@ -37,11 +37,11 @@ def test_error_iou_matches_a_loop():
 
 def test_nearest_original_excludes_self_for_originals():
     originals = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 1.0]])
-    l2, cosine, index = nearest_original(originals, originals, exclude=torch.arange(3))
+    l2, cosine, index = NearestOriginals(originals)(originals, exclude=torch.arange(3))
     assert index.tolist() == [2, 2, 0] and torch.allclose(
         l2, torch.tensor([1.0, 18**0.5, 1.0], dtype=torch.float64)
     )
-    l2, _, index = nearest_original(torch.tensor([[3.0, 4.1]]), originals)
+    l2, _, index = NearestOriginals(originals)(torch.tensor([[3.0, 4.1]]))
     assert index.tolist() == [1] and abs(float(l2[0]) - 0.1) < 1e-6
     assert abs(matched_noise_scale(4.0, 16) - 1.0) < 1e-12
 
@@ -56,7 +56,7 @@ def test_the_nearest_original_is_measured_exactly_whatever_the_float32_ranking()
             centre + torch.randn(5, 50_000, generator=generator),  # new, at the originals' spread
         ]
     )
-    l2, cosine, index = nearest_original(queries, originals)
+    l2, cosine, index = NearestOriginals(originals)(queries)
     reference = (queries.double()[:, None] - originals.double()[None]).pow(2).sum(-1).sqrt()
     assert torch.equal(index, reference.argmin(1))
     assert torch.allclose(l2, reference.min(1).values, rtol=1e-9, atol=1e-9)
