@@ -50,14 +50,12 @@ def describe(
     population: Population,
     originals: Population,
     nearest: NearestOriginals,
-    normalizer: ParamNormalizer,
     y_test: torch.Tensor,
     novelty_threshold: float,
 ) -> tuple[dict, dict[str, torch.Tensor]]:
     """Figures of one population (accuracy, nearest-original distances, error IoU, novel fraction),
-    and its per-model nearest-original L2 and max IoU (`nearest`: of the normalised originals)."""
-    z = normalizer.normalize(population.vectors)
-    l2, cosine, _ = nearest(z, exclude=population.copy_of)
+    and its per-model nearest-original L2 and max IoU (`nearest` normalises what it measures)."""
+    l2, cosine, _ = nearest(population.vectors, exclude=population.copy_of)
     errors, errors_orig = population.predictions != y_test, originals.predictions != y_test
     iou = error_iou(errors, errors_orig)
     if population.copy_of is not None:
@@ -65,7 +63,7 @@ def describe(
     accuracy = (~errors).double().mean(1) * 100
     max_iou = iou.max(1).values
     figures = {
-        "n": len(z),
+        "n": len(population.vectors),
         "acc_mean": round(float(accuracy.mean()), 4),
         "acc_best": round(float(accuracy.max()), 4),
         "acc_min": round(float(accuracy.min()), 4),
@@ -97,11 +95,11 @@ class MemorizationTable:
         normalizer: ParamNormalizer,
         y_test: torch.Tensor,
     ):
-        self.predict, self.normalizer, self.y_test = predict, normalizer, y_test
+        self.predict, self.y_test = predict, y_test
         self.originals = Population("originals", originals, copy_of=torch.arange(len(originals)))
         self.originals.predictions = predict(originals)
-        self.nearest = NearestOriginals(normalizer.normalize(originals))
-        l2 = self.nearest(self.nearest.originals, exclude=self.originals.copy_of)[0]
+        self.nearest = NearestOriginals(originals, normalizer)
+        l2 = self.nearest(originals, exclude=self.originals.copy_of)[0]
         self.threshold = float(l2.median())
         self.table: dict = {"originals_nn_l2_median": round(self.threshold, 6)}
         self.per_model: dict[str, torch.Tensor] = {}
@@ -122,7 +120,7 @@ class MemorizationTable:
                 else self.predict(population.vectors)
             )
         figures, values = describe(
-            population, self.originals, self.nearest, self.normalizer, self.y_test, self.threshold
+            population, self.originals, self.nearest, self.y_test, self.threshold
         )
         self.table[population.name] = figures
         self.per_model.update({f"{key}:{population.name}": v for key, v in values.items()})

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pdiff.zoo.params import ParamNormalizer
+
 COLUMN_BLOCK = 1 << 16  # columns of the distances' float64 sums at a time
 CANDIDATES = 2  # nearest originals by the float32 ranking that are measured exactly
 
@@ -25,38 +27,43 @@ class Population:
 
 
 class NearestOriginals:
-    """The nearest of K originals [K, D] to any queries: L2 distance, cosine distance and index.
+    """The nearest of K originals [K, D] to any queries [M, D], both in the space `normalizer` makes
+    (the raw space without one): L2 distance, cosine distance and index.
 
-    The originals are ranked by float32 matrix products of vectors centred on the originals' mean
-    (|q|^2 + |o|^2 - 2 q.o: torch.cdist takes 12x longer at D = 10^6; centred, the products' float32
-    error stays far below the distances); the CANDIDATES nearest of each query are then measured
-    exactly, in float64 over COLUMN_BLOCK columns at a time: no float64 copy of the originals."""
+    Nothing of D is copied: the originals (a memory map) and the queries are read and normalised
+    COLUMN_BLOCK columns at a time. The originals are ranked by float32 matrix products of vectors
+    centred on the originals' mean (|q|^2 + |o|^2 - 2 q.o: torch.cdist takes 12x longer at
+    D = 10^6; centred, the products' float32 error stays far below the distances); the CANDIDATES
+    nearest of each query are then measured exactly, in float64."""
 
-    def __init__(self, originals: torch.Tensor):
-        self.originals = originals.float()
-        self.mean = self.originals.mean(0)
-        self.norms = squared_norms(self.originals)
-        self.centred_norms = squared_norms(self.originals, self.mean)
+    def __init__(self, originals: torch.Tensor, normalizer: ParamNormalizer | None = None):
+        self.originals, self.normalizer = originals, normalizer
+        self.mean = torch.zeros(originals.shape[1])
+        for columns in self.blocks():
+            self.mean[columns] = self.block(originals, columns).mean(0)
+        self.norms = self.squared_norms(originals)
+        self.centred_norms = self.squared_norms(originals, centred=True)
 
     def __call__(
         self, queries: torch.Tensor, exclude: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """For [M, D] queries, leaving out original exclude[i] for query i (a copy is not its own
         neighbour)."""
-        queries = queries.float()
         count = max(min(CANDIDATES, len(self.originals) - (exclude is not None)), 1)
         candidates = self.ranking(queries, exclude).topk(count, dim=1, largest=False).indices
         squared = torch.zeros(candidates.shape, dtype=torch.float64)  # [M, count]
-        for start in range(0, queries.shape[1], COLUMN_BLOCK):
-            columns = slice(start, start + COLUMN_BLOCK)
-            block, query = self.originals[:, columns], queries[:, columns].double()
+        needed = candidates.unique()  # the only originals read again
+        rows = torch.searchsorted(needed, candidates)
+        for columns in self.blocks():
+            block = self.block(self.originals, columns, needed).double()
+            query = self.block(queries, columns).double()
             for slot in range(count):
-                squared[:, slot] += (query - block[candidates[:, slot]].double()).pow(2).sum(1)
+                squared[:, slot] += (query - block[rows[:, slot]]).pow(2).sum(1)
         if exclude is not None:  # only when every original is excluded
             squared[candidates == exclude[:, None]] = math.inf
         best = squared.argmin(1, keepdim=True)
         index, squared = candidates.gather(1, best)[:, 0], squared.gather(1, best)[:, 0]
-        q_norm, o_norm = squared_norms(queries), self.norms[index]
+        q_norm, o_norm = self.squared_norms(queries), self.norms[index]
         product = (q_norm + o_norm - squared) / 2
         cosine = 1.0 - product / (q_norm.sqrt() * o_norm.sqrt()).clamp_min(1e-12)
         return squared.sqrt(), cosine, index
@@ -64,27 +71,39 @@ class NearestOriginals:
     def ranking(self, queries: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
         """[M, K] approximate squared distances (float32 products of centred blocks)."""
         products = torch.zeros(len(queries), len(self.originals), dtype=torch.float64)
-        for start in range(0, queries.shape[1], COLUMN_BLOCK):
-            columns = slice(start, start + COLUMN_BLOCK)
-            centred = queries[:, columns] - self.mean[columns]
-            products += (centred @ (self.originals[:, columns] - self.mean[columns]).T).double()
-        q_norm = squared_norms(queries, self.mean)
+        for columns in self.blocks():
+            centre = self.mean[columns]
+            query = self.block(queries, columns) - centre
+            products += (query @ (self.block(self.originals, columns) - centre).T).double()
+        q_norm = self.squared_norms(queries, centred=True)
         estimate = q_norm[:, None] + self.centred_norms[None] - 2 * products
         if exclude is not None:
             estimate[torch.arange(len(estimate)), exclude] = math.inf
         return estimate
 
+    def blocks(self) -> list[slice]:
+        dim = self.originals.shape[1]
+        return [slice(start, start + COLUMN_BLOCK) for start in range(0, dim, COLUMN_BLOCK)]
 
-def squared_norms(vectors: torch.Tensor, centre: torch.Tensor | None = None) -> torch.Tensor:
-    """[N] float64 squared L2 norms of [N, D] rows (less `centre`), COLUMN_BLOCK columns at a
-    time."""
-    norms = torch.zeros(len(vectors), dtype=torch.float64)
-    for start in range(0, vectors.shape[1], COLUMN_BLOCK):
-        block = vectors[:, start : start + COLUMN_BLOCK].double()
-        if centre is not None:
-            block = block - centre[start : start + COLUMN_BLOCK].double()
-        norms += block.pow(2).sum(1)
-    return norms
+    def block(
+        self, vectors: torch.Tensor, columns: slice, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """float32 `columns` of `vectors` (of `rows` only, when given), normalised."""
+        values = (vectors if rows is None else vectors[rows])[:, columns].float()
+        if self.normalizer is None:
+            return values
+        return (values - self.normalizer.mean[columns]) / self.normalizer.std[columns]
+
+    def squared_norms(self, vectors: torch.Tensor, centred: bool = False) -> torch.Tensor:
+        """[N] float64 squared L2 norms of normalised [N, D] rows (less the originals' mean when
+        `centred`)."""
+        norms = torch.zeros(len(vectors), dtype=torch.float64)
+        for columns in self.blocks():
+            block = self.block(vectors, columns).double()
+            if centred:
+                block = block - self.mean[columns].double()
+            norms += block.pow(2).sum(1)
+        return norms
 
 
 def error_iou(errors_a: torch.Tensor, errors_b: torch.Tensor) -> torch.Tensor:

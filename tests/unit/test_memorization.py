@@ -4,6 +4,7 @@ import torch
 from pdiff.config import BaselinesConfig
 from pdiff.data.tasknets import digits_cnn
 from pdiff.errors import GeneratedNotFinite
+from pdiff.evaluation import similarity
 from pdiff.evaluation.baseline_populations import (
     averaged_members,
     matched_noise_scale,
@@ -65,6 +66,21 @@ def test_the_nearest_original_is_measured_exactly_whatever_the_float32_ranking()
         queries.double().norm(dim=1) * nearest.norm(dim=1)
     )
     assert torch.allclose(cosine, expected, atol=1e-10)
+
+
+def test_nearest_originals_normalise_block_by_block_as_a_normalised_copy_would(monkeypatch):
+    monkeypatch.setattr(similarity, "COLUMN_BLOCK", 64)  # many blocks, one ending mid-tensor
+    torch.manual_seed(0)
+    spec = select_parameters(digits_cnn((1, 8, 8), 10, 8), ["bn4", "fc"])
+    originals = 3.0 + 0.5 * torch.randn(12, spec.dim)
+    queries = 3.0 + 0.5 * torch.randn(4, spec.dim)
+    normalizer = memorization_normalizer(spec, originals)
+    copied = NearestOriginals(normalizer.normalize(originals))(normalizer.normalize(queries))
+    streamed = NearestOriginals(originals, normalizer)(queries)
+    assert spec.dim > 3 * similarity.COLUMN_BLOCK
+    for expected, got in zip(copied, streamed, strict=True):
+        assert torch.allclose(expected, got, rtol=1e-6, atol=1e-9)
+    assert not torch.equal(NearestOriginals(originals)(queries)[0], streamed[0])
 
 
 def test_table_copies_are_not_novel_and_noise_is():
