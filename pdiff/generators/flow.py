@@ -80,6 +80,29 @@ def conditioned_loss(dropout: float, condition_dim: int = 1):
     return loss
 
 
+def normalised_accuracy(val_accuracy: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
+    """The checkpoints' accuracies as a flow's condition (z-scores over the zoo, float32) and the
+    (mean, std) that made them."""
+    accuracy = val_accuracy.double()
+    stats = (float(accuracy.mean()), float(accuracy.std().clamp_min(1e-6)))
+    return ((accuracy - stats[0]) / stats[1]).float(), stats
+
+
+def guided_velocity(velocity: VelocityMLP, condition: torch.Tensor, guidance: float):
+    """v(x, t) toward each row's `condition` ([n], or [n, d]) with classifier-free guidance:
+    v_null + guidance (v_condition - v_null); the conditional velocity alone at guidance 1."""
+    keep = torch.ones(len(condition), dtype=torch.bool, device=condition.device)
+
+    def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        v_target = velocity(x, t, condition, keep)
+        if guidance == 1.0:
+            return v_target
+        v_null = velocity(x, t, condition, ~keep)
+        return v_null + guidance * (v_target - v_null)
+
+    return guided
+
+
 @register
 @dataclass
 class FlowGenerator(Generator):
@@ -151,9 +174,8 @@ class FlowGenerator(Generator):
             descriptor_dim = int(zoo.tasks.descriptor.shape[1])
             rows = torch.cat([x1, zoo.tasks.descriptor.float()], 1)
         elif generator_cfg.condition:
-            accuracy = zoo.val_accuracy.double()
-            stats = (float(accuracy.mean()), float(accuracy.std().clamp_min(1e-6)))
-            rows = torch.cat([x1, ((accuracy - stats[0]) / stats[1]).float()[:, None]], 1)
+            accuracy, stats = normalised_accuracy(zoo.val_accuracy)
+            rows = torch.cat([x1, accuracy[:, None]], 1)
         seed = derive_seed(cfg.seed, Purpose.denoiser)
         torch.manual_seed(seed)
         conditional, condition_dim = bool(generator_cfg.condition), max(descriptor_dim, 1)
@@ -253,19 +275,7 @@ class FlowGenerator(Generator):
             condition = torch.full((n,), target, device=self.device)
         else:
             return lambda x, t: self.velocity(x, t)
-        keep, drop = (
-            torch.ones(n, dtype=torch.bool, device=self.device),
-            torch.zeros(n, dtype=torch.bool, device=self.device),
-        )
-
-        def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            v_target = self.velocity(x, t, condition, keep)
-            if conditioning.guidance == 1.0:
-                return v_target
-            v_null = self.velocity(x, t, condition, drop)
-            return v_null + conditioning.guidance * (v_target - v_null)
-
-        return guided
+        return guided_velocity(self.velocity, condition, conditioning.guidance)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"velocity": self.velocity}

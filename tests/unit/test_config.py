@@ -232,6 +232,15 @@ def test_an_option_of_another_design_names_the_design_it_belongs_to(tmp_path):
         (["ae=pdiff_v1", "ae.stride=1"], r"ae.stride=1 is invalid: must be >= 2"),
         (["generator=token", "denoiser.window=0"], r"denoiser.window=0 is invalid"),
         (
+            ["generator=token", "denoiser.code.temperature=0"],
+            r"denoiser.code.temperature=0.0 is invalid: must be > 0",
+        ),
+        (
+            ["generator=token", "generate.target_quantile=1.0"],
+            r"generate.target_quantile=1.0 needs a generator trained on the checkpoints' accuracies "
+            r".*generator=token denoiser.code.model=flow",
+        ),
+        (
             ["generator=token", "denoiser.heads=3"],
             r"denoiser.width=128 is invalid: must be a multiple of denoiser.heads=3",
         ),

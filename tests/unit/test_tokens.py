@@ -7,6 +7,7 @@ import torch
 
 from pdiff.config import Normalization
 from pdiff.diffusion.noise import BatchNoise
+from pdiff.generators.interface import Conditioning
 from pdiff.generators.nets.token_networks import TokenAutoencoder, WindowDenoiser
 from pdiff.generators.token.design import TokenGenerator
 from pdiff.generators.token.layout import TokenLayout, ZooTokens
@@ -221,3 +222,56 @@ def test_windows_of_one_generated_network_come_from_one_model(code_components, t
         assert one_kind >= 0.95 and loaded.code.k == 2
     else:
         assert one_kind <= 0.6 and loaded.code_denoiser is None
+
+
+def test_the_code_flow_generates_the_kind_of_network_its_target_accuracy_names(tmp_path):
+    """denoiser.code.model=flow: a zoo of two kinds of network, +3v scoring 70% and -3v scoring 50%;
+    aimed at 70% the generated networks are of the first kind, aimed at 50% of the second (saved
+    and loaded alike)."""
+    spec = ParamSpec((ParamEntry("w", (128,), 0),))
+    generator = torch.Generator().manual_seed(0)
+    pattern = torch.randint(0, 2, (128,), generator=generator).float() * 2 - 1
+    kinds = torch.arange(40) % 2 * 2 - 1.0
+    vectors = 3 * kinds[:, None] * pattern + 0.1 * torch.randn(40, 128, generator=generator)
+    accuracy = torch.where(kinds > 0, 70.0, 50.0).double()
+    cfg = compose_config(
+        [
+            "generator=token",
+            "sampler=ddim",
+            "sampler.steps=10",
+            "ae.token_size=16",
+            "ae.code_components=2",
+            "ae.hidden=[32]",
+            "ae.optim.steps=20",
+            "ae.optim.warmup_steps=2",
+            "denoiser.window=2",
+            "denoiser.width=16",
+            "denoiser.depth=1",
+            "denoiser.code.model=flow",
+            "denoiser.code.width=64",
+            "denoiser.code.depth=2",
+            "denoiser.code.optim.steps=1500",
+            "denoiser.code.steps=20",
+            "diffusion.optim.steps=20",
+            "diffusion.optim.warmup_steps=2",
+            "generate.target_quantile=1.0",
+            f"paths.output_dir={tmp_path}",
+        ]
+    )
+    assert TokenGenerator.conditioned(cfg)
+    trained = TokenGenerator.train(
+        ParamZoo(vectors, accuracy, spec, {}),
+        cfg,
+        tmp_path,
+        Tracker(tmp_path, cfg.logger, {}, enabled=False),
+        lambda phase: None,
+        torch.device("cpu"),
+    )
+    trained.save(tmp_path, {})
+    loaded = TokenGenerator.load(tmp_path, spec, cfg, torch.device("cpu"))
+    for target, kind in ((70.0, 1.0), (50.0, -1.0)):
+        aim = Conditioning(target, 1.0)
+        sampled = loaded.sample(40, cfg.sampler, 0, aim)
+        assert torch.allclose(sampled, trained.sample(40, cfg.sampler, 0, aim), atol=1e-5)
+        share = ((sampled * pattern).mean(1).sign() == kind).float().mean()
+        assert share >= 0.9, (target, float(share))

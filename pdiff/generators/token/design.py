@@ -23,13 +23,15 @@ from pdiff.generators.autoencoder_ddpm import (
     fit_denoiser,
     load_autoencoder_file,
 )
+from pdiff.generators.flow import conditioned_loss, normalised_accuracy
 from pdiff.generators.interface import Conditioning, PhaseTimer, check_training, read_meta
 from pdiff.generators.nets.token_networks import CodeDenoiser, TokenAutoencoder, WindowDenoiser
+from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.generators.pca import PCABasis
 from pdiff.generators.registry import register
 from pdiff.generators.token.layout import TokenLayout, ZooCodes
-from pdiff.generators.token.sampling import sample_codes, sample_windows
-from pdiff.generators.token.schemas import TokenAutoencoderConfig, WindowDenoiserConfig
+from pdiff.generators.token.sampling import sample_code_flow, sample_codes, sample_windows
+from pdiff.generators.token.schemas import CodeModel, TokenAutoencoderConfig, WindowDenoiserConfig
 from pdiff.generators.token.training import (
     ENCODE_CHUNK,
     build_code_denoiser,
@@ -58,7 +60,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     uses = {"ae": ("token",), "denoiser": ("window",), "sampler": ("ddpm", "ddim")}
     phases = {
         "ae": "Token autoencoder (reconstruction)",
-        "code": "Model-code DDPM (noise prediction)",
+        "code": "Model-code DDPM (noise prediction) or flow (velocity)",
         "diffusion": "Window DDPM (noise prediction)",
     }
     schemas = {
@@ -73,7 +75,7 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     layout: TokenLayout
     code: PCABasis  # k = 0: no model code, windows independent
     autoencoder: TokenAutoencoder
-    code_denoiser: CodeDenoiser | None  # the EMA weights
+    code_denoiser: CodeDenoiser | VelocityMLP | None  # the EMA weights (a velocity: model=flow)
     denoiser: WindowDenoiser  # the EMA weights
     diffusion: GaussianDiffusion
     latent_scale: float
@@ -82,10 +84,19 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
     ]  # the largest |value| of the training codes and of the scaled token latents
     places: WindowPlaces
     raw_denoiser: WindowDenoiser | None = field(default=None)  # kept after training, to be saved
-    raw_code_denoiser: CodeDenoiser | None = field(default=None)
+    raw_code_denoiser: CodeDenoiser | VelocityMLP | None = field(default=None)
     recon_mse_normalized: float | None = field(default=None)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     compile_denoiser: bool = False  # sample with torch.compile(denoiser)
+    # denoiser.code.model=flow: the (mean, std) of the accuracies it is conditioned on
+    accuracy_stats: tuple[float, float] | None = field(default=None)
+    code_sampling: object | None = field(default=None)  # denoiser.code (model=flow's sampler)
+
+    condition_setting = "denoiser.code.model=flow"
+
+    @classmethod
+    def conditioned(cls, cfg) -> bool:
+        return cfg.ae.code_components > 0 and CodeModel(cfg.denoiser.code.model) is CodeModel.flow
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -98,6 +109,14 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
             if value < least:
                 raise ConfigError(f"{key}={value!r} is invalid: {rule}")
         check_training(cfg.denoiser.code, "denoiser.code")
+        code = cfg.denoiser.code
+        for key, valid, rule in (
+            ("condition_dropout", 0.0 <= code.condition_dropout < 1.0, "must be in [0, 1)"),
+            ("temperature", code.temperature > 0, "must be > 0"),
+            ("steps", code.steps >= 1, "must be >= 1"),
+        ):
+            if not valid:
+                raise ConfigError(f"denoiser.code.{key}={code[key]!r} is invalid: {rule}")
         if cfg.denoiser.width % cfg.denoiser.heads:
             raise ConfigError(
                 f"denoiser.width={cfg.denoiser.width!r} is invalid: must be a multiple of "
@@ -140,13 +159,18 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
             {"ae/recon_mse_normalized": recon_mse, "ae/encode_s": time.perf_counter() - started}
         )
         diffusion = build_diffusion(cfg.diffusion)
-        raw_code, code_ema = None, None
+        raw_code, code_ema, stats = None, None, None
         if codes is not None:
+            loss, rows = code_diffusion_loss(diffusion), codes.codes
+            if cls.conditioned(cfg):  # a flow on [code | normalised accuracy]
+                accuracy, stats = normalised_accuracy(zoo.val_accuracy)
+                loss = conditioned_loss(cfg.denoiser.code.condition_dropout)
+                rows = torch.cat([codes.codes, accuracy[:, None]], 1)
             raw_code, code_ema = fit_denoiser(
                 cfg,
                 lambda: build_code_denoiser(cfg.denoiser, code.k),
-                code_diffusion_loss(diffusion),
-                codes.codes,
+                loss,
+                rows,
                 directory,
                 tracker,
                 device,
@@ -183,6 +207,8 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
             raw,
             raw_code,
             recon_mse,
+            accuracy_stats=stats,
+            code_sampling=cfg.denoiser.code,
         )
 
     @classmethod
@@ -213,6 +239,8 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
             WindowPlaces(layout, cfg.denoiser.window),
             device=device,
             compile_denoiser=cfg.denoiser.compile,
+            accuracy_stats=tuple(meta["accuracy_stats"]) if meta.get("accuracy_stats") else None,
+            code_sampling=cfg.denoiser.code,
         )
 
     @torch.no_grad()
@@ -223,7 +251,20 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
         code (in chunks of SAMPLE_CHUNK windows), decoded."""
         rng = generator_for(seed, Purpose.sampling)
         codes = None
-        if self.code_denoiser is not None:
+        if self.accuracy_stats is not None:
+            target = conditioning.target_acc if conditioning is not None else None
+            codes = sample_code_flow(
+                self.code_denoiser,
+                (n, self.code.k),
+                None
+                if target is None
+                else (target - self.accuracy_stats[0]) / self.accuracy_stats[1],
+                conditioning.guidance if conditioning is not None else 1.0,
+                self.code_sampling,
+                rng,
+                self.device,
+            )
+        elif self.code_denoiser is not None:
             codes = sample_codes(
                 self.diffusion,
                 self.code_denoiser,
@@ -288,4 +329,5 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
             "windows": self.places.count,
             "code_components": self.code.k,
             "recon_mse_normalized": self.recon_mse_normalized,
+            "accuracy_stats": list(self.accuracy_stats) if self.accuracy_stats else None,
         }

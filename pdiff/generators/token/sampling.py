@@ -1,5 +1,6 @@
-"""Sampling the token design: n model codes first, then every window of every model given its
-model's code, a chunk of windows at a time."""
+"""Sampling the token design: n model codes first (by the code DDPM's ancestral chain, or by the
+accuracy-conditioned code flow), then every window of every model given its model's code, a chunk of
+windows at a time."""
 
 from __future__ import annotations
 
@@ -7,8 +8,12 @@ import torch
 from torch import nn
 
 from pdiff.config import SamplerName
+from pdiff.diffusion.flow_matching import sample_flow
 from pdiff.diffusion.gaussian import GaussianDiffusion
 from pdiff.generators.autoencoder_ddpm import DDPMSamplerConfig
+from pdiff.generators.flow import guided_velocity
+from pdiff.generators.flow_schemas import FlowSamplerConfig
+from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.generators.token.windows import WindowPlaces
 from pdiff.tracking import stage_progress
 
@@ -41,6 +46,30 @@ def sample_codes(
             progress=bar.advance,
             clip_start=bound,
         )
+
+
+@torch.no_grad()
+def sample_code_flow(
+    velocity: VelocityMLP,
+    shape: tuple[int, int],
+    condition: float | None,
+    guidance: float,
+    code_cfg,
+    rng: torch.Generator,
+    device: torch.device,
+) -> torch.Tensor:
+    """Model codes of `shape` [n, m] by code_cfg.steps Euler steps of the code flow from
+    N(0, code_cfg.temperature^2 I), toward the normalised accuracy `condition` with classifier-free
+    `guidance` (None: the null condition)."""
+    n = shape[0]
+    field = (
+        (lambda x, t: velocity(x, t))
+        if condition is None
+        else guided_velocity(velocity, torch.full((n,), condition, device=device), guidance)
+    )
+    sampler = FlowSamplerConfig(steps=code_cfg.steps, temperature=code_cfg.temperature)
+    with stage_progress(f"sample {n} model codes (flow)", total=sampler.steps) as bar:
+        return sample_flow(field, shape, sampler, rng, device, progress=bar.advance)
 
 
 @torch.no_grad()

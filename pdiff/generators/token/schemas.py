@@ -4,6 +4,7 @@ model-code denoisers (denoiser=window)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 from pdiff.config import CadenceConfig, Normalization, OptimConfig
 from pdiff.generators.autoencoder_ddpm import AutoencoderConfig
@@ -22,13 +23,25 @@ class TokenAutoencoderConfig(AutoencoderConfig):
     hidden: list[int] = field(default_factory=lambda: [256, 256])
 
 
+class CodeModel(Enum):
+    ddpm = "ddpm"  # a DDPM on the codes, unconditioned (ancestral sampling)
+    flow = "flow"  # a flow on the codes conditioned on accuracy (classifier-free guidance)
+
+
 @dataclass
 class CodeDenoiserConfig:
-    """The model codes' denoiser: a residual MLP, with its own budget (one step is one small MLP
-    call on codes)."""
+    """The model codes' generator: a residual MLP, with its own budget (one step is one small MLP
+    call on codes); a DDPM, or a flow conditioned on each checkpoint's validation accuracy, sampled
+    toward generate.target_acc / target_quantile with generate.guidance (as generator=flow_pca)."""
 
+    model: CodeModel = CodeModel.ddpm
     width: int = 256
     depth: int = 3
+    condition_dropout: float = (
+        0.1  # model=flow: fraction of training rows that see the null condition
+    )
+    temperature: float = 0.7  # model=flow: the starting noise's standard deviation
+    steps: int = 50  # model=flow: Euler steps
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=5000, batch_size=256))
     cadence: CadenceConfig = field(default_factory=CadenceConfig)
 

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from pdiff.diffusion.gaussian import GaussianDiffusion
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.nets.token_networks import CodeDenoiser, TokenAutoencoder, WindowDenoiser
+from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.generators.token.layout import TokenBatch, TokenLayout, ZooCodes, ZooTokens
+from pdiff.generators.token.schemas import CodeModel
 from pdiff.generators.token.windows import WindowBatch
 from pdiff.tracking import Tracker
 from pdiff.training.fit import fit
@@ -47,10 +49,15 @@ def build_window_denoiser(
     )
 
 
-def build_code_denoiser(denoiser_cfg, code_dim: int) -> CodeDenoiser:
-    return CodeDenoiser(
-        code_dim, denoiser_cfg.code.width, denoiser_cfg.code.depth, denoiser_cfg.time_dim
-    )
+def build_code_denoiser(denoiser_cfg, code_dim: int) -> CodeDenoiser | VelocityMLP:
+    """The model codes' DDPM denoiser, or with denoiser.code.model=flow their accuracy-conditioned
+    velocity."""
+    code = denoiser_cfg.code
+    if CodeModel(code.model) is CodeModel.flow:
+        return VelocityMLP(
+            code_dim, code.width, code.depth, denoiser_cfg.time_dim, conditional=True
+        )
+    return CodeDenoiser(code_dim, code.width, code.depth, denoiser_cfg.time_dim)
 
 
 def token_reconstruction_loss(forward, batch: TokenBatch, noise: BatchNoise) -> torch.Tensor:
