@@ -55,6 +55,7 @@ DESIGNS = {
     "token_independent": [
         *TOKEN,
         "ae.code_components=0",
+        "generate.target_quantile=null",
     ],  # its predecessor: windows sampled independently
     "latent": ["generator=latent"],  # p-diff's own autoencoder over the whole vector
 }

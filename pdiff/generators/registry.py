@@ -67,7 +67,7 @@ def _check_conditioning(design: type[Generator], cfg) -> None:
         if cfg.generate[key] is not None:
             raise ConfigError(
                 f"generate.{key}={cfg.generate[key]} needs a generator trained on the checkpoints' "
-                f"accuracies ({why})"
+                f"accuracies ({why}); or unset it: generate.{key}=null"
             )
     if cfg.generate.guidance != 1.0:
         raise ConfigError(

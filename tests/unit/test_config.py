@@ -236,7 +236,7 @@ def test_an_option_of_another_design_names_the_design_it_belongs_to(tmp_path):
             r"denoiser.code.temperature=0.0 is invalid: must be > 0",
         ),
         (
-            ["generator=token", "generate.target_quantile=1.0"],
+            ["generator=token", "denoiser.code.model=ddpm"],
             r"generate.target_quantile=1.0 needs a generator trained on the checkpoints' accuracies "
             r".*generator=token denoiser.code.model=flow",
         ),

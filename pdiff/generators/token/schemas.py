@@ -34,7 +34,7 @@ class CodeDenoiserConfig:
     call on codes); a DDPM, or a flow conditioned on each checkpoint's validation accuracy, sampled
     toward generate.target_acc / target_quantile with generate.guidance (as generator=flow_pca)."""
 
-    model: CodeModel = CodeModel.ddpm
+    model: CodeModel = CodeModel.flow
     width: int = 256
     depth: int = 3
     condition_dropout: float = (
