@@ -1,10 +1,11 @@
-"""pdiff's large-D design (generator=token): a model code, a token autoencoder, and DDPMs on both
-latents.
+"""pdiff's large-D design (generator=token): a model code, a token autoencoder, a generator of model
+codes and a DDPM on windows of token latents.
 
     zoo [K, D] (memory map) --normalised--> z --top-m PCA, whitened--> model codes c [K, m]
     z - decode(c) --tokens of S values--> [K, T, S] --shared token encoder--> latents [K, T, C]
         --cut into windows of W tokens--> [K * T/W, W, C]
-    generation: c ~ code DDPM; every window of the model ~ window DDPM told c and its tokens' places
+    generation: c ~ code flow conditioned on accuracy (denoiser.code.model=flow; or the code DDPM);
+        every window of the model ~ window DDPM told c and its tokens' places
         --token decoder--> residual [D]; decode(c) + residual --denormalised--> [N, D]
 
 The code ties the windows of one network together: they are sampled given the same c, which also
