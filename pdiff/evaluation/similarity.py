@@ -41,8 +41,7 @@ class NearestOriginals:
         self.mean = torch.zeros(originals.shape[1])
         for columns in self.blocks():
             self.mean[columns] = self.block(originals, columns).mean(0)
-        self.norms = self.squared_norms(originals)
-        self.centred_norms = self.squared_norms(originals, centred=True)
+        self.norms, self.centred_norms = self.squared_norms(originals)
 
     def __call__(
         self, queries: torch.Tensor, exclude: torch.Tensor | None = None
@@ -50,7 +49,9 @@ class NearestOriginals:
         """For [M, D] queries, leaving out original exclude[i] for query i (a copy is not its own
         neighbour)."""
         count = max(min(CANDIDATES, len(self.originals) - (exclude is not None)), 1)
-        candidates = self.ranking(queries, exclude).topk(count, dim=1, largest=False).indices
+        q_norm, q_centred = self.squared_norms(queries)
+        ranking = self.ranking(queries, q_centred, exclude)
+        candidates = ranking.topk(count, dim=1, largest=False).indices
         squared = torch.zeros(candidates.shape, dtype=torch.float64)  # [M, count]
         needed = candidates.unique()  # the only originals read again
         rows = torch.searchsorted(needed, candidates)
@@ -63,20 +64,22 @@ class NearestOriginals:
             squared[candidates == exclude[:, None]] = math.inf
         best = squared.argmin(1, keepdim=True)
         index, squared = candidates.gather(1, best)[:, 0], squared.gather(1, best)[:, 0]
-        q_norm, o_norm = self.squared_norms(queries), self.norms[index]
+        o_norm = self.norms[index]
         product = (q_norm + o_norm - squared) / 2
         cosine = 1.0 - product / (q_norm.sqrt() * o_norm.sqrt()).clamp_min(1e-12)
         return squared.sqrt(), cosine, index
 
-    def ranking(self, queries: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
-        """[M, K] approximate squared distances (float32 products of centred blocks)."""
+    def ranking(
+        self, queries: torch.Tensor, q_centred: torch.Tensor, exclude: torch.Tensor | None
+    ) -> torch.Tensor:
+        """[M, K] approximate squared distances (float32 products of centred blocks; `q_centred`:
+        the queries' centred squared norms)."""
         products = torch.zeros(len(queries), len(self.originals), dtype=torch.float64)
         for columns in self.blocks():
             centre = self.mean[columns]
             query = self.block(queries, columns) - centre
             products += (query @ (self.block(self.originals, columns) - centre).T).double()
-        q_norm = self.squared_norms(queries, centred=True)
-        estimate = q_norm[:, None] + self.centred_norms[None] - 2 * products
+        estimate = q_centred[:, None] + self.centred_norms[None] - 2 * products
         if exclude is not None:
             estimate[torch.arange(len(estimate)), exclude] = math.inf
         return estimate
@@ -94,16 +97,16 @@ class NearestOriginals:
             return values
         return (values - self.normalizer.mean[columns]) / self.normalizer.std[columns]
 
-    def squared_norms(self, vectors: torch.Tensor, centred: bool = False) -> torch.Tensor:
-        """[N] float64 squared L2 norms of normalised [N, D] rows (less the originals' mean when
-        `centred`)."""
+    def squared_norms(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N] float64 squared L2 norms of normalised [N, D] rows, and of the same rows less the
+        originals' mean, in one pass."""
         norms = torch.zeros(len(vectors), dtype=torch.float64)
+        centred = torch.zeros(len(vectors), dtype=torch.float64)
         for columns in self.blocks():
             block = self.block(vectors, columns).double()
-            if centred:
-                block = block - self.mean[columns].double()
             norms += block.pow(2).sum(1)
-        return norms
+            centred += (block - self.mean[columns].double()).pow(2).sum(1)
+        return norms, centred
 
 
 def error_iou(errors_a: torch.Tensor, errors_b: torch.Tensor) -> torch.Tensor:

@@ -88,6 +88,16 @@ def normalised_accuracy(val_accuracy: torch.Tensor) -> tuple[torch.Tensor, tuple
     return ((accuracy - stats[0]) / stats[1]).float(), stats
 
 
+def normalised_target(
+    conditioning: Conditioning | None, stats: tuple[float, float] | None
+) -> float | None:
+    """generate's target accuracy as a flow's condition (a z-score by the zoo's `stats`); None
+    without a target or without stats."""
+    if conditioning is None or conditioning.target_acc is None or stats is None:
+        return None
+    return (conditioning.target_acc - stats[0]) / stats[1]
+
+
 def guided_velocity(velocity: VelocityMLP, condition: torch.Tensor, guidance: float):
     """v(x, t) toward each row's `condition` ([n], or [n, d]) with classifier-free guidance:
     v_null + guidance (v_condition - v_null); the conditional velocity alone at guidance 1."""
@@ -266,12 +276,7 @@ class FlowGenerator(Generator):
             condition = conditioning.descriptors.to(self.device, torch.float32).view(
                 n, self.descriptor_dim
             )
-        elif (
-            conditioning is not None
-            and conditioning.target_acc is not None
-            and self.accuracy_stats is not None
-        ):
-            target = (conditioning.target_acc - self.accuracy_stats[0]) / self.accuracy_stats[1]
+        elif (target := normalised_target(conditioning, self.accuracy_stats)) is not None:
             condition = torch.full((n,), target, device=self.device)
         else:
             return lambda x, t: self.velocity(x, t)

@@ -171,16 +171,37 @@ def test_scatter_undoes_the_normalisation_that_gather_applied():
     assert torch.allclose(out, vectors[2], atol=1e-5)
 
 
+def two_kinds_zoo() -> tuple[ParamSpec, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """40 networks of 128 values of two kinds, +3v and -3v (alternating) plus a little noise: the
+    spec, v, each network's kind (+-1) and the vectors."""
+    spec = ParamSpec((ParamEntry("w", (128,), 0),))
+    generator = torch.Generator().manual_seed(0)
+    pattern = torch.randint(0, 2, (128,), generator=generator).float() * 2 - 1
+    kinds = torch.arange(40) % 2 * 2 - 1.0
+    vectors = 3 * kinds[:, None] * pattern + 0.1 * torch.randn(40, 128, generator=generator)
+    return spec, pattern, kinds, vectors
+
+
+def trained_and_loaded(zoo: ParamZoo, cfg, directory) -> tuple[TokenGenerator, TokenGenerator]:
+    """A token generator trained on `zoo`, and the same saved to `directory` and loaded back."""
+    trained = TokenGenerator.train(
+        zoo,
+        cfg,
+        directory,
+        Tracker(directory, cfg.logger, {}, enabled=False),
+        lambda phase: None,
+        torch.device("cpu"),
+    )
+    trained.save(directory, {})
+    return trained, TokenGenerator.load(directory, zoo.spec, cfg, torch.device("cpu"))
+
+
 @pytest.mark.parametrize("code_components", [2, 0])
 def test_windows_of_one_generated_network_come_from_one_model(code_components, tmp_path):
     """A zoo of two kinds of network, +3v and -3v over every window: given its model's code, every
     window of a generated network takes the same kind (saved and loaded alike); sampled
     independently (code_components=0), the windows of one network mix the kinds."""
-    spec = ParamSpec((ParamEntry("w", (128,), 0),))  # 8 tokens of 16, 4 windows of 2
-    generator = torch.Generator().manual_seed(0)
-    pattern = torch.randint(0, 2, (128,), generator=generator).float() * 2 - 1
-    kinds = torch.arange(40) % 2 * 2 - 1.0
-    vectors = 3 * kinds[:, None] * pattern + 0.1 * torch.randn(40, 128, generator=generator)
+    spec, pattern, kinds, vectors = two_kinds_zoo()  # 8 tokens of 16, 4 windows of 2
     zoo = ParamZoo(vectors, torch.full((40,), 60.0, dtype=torch.float64), spec, {})
     cfg = compose_config(
         [
@@ -204,16 +225,7 @@ def test_windows_of_one_generated_network_come_from_one_model(code_components, t
             f"paths.output_dir={tmp_path}",
         ]
     )
-    trained = TokenGenerator.train(
-        zoo,
-        cfg,
-        tmp_path,
-        Tracker(tmp_path, cfg.logger, {}, enabled=False),
-        lambda phase: None,
-        torch.device("cpu"),
-    )
-    trained.save(tmp_path, {})
-    loaded = TokenGenerator.load(tmp_path, spec, cfg, torch.device("cpu"))
+    trained, loaded = trained_and_loaded(zoo, cfg, tmp_path)
     sampled = loaded.sample(40, cfg.sampler, 0)
     assert torch.allclose(sampled, trained.sample(40, cfg.sampler, 0), atol=1e-5)
     kind_per_window = (sampled * pattern).view(40, 4, 32).mean(-1).sign()  # [model, window]
@@ -228,11 +240,7 @@ def test_the_code_flow_generates_the_kind_of_network_its_target_accuracy_names(t
     """denoiser.code.model=flow: a zoo of two kinds of network, +3v scoring 70% and -3v scoring 50%;
     aimed at 70% the generated networks are of the first kind, aimed at 50% of the second (saved
     and loaded alike)."""
-    spec = ParamSpec((ParamEntry("w", (128,), 0),))
-    generator = torch.Generator().manual_seed(0)
-    pattern = torch.randint(0, 2, (128,), generator=generator).float() * 2 - 1
-    kinds = torch.arange(40) % 2 * 2 - 1.0
-    vectors = 3 * kinds[:, None] * pattern + 0.1 * torch.randn(40, 128, generator=generator)
+    spec, pattern, kinds, vectors = two_kinds_zoo()
     accuracy = torch.where(kinds > 0, 70.0, 50.0).double()
     cfg = compose_config(
         [
@@ -259,16 +267,7 @@ def test_the_code_flow_generates_the_kind_of_network_its_target_accuracy_names(t
         ]
     )
     assert TokenGenerator.conditioned(cfg)
-    trained = TokenGenerator.train(
-        ParamZoo(vectors, accuracy, spec, {}),
-        cfg,
-        tmp_path,
-        Tracker(tmp_path, cfg.logger, {}, enabled=False),
-        lambda phase: None,
-        torch.device("cpu"),
-    )
-    trained.save(tmp_path, {})
-    loaded = TokenGenerator.load(tmp_path, spec, cfg, torch.device("cpu"))
+    trained, loaded = trained_and_loaded(ParamZoo(vectors, accuracy, spec, {}), cfg, tmp_path)
     for target, kind in ((70.0, 1.0), (50.0, -1.0)):
         aim = Conditioning(target, 1.0)
         sampled = loaded.sample(40, cfg.sampler, 0, aim)

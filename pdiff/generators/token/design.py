@@ -23,7 +23,7 @@ from pdiff.generators.autoencoder_ddpm import (
     fit_denoiser,
     load_autoencoder_file,
 )
-from pdiff.generators.flow import conditioned_loss, normalised_accuracy
+from pdiff.generators.flow import conditioned_loss, normalised_accuracy, normalised_target
 from pdiff.generators.interface import Conditioning, PhaseTimer, check_training, read_meta
 from pdiff.generators.nets.token_networks import CodeDenoiser, TokenAutoencoder, WindowDenoiser
 from pdiff.generators.nets.velocity import VelocityMLP
@@ -252,13 +252,10 @@ class TokenGenerator(AutoencoderDenoiserGenerator):
         rng = generator_for(seed, Purpose.sampling)
         codes = None
         if self.accuracy_stats is not None:
-            target = conditioning.target_acc if conditioning is not None else None
             codes = sample_code_flow(
                 self.code_denoiser,
                 (n, self.code.k),
-                None
-                if target is None
-                else (target - self.accuracy_stats[0]) / self.accuracy_stats[1],
+                normalised_target(conditioning, self.accuracy_stats),
                 conditioning.guidance if conditioning is not None else 1.0,
                 self.code_sampling,
                 rng,
