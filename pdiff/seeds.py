@@ -33,6 +33,8 @@ class Purpose(Enum):
     batch_noise = "batch_noise"  # generator training noise at step `index` (from a training seed)
     epoch_order = "epoch_order"  # the permutation of epoch `index` (from a training seed)
     augment = "augment"  # image augmentation at step `index` (from a training seed)
+    task_variants = "task_variants"  # family=variants: every task's generation settings (fixed)
+    task_pooled = "task_pooled"  # family=variants: the pooled model's initialisation and data order
     task_split = "task_split"  # which tasks of a family are held out and which are trained on
     task_head = "task_head"  # a task network's head initialisation (index: the task seed; shared across tasks)
     task_order = "task_order"  # a task's data order (index: "<task>:<task seed>")

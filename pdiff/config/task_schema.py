@@ -72,6 +72,8 @@ class FamilyName(Enum):
     none = "none"  # one task: the zoo's checkpoints all solve task.name
     # binary class-subset tasks of the data's classes: descriptor = the subset's bit code
     subsets = "subsets"
+    # MNIST-1D datasets of many generation settings: descriptor = the settings (10 classes each)
+    variants = "variants"
 
 
 class HeldOutSplit(Enum):
@@ -88,19 +90,26 @@ class FamilyConfig:
 
     name: FamilyName = FamilyName.none
     split: HeldOutSplit = HeldOutSplit.complement
-    split_seed: int = 0  # which tasks are held out and which are trained on
+    # which tasks are held out and which are trained on; unset: the run's seed, so every seed of
+    # a benchmark holds out its own tasks
+    split_seed: int | None = None
     train_tasks: int = 200
-    held_out: int = 20
+    held_out: int = 20  # test tasks: scored once, with task.family.eval_split=test
+    val_tasks: int = 20  # validation tasks: settings are chosen on these (eval_split=val)
     seeds: int = 1  # runs per training task (own head initialisation and data order each)
     pair: list[int] = field(
         default_factory=lambda: [0, 1]
     )  # split=pair: the two classes held-out tasks separate
     epochs: int = 6  # SGD epochs on a task's labels before its first checkpoint
     checkpoints: int = 5  # checkpoints per (task, seed), one epoch apart
-    eval_split: str = (
-        "test"  # where the evaluate stage scores held-out tasks: test, or val (choosing settings)
-    )
+    # which held-out tasks the evaluate stage scores: test (test tasks, test samples), or val
+    # (validation tasks, validation samples: choosing settings)
+    eval_split: str = "test"
     k_nearest: int = 5  # the average-of-k-nearest-tasks baseline
+    # the fine-tuning sweep from the nearest task (SGD steps on the held-out task's labels); the
+    # compute-matched count is added to it
+    finetune_steps: list[int] = field(default_factory=lambda: [0, 10, 30, 100])
+    task_samples: int = 4000  # family=variants: signals made for each task
 
 
 @dataclass

@@ -89,6 +89,12 @@ def load_mnist1d(mnist1d_cfg, root: str | None) -> dict[str, torch.Tensor]:
     return arrays
 
 
+def load_signals(args: dict, root: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every signal of the set `args` describes (its training part, then its test part), cached
+    and checked as the splits are: one task of a family of MNIST-1D variants."""
+    return _load_split(args, "all", Path(root) if root else default_root())
+
+
 def _load_split(args: dict, split: str, root: Path) -> tuple[torch.Tensor, torch.Tensor]:
     tensors_path, record_path = cache_paths(root, args, split)
     if tensors_path.is_file() and record_path.is_file():

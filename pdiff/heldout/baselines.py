@@ -1,22 +1,29 @@
 """What a held-out task gets without the generator: the models of the nearest training tasks (with
-and without the family's symmetry), those fine-tuned, their average, a ridge map from descriptor to
-weights, and a model composed from the C-class base model. Each returns weight vectors of the binary
-task network (or, for composition, predictions)."""
+and without the family's symmetry), their average, a ridge map from descriptor to weights, and,
+where the family allows, a model composed from the C-class base model (subsets) or one pooled model
+that takes the descriptor as an input (variants). Each returns weight vectors of the task network
+or predictions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
+import numpy as np
 import torch
-from sklearn.linear_model import RidgeCV
+from sklearn.linear_model import Ridge
 
-from pdiff.heldout.families import SubsetFamily
+from pdiff.data.datasets import Dataset
+from pdiff.data.tasknets import build_task_net
+from pdiff.heldout.collect import TaskRecipe
+from pdiff.heldout.families import SubsetFamily, TaskFamily
+from pdiff.seeds import Purpose, derive_seed
+from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import ParamSpec
 from pdiff.zoo.store import ParamZoo
 
-RIDGE_ALPHAS = tuple(
-    10.0**e for e in range(-3, 5)
-)  # chosen per zoo by leave-one-out over its training rows
+RIDGE_ALPHAS = tuple(10.0**e for e in range(-3, 5))  # chosen per zoo, leaving out one task
+POOLED_EPOCHS = 3  # the pooled model's passes over every training task's signals
 
 
 def swap_outputs(vectors: torch.Tensor, spec: ParamSpec, head: str) -> torch.Tensor:
@@ -32,16 +39,28 @@ def swap_outputs(vectors: torch.Tensor, spec: ParamSpec, head: str) -> torch.Ten
     return swapped
 
 
+def head_columns(spec: ParamSpec, head: str) -> torch.Tensor:
+    """The indices of the head's parameters (its weight and bias) in a flat vector."""
+    return torch.cat(
+        [
+            torch.arange(entry.offset, entry.offset + entry.numel)
+            for entry in spec.entries
+            if entry.name in (f"{head}.weight", f"{head}.bias")
+        ]
+    )
+
+
 @dataclass
 class TaskZoo:
-    """A zoo of many tasks seen by task: the rows of each training code, and how to orient them
-    toward a code."""
+    """A zoo of many tasks seen by task: the rows of each training task, and how to orient them
+    toward a task (the label swap, in a family with that symmetry)."""
 
     zoo: ParamZoo
-    family: SubsetFamily
+    family: TaskFamily
     head: str
+    _ridge: dict = field(default_factory=dict, repr=False)
 
-    @property
+    @cached_property
     def codes(self) -> list[int]:
         return sorted(set(self.zoo.tasks.task.tolist()))
 
@@ -57,36 +76,69 @@ class TaskZoo:
 
     def oriented(self, code: int, target: int, last_only: bool = False) -> torch.Tensor:
         """Training task `code`'s models turned toward `target`: outputs swapped when the complement
-        is nearer."""
-        plain = int(self.family.distances(target, [code])[0])
+        is nearer (family=subsets)."""
         rows = self.rows(code, last_only)
+        if not isinstance(self.family, SubsetFamily):
+            return rows
+        plain = int(self.family.distances(target, [code])[0])
         return (
             swap_outputs(rows, self.zoo.spec, self.head)
             if plain > self.family.classes - plain
             else rows
         )
 
-    def nearest(self, target: int, symmetric: bool, k: int | None = None) -> tuple[list[int], int]:
-        """The nearest training codes to `target` (all tied at the least distance, or the k nearest
-        in code order), and that least distance."""
+    def nearest(
+        self, target: int, symmetric: bool, k: int | None = None
+    ) -> tuple[list[int], float]:
+        """The nearest training tasks to `target` (all tied at the least distance, or the k nearest
+        in id order), and that least distance."""
         codes = self.codes
-        distances = self.family.distances(target, codes, symmetric)
+        distances = self.family.distances(target, codes, symmetric).tolist()
         if k is not None:
-            order = sorted(range(len(codes)), key=lambda i: (int(distances[i]), codes[i]))[:k]
-            return [codes[i] for i in order], int(distances[order[0]])
-        least = int(distances.min())
-        return [code for code, d in zip(codes, distances.tolist()) if d == least], least
+            order = sorted(range(len(codes)), key=lambda i: (distances[i], codes[i]))[:k]
+            return [codes[i] for i in order], distances[order[0]]
+        least = min(distances)
+        return [code for code, d in zip(codes, distances) if d == least], least
+
+    def task_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each training task's descriptor ({-1, 1} bits for subsets) [T, d] and mean vector
+        [T, D]: ridge on every row equals ridge on these (every task has as many rows)."""
+        descriptors = self.family.descriptor(self.codes).double()
+        if isinstance(self.family, SubsetFamily):
+            descriptors = 2 * descriptors - 1
+        means = torch.stack([self.rows(code).double().mean(0) for code in self.codes])
+        return descriptors.numpy(), means.numpy()
+
+    def ridge_model(self) -> Ridge:
+        """Ridge from descriptor to weights, its penalty chosen leaving out one training task at a
+        time (the held-out tasks are whole tasks too); fitted once per zoo."""
+        if "model" not in self._ridge:
+            x, y = self.task_means()
+            errors = []
+            for alpha in RIDGE_ALPHAS:
+                error = 0.0
+                for left in range(len(x)):
+                    keep = np.arange(len(x)) != left
+                    fitted = Ridge(alpha=alpha).fit(x[keep], y[keep])
+                    error += float(((fitted.predict(x[left : left + 1]) - y[left]) ** 2).sum())
+                errors.append(error)
+            alpha = RIDGE_ALPHAS[int(np.argmin(errors))]
+            self._ridge.update(model=Ridge(alpha=alpha).fit(x, y), alpha=alpha)
+        return self._ridge["model"]
+
+    @property
+    def ridge_alpha(self) -> float:
+        """The penalty leave-one-task-out chose."""
+        self.ridge_model()
+        return self._ridge["alpha"]
 
     def ridge(self, targets: list[int]) -> torch.Tensor:
-        """Ridge regression from descriptor to weights, fitted on every training row ({-1, 1} bits;
-        the penalty chosen by leave-one-out); its predicted vector for each target [T, D]. Ridge is
-        rotation-equivariant in its outputs, so this equals ridge on the zoo's full PCA
-        coefficients."""
-        x = (2 * self.zoo.tasks.descriptor.double() - 1).numpy()
-        y = self.zoo.vectors.double().numpy()
-        model = RidgeCV(alphas=RIDGE_ALPHAS).fit(x, y)
-        wanted = (2 * self.family.descriptor(targets).double() - 1).numpy()
-        return torch.from_numpy(model.predict(wanted)).float()
+        """The ridge map's vector for each target [T, D]. Ridge is rotation-equivariant in its
+        outputs, so this equals ridge on the zoo's full PCA coefficients."""
+        wanted = self.family.descriptor(targets).double()
+        if isinstance(self.family, SubsetFamily):
+            wanted = 2 * wanted - 1
+        return torch.from_numpy(self.ridge_model().predict(wanted.numpy())).float()
 
 
 def compose(base_logits: torch.Tensor, code: int, family: SubsetFamily) -> torch.Tensor:
@@ -96,7 +148,37 @@ def compose(base_logits: torch.Tensor, code: int, family: SubsetFamily) -> torch
     return (base_logits.softmax(1)[:, members].sum(1) > 0.5).long()
 
 
-def matched_finetune_steps(generation_flops: float, task_params: int, batch_size: int) -> int:
-    """SGD steps of fine-tuning that cost what generating one model costs (6 x params x batch FLOPs
-    a step)."""
-    return max(1, round(generation_flops / (6 * task_params * batch_size)))
+def train_pooled(
+    family: TaskFamily,
+    train: list[int],
+    data: Dataset,
+    net_cfg,
+    recipe: TaskRecipe,
+    seed: int,
+) -> torch.nn.Module:
+    """One network for every training task, the task's descriptor appended to each signal: trained
+    with the zoo's SGD recipe for POOLED_EPOCHS passes over all their training signals."""
+    device = data.x_train.device
+    parts = [family.task_data(task, data) for task in train]
+    x = torch.cat(
+        [
+            with_descriptor(part.x_train, family.descriptor([task])[0])
+            for task, part in zip(train, parts)
+        ]
+    ).to(device)
+    y = torch.cat([part.y_train for part in parts]).to(device)
+    torch.manual_seed(derive_seed(seed, Purpose.task_pooled))
+    model = build_task_net(net_cfg, tuple(x.shape[1:]), family.outputs).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
+    order = derive_seed(seed, Purpose.task_pooled, "order")
+    model.train()
+    for step in range(POOLED_EPOCHS * max(len(y) // recipe.batch_size, 1)):
+        sgd_step(model, optimizer, *training_batch(x, y, step, recipe.batch_size, order, None))
+    return model.eval()
+
+
+def with_descriptor(x: torch.Tensor, descriptor: torch.Tensor) -> torch.Tensor:
+    """Signals [N, L] with the task's descriptor [d] appended to each: the pooled model's input."""
+    return torch.cat([x, descriptor.to(x).expand(len(x), -1)], 1)

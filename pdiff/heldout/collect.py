@@ -2,9 +2,10 @@
 share of the (training task, seed) pairs and keeps family.checkpoints checkpoints of each, with the
 task's descriptor.
 
-Every task network starts from the shared base model (its hidden layers, trained once on the C-class
-labels) and a head initialised from the task seed alone, the same for every task: the runs are
-aligned by their shared start, not permuted afterwards. A run saves its finished pairs after each
+Every task network starts from the shared base model: its hidden layers, and its head when the task
+has the base model's outputs (family=variants); otherwise (family=subsets) a head initialised from
+the task seed alone, the same for every task. The runs are aligned by their shared start, not
+permuted afterwards. A run saves its finished pairs after each
 one (a resume point), so a requeued or resubmitted array task goes on from the first pair it had not
 finished.
 """
@@ -20,13 +21,11 @@ from torch import nn
 from pdiff import atomic
 from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import accuracy, build_task_net
-from pdiff.heldout.families import SubsetFamily
+from pdiff.heldout.families import TaskFamily
 from pdiff.seeds import Purpose, derive_seed
 from pdiff.tracking import stage_progress
 from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import ParamSpec, read_vector, select_parameters
-
-TASK_OUTPUTS = 2  # a binary task's head
 
 
 def head_name(model: nn.Module) -> str:
@@ -40,15 +39,15 @@ def task_network(
     base_state: dict[str, torch.Tensor],
     seed: int,
     task_seed: int,
+    outputs: int,
 ) -> tuple[nn.Module, ParamSpec]:
-    """A binary network with the base model's hidden layers and a head initialised from (seed,
-    task_seed) only."""
+    """A network of `outputs` outputs with the base model's hidden layers; its head is the base
+    model's when the shapes agree, else initialised from (seed, task_seed) only."""
     torch.manual_seed(derive_seed(seed, Purpose.task_head, task_seed))
-    model = build_task_net(net_cfg, input_shape, TASK_OUTPUTS)
-    head = head_name(model)
+    model = build_task_net(net_cfg, input_shape, outputs)
     state = model.state_dict()
     state.update(
-        {key: value for key, value in base_state.items() if not key.startswith(f"{head}.")}
+        {key: value for key, value in base_state.items() if value.shape == state[key].shape}
     )
     model.load_state_dict(state)
     return model, select_parameters(model, ["*"])
@@ -84,21 +83,19 @@ def train_task(
     model: nn.Module,
     spec: ParamSpec,
     data: Dataset,
-    y_train: torch.Tensor,
-    y_val: torch.Tensor,
     recipe: TaskRecipe,
     order_seed: int,
-    steps: int | None = None,
+    steps: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SGD on (data.x_train, y_train): vectors [C, D] after each of the recipe's checkpoint epochs
-    and their validation accuracies [C] (percent, on y_val). With `steps`: that many steps, one
-    checkpoint at the end."""
+    """SGD on the task's (data.x_train, data.y_train), on the parameters that require gradients:
+    vectors [C, D] after each of the recipe's checkpoint epochs and their validation accuracies [C]
+    (percent). With `steps` (increasing): a checkpoint after each of those many steps."""
     optimizer = torch.optim.SGD(
         model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
-    per_epoch = max(len(y_train) // recipe.batch_size, 1)
+    per_epoch = max(len(data.y_train) // recipe.batch_size, 1)
     ends = (
-        [steps]
+        steps
         if steps is not None
         else [(recipe.epochs + c + 1) * per_epoch for c in range(recipe.checkpoints)]
     )
@@ -109,12 +106,14 @@ def train_task(
             sgd_step(
                 model,
                 optimizer,
-                *training_batch(data.x_train, y_train, step, recipe.batch_size, order_seed, None),
+                *training_batch(
+                    data.x_train, data.y_train, step, recipe.batch_size, order_seed, None
+                ),
             )
             step += 1
         model.eval()
         vectors.append(read_vector(model, spec).clone().cpu())
-        accuracies.append(accuracy(model, data.x_val, y_val))
+        accuracies.append(accuracy(model, data.x_val, data.y_val))
         model.train()
     model.eval()
     return torch.stack(vectors), torch.tensor(accuracies, dtype=torch.float64)
@@ -129,7 +128,7 @@ def run_pairs(train_codes: list[int], seeds: int, index: int, runs: int) -> list
 
 def collect_tasks(
     pairs: list[tuple[int, int]],
-    family: SubsetFamily,
+    family: TaskFamily,
     data: Dataset,
     net_cfg,
     base_state: dict,
@@ -137,26 +136,22 @@ def collect_tasks(
     seed: int,
     state_path: Path,
 ) -> dict[str, torch.Tensor]:
-    """Checkpoints of every pair: params [P*C, D], val_accuracy, descriptor [P*C, bits], task,
+    """Checkpoints of every pair: params [P*C, D], val_accuracy, descriptor [P*C, d], task,
     task_seed; the pairs finished so far are saved to `state_path` after each one and skipped on a
-    resume."""
+    resume. `data` is the base model's; each task's own comes from the family."""
     done = atomic.read_safetensors(state_path) if state_path.is_file() else {}
     finished = len(done.get("task", [])) // max(recipe.checkpoints, 1)
     chunks = [done] if done else []
     with stage_progress("collect tasks", total=len(pairs), completed=finished) as bar:
         for code, task_seed in pairs[finished:]:
-            model, spec = task_network(net_cfg, data.input_shape, base_state, seed, task_seed)
-            model.to(data.x_train.device)
-            order = derive_seed(seed, Purpose.task_order, f"{code}:{task_seed}")
-            vectors, accuracies = train_task(
-                model,
-                spec,
-                data,
-                family.labels(code, data.y_train),
-                family.labels(code, data.y_val),
-                recipe,
-                order,
+            device = data.x_train.device
+            own = family.task_data(code, data).to(device)
+            model, spec = task_network(
+                net_cfg, data.input_shape, base_state, seed, task_seed, family.outputs
             )
+            model.to(device)
+            order = derive_seed(seed, Purpose.task_order, f"{code}:{task_seed}")
+            vectors, accuracies = train_task(model, spec, own, recipe, order)
             count = len(vectors)
             chunks.append(
                 {

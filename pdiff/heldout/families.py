@@ -1,136 +1,30 @@
-"""Task families: many tasks on one dataset, each named by a descriptor, and which of them the zoo
-never sees.
-
-family=subsets: task S (a non-empty proper subset of the C classes) labels a sample 1 when its class
-is in S, else 0. Its descriptor is S's C-bit code. Its symmetry is the complement: task ~S is task S
-with its labels swapped, so a model of ~S with its two output rows swapped solves S exactly (RPG's
-held-out codes each have their complement in training; here they never do).
-
-Two held-out splits:
-    complement  held-out codes drawn at random; neither a held-out code nor its complement is
-    trained on pair        every held-out code separates family.pair's two classes; no training code
-    does
-"""
+"""Task families (many tasks, each named by a descriptor) and the checks a zoo of many tasks passes
+before any work: family=subsets (pdiff.heldout.subsets) and family=variants
+(pdiff.heldout.variants)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
-from pdiff.config import FamilyName, HeldOutSplit, require
+from pdiff.config import DataName, FamilyName, HeldOutSplit, require
+from pdiff.data.datasets import Dataset
 from pdiff.errors import ConfigError
-from pdiff.seeds import Purpose, generator_for
+from pdiff.heldout.split import EvalSplit, TaskSplit
+from pdiff.heldout.subsets import SubsetFamily
+from pdiff.heldout.variants import VariantFamily
+
+TaskFamily = SubsetFamily | VariantFamily
 
 
-@dataclass(frozen=True)
-class TaskSplit:
-    """The codes the zoo trains on and the codes it never sees, in a fixed order."""
+def family_of(cfg, classes: int) -> TaskFamily:
+    """The family task.family.name names, on a dataset of `classes` classes (subsets)."""
+    if FamilyName(cfg.task.family.name) is FamilyName.variants:
+        return VariantFamily(cfg.data.mnist1d, cfg.data.root, int(cfg.task.family.task_samples))
+    return SubsetFamily(classes)
 
-    train: list[int]
-    held_out: list[int]
 
-
-class SubsetFamily:
-    """Binary class-subset tasks of a C-class dataset; a task is its code (bit c set: class c is in
-    S)."""
-
-    def __init__(self, classes: int):
-        self.classes = classes
-        self.full = (1 << classes) - 1
-
-    @property
-    def codes(self) -> list[int]:
-        """Every task: the non-empty proper subsets."""
-        return list(range(1, self.full))
-
-    def descriptor(self, codes: list[int] | torch.Tensor) -> torch.Tensor:
-        """[n, C] float bits of each code."""
-        codes = torch.as_tensor(codes, dtype=torch.int64).view(-1, 1)
-        return ((codes >> torch.arange(self.classes)) & 1).float()
-
-    def code_of(self, classes: list[float]) -> int:
-        """The code of a subset given by its classes (generate.task=[0, 3, 7])."""
-        members = {int(c) for c in classes}
-        if (
-            not members
-            or any(c != int(c) or not 0 <= c < self.classes for c in classes)
-            or len(members) == self.classes
-        ):
-            raise ConfigError(
-                f"generate.task={list(classes)} is invalid: list the classes of a non-empty proper "
-                f"subset of the {self.classes} classes (integers in [0, {self.classes - 1}])"
-            )
-        if len(members) != len(classes):
-            twice = sorted({int(c) for c in classes if list(classes).count(c) > 1})
-            raise ConfigError(
-                f"generate.task={list(classes)} is invalid: it names class(es) {twice} more than "
-                "once; list each class of the subset once"
-            )
-        return sum(1 << c for c in members)
-
-    def classes_of(self, code: int) -> list[int]:
-        """The classes of task `code`, as generate.task lists them."""
-        return [c for c in range(self.classes) if code >> c & 1]
-
-    def complement(self, code: int) -> int:
-        return self.full ^ code
-
-    symmetric = complement  # the task whose model solves this one after a label swap
-
-    def labels(self, code: int, y: torch.Tensor) -> torch.Tensor:
-        """Task `code`'s labels of samples whose classes are `y`: 1 when the class is in the
-        subset."""
-        return ((code >> y) & 1).long()
-
-    def distances(self, code: int, others: list[int], symmetric: bool = False) -> torch.Tensor:
-        """Hamming distance of `code` to each of `others` [n]; symmetric: to the nearer of each and
-        its complement."""
-        target = self.descriptor([code])
-        bits = self.descriptor(others)
-        plain = (bits != target).sum(1)
-        return torch.minimum(plain, self.classes - plain) if symmetric else plain
-
-    def split(self, family_cfg) -> TaskSplit:
-        """family.split's held-out codes and family.train_tasks training codes, drawn by
-        family.split_seed."""
-        cfg = family_cfg
-        order = torch.randperm(
-            len(self.codes), generator=generator_for(cfg.split_seed, Purpose.task_split)
-        )
-        shuffled = [self.codes[i] for i in order.tolist()]
-        if HeldOutSplit(cfg.split) is HeldOutSplit.pair:
-            first, second = (int(c) for c in cfg.pair)
-            separates = [code for code in shuffled if (code >> first & 1) != (code >> second & 1)]
-            held_out = separates[: cfg.held_out]
-            candidates = [code for code in shuffled if (code >> first & 1) == (code >> second & 1)]
-        else:
-            held_out = []
-            for code in shuffled:
-                if len(held_out) == cfg.held_out:
-                    break
-                if self.complement(code) not in held_out:
-                    held_out.append(code)
-            barred = set(held_out) | {self.complement(code) for code in held_out}
-            candidates = [code for code in shuffled if code not in barred]
-        if len(candidates) < cfg.train_tasks:
-            raise ConfigError(
-                f"task.family.train_tasks={cfg.train_tasks} is more than the {len(candidates)} "
-                f"codes split={HeldOutSplit(cfg.split).value} leaves for training; lower it"
-            )
-        return TaskSplit(sorted(candidates[: cfg.train_tasks]), held_out)
-
-    def split_check(self, split: TaskSplit) -> dict[str, int]:
-        """Counts that must all be 0: held-out codes trained on, or whose complement (their
-        symmetric image) is."""
-        train = set(split.train)
-        return {
-            "held_out_in_training": sum(code in train for code in split.held_out),
-            "complement_in_training": sum(
-                self.complement(code) in train for code in split.held_out
-            ),
-            "symmetric_in_training": sum(self.symmetric(code) in train for code in split.held_out),
-        }
+def task_family(cfg, classes: int) -> tuple[TaskFamily, TaskSplit]:
+    """The family and its split (family.split_seed, or the run's seed when unset)."""
+    family = family_of(cfg, classes)
+    return family, family.split(cfg.task.family, int(cfg.seed))
 
 
 def check_family_counts(family_cfg) -> None:
@@ -139,6 +33,7 @@ def check_family_counts(family_cfg) -> None:
     cfg = family_cfg
     require(cfg.train_tasks >= 2, "task.family.train_tasks", cfg.train_tasks, "must be >= 2")
     require(cfg.held_out >= 1, "task.family.held_out", cfg.held_out, "must be >= 1")
+    require(cfg.val_tasks >= 1, "task.family.val_tasks", cfg.val_tasks, "must be >= 1")
     for key in ("seeds", "checkpoints", "k_nearest"):
         require(cfg[key] >= 1, f"task.family.{key}", cfg[key], "must be >= 1")
     require(
@@ -149,19 +44,32 @@ def check_family_counts(family_cfg) -> None:
         "averaged)",
     )
     require(cfg.epochs >= 0, "task.family.epochs", cfg.epochs, "must be >= 0")
-
-
-def check_family(task_cfg, classes: int) -> None:
-    """ConfigError for a task.family that cannot make its split (checked before any work)."""
-    cfg = task_cfg.family
-    check_family_counts(cfg)
+    sweep = [int(steps) for steps in cfg.finetune_steps]
     require(
-        task_cfg.param.k == zoo_size(cfg),
+        bool(sweep) and sweep == sorted(set(sweep)) and sweep[0] >= 0,
+        "task.family.finetune_steps",
+        list(cfg.finetune_steps),
+        "must be distinct step counts >= 0 in increasing order, e.g. [0, 10, 30, 100]",
+    )
+    try:
+        EvalSplit(cfg.eval_split)
+    except ValueError:
+        raise ConfigError(
+            f"task.family.eval_split={cfg.eval_split!r} is invalid; allowed: val (validation "
+            "tasks, choosing settings), test (test tasks, scored once)"
+        ) from None
+
+
+def check_family(cfg, data: Dataset) -> None:
+    """ConfigError for a task.family that cannot make its split (checked before any work)."""
+    task_cfg, family_cfg = cfg.task, cfg.task.family
+    check_family_counts(family_cfg)
+    require(
+        task_cfg.param.k == zoo_size(family_cfg),
         "task.param.k",
         task_cfg.param.k,
         "a zoo of many tasks holds task.family.train_tasks x seeds x checkpoints = "
-        f"{zoo_size(cfg)} checkpoints: "
-        "set task.param.k to that",
+        f"{zoo_size(family_cfg)} checkpoints: set task.param.k to that",
     )
     require(
         list(task_cfg.param.layers) == ["*"],
@@ -170,71 +78,95 @@ def check_family(task_cfg, classes: int) -> None:
         "a zoo of many tasks generates whole networks: ['*']",
     )
     require(
-        task_cfg.collect.runs <= cfg.train_tasks * cfg.seeds,
+        task_cfg.collect.runs <= family_cfg.train_tasks * family_cfg.seeds,
         "task.collect.runs",
         task_cfg.collect.runs,
-        f"must be <= task.family.train_tasks x seeds = {cfg.train_tasks * cfg.seeds} (a run "
-        "trains whole tasks)",
+        f"must be <= task.family.train_tasks x seeds = "
+        f"{family_cfg.train_tasks * family_cfg.seeds} (a run trains whole tasks)",
     )
-    require(
-        cfg.eval_split in ("test", "val"),
-        "task.family.eval_split",
-        cfg.eval_split,
-        "allowed: test, val",
-    )
+    if FamilyName(family_cfg.name) is FamilyName.variants:
+        _check_variants(cfg)
+    else:
+        _check_subsets(family_cfg, data.num_classes)
+    task_family(cfg, data.num_classes)
+
+
+def _check_subsets(family_cfg, classes: int) -> None:
     require(classes >= 3, "data", f"{classes} classes", "a subsets family needs at least 3 classes")
-    pair = [int(c) for c in cfg.pair]
+    pair = [int(c) for c in family_cfg.pair]
     require(
         len(pair) == 2 and pair[0] != pair[1] and all(0 <= c < classes for c in pair),
         "task.family.pair",
-        list(cfg.pair),
+        list(family_cfg.pair),
         f"must be two different classes in [0, {classes - 1}]",
     )
-    family = SubsetFamily(classes)
-    if HeldOutSplit(cfg.split) is HeldOutSplit.pair:
-        separating = 2 ** (classes - 1)
-        require(
-            cfg.held_out <= separating,
-            "task.family.held_out",
-            cfg.held_out,
-            f"at most {separating} codes separate classes {pair}",
-        )
+    held = family_cfg.held_out + family_cfg.val_tasks
+    if HeldOutSplit(family_cfg.split) is HeldOutSplit.pair:
+        limit, why = 2 ** (classes - 2), f"distinct codes (no complements) separate classes {pair}"
     else:
-        require(
-            cfg.held_out <= len(family.codes) // 2,
-            "task.family.held_out",
-            cfg.held_out,
-            f"at most {len(family.codes) // 2} (one of each complement pair)",
-        )
-    family.split(cfg)
+        limit, why = (2**classes - 2) // 2, "distinct codes without their complements"
+    require(
+        held <= limit,
+        "task.family.held_out + val_tasks",
+        held,
+        f"at most {limit}: {why}",
+    )
+
+
+def _check_variants(cfg) -> None:
+    family_cfg = cfg.task.family
+    require(
+        DataName(cfg.data.name) is DataName.mnist1d,
+        "data.name",
+        DataName(cfg.data.name).value,
+        "family=variants makes MNIST-1D datasets: data=mnist1d",
+    )
+    require(
+        family_cfg.task_samples >= 400,
+        "task.family.task_samples",
+        family_cfg.task_samples,
+        "must be >= 400 (a task's signals: 3/8 train, 1/8 validate, 1/2 test)",
+    )
+    family = VariantFamily(cfg.data.mnist1d, cfg.data.root, int(family_cfg.task_samples))
+    inside = sum(family.inside(task) for task in range(len(family.universe)))
+    wanted = family_cfg.train_tasks + -(-family_cfg.val_tasks // 2) + -(-family_cfg.held_out // 2)
+    require(
+        wanted <= inside,
+        "task.family.train_tasks",
+        family_cfg.train_tasks,
+        f"with the held-out tasks inside the range it needs {wanted} tasks inside; the universe "
+        f"holds {inside}",
+    )
 
 
 def check_generate_task(cfg, classes: int, scored: bool) -> None:
     """ConfigError unless generate.task names a task of the family; when the run evaluates it
-    (`scored`), one of the held-out tasks: the evaluation scores a task against the zoo it never
-    saw."""
-    family = SubsetFamily(classes)
-    code = family.code_of(list(cfg.generate.task))
-    held_out = family.split(cfg.task.family).held_out
-    if scored and code not in held_out:
-        named = ", ".join(str(family.classes_of(each)).replace(" ", "") for each in held_out[:5])
+    (`scored`), one of the tasks task.family.eval_split scores: the evaluation scores a task
+    against the zoo it never saw."""
+    family, split = task_family(cfg, classes)
+    if not isinstance(family, SubsetFamily):
         raise ConfigError(
-            f"generate.task={list(cfg.generate.task)} is not one of the split's held-out tasks: "
-            f"the evaluate stage scores held-out tasks only. Name a held-out task ({named}"
-            f"{', ...' if len(held_out) > 5 else ''}), leave generate.task unset, or run "
-            "stage=generate alone for a training task"
+            f"generate.task={list(cfg.generate.task)} is invalid for family="
+            f"{family.name}: generate.task names a subset's classes (family=subsets); a "
+            "variants run generates for its held-out tasks"
+        )
+    code = family.code_of(list(cfg.generate.task))
+    scored_tasks = split.scored(EvalSplit(cfg.task.family.eval_split))
+    if scored and code not in scored_tasks:
+        named = ", ".join(
+            str(family.classes_of(each)).replace(" ", "") for each in scored_tasks[:5]
+        )
+        raise ConfigError(
+            f"generate.task={list(cfg.generate.task)} is not one of the split's "
+            f"{cfg.task.family.eval_split} tasks: the evaluate stage scores those only. Name one "
+            f"({named}{', ...' if len(scored_tasks) > 5 else ''}), leave generate.task unset, or "
+            "run stage=generate alone for another task"
         )
 
 
 def has_family(cfg) -> bool:
     """Whether the config's zoo holds many tasks (task.family.name is set)."""
     return FamilyName(cfg.task.family.name) is not FamilyName.none
-
-
-def task_family(cfg, classes: int) -> tuple[SubsetFamily, TaskSplit]:
-    """The family task.family names, on a dataset of `classes` classes, and its split."""
-    family = SubsetFamily(classes)
-    return family, family.split(cfg.task.family)
 
 
 def zoo_size(family_cfg) -> int:

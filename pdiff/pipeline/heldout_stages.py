@@ -1,7 +1,7 @@
 """The held-out-task job's own stages (a zoo of many tasks, pdiff.heldout): its config checks, a
 collection run's share of the (training task, seed) pairs, the family split that zoo.json records,
-sampling for each held-out task with a random-descriptor control, and its evaluate stage
-(pdiff.pipeline.heldout_evaluate_stage)."""
+sampling for each held-out task (validation and test) with a random-descriptor control, and its
+evaluate stage (pdiff.pipeline.heldout_evaluate_stage)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from pdiff.evaluation.costs import run_key
 from pdiff.generators.interface import Conditioning, Generator
 from pdiff.heldout.collect import TaskRecipe, collect_tasks, run_pairs, task_network
 from pdiff.heldout.families import (
-    SubsetFamily,
     check_family,
     check_family_counts,
     check_generate_task,
@@ -61,7 +60,7 @@ class HeldOutTaskJob(JobStages):
             )
 
     def check_collection(self, cfg: DictConfig, data: Dataset) -> None:
-        check_family(cfg.task, data.num_classes)
+        check_family(cfg, data)
 
     def collect_run(self, run: Run, index: int, path: Path, started: float) -> None:
         """Its share of the (training task, seed) pairs."""
@@ -79,7 +78,9 @@ class HeldOutTaskJob(JobStages):
             cfg.seed,
             path.with_suffix(".state.safetensors"),
         )
-        _, spec = task_network(cfg.task.net, run.data.input_shape, base_state, cfg.seed, 0)
+        _, spec = task_network(
+            cfg.task.net, run.data.input_shape, base_state, cfg.seed, 0, family.outputs
+        )
         seconds = time.perf_counter() - started
         run.record_time(run_key(index), seconds)
         epochs = cfg.task.family.epochs
@@ -105,37 +106,39 @@ class HeldOutTaskJob(JobStages):
         )
 
     def zoo_meta(self, run: Run) -> dict:
-        """The family, and its split into training and held-out tasks."""
+        """The family, and its split into training, validation and test tasks."""
         cfg = run.cfg
-        family, split = task_family(cfg, run.data.num_classes)
+        _, split = task_family(cfg, run.data.num_classes)
         return {
             "family": {
                 "name": FamilyName(cfg.task.family.name).value,
                 "train": split.train,
-                "held_out": split.held_out,
-                "split_check": family.split_check(split),
+                "val": split.val,
+                "test": split.test,
             }
         }
 
     def sample(self, run: Run, generator: Generator, zoo: ParamZoo) -> Samples:
-        """generate.n models for the task generate.task names, or for every held-out task and as
-        many for random codes (the control), all in one batch: the task models [T*n, D] with
-        {task: [T*n] codes, control_params, control_task} (no controls for generate.task)."""
+        """generate.n models for the task generate.task names, or for every held-out task
+        (validation and test) and as many for random unused tasks (the control: neither trained on
+        nor held out), all in one batch: the task models [T*n, D] with {task: [T*n] ids,
+        control_params, control_task} (no controls for generate.task)."""
         cfg = run.cfg
-        family = SubsetFamily(int(zoo.tasks.descriptor.shape[1]))
+        family, split = task_family(cfg, run.data.num_classes)
         n = cfg.generate.n
         if cfg.generate.task is not None:
             codes = torch.tensor([family.code_of(list(cfg.generate.task))]).repeat_interleave(n)
             controls = torch.zeros(0, dtype=torch.int64)
         else:
-            codes = torch.tensor(zoo.meta["family"]["held_out"]).repeat_interleave(n)
+            held_out = [*zoo.meta["family"]["val"], *zoo.meta["family"]["test"]]
+            codes = torch.tensor(held_out).repeat_interleave(n)
             draws = torch.randint(
                 0,
-                len(family.codes),
+                len(split.unused),
                 (len(codes),),
                 generator=generator_for(cfg.seed, Purpose.task_control),
             )
-            controls = torch.tensor(family.codes)[draws]
+            controls = torch.tensor(split.unused)[draws]
         both = torch.cat([codes, controls])
         params = generator.sample(
             len(both),

@@ -47,6 +47,7 @@ PROVENANCE_KEYS = ("threads",)
 FAMILY_EVALUATION_KEYS = (
     "eval_split",
     "k_nearest",
+    "finetune_steps",
 )  # task.family settings only the evaluate stage reads
 EVALUATION_DATA_KEYS = (
     *TEST_SPLIT_KEYS,

@@ -9,7 +9,7 @@ import pytest
 
 from pdiff.pipeline.run import run_pipeline
 from tests.cluster.test_slurm import SMALL, submit, submitted_ids
-from tests.e2e.test_heldout_tasks import tiny
+from tests.e2e.test_unseen_tasks import tiny
 from tests.helpers.configs import compose_config
 from tests.helpers.runs import ok
 
@@ -49,4 +49,4 @@ def test_the_chain_collects_tasks_as_an_array_and_reports_every_held_out_task(tm
     )
     report = json.loads((out / "report.json").read_text())
     assert len(report["rows"]) == 3 and set(report["split_check"].values()) == {0}
-    assert "held-out tasks" in result.stdout
+    assert "3 test tasks (complement)" in result.stdout

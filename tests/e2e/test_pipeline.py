@@ -394,12 +394,12 @@ def test_token_design_generates_whole_models_from_the_memory_mapped_zoo(tmp_path
     assert f"train: generator in {out / 'generator'} is complete, skipping" in caplog.text
 
 
-# heldout_subsets (a zoo of many tasks: K is tasks x seeds x checkpoints) runs tiny in
-# tests/e2e/test_heldout_tasks.py
+# heldout_subsets and heldout_variants (zoos of many tasks: K is tasks x seeds x checkpoints) run
+# tiny in tests/e2e/test_unseen_tasks.py
 EXPERIMENTS = sorted(
     p.stem
     for p in (CONFIGS / "experiment").glob("*.yaml")
-    if p.stem not in ("smoke", "heldout_subsets")
+    if p.stem not in ("smoke", "heldout_subsets", "heldout_variants")
 )
 
 

@@ -1,5 +1,8 @@
-"""Task families, their held-out splits, the baselines' weight operations and the
-descriptor-conditioned velocity."""
+"""Task families (subsets and variants), their three-way splits and split checks, the baselines'
+weight operations, ridge leaving one task out, the step sweep and the descriptor-conditioned
+velocity."""
+
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,14 +12,24 @@ from pdiff.config import BootstrapConfig, FamilyConfig
 from pdiff.data.datasets import Dataset
 from pdiff.errors import ConfigError
 from pdiff.generators.nets.velocity import VelocityMLP
-from pdiff.heldout.baselines import compose, matched_finetune_steps, swap_outputs
+from pdiff.heldout.baselines import TaskZoo, compose, swap_outputs
 from pdiff.heldout.collect import TaskRecipe, collect_tasks, head_name, run_pairs, task_network
-from pdiff.heldout.evaluate import BASELINES, REFERENCE, summarize_margins
-from pdiff.heldout.families import SubsetFamily, check_family
+from pdiff.heldout.evaluate import (
+    REFERENCE,
+    baseline_names,
+    matched_finetune_steps,
+    summarize_margins,
+    worth_steps,
+)
+from pdiff.heldout.families import check_family
+from pdiff.heldout.split import TaskSplit
+from pdiff.heldout.subsets import SubsetFamily
+from pdiff.heldout.variants import VariantFamily
 from pdiff.zoo.params import read_vector
 from tests.helpers.configs import compose_config
 
 FAMILY = SubsetFamily(10)
+BASELINES = baseline_names(FAMILY, [0, 10, 30, 100])
 NET = {"_target_": "pdiff.data.tasknets.mlp_bn", "hidden": [8], "batch_norm": False}
 
 
@@ -43,35 +56,68 @@ def test_codes_descriptors_labels_and_complements():
     assert FAMILY.distances(0b1, [0b11, FAMILY.complement(0b11)], symmetric=True).tolist() == [1, 1]
 
 
-def test_complement_split_holds_out_codes_whose_complements_are_not_trained_on_either():
-    split = FAMILY.split(family_cfg(train_tasks=200, held_out=20, split_seed=3))
-    assert len(split.train) == 200 and len(split.held_out) == 20 and len(set(split.held_out)) == 20
-    assert FAMILY.split_check(split) == {
-        "held_out_in_training": 0,
-        "complement_in_training": 0,
-        "symmetric_in_training": 0,
-    }
-    assert FAMILY.split(family_cfg(train_tasks=200, held_out=20, split_seed=3)) == split
-    assert FAMILY.split(family_cfg(train_tasks=200, held_out=20, split_seed=4)) != split
+def test_complement_split_holds_out_validation_and_test_codes_no_complement_of_which_is_trained():
+    cfg = family_cfg(train_tasks=200, held_out=20, val_tasks=20)
+    split = FAMILY.split(cfg, seed=3)
+    assert (len(split.train), len(split.val), len(split.test)) == (200, 20, 20)
+    assert len(set(split.held_out)) == 40 and not set(split.held_out) & set(split.train)
+    assert not {FAMILY.complement(code) for code in split.held_out} & set(split.held_out)
+    assert set(FAMILY.split_check(split.train, split, cfg).values()) == {0}
+    assert not set(split.unused) & (set(split.train) | set(split.held_out))
+    assert not {FAMILY.complement(code) for code in split.held_out} & set(split.unused)
+    assert FAMILY.split(cfg, seed=3) == split
+    assert FAMILY.split(cfg, seed=4) != split  # split_seed follows the seed
+    pinned = family_cfg(train_tasks=200, held_out=20, val_tasks=20, split_seed=3)
+    assert FAMILY.split(pinned, seed=4) == split
 
 
-def test_pair_split_holds_out_every_code_separating_the_pair_and_trains_on_none():
-    split = FAMILY.split(family_cfg(split="pair", pair=[2, 5], train_tasks=200, held_out=25))
-    assert all((code >> 2 & 1) != (code >> 5 & 1) for code in split.held_out)
-    assert all((code >> 2 & 1) == (code >> 5 & 1) for code in split.train)
-    assert set(FAMILY.split_check(split).values()) == {0}
+def test_pair_split_holds_out_distinct_codes_separating_the_pair_and_trains_on_none():
+    cfg = family_cfg(split="pair", pair=[2, 5], train_tasks=200, held_out=25, val_tasks=5)
+    split = FAMILY.split(cfg, seed=0)
+    assert all(FAMILY.separates(code, [2, 5]) for code in split.held_out)
+    assert not any(FAMILY.separates(code, [2, 5]) for code in split.train)
+    assert not {FAMILY.complement(code) for code in split.held_out} & set(split.held_out)
+    assert set(FAMILY.split_check(split.train, split, cfg).values()) == {0}
     with pytest.raises(ConfigError, match="task.family.train_tasks=600 is more than the 510 codes"):
-        FAMILY.split(family_cfg(split="pair", train_tasks=600))
+        FAMILY.split(family_cfg(split="pair", train_tasks=600), seed=0)
 
 
-def test_split_check_counts_a_held_out_code_whose_complement_is_trained_on():
-    from pdiff.heldout.families import TaskSplit
-
-    assert FAMILY.split_check(TaskSplit(train=[FAMILY.complement(5), 9], held_out=[5, 9])) == {
-        "held_out_in_training": 1,
+def test_split_check_counts_from_the_stored_tasks():
+    cfg = family_cfg(split="pair", pair=[0, 1])
+    split = TaskSplit(train=[], val=[5, 9], test=[9, 2], unused=[])
+    stored = [FAMILY.complement(5), 9, 0b11]  # what the zoo's task column holds
+    assert FAMILY.split_check(stored, split, cfg) == {
+        "held_out_in_training": 2,
         "complement_in_training": 1,
-        "symmetric_in_training": 1,
+        "val_in_test": 1,
+        "complement_across_held_out": 0,
+        "separating_pair_in_training": 2,  # the complement of 5 (bits 0, 1 differ) and 9
     }
+
+
+def test_variants_are_mnist1d_settings_held_out_inside_and_outside_the_training_range(tmp_path):
+    family = VariantFamily(compose_config([]).data.mnist1d, str(tmp_path), 400)
+    assert family.settings(0) != family.settings(1)
+    cfg = family_cfg(name="variants", train_tasks=200, held_out=20, val_tasks=10)
+    split = family.split(cfg, seed=0)
+    assert all(family.inside(task) for task in split.train)
+    assert [family.inside(task) for task in split.test] == [True] * 10 + [False] * 10
+    assert [family.inside(task) for task in split.val] == [True] * 5 + [False] * 5
+    assert set(family.split_check(split.train, split, cfg).values()) == {0}
+    assert family.split_check([*split.train, split.test[-1]], split, cfg) == {
+        "held_out_in_training": 1,
+        "settings_in_training": 1,
+        "val_in_test": 0,
+        "outside_range_in_training": 1,
+    }
+    assert family.split(cfg, seed=1) != split
+    task = split.test[0]
+    data = family.task_data(task, None)
+    assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (150, 50, 200)
+    assert data.num_classes == 10 and set(data.y_test.tolist()) == set(range(10))
+    again, other = family.task_data(task, None), family.task_data(split.test[1], None)
+    assert torch.equal(again.x_train, data.x_train)  # cached, and checked on the way back
+    assert not torch.equal(other.x_train, data.x_train)
 
 
 @pytest.mark.parametrize(
@@ -88,7 +134,15 @@ def test_split_check_counts_a_held_out_code_whose_complement_is_trained_on():
         ),
         (
             ["task.family.eval_split=train"],
-            "task.family.eval_split='train' is invalid: allowed: test, val",
+            "task.family.eval_split='train' is invalid; allowed: val (validation tasks",
+        ),
+        (
+            ["task.family.finetune_steps=[10,0]"],
+            "task.family.finetune_steps=[10, 0] is invalid: must be distinct step counts",
+        ),
+        (
+            ["task.family.held_out=500", "task.family.val_tasks=20"],
+            "task.family.held_out + val_tasks=520 is invalid: at most 511",
         ),
         (
             ["task.collect.runs=300"],
@@ -99,7 +153,7 @@ def test_split_check_counts_a_held_out_code_whose_complement_is_trained_on():
 def test_a_family_that_cannot_work_is_refused_naming_the_key(overrides, message):
     cfg = compose_config(["experiment=heldout_subsets", *overrides])
     with pytest.raises(ConfigError) as error:
-        check_family(cfg.task, 10)
+        check_family(cfg, SimpleNamespace(num_classes=10))
     assert message in str(error.value)
 
 
@@ -114,10 +168,10 @@ def _blobs(n=300, classes=4):
 def test_swapping_the_head_turns_the_complement_tasks_model_into_this_tasks():
     data, family = _blobs(), SubsetFamily(4)
     torch.manual_seed(0)
-    base = {k: v for k, v in task_network(NET, (6,), {}, 0, 0)[0].state_dict().items()}
-    model, spec = task_network(NET, (6,), base, 0, 0)
+    base = {k: v for k, v in task_network(NET, (6,), {}, 0, 0, 2)[0].state_dict().items()}
+    model, spec = task_network(NET, (6,), base, 0, 0, 2)
     swapped = swap_outputs(read_vector(model, spec)[None], spec, head_name(model))[0]
-    other, _ = task_network(NET, (6,), base, 0, 0)
+    other, _ = task_network(NET, (6,), base, 0, 0, 2)
     from pdiff.zoo.params import write_vector
 
     write_vector(other, spec, swapped)
@@ -136,7 +190,7 @@ def test_task_collection_resumes_after_the_pairs_it_finished_and_ends_as_an_unin
     tmp_path, monkeypatch
 ):
     data, family = _blobs(), SubsetFamily(4)
-    base = task_network(NET, (6,), {}, 0, 0)[0].state_dict()
+    base = task_network(NET, (6,), {}, 0, 0, 2)[0].state_dict()
     recipe = TaskRecipe(
         lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=32, epochs=1, checkpoints=2
     )
@@ -191,13 +245,14 @@ def test_margins_get_intervals_over_tasks_and_a_status():
         }
 
     rows = [row(70 + i % 3, 65 + i % 2) for i in range(12)]
-    summary = summarize_margins(rows, seed=0, bootstrap=BootstrapConfig(resamples=2000))
+    summary = summarize_margins(rows, BASELINES, seed=0, bootstrap=BootstrapConfig(resamples=2000))
     assert (
         summary["nearest_symmetric"]["status"] == "beats"
         and summary["nearest_symmetric"]["low"] > 0
     )
     assert summary[REFERENCE]["status"] == "loses" and summary[REFERENCE]["margin"] == -5.0
-    assert summarize_margins(rows, seed=0, bootstrap=BootstrapConfig(resamples=2000)) == summary
+    again = summarize_margins(rows, BASELINES, seed=0, bootstrap=BootstrapConfig(resamples=2000))
+    assert again == summary
 
 
 def test_fine_tuning_matches_the_flops_of_generating_one_model():
@@ -205,9 +260,42 @@ def test_fine_tuning_matches_the_flops_of_generating_one_model():
     assert matched_finetune_steps(1.0, task_params=100, batch_size=10) == 1
 
 
+def test_generation_is_worth_the_steps_where_the_sweep_meets_its_accuracy():
+    def rows(generated):
+        curve = {"finetuned_0": 60.0, "finetuned_10": 70.0, "finetuned_100": 80.0}
+        return [{"generated_mean": generated, "baselines": {**curve, "finetuned_matched": 75.0}}]
+
+    assert worth_steps(rows(65.0), [0, 10, 100], 30)["steps"] == 5.0
+    assert worth_steps(rows(77.5), [0, 10, 100], 30)["steps"] == 65.0  # between 30 and 100
+    assert worth_steps(rows(50.0), [0, 10, 100], 30)["steps"] == 0.0
+    beyond = worth_steps(rows(90.0), [0, 10, 100], 30)
+    assert beyond["steps"] is None and beyond["beyond"] == 100
+    assert list(beyond["curve"]) == ["0", "10", "30", "100"]
+
+
+def test_ridge_chooses_its_penalty_leaving_one_task_out():
+    """A zoo whose weights are an exact linear map of the descriptor: leaving one task out picks the
+    smallest penalty, and the map's vector for an unseen task is recovered."""
+    family, codes = SubsetFamily(6), list(range(1, 40))
+    generator = torch.Generator().manual_seed(0)
+    weights, offset = torch.randn(6, 30, generator=generator), torch.randn(30, generator=generator)
+    vectors = ((2 * family.descriptor(codes) - 1) @ weights + offset).repeat_interleave(3, 0)
+    tasks = torch.tensor(codes).repeat_interleave(3)
+    zoo = SimpleNamespace(vectors=vectors, tasks=SimpleNamespace(task=tasks))
+    ridge = TaskZoo(zoo, family, "head")
+    assert ridge.ridge_alpha == 1e-3
+    expected = (2 * family.descriptor([50]) - 1) @ weights + offset
+    assert torch.allclose(ridge.ridge([50]), expected, atol=1e-2)
+    noisy = SimpleNamespace(
+        vectors=torch.randn(len(tasks), 30, generator=generator),
+        tasks=SimpleNamespace(task=tasks),
+    )
+    assert TaskZoo(noisy, family, "head").ridge_alpha > 1.0  # no map: the penalty grows
+
+
 def _a_training_task() -> str:
     """generate.task=[...] naming a task experiment=heldout_subsets's zoo trains on."""
-    train = FAMILY.split(compose_config(["experiment=heldout_subsets"]).task.family).train
+    train = FAMILY.split(compose_config(["experiment=heldout_subsets"]).task.family, seed=0).train
     return f"generate.task=[{','.join(map(str, FAMILY.classes_of(train[0])))}]"
 
 
@@ -243,8 +331,7 @@ def _a_training_task() -> str:
         ),
         (
             ["stage=evaluate", _a_training_task()],
-            "is not one of the split's held-out tasks: the evaluate stage scores "
-            "held-out tasks only",
+            "is not one of the split's test tasks: the evaluate stage scores those only",
         ),
     ],
 )
@@ -271,6 +358,7 @@ def test_a_small_family_zoo_is_not_held_to_the_one_task_evaluation(tmp_path):
             "experiment=heldout_subsets",
             "task.family.train_tasks=4",
             "task.family.held_out=2",
+            "task.family.val_tasks=2",
             "task.family.checkpoints=2",
             "task.family.k_nearest=3",
             "task.collect.runs=2",
@@ -282,13 +370,28 @@ def test_a_small_family_zoo_is_not_held_to_the_one_task_evaluation(tmp_path):
 
 
 def test_evaluation_scores_only_held_out_tasks_and_says_so_before_eval_is_touched(tmp_path):
+    from pdiff.heldout.split import EvalSplit
     from pdiff.pipeline.heldout_evaluate_stage import scored_tasks
 
-    assert scored_tasks([5, 9, 12], [9, 9, 5, 5], tmp_path) == [5, 9]  # the split's order
+    split = TaskSplit(train=[1, 2], val=[7], test=[5, 9, 12], unused=[])
+    generated = [9, 9, 5, 5, 7, 7]
+    assert scored_tasks(split, EvalSplit.test, generated, tmp_path) == [5, 9]  # the split's order
+    assert scored_tasks(split, EvalSplit.val, generated, tmp_path) == [7]
     with pytest.raises(
         ConfigError, match=r"holds models for task\(s\) \[3\], which the zoo did not hold out"
     ):
-        scored_tasks([5, 9], [9, 9, 3, 3], tmp_path)
+        scored_tasks(split, EvalSplit.test, [9, 9, 3, 3], tmp_path)
+    with pytest.raises(ConfigError, match="holds no models for the val tasks"):
+        scored_tasks(split, EvalSplit.val, [9, 9], tmp_path)
+
+
+def test_the_two_families_carry_their_own_baselines():
+    variants = VariantFamily(None, None, 400)
+    assert "composed" in BASELINES and "nearest_symmetric" in BASELINES
+    assert "pooled" not in BASELINES
+    assert set(baseline_names(variants, [0, 10])) == (
+        set(BASELINES) - {"composed", "nearest_symmetric", "finetuned_30", "finetuned_100"}
+    ) | {"pooled"}
 
 
 def test_one_task_without_controls_is_summarized_as_ties_without_random_descriptor():
@@ -299,7 +402,7 @@ def test_one_task_without_controls_is_summarized_as_ties_without_random_descript
             **{name: 70.0 for name in BASELINES if name != "random_descriptor"},
         },
     }
-    summary = summarize_margins([row], seed=0, bootstrap=BootstrapConfig(resamples=2000))
+    summary = summarize_margins([row], BASELINES, seed=0, bootstrap=BootstrapConfig(resamples=2000))
     assert set(summary) == {REFERENCE, *BASELINES} - {"random_descriptor"}
     assert {entry["status"] for entry in summary.values()} == {"ties"} and summary["nearest"][
         "margin"

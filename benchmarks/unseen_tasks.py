@@ -1,14 +1,18 @@
 """Weights for tasks the zoo never saw: the whole pipeline (in-process) on each held-out split and
-seed, then one table of every baseline's margin to the generated models, split by distance to the
-nearest training task.
+seed, then one table of every baseline's margin to the generated models, the fine-tuning sweep
+("generation is worth N labelled steps"), and the generated models' accuracy by region.
 
-    python benchmarks/heldout_tasks.py --out FILE.json [--family subsets] [--seeds 0 1 2]
+    python benchmarks/unseen_tasks.py --out FILE.json [--family subsets|variants] [--seeds 0 1 2]
         [--splits complement pair] [--eval-split test|val] [--work DIR] [-- hydra overrides ...]
 
-Each (seed, split) runs experiment=heldout_<family> into WORK/<family>-<split>-seed<seed> (a finished
-folder is reused, as the pipeline skips finished stages). JSON: `rows` (one per family, split, seed
-and held-out task), `summary` (one per family, split, seed and baseline: margin, low, high, status)
-and `split_check` (must be all 0).
+Each seed draws its own split of the tasks (task.family.split_seed follows the seed). Each (seed,
+split) runs experiment=heldout_<family> into WORK/<family>-<split>-seed<seed> (a finished folder is
+reused, as the pipeline skips finished stages; --eval-split val and test share its zoo, generator and
+generated models). The default scores test tasks; choose settings with --eval-split val, which scores
+validation tasks only. family=variants has one split (range: held-out tasks inside and outside the
+training range). JSON: `rows` (one per family, split, seed and scored task, every baseline),
+`summary` (one per family, split, seed and baseline: margin, low, high, status), `worth` (the sweep
+per point), `memorization` and `split_check` (from the zoo's stored tasks; must be all 0).
 """
 
 from __future__ import annotations
@@ -21,12 +25,10 @@ from pathlib import Path
 from compose import compose_config
 from table_output import emit
 
-from pdiff.heldout.evaluate import BASELINES, REFERENCE
-from pdiff.heldout.report import group_mean
+from pdiff.heldout.report import group_mean, region_groups, worth_sentence
 from pdiff.pipeline.run import run_pipeline
 
-FAMILIES = ("subsets",)
-SPLITS = ("complement", "pair")
+SPLITS = {"subsets": ("complement", "pair"), "variants": ("range",)}
 
 
 def run_point(
@@ -35,7 +37,7 @@ def run_point(
     cfg = compose_config(
         [
             f"experiment=heldout_{family}",
-            f"task.family.split={split}",
+            *([f"task.family.split={split}"] if family == "subsets" else []),
             f"seed={seed}",
             f"task.family.eval_split={eval_split}",
             *overrides,
@@ -50,9 +52,14 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, type=Path, help="JSON file to write")
-    parser.add_argument("--family", choices=FAMILIES, default="subsets")
+    parser.add_argument("--family", choices=tuple(SPLITS), default="subsets")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--splits", choices=SPLITS, nargs="+", default=list(SPLITS))
+    parser.add_argument(
+        "--splits",
+        choices=sorted({split for splits in SPLITS.values() for split in splits}),
+        nargs="+",
+        help="held-out splits (default: every split of the family)",
+    )
     parser.add_argument(
         "--eval-split",
         choices=("test", "val"),
@@ -66,7 +73,14 @@ def main() -> None:
         help="Hydra overrides for every run, e.g. generator.optim.steps=1000",
     )
     args = parser.parse_args()
-    work = args.work or Path(tempfile.mkdtemp(prefix="pdiff-heldout-"))
+    splits = args.splits or list(SPLITS[args.family])
+    wrong = sorted(set(splits) - set(SPLITS[args.family]))
+    if wrong:
+        parser.error(
+            f"--splits {' '.join(wrong)} is not a split of family {args.family}; allowed: "
+            f"{', '.join(SPLITS[args.family])}"
+        )
+    work = args.work or Path(tempfile.mkdtemp(prefix="pdiff-unseen-"))
     result = {
         "family": args.family,
         "seeds": args.seeds,
@@ -76,23 +90,32 @@ def main() -> None:
         "rows": [],
         "summary": [],
         "split_check": [],
+        "worth": [],
+        "memorization": [],
         "seconds": {},
     }
     table = []
     for seed in args.seeds:
-        for split in args.splits:
+        for split in splits:
             started = time.perf_counter()
             report = run_point(args.family, split, seed, args.eval_split, work, args.overrides)
             result["seconds"][f"{split}-seed{seed}"] = round(time.perf_counter() - started, 1)
             point = {"family": args.family, "split": split, "seed": seed}
             result["split_check"].append({**point, **report["split_check"]})
+            result["worth"].append(
+                {**point, "matched_steps": report["matched_steps"], **report["worth"]}
+            )
+            result["memorization"].append({**point, **report["memorization"]})
             result["rows"] += [
                 {
                     **point,
+                    "split_seed": report["split_seed"],
                     "task": row["task"],
+                    "region": row["region"],
                     "distance": row["distance"],
                     "generated_mean": row["generated_mean"],
                     "baselines": row["baselines"],
+                    "memorization": row["memorization"],
                 }
                 for row in report["rows"]
             ]
@@ -110,19 +133,18 @@ def main() -> None:
                 ]
                 for name, entry in report["summary"].items()
             ]
-            distances = sorted({row["distance"] for row in report["rows"]})
-            for distance in distances:
-                rows = [row for row in report["rows"] if row["distance"] == distance]
+            for region, rows in region_groups(report["rows"]).items():
                 table.append(
                     [
                         f"{split} seed {seed}",
-                        f"distance {distance} ({len(rows)} tasks): generated",
+                        f"{region} ({len(rows)} tasks): generated",
                         f"{group_mean(rows, 'generated'):.2f}",
                         "",
                         "",
                         "",
                     ]
                 )
+            table.append([f"{split} seed {seed}", worth_sentence(report["worth"]), "", "", "", ""])
     emit(
         f"held-out tasks: {args.family}, eval on {args.eval_split}; margin = generated - baseline, 95% interval over "
         "held-out tasks",
@@ -131,8 +153,7 @@ def main() -> None:
         result,
         args.out,
     )
-    names = ", ".join((REFERENCE, *BASELINES))
-    print(f"baselines: {names}; seconds per point: {result['seconds']}")
+    print(f"seconds per point: {result['seconds']}")
 
 
 if __name__ == "__main__":
