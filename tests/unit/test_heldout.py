@@ -12,7 +12,7 @@ from pdiff.config import BootstrapConfig, FamilyConfig
 from pdiff.data.datasets import Dataset
 from pdiff.errors import ConfigError
 from pdiff.generators.nets.velocity import VelocityMLP
-from pdiff.heldout.baselines import TaskZoo, compose, swap_outputs
+from pdiff.heldout.baselines import TaskZoo, compose, head_columns, swap_outputs
 from pdiff.heldout.collect import TaskRecipe, collect_tasks, head_name, run_pairs, task_network
 from pdiff.heldout.evaluate import (
     REFERENCE,
@@ -407,3 +407,33 @@ def test_one_task_without_controls_is_summarized_as_ties_without_random_descript
     assert {entry["status"] for entry in summary.values()} == {"ties"} and summary["nearest"][
         "margin"
     ] == 10.0
+
+
+def test_the_linear_probe_trains_the_head_alone_and_the_sweep_reads_each_step_count():
+    from pdiff.heldout.evaluate import HeldOutInputs, Scorer, finetune_sweep, trained_models
+    from pdiff.heldout.split import EvalSplit
+
+    data, family = _blobs(), SubsetFamily(4)
+    torch.manual_seed(0)
+    base = task_network(NET, (6,), {}, 0, 0, 4)[0].state_dict()  # a 4-class base model
+    recipe = TaskRecipe(
+        lr=0.1, momentum=0.9, weight_decay=0.0, batch_size=32, epochs=1, checkpoints=2
+    )
+    inputs = HeldOutInputs(
+        data, EvalSplit.val, NET, base, None, recipe, 0, 2, 1, [0, 3], 7, None, lambda v: v
+    )
+    scorer = Scorer(inputs, family.outputs)
+    task = family.task_data(0b0110, data)
+    head = head_columns(scorer.spec, head_name(scorer.model))
+    start = read_vector(scorer.network(0), scorer.spec)
+    probe = trained_models(0b0110, task, inputs, scorer, probe=True)
+    trained = trained_models(0b0110, task, inputs, scorer, probe=False)
+    hidden = torch.ones(len(start), dtype=torch.bool)
+    hidden[head] = False
+    assert probe.shape == trained.shape == (4, len(start))  # 2 task seeds x 2 checkpoints
+    assert torch.equal(probe[:, hidden], start[hidden].expand(4, -1))
+    assert not torch.equal(probe[:, head], start[head].expand(4, -1))
+    assert not torch.equal(trained[:, hidden], start[hidden].expand(4, -1))
+    sweep = finetune_sweep(0b0110, trained[:1], task, inputs, scorer)
+    assert sorted(sweep) == [0, 3, 7] and torch.equal(sweep[0][0], trained[0])
+    assert not torch.equal(sweep[3], sweep[7])
