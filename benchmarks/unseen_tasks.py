@@ -11,8 +11,9 @@ reused, as the pipeline skips finished stages; --eval-split val and test share i
 generated models). The default scores test tasks; choose settings with --eval-split val, which scores
 validation tasks only. family=variants has one split (range: held-out tasks inside and outside the
 training range). JSON: `rows` (one per family, split, seed and scored task, every baseline),
-`summary` (one per family, split, seed and baseline: margin, low, high, status), `worth` (the sweep
-per point), `memorization` and `split_check` (from the zoo's stored tasks; must be all 0).
+`summary` (one per family, split, seed and baseline: margin, low, high, status), `pooled` (with
+several seeds: each split's margins over every seed's tasks together), `worth` (the sweep per
+point), `memorization` and `split_check` (from the zoo's stored tasks; must be all 0).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from pathlib import Path
 from compose import compose_config
 from table_output import emit
 
+from pdiff.config import BootstrapConfig
+from pdiff.heldout.evaluate import REFERENCE, summarize_margins
 from pdiff.heldout.report import group_mean, region_groups, worth_sentence
 from pdiff.pipeline.run import run_pipeline
 
@@ -45,6 +48,13 @@ def run_point(
         ]
     )
     return run_pipeline(cfg)
+
+
+def pooled_margins(rows: list[dict]) -> dict[str, dict]:
+    """Each baseline's margin over every seed's scored tasks together (each seed its own held-out
+    set), with a 95% bootstrap interval over those tasks."""
+    names = tuple(name for name in rows[0]["baselines"] if name != REFERENCE)
+    return summarize_margins(rows, names, 0, BootstrapConfig(resamples=2000, confidence=0.95))
 
 
 def main() -> None:
@@ -91,6 +101,7 @@ def main() -> None:
         "summary": [],
         "split_check": [],
         "worth": [],
+        "pooled": [],
         "memorization": [],
         "seconds": {},
     }
@@ -145,6 +156,24 @@ def main() -> None:
                     ]
                 )
             table.append([f"{split} seed {seed}", worth_sentence(report["worth"]), "", "", "", ""])
+    if len(args.seeds) > 1:
+        for split in splits:
+            rows = [row for row in result["rows"] if row["split"] == split]
+            pooled = pooled_margins(rows)
+            result["pooled"] += [
+                {"split": split, "baseline": name, **entry} for name, entry in pooled.items()
+            ]
+            table += [
+                [
+                    f"{split} pooled ({len(rows)} tasks)",
+                    name,
+                    f"{entry['baseline_mean']:.2f}",
+                    f"{entry['margin']:+.2f}",
+                    f"[{entry['low']:+.2f}, {entry['high']:+.2f}]",
+                    entry["status"],
+                ]
+                for name, entry in pooled.items()
+            ]
     emit(
         f"held-out tasks: {args.family}, eval on {args.eval_split}; margin = generated - baseline, 95% interval over "
         "held-out tasks",

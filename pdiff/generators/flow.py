@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import Normalization, SamplerName, require
+from pdiff.config import FamilyName, Normalization, SamplerName, require
 from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
 from pdiff.diffusion.noise import BatchNoise
+from pdiff.generators.descriptor_map import apply_descriptor_map, fit_descriptor_map
 from pdiff.generators.flow_schemas import FlowGeneratorConfig, FlowSamplerConfig, VelocityConfig
 from pdiff.generators.interface import (
     Conditioning,
@@ -138,6 +139,9 @@ class FlowGenerator(Generator):
     descriptor_dim: int = (
         0  # > 0: conditioned on each checkpoint's task descriptor (a zoo of many tasks)
     )
+    # generator.descriptor_map: (weight [d, k], bias [k]) of the ridge map the flow's rows are
+    # residuals of
+    descriptor_map: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def conditioned(cls, cfg) -> bool:
@@ -158,6 +162,14 @@ class FlowGenerator(Generator):
             generator.condition_dropout,
             "must be in [0, 1)",
         )
+        require(
+            not generator.descriptor_map
+            or (generator.condition and cfg.task.family.name not in ("none", FamilyName.none)),
+            "generator.descriptor_map",
+            generator.descriptor_map,
+            "needs a zoo of many tasks (task.family.name set) and generator.condition=true: the map "
+            "reads each task's descriptor",
+        )
         check_training(generator, "generator")
         check_ema(generator.ema_decay, "generator.ema_decay")
 
@@ -177,12 +189,17 @@ class FlowGenerator(Generator):
         )
         basis = PCABasis.fit(zoo.vectors, generator_cfg.pca_components, normalizer)
         x1 = basis.encode(normalizer.normalize(zoo.vectors.float())).float()
-        stats, rows, descriptor_dim = None, x1, 0
+        stats, rows, descriptor_dim, descriptor_map = None, x1, 0, None
         if (
             generator_cfg.condition and zoo.tasks is not None
         ):  # many tasks: the condition is the task
             descriptor_dim = int(zoo.tasks.descriptor.shape[1])
-            rows = torch.cat([x1, zoo.tasks.descriptor.float()], 1)
+            descriptors = zoo.tasks.descriptor.float()
+            if generator_cfg.descriptor_map:
+                weight, bias, _ = fit_descriptor_map(descriptors, x1)
+                descriptor_map = (weight, bias)
+                x1 = x1 - apply_descriptor_map(weight, bias, descriptors)
+            rows = torch.cat([x1, descriptors], 1)
         elif generator_cfg.condition:
             accuracy, stats = normalised_accuracy(zoo.val_accuracy)
             rows = torch.cat([x1, accuracy[:, None]], 1)
@@ -213,7 +230,15 @@ class FlowGenerator(Generator):
         )
         raw, ema = trained_pair(build, fitted)
         timer("train_flow")
-        return cls(normalizer, basis, ema, stats, raw, descriptor_dim=descriptor_dim)
+        return cls(
+            normalizer,
+            basis,
+            ema,
+            stats,
+            raw,
+            descriptor_dim=descriptor_dim,
+            descriptor_map=descriptor_map,
+        )
 
     @classmethod
     def load(cls, directory: Path, spec: ParamSpec, cfg, device: torch.device) -> FlowGenerator:
@@ -227,6 +252,11 @@ class FlowGenerator(Generator):
             module.load_state_dict(
                 {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
             )
+        descriptor_map = (
+            (state["map.weight"].to(device), state["map.bias"].to(device))
+            if "map.weight" in state
+            else None
+        )
         stats = tuple(meta["accuracy_stats"]) if meta["accuracy_stats"] else None
         descriptor_dim = int(meta.get("descriptor_dim", 0))
         velocity = build_velocity(
@@ -243,6 +273,7 @@ class FlowGenerator(Generator):
             stats,
             device=device,
             descriptor_dim=descriptor_dim,
+            descriptor_map=descriptor_map,
         )
 
     @torch.no_grad()
@@ -263,6 +294,12 @@ class FlowGenerator(Generator):
                 self.device,
                 progress=bar.advance,
             )
+        if (
+            self.descriptor_map is not None
+            and conditioning
+            and conditioning.descriptors is not None
+        ):
+            x = x + apply_descriptor_map(*self.descriptor_map, conditioning.descriptors.to(x))
         return self.normalizer.denormalize(self.basis.decode(x)).cpu()
 
     def _guided(self, n: int, conditioning: Conditioning | None):
@@ -288,6 +325,8 @@ class FlowGenerator(Generator):
     def files(self) -> dict[str, dict[str, torch.Tensor]]:
         basis = {f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()}
         basis.update({f"basis.{k}": v for k, v in self.basis.state_dict().items()})
+        if self.descriptor_map is not None:
+            basis.update(zip(("map.weight", "map.bias"), self.descriptor_map))
         files = {BASIS_FILE: basis, VELOCITY_WEIGHTS: self.velocity.state_dict()}
         if self.raw_velocity is not None:
             files[VELOCITY_RAW_WEIGHTS] = self.raw_velocity.state_dict()

@@ -437,3 +437,36 @@ def test_the_linear_probe_trains_the_head_alone_and_the_sweep_reads_each_step_co
     sweep = finetune_sweep(0b0110, trained[:1], task, inputs, scorer)
     assert sorted(sweep) == [0, 3, 7] and torch.equal(sweep[0][0], trained[0])
     assert not torch.equal(sweep[3], sweep[7])
+
+
+def test_the_descriptor_map_recovers_a_linear_map_and_shrinks_when_there_is_none():
+    from pdiff.generators.descriptor_map import apply_descriptor_map, fit_descriptor_map
+
+    generator = torch.Generator().manual_seed(0)
+    descriptors = FAMILY.descriptor(list(range(1, 1021, 17))).repeat_interleave(4, 0)
+    weight, bias = torch.randn(10, 5, generator=generator), torch.randn(5, generator=generator)
+    rows = descriptors @ weight + bias + 0.01 * torch.randn(240, 5, generator=generator)
+    fitted_weight, fitted_bias, alpha = fit_descriptor_map(descriptors, rows)
+    assert alpha <= 1e-2 and torch.allclose(fitted_weight, weight, atol=0.05)
+    unseen = FAMILY.descriptor([300])
+    assert torch.allclose(
+        apply_descriptor_map(fitted_weight, fitted_bias, unseen), unseen @ weight + bias, atol=0.1
+    )
+    noise = torch.randn(240, 5, generator=generator)
+    assert fit_descriptor_map(descriptors, noise)[2] >= 10.0  # nothing to map: the penalty grows
+
+
+def test_a_descriptor_map_without_a_zoo_of_many_tasks_is_refused_before_any_work(tmp_path):
+    from pdiff.pipeline.run import run_pipeline
+
+    cfg = compose_config(
+        [
+            "task=mnist1d_mlp",
+            "generator=flow_pca",
+            "generator.descriptor_map=true",
+            f"paths.output_dir={tmp_path / 'run'}",
+        ]
+    )
+    with pytest.raises(ConfigError, match="generator.descriptor_map=True is invalid: needs a zoo"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "run").exists()
