@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from pdiff import atomic
-from pdiff.config import FamilyName, Normalization, SamplerName, require
+from pdiff.config import Normalization, SamplerName, require
 from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
 from pdiff.diffusion.noise import BatchNoise
 from pdiff.generators.descriptor_map import apply_descriptor_map, fit_descriptor_map
@@ -161,14 +161,6 @@ class FlowGenerator(Generator):
             "generator.condition_dropout",
             generator.condition_dropout,
             "must be in [0, 1)",
-        )
-        require(
-            not generator.descriptor_map
-            or (generator.condition and cfg.task.family.name not in ("none", FamilyName.none)),
-            "generator.descriptor_map",
-            generator.descriptor_map,
-            "needs a zoo of many tasks (task.family.name set) and generator.condition=true: the map "
-            "reads each task's descriptor",
         )
         check_training(generator, "generator")
         check_ema(generator.ema_decay, "generator.ema_decay")

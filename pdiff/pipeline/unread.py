@@ -13,18 +13,20 @@ import logging
 
 from omegaconf import DictConfig, open_dict
 
-from pdiff.config import DataName
+from pdiff.config import DataName, FamilyName
 from pdiff.config.command_line import override_key
 from pdiff.data.datasets import unread_data_settings
 from pdiff.generators.registry import design_of, unread_groups
 
 log = logging.getLogger(__name__)
+FAMILY_ONLY = ("generator.descriptor_map",)  # generator settings only a zoo of many tasks reads
 
 
 def unread_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """Each override of `overrides` this run never reads, with why: 'data.mnist1d.seed=7
     (data.mnist1d is read only when data.name is mnist1d; this run has data.name=digits)'."""
     groups = unread_groups(cfg)
+    one_task = FamilyName(cfg.task.family.name) is FamilyName.none
     name = DataName(cfg.data.name) if not isinstance(cfg.data.name, DataName) else cfg.data.name
     data = unread_data_settings(name)
     ignored = []
@@ -33,6 +35,11 @@ def unread_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
         if key.split(".")[0] in groups:
             ignored.append(
                 f"{override} (generator={design_of(cfg).design} never reads {key.split('.')[0]})"
+            )
+            continue
+        if one_task and key in FAMILY_ONLY:
+            ignored.append(
+                f"{override} (read only by a zoo of many tasks; this run has task.family.name=none)"
             )
             continue
         setting = next((each for each in data if key == each or key.startswith(f"{each}.")), None)

@@ -456,17 +456,14 @@ def test_the_descriptor_map_recovers_a_linear_map_and_shrinks_when_there_is_none
     assert fit_descriptor_map(descriptors, noise)[2] >= 10.0  # nothing to map: the penalty grows
 
 
-def test_a_descriptor_map_without_a_zoo_of_many_tasks_is_refused_before_any_work(tmp_path):
-    from pdiff.pipeline.run import run_pipeline
+def test_a_descriptor_map_without_a_zoo_of_many_tasks_is_named_as_an_override_never_read():
+    from pdiff.pipeline.unread import unread_overrides
 
-    cfg = compose_config(
-        [
-            "task=mnist1d_mlp",
-            "generator=flow_pca",
-            "generator.descriptor_map=true",
-            f"paths.output_dir={tmp_path / 'run'}",
-        ]
-    )
-    with pytest.raises(ConfigError, match="generator.descriptor_map=True is invalid: needs a zoo"):
-        run_pipeline(cfg)
-    assert not (tmp_path / "run").exists()
+    overrides = ["generator=flow_pca", "generator.descriptor_map=true"]
+    one_task = compose_config(["task=mnist1d_mlp", *overrides])
+    assert unread_overrides(one_task, overrides) == [
+        "generator.descriptor_map=true (read only by a zoo of many tasks; this run has "
+        "task.family.name=none)"
+    ]
+    many = compose_config(["experiment=heldout_subsets", *overrides])
+    assert unread_overrides(many, overrides) == []
