@@ -24,7 +24,6 @@ from pdiff import atomic
 from pdiff.config import Normalization, SamplerName, require
 from pdiff.diffusion.flow_matching import flow_matching_loss, sample_flow
 from pdiff.diffusion.noise import BatchNoise
-from pdiff.generators.descriptor_map import apply_descriptor_map, fit_descriptor_map
 from pdiff.generators.flow_schemas import FlowGeneratorConfig, FlowSamplerConfig, VelocityConfig
 from pdiff.generators.interface import (
     Conditioning,
@@ -38,6 +37,7 @@ from pdiff.generators.interface import (
 from pdiff.generators.nets.velocity import VelocityMLP
 from pdiff.generators.pca import PCABasis
 from pdiff.generators.registry import register
+from pdiff.heldout.ridge import TaskRidge, fit_task_ridge
 from pdiff.seeds import Purpose, derive_seed, generator_for
 from pdiff.tracking import Tracker, stage_progress
 from pdiff.training.fit import fit
@@ -139,9 +139,9 @@ class FlowGenerator(Generator):
     descriptor_dim: int = (
         0  # > 0: conditioned on each checkpoint's task descriptor (a zoo of many tasks)
     )
-    # generator.descriptor_map: (weight [d, k], bias [k]) of the ridge map the flow's rows are
+    # generator.descriptor_map: the ridge map (float32) the flow's rows are
     # residuals of
-    descriptor_map: tuple[torch.Tensor, torch.Tensor] | None = None
+    descriptor_map: TaskRidge | None = None
 
     @classmethod
     def conditioned(cls, cfg) -> bool:
@@ -188,9 +188,9 @@ class FlowGenerator(Generator):
             descriptor_dim = int(zoo.tasks.descriptor.shape[1])
             descriptors = zoo.tasks.descriptor.float()
             if generator_cfg.descriptor_map:
-                weight, bias, _ = fit_descriptor_map(descriptors, x1)
-                descriptor_map = (weight, bias)
-                x1 = x1 - apply_descriptor_map(weight, bias, descriptors)
+                fitted = fit_task_ridge(descriptors, x1)
+                descriptor_map = TaskRidge(fitted.weight.float(), fitted.bias.float(), fitted.alpha)
+                x1 = x1 - descriptor_map(descriptors)
             rows = torch.cat([x1, descriptors], 1)
         elif generator_cfg.condition:
             accuracy, stats = normalised_accuracy(zoo.val_accuracy)
@@ -245,7 +245,11 @@ class FlowGenerator(Generator):
                 {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
             )
         descriptor_map = (
-            (state["map.weight"].to(device), state["map.bias"].to(device))
+            TaskRidge(
+                state["map.weight"].to(device),
+                state["map.bias"].to(device),
+                meta["descriptor_map_alpha"],
+            )
             if "map.weight" in state
             else None
         )
@@ -291,7 +295,7 @@ class FlowGenerator(Generator):
             and conditioning
             and conditioning.descriptors is not None
         ):
-            x = x + apply_descriptor_map(*self.descriptor_map, conditioning.descriptors.to(x))
+            x = x + self.descriptor_map(conditioning.descriptors)
         return self.normalizer.denormalize(self.basis.decode(x)).cpu()
 
     def _guided(self, n: int, conditioning: Conditioning | None):
@@ -318,7 +322,9 @@ class FlowGenerator(Generator):
         basis = {f"normalizer.{k}": v for k, v in self.normalizer.state_dict().items()}
         basis.update({f"basis.{k}": v for k, v in self.basis.state_dict().items()})
         if self.descriptor_map is not None:
-            basis.update(zip(("map.weight", "map.bias"), self.descriptor_map))
+            basis.update(
+                {"map.weight": self.descriptor_map.weight, "map.bias": self.descriptor_map.bias}
+            )
         files = {BASIS_FILE: basis, VELOCITY_WEIGHTS: self.velocity.state_dict()}
         if self.raw_velocity is not None:
             files[VELOCITY_RAW_WEIGHTS] = self.raw_velocity.state_dict()
@@ -331,4 +337,5 @@ class FlowGenerator(Generator):
             "flow_dim": self.basis.k or int(self.normalizer.mean.numel()),
             "accuracy_stats": list(self.accuracy_stats) if self.accuracy_stats else None,
             "descriptor_dim": self.descriptor_dim,
+            "descriptor_map_alpha": self.descriptor_map.alpha if self.descriptor_map else None,
         }

@@ -22,7 +22,7 @@ class FlowGeneratorConfig(GeneratorConfig):
     condition_dropout: float = 0.1  # fraction of training rows that see the null condition
     # a zoo of many tasks (a one-task zoo has no descriptor and never reads it): the flow models
     # each row's residual from a ridge map of its task's descriptor onto the flow's coordinates
-    # (pdiff.generators.descriptor_map)
+    # (pdiff.heldout.ridge)
     descriptor_map: bool = False
     # how the velocity network (denoiser=velocity) trains: its own budget, cadence and EMA
     optim: OptimConfig = field(default_factory=OptimConfig)

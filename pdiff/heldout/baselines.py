@@ -6,23 +6,21 @@ or predictions."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import torch
-from sklearn.linear_model import Ridge
 
 from pdiff.data.datasets import Dataset
 from pdiff.data.tasknets import build_task_net
 from pdiff.heldout.collect import TaskRecipe
 from pdiff.heldout.families import SubsetFamily, TaskFamily
+from pdiff.heldout.ridge import TaskRidge, fit_task_ridge
 from pdiff.seeds import Purpose, derive_seed
 from pdiff.zoo.collect import sgd_step, training_batch
 from pdiff.zoo.params import ParamSpec
 from pdiff.zoo.store import ParamZoo
 
-RIDGE_ALPHAS = tuple(10.0**e for e in range(-3, 5))  # chosen per zoo, leaving out one task
 POOLED_EPOCHS = 3  # the pooled model's passes over every training task's signals
 
 
@@ -58,7 +56,6 @@ class TaskZoo:
     zoo: ParamZoo
     family: TaskFamily
     head: str
-    _ridge: dict = field(default_factory=dict, repr=False)
 
     @cached_property
     def codes(self) -> list[int]:
@@ -100,45 +97,31 @@ class TaskZoo:
         least = min(distances)
         return [code for code, d in zip(codes, distances) if d == least], least
 
-    def task_means(self) -> tuple[np.ndarray, np.ndarray]:
-        """Each training task's descriptor ({-1, 1} bits for subsets) [T, d] and mean vector
-        [T, D]: ridge on every row equals ridge on these (every task has as many rows)."""
-        descriptors = self.family.descriptor(self.codes).double()
-        if isinstance(self.family, SubsetFamily):
-            descriptors = 2 * descriptors - 1
-        means = torch.stack([self.rows(code).double().mean(0) for code in self.codes])
-        return descriptors.numpy(), means.numpy()
+    def encoded(self, codes: list[int] | torch.Tensor) -> torch.Tensor:
+        """The descriptors ridge reads: {-1, 1} bits for subsets, the settings for variants."""
+        descriptors = self.family.descriptor(codes).double()
+        return 2 * descriptors - 1 if isinstance(self.family, SubsetFamily) else descriptors
 
-    def ridge_model(self) -> Ridge:
-        """Ridge from descriptor to weights, its penalty chosen leaving out one training task at a
-        time (the held-out tasks are whole tasks too); fitted once per zoo."""
-        if "model" not in self._ridge:
-            x, y = self.task_means()
-            errors = []
-            for alpha in RIDGE_ALPHAS:
-                error = 0.0
-                for left in range(len(x)):
-                    keep = np.arange(len(x)) != left
-                    fitted = Ridge(alpha=alpha).fit(x[keep], y[keep])
-                    error += float(((fitted.predict(x[left : left + 1]) - y[left]) ** 2).sum())
-                errors.append(error)
-            alpha = RIDGE_ALPHAS[int(np.argmin(errors))]
-            self._ridge.update(model=Ridge(alpha=alpha).fit(x, y), alpha=alpha)
-        return self._ridge["model"]
+    @cached_property
+    def ridge_map(self) -> TaskRidge:
+        """Ridge from descriptor to weights over every training row, its penalty chosen leaving out
+        one training task at a time (the held-out tasks are whole tasks too); fitted once per zoo."""
+        return fit_task_ridge(self.encoded(self.zoo.tasks.task), self.zoo.vectors)
 
     @property
     def ridge_alpha(self) -> float:
         """The penalty leave-one-task-out chose."""
-        self.ridge_model()
-        return self._ridge["alpha"]
+        return self.ridge_map.alpha
 
     def ridge(self, targets: list[int]) -> torch.Tensor:
         """The ridge map's vector for each target [T, D]. Ridge is rotation-equivariant in its
         outputs, so this equals ridge on the zoo's full PCA coefficients."""
-        wanted = self.family.descriptor(targets).double()
-        if isinstance(self.family, SubsetFamily):
-            wanted = 2 * wanted - 1
-        return torch.from_numpy(self.ridge_model().predict(wanted.numpy())).float()
+        return self.ridge_map(self.encoded(targets)).float()
+
+    @cached_property
+    def vectors(self) -> torch.Tensor:
+        """Every checkpoint of the zoo in float32 [K, D] (the memorisation distances' reference)."""
+        return self.zoo.vectors.float()
 
 
 def compose(base_logits: torch.Tensor, code: int, family: SubsetFamily) -> torch.Tensor:

@@ -142,9 +142,9 @@ def collect_tasks(
     done = atomic.read_safetensors(state_path) if state_path.is_file() else {}
     finished = len(done.get("task", [])) // max(recipe.checkpoints, 1)
     chunks = [done] if done else []
+    device = data.x_train.device
     with stage_progress("collect tasks", total=len(pairs), completed=finished) as bar:
         for code, task_seed in pairs[finished:]:
-            device = data.x_train.device
             own = family.task_data(code, data).to(device)
             model, spec = task_network(
                 net_cfg, data.input_shape, base_state, seed, task_seed, family.outputs

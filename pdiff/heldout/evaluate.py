@@ -27,7 +27,7 @@ from pdiff.heldout.baselines import (
     head_columns,
     with_descriptor,
 )
-from pdiff.heldout.collect import TaskRecipe, task_network, train_task
+from pdiff.heldout.collect import TaskRecipe, head_name, task_network, train_task
 from pdiff.heldout.split import EvalSplit, evaluation_arrays
 from pdiff.heldout.subsets import SubsetFamily
 from pdiff.seeds import Purpose, derive_seed, generator_for
@@ -130,9 +130,9 @@ def trained_models(
     for task_seed in range(inputs.seeds):
         model = scorer.network(task_seed)
         if probe:
-            head = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+            head = head_name(model)
             for name, parameter in model.named_parameters():
-                parameter.requires_grad_(name.startswith(f"{head[-1]}."))
+                parameter.requires_grad_(name.startswith(f"{head}."))
         order = derive_seed(inputs.seed, Purpose.task_order, f"{code}:{task_seed}")
         vectors.append(train_task(model, scorer.spec, data, inputs.recipe, order)[0])
     return torch.cat(vectors)
@@ -171,7 +171,9 @@ def score_task(
     every baseline's, and how far the generated models lie from the zoo. `control`: the generator's
     models for random unused descriptors; `shuffled`: its models for another held-out task."""
     family = tasks.family
-    data = family.task_data(code, inputs.base_data).to(inputs.base_data.x_train.device)
+    data = family.task_data(
+        code, inputs.base_data, with_test=inputs.eval_split is EvalSplit.test
+    ).to(inputs.base_data.x_train.device)
     x, y = evaluation_arrays(data, inputs.eval_split)
     score = lambda vectors: mean(scorer(vectors, x, y))  # noqa: E731
     reference = trained_models(code, data, inputs, scorer, probe=False)
@@ -232,7 +234,7 @@ def memorization(
     task, projected onto the generator's basis first (the space generated models live in): whole
     vectors, and the head alone. The share of generated models whose nearest checkpoint belongs to a
     nearest training task."""
-    zoo = tasks.zoo.vectors.float()
+    zoo = tasks.vectors
     head = head_columns(tasks.zoo.spec, tasks.head)
     trained = project(trained.float())
     whole = torch.cdist(generated.float(), zoo).min(1)

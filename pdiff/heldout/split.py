@@ -38,6 +38,11 @@ class TaskSplit:
         return self.val if eval_split is EvalSplit.val else self.test
 
 
+def split_seed_of(family_cfg, seed: int) -> int:
+    """The seed that draws the split: task.family.split_seed, or the run's seed when unset."""
+    return seed if family_cfg.split_seed is None else int(family_cfg.split_seed)
+
+
 def evaluation_arrays(data: Dataset, eval_split: EvalSplit) -> tuple[torch.Tensor, torch.Tensor]:
     """The samples of a task's data that the evaluate stage scores on: validation or test."""
     if eval_split is EvalSplit.val:

@@ -22,7 +22,7 @@ import torch
 from pdiff.config import HeldOutSplit
 from pdiff.data.datasets import Dataset
 from pdiff.errors import ConfigError
-from pdiff.heldout.split import TaskSplit, without_complements
+from pdiff.heldout.split import TaskSplit, split_seed_of, without_complements
 from pdiff.seeds import Purpose, generator_for
 
 
@@ -80,15 +80,19 @@ class SubsetFamily:
         subset."""
         return ((code >> y) & 1).long()
 
-    def task_data(self, code: int, data: Dataset) -> Dataset:
-        """Task `code` on the shared C-class data: the same signals, binary labels."""
+    def task_data(self, code: int, data: Dataset, with_test: bool = False) -> Dataset:
+        """Task `code` on the shared C-class data: the same signals, binary labels; its test split
+        empty unless `with_test` (the evaluate stage's, scoring test tasks)."""
+        x_test, y_test = (
+            (data.x_test, data.y_test) if with_test else (data.x_test[:0], data.y_test[:0])
+        )
         return Dataset(
             data.x_train,
             self.labels(code, data.y_train),
             data.x_val,
             self.labels(code, data.y_val),
-            data.x_test,
-            self.labels(code, data.y_test),
+            x_test,
+            self.labels(code, y_test),
             num_classes=self.outputs,
         )
 
@@ -109,9 +113,8 @@ class SubsetFamily:
         training codes, drawn by family.split_seed (the run's seed when unset). No two held-out
         codes are complements, and no held-out code or its complement is trained on."""
         cfg = family_cfg
-        split_seed = seed if cfg.split_seed is None else int(cfg.split_seed)
         order = torch.randperm(
-            len(self.codes), generator=generator_for(split_seed, Purpose.task_split)
+            len(self.codes), generator=generator_for(split_seed_of(cfg, seed), Purpose.task_split)
         )
         shuffled = [self.codes[i] for i in order.tolist()]
         pair = [int(c) for c in cfg.pair]

@@ -18,7 +18,7 @@ import torch
 
 from pdiff.data.datasets import Dataset
 from pdiff.data.mnist1d import CLASSES, generation_args, load_signals
-from pdiff.heldout.split import TaskSplit
+from pdiff.heldout.split import TaskSplit, split_seed_of
 from pdiff.seeds import Purpose, derive_seed, generator_for
 
 # (MNIST-1D generation argument, its value at u = -1, at u = +1, whether it is an integer)
@@ -72,9 +72,10 @@ class VariantFamily:
         """Whether the task lies in the training range (interpolation) or outside it."""
         return bool(self.universe[task].abs().max() <= 1.0)
 
-    def task_data(self, task: int, data: Dataset) -> Dataset:
+    def task_data(self, task: int, data: Dataset, with_test: bool = False) -> Dataset:
         """Task `task`'s own signals (family.task_samples of them, its own seed): the first half's
-        first three quarters train and last quarter validate; the second half tests."""
+        first three quarters train and last quarter validate; the second half tests, and is left
+        out (empty) unless `with_test` (the evaluate stage's, scoring test tasks)."""
         args = generation_args(self.mnist1d_cfg)
         args.update(
             self.settings(task),
@@ -84,9 +85,9 @@ class VariantFamily:
         )
         x, y = load_signals(args, self.root)
         half = len(y) // 2
-        train = half * 3 // 4
+        train, end = half * 3 // 4, len(y) if with_test else half
         return Dataset(
-            x[:train], y[:train], x[train:half], y[train:half], x[half:], y[half:], CLASSES
+            x[:train], y[:train], x[train:half], y[train:half], x[half:end], y[half:end], CLASSES
         )
 
     def distances(self, task: int, others: list[int], symmetric: bool = False) -> torch.Tensor:
@@ -99,8 +100,9 @@ class VariantFamily:
         family.held_out test tasks, half inside the range and half outside (the inside half
         rounded up); drawn by family.split_seed (the run's seed when unset)."""
         cfg = family_cfg
-        split_seed = seed if cfg.split_seed is None else int(cfg.split_seed)
-        order = torch.randperm(POOL, generator=generator_for(split_seed, Purpose.task_split))
+        order = torch.randperm(
+            POOL, generator=generator_for(split_seed_of(cfg, seed), Purpose.task_split)
+        )
         inside = [task for task in order.tolist() if self.inside(task)]
         outside = [task for task in order.tolist() if not self.inside(task)]
         val_in, test_in = math.ceil(cfg.val_tasks / 2), math.ceil(cfg.held_out / 2)

@@ -26,7 +26,7 @@ from pdiff.heldout.evaluate import (
 )
 from pdiff.heldout.families import family_of
 from pdiff.heldout.report import write_task_report
-from pdiff.heldout.split import EvalSplit, TaskSplit
+from pdiff.heldout.split import EvalSplit, TaskSplit, split_seed_of
 from pdiff.pipeline.generate_stage import GENERATED_PARAMS, evaluation_outputs
 from pdiff.pipeline.run_context import Run
 from pdiff.pipeline.stage_dirs import claim_stage_dir, stage_inputs
@@ -124,7 +124,7 @@ def evaluate_heldout_job(run: Run) -> dict:
         "split": HeldOutSplit(family_cfg.split).value
         if FamilyName(family_cfg.name) is FamilyName.subsets
         else "range",
-        "split_seed": cfg.seed if family_cfg.split_seed is None else int(family_cfg.split_seed),
+        "split_seed": split_seed_of(family_cfg, cfg.seed),
         "eval_split": eval_split.value,
         "seed": cfg.seed,
         "k": zoo.k,

@@ -12,6 +12,7 @@ import pytest
 
 from pdiff.pipeline.run import run_pipeline
 from tests.helpers.configs import QUICK_EVALUATION, compose_config
+from tests.helpers.runs import stage_files
 
 pytestmark = pytest.mark.slow
 BLOBS = [
@@ -53,15 +54,6 @@ def _blobs(path, permute_test: bool) -> None:
     np.savez(path, x_train=x[:400], y_train=labels[:400], x_test=x[400:], y_test=y_test)
 
 
-def _files(directory) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(directory)): path.read_bytes()
-        for stage in STAGE_DIRS
-        for path in sorted((directory / stage).rglob("*"))
-        if path.is_file()
-    }
-
-
 @pytest.mark.parametrize("design", DESIGNS)
 def test_permuted_test_labels_leave_zoo_generator_and_generated_byte_identical(design, tmp_path):
     data, out, first = tmp_path / "data.npz", tmp_path / "run", tmp_path / "first"
@@ -71,7 +63,7 @@ def test_permuted_test_labels_leave_zoo_generator_and_generated_byte_identical(d
     shutil.move(out, first)
     _blobs(data, permute_test=True)  # the same file, the same config: only y_test differs
     run_pipeline(cfg)
-    before, after = _files(first), _files(out)
+    before, after = stage_files(first, STAGE_DIRS), stage_files(out, STAGE_DIRS)
     assert {name.split("/")[0] for name in before} == set(
         STAGE_DIRS
     ) and "zoo/zoo.safetensors" in before

@@ -19,6 +19,7 @@ from pdiff.heldout.subsets import SubsetFamily
 from pdiff.heldout.variants import VariantFamily
 from pdiff.pipeline.run import run_pipeline
 from tests.helpers.configs import REPO, compose_config
+from tests.helpers.runs import stage_files
 
 pytestmark = pytest.mark.slow
 SIZE = [
@@ -47,15 +48,6 @@ def tiny(tmp_path, *overrides, family="subsets"):
     return [f"experiment=heldout_{family}", *SIZE, f"data.root={tmp_path / 'data'}", *overrides]
 
 
-def _files(directory) -> dict[str, bytes]:
-    return {
-        str(path.relative_to(directory)): path.read_bytes()
-        for stage in STAGE_DIRS
-        for path in sorted((directory / stage).rglob("*"))
-        if path.is_file()
-    }
-
-
 def _check_report(report, family, scored):
     names = {REFERENCE, *baseline_names(family, [0, 10, 30, 100])}
     assert [row["task"] for row in report["rows"]] == scored
@@ -80,7 +72,7 @@ def _rerun_with_held_out_changed(cfg, out, first, report, monkeypatch, owner, me
     shutil.move(out, first)
     monkeypatch.setattr(owner, method, changed)
     again = run_pipeline(cfg)
-    before, after = _files(first), _files(out)
+    before, after = stage_files(first, STAGE_DIRS), stage_files(out, STAGE_DIRS)
     assert "zoo/zoo.safetensors" in before and "generated/params.safetensors" in before
     assert before.keys() == after.keys()
     assert [name for name in before if before[name] != after[name]] == []
@@ -140,8 +132,8 @@ def test_variant_tasks_are_scored_inside_and_outside_the_range_and_their_data_is
 
     task_data = VariantFamily.task_data
 
-    def permuted_for_held_out(self, task, data):  # held-out signals and labels shuffled apart
-        own = task_data(self, task, data)
+    def permuted_for_held_out(self, task, data, with_test=False):  # held-out data shuffled apart
+        own = task_data(self, task, data, with_test)
         if task not in split.held_out:
             return own
         generator = torch.Generator().manual_seed(task)
@@ -158,13 +150,15 @@ def test_validation_tasks_are_scored_apart_from_the_test_tasks_with_the_same_mod
     cfg = compose_config(tiny(tmp_path, f"paths.output_dir={out}"))
     split = SubsetFamily(10).split(cfg.task.family, seed=cfg.seed)
     test = run_pipeline(cfg)
-    made = _files(out)
+    made = stage_files(out, STAGE_DIRS)
     val = run_pipeline(
         compose_config(tiny(tmp_path, "task.family.eval_split=val", f"paths.output_dir={out}"))
     )
     assert [row["task"] for row in val["rows"]] == split.val and val["eval_split"] == "val"
     assert [row["task"] for row in test["rows"]] == split.test
-    assert _files(out) == made  # the zoo, generator and generated models are shared
+    assert (
+        stage_files(out, STAGE_DIRS) == made
+    )  # the zoo, generator and generated models are shared
 
 
 def test_generate_task_makes_models_for_one_named_task_and_evaluate_scores_it(tmp_path):

@@ -20,6 +20,17 @@ from pdiff.zoo.store import ParamZoo, run_path
 from tests.helpers.configs import REPO
 
 
+def stage_files(directory: Path, stages: tuple[str, ...]) -> dict[str, bytes]:
+    """Every file under the run's `stages` folders (zoo, generator, generated, ...), by its path in
+    the run: what must stay byte-identical when evaluation's inputs change."""
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for stage in stages
+        for path in sorted((directory / stage).rglob("*"))
+        if path.is_file()
+    }
+
+
 def write_zoo(directory: Path, zoo: ParamZoo) -> ParamZoo:
     """Write an in-memory zoo to `directory` the way collection does (one collection run, merged);
     returns it loaded."""

@@ -112,10 +112,11 @@ def test_variants_are_mnist1d_settings_held_out_inside_and_outside_the_training_
     }
     assert family.split(cfg, seed=1) != split
     task = split.test[0]
-    data = family.task_data(task, None)
+    data = family.task_data(task, None, with_test=True)
     assert (len(data.y_train), len(data.y_val), len(data.y_test)) == (150, 50, 200)
     assert data.num_classes == 10 and set(data.y_test.tolist()) == set(range(10))
     again, other = family.task_data(task, None), family.task_data(split.test[1], None)
+    assert len(again.y_test) == 0  # the test split only when the evaluate stage asks for it
     assert torch.equal(again.x_train, data.x_train)  # cached, and checked on the way back
     assert not torch.equal(other.x_train, data.x_train)
 
@@ -440,20 +441,18 @@ def test_the_linear_probe_trains_the_head_alone_and_the_sweep_reads_each_step_co
 
 
 def test_the_descriptor_map_recovers_a_linear_map_and_shrinks_when_there_is_none():
-    from pdiff.generators.descriptor_map import apply_descriptor_map, fit_descriptor_map
+    from pdiff.heldout.ridge import fit_task_ridge
 
     generator = torch.Generator().manual_seed(0)
     descriptors = FAMILY.descriptor(list(range(1, 1021, 17))).repeat_interleave(4, 0)
     weight, bias = torch.randn(10, 5, generator=generator), torch.randn(5, generator=generator)
     rows = descriptors @ weight + bias + 0.01 * torch.randn(240, 5, generator=generator)
-    fitted_weight, fitted_bias, alpha = fit_descriptor_map(descriptors, rows)
-    assert alpha <= 1e-2 and torch.allclose(fitted_weight, weight, atol=0.05)
+    ridge = fit_task_ridge(descriptors, rows)
+    assert ridge.alpha <= 1e-2 and torch.allclose(ridge.weight.float(), weight, atol=0.05)
     unseen = FAMILY.descriptor([300])
-    assert torch.allclose(
-        apply_descriptor_map(fitted_weight, fitted_bias, unseen), unseen @ weight + bias, atol=0.1
-    )
+    assert torch.allclose(ridge(unseen).float(), unseen @ weight + bias, atol=0.1)
     noise = torch.randn(240, 5, generator=generator)
-    assert fit_descriptor_map(descriptors, noise)[2] >= 10.0  # nothing to map: the penalty grows
+    assert fit_task_ridge(descriptors, noise).alpha >= 10.0  # nothing to map: the penalty grows
 
 
 def test_a_descriptor_map_without_a_zoo_of_many_tasks_is_named_as_an_override_never_read():
